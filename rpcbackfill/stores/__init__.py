@@ -1,0 +1,1 @@
+"""rpcbackfill.stores"""
