@@ -4,14 +4,43 @@ Precedence: command-line flag > environment (``STELLAR_RPC_*``) > TOML file > de
 ``load_config`` (below) builds a validated ``Config``; validation reports every problem
 at once (``ConfigError.problems``), rejects unknown keys and resolves relative paths
 against ``service.data_dir``.
+
+Path rules (documented in docs/configuration.md):
+- ``service.data_dir`` written in the TOML file resolves against the directory holding that
+  file; given by flag or environment it resolves against the working directory.
+- Every other relative path (stores, a local ``bucket_path``, captive-core files) resolves
+  against ``service.data_dir``, whatever its source.  ``~`` is expanded everywhere.
+
+Every key is declared once in ``KEYS``; validation, environment names, the example file
+(``example_config_text``) and the reference in docs/configuration.md all derive from it.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+import shutil
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .ledgermath import DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_RANGE_SIZE
+from .errors import ConfigError, InputError, LedgerRangeError
+from .ledgermath import (
+    CHUNK_SIZE,
+    DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_RANGE_SIZE,
+    FIRST_LEDGER,
+    check_range_size,
+    ranges_between,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 PUBNET_PASSPHRASE = "Public Global Stellar Network ; September 2015"
 TESTNET_PASSPHRASE = "Test SDF Network ; September 2015"
@@ -102,3 +131,554 @@ def default_config(data_dir: Path | str, **backfill_overrides) -> Config:
         ),
         backfill=BackfillConfig(buffered_storage=bs, captive_core=cc, **backfill_overrides),
     )
+
+
+# --- the key table ------------------------------------------------------------------------
+
+ENV_PREFIX = "STELLAR_RPC_"
+#: Environment variable naming the TOML file (read by the CLI, not a configuration key).
+ENV_CONFIG_PATH = ENV_PREFIX + "CONFIG_PATH"
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+LEDGER_BACKENDS = ("buffered_storage", "captive_core")
+
+SECTIONS = (
+    "service",
+    "meta_store",
+    "active_stores",
+    "immutable_stores",
+    "rocksdb",
+    "backfill",
+    "backfill.buffered_storage",
+    "backfill.captive_core",
+)
+
+_REQUIRED = object()  # marker: the key has no default
+UINT32_MAX = 2**32 - 1  # ledger sequences are XDR uint32
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.  ``kind``: str, int, float, choice, path, location (bucket_path)."""
+
+    section: str
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    example: Any = None  # value shown in the example file when it differs from the default
+    commented: bool = False  # the example file shows the key commented out
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dotted.upper().replace(".", "_")
+
+
+KEYS: tuple[Key, ...] = (
+    Key("service", "data_dir", "path", _REQUIRED,
+        "Root of all state: meta store, active and immutable stores. Required. Relative: against this "
+        "file's directory (against the working directory when given by flag or environment).",
+        example="/var/lib/stellar-rpc"),
+    Key("service", "network_passphrase", "str", PUBNET_PASSPHRASE,
+        "Network passphrase; a data lake whose manifest names another network is refused."),
+    Key("service", "http_port", "int", 8080, "Port of the progress/health HTTP endpoint; 0 disables it.",
+        minimum=0, maximum=65535),
+    Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),
+    Key("service", "log_format", "choice", "text",
+        "text: human-readable lines; json: one JSON object per line (ts, level, logger, msg, extra fields).",
+        choices=LOG_FORMATS),
+    Key("meta_store", "path", "path", "meta/rocksdb", "RocksDB directory of the meta store (progress, states).",
+        commented=True),
+    Key("active_stores", "ledger_path", "path", "active/ledgers",
+        "Partial LFS chunks of ranges being ingested; one subdirectory per range.", commented=True),
+    Key("active_stores", "txhash_path", "path", "active/txhash",
+        "Transaction-hash spill files of ranges being ingested; one subdirectory per range.", commented=True),
+    Key("immutable_stores", "ledgers_base", "path", "immutable/ledgers", "Finished LFS ledger chunks.",
+        commented=True),
+    Key("immutable_stores", "txhash_base", "path", "immutable/txhash", "Finished RecSplit transaction-hash indexes.",
+        commented=True),
+    Key("rocksdb", "block_cache_mb", "int", 64, "Block cache of the meta store, MiB.", minimum=1),
+    Key("rocksdb", "write_buffer_mb", "int", 64, "Memtable size of the meta store, MiB.", minimum=1),
+    Key("rocksdb", "max_write_buffer_number", "int", 2, "Memtables kept before a flush stalls writes.", minimum=1),
+    Key("backfill", "start_ledger", "int", None,
+        "First ledger to backfill: a range first ledger (2, 10000002, ...). The --start-ledger flag overrides it.",
+        minimum=FIRST_LEDGER, maximum=UINT32_MAX, example=2, commented=True),
+    Key("backfill", "end_ledger", "int", None,
+        "Last ledger to backfill: a range last ledger (10000001, 20000001, ...). The --end-ledger flag overrides it.",
+        minimum=FIRST_LEDGER, maximum=UINT32_MAX, example=10000001, commented=True),
+    Key("backfill", "ledger_backend", "choice", "buffered_storage", "Where ledgers come from.",
+        choices=LEDGER_BACKENDS),
+    Key("backfill", "parallel_ranges", "int", 2, "Ranges ingested at the same time (one process each).", minimum=1),
+    Key("backfill", "checkpoint_interval", "int", DEFAULT_CHECKPOINT_INTERVAL,
+        "Ledgers between durable checkpoints; a crash re-ingests at most this many ledgers per range.", minimum=1),
+    Key("backfill", "range_size", "int", DEFAULT_RANGE_SIZE,
+        f"Ledgers per range; a positive multiple of {CHUNK_SIZE}. Change only for tests and private networks; "
+        "it can never change for an existing data directory.", minimum=CHUNK_SIZE),
+    Key("backfill", "max_retries", "int", 3, "Whole-range retries before a range is marked FAILED.", minimum=0),
+    Key("backfill.buffered_storage", "bucket_path", "location", "",
+        "Data lake root: gs://bucket/prefix, file:///abs/path or a local path (relative: against data_dir). "
+        "Required with ledger_backend = \"buffered_storage\".",
+        example="gs://my-ledger-bucket/pubnet"),
+    Key("backfill.buffered_storage", "buffer_size", "int", 10_000, "Lake files fetched ahead of the consumer.",
+        minimum=1),
+    Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1),
+    Key("backfill.buffered_storage", "retry_limit", "int", 5, "Attempts per object on transient errors.", minimum=0),
+    Key("backfill.buffered_storage", "retry_wait", "float", 1.0,
+        "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0),
+    Key("backfill.captive_core", "binary_path", "path", None,
+        "stellar-core executable (a bare name is looked up on PATH). Required with ledger_backend = \"captive_core\".",
+        example="/usr/local/bin/stellar-core", commented=True),
+    Key("backfill.captive_core", "config_path", "path", None,
+        "stellar-core configuration file (see config/captive-core.example.toml). Required with captive_core.",
+        example="/etc/stellar/captive-core.cfg", commented=True),
+)
+
+KEYS_BY_DOTTED: dict[str, Key] = {k.dotted: k for k in KEYS}
+KEYS_BY_ENV: dict[str, Key] = {k.env: k for k in KEYS}
+assert len(KEYS_BY_ENV) == len(KEYS), "environment variable names must be unique"
+
+
+def _accepted(section: str) -> str:
+    return ", ".join(k.name for k in KEYS if k.section == section)
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Value:
+    value: Any
+    source: str  # "file F", "env NAME", "flag", "default"
+    from_text: bool  # True when the value is a string to be parsed (env, --set)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path}: not UTF-8 text (line {line})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's message already ends with "(at line L, column C)"
+        raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
+
+
+def _flatten_toml(data: dict, where: str, problems: list[str]) -> dict[str, _Value]:
+    """Dotted key -> value of a parsed TOML document; unknown sections/keys become problems."""
+    out: dict[str, _Value] = {}
+    top_sections = [s for s in SECTIONS if "." not in s]
+
+    def walk(section: str, table: dict) -> None:
+        for name, value in table.items():
+            dotted = f"{section}.{name}"
+            if dotted in SECTIONS:
+                if not isinstance(value, dict):
+                    problems.append(f"[{dotted}] must be a table, got {type(value).__name__}")
+                else:
+                    walk(dotted, value)
+            elif dotted in KEYS_BY_DOTTED:
+                out[dotted] = _Value(value, f"file {where}", False)
+            else:
+                subs = [s.split(".", 1)[1] for s in SECTIONS if s.startswith(section + ".")]
+                accepted = _accepted(section) + (f"; tables: {', '.join(subs)}" if subs else "")
+                problems.append(
+                    f"unknown key {name!r} in [{section}] ({_suggest(name, accepted.replace(';', ',').split(', '))}"
+                    f"accepted: {accepted})"
+                )
+
+    for name, value in data.items():
+        if name not in top_sections:
+            problems.append(
+                f"unknown section [{name}] ({_suggest(name, top_sections)}accepted: {', '.join(top_sections)})"
+            )
+        elif not isinstance(value, dict):
+            problems.append(f"[{name}] must be a table, got {type(value).__name__}")
+        else:
+            walk(name, value)
+    return out
+
+
+def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, _Value]:
+    out: dict[str, _Value] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
+            continue
+        key = KEYS_BY_ENV.get(name)
+        if key is None:
+            problems.append(
+                f"unknown environment variable {name} ({_suggest(name, list(KEYS_BY_ENV))}"
+                f"accepted: {ENV_PREFIX}<SECTION>_<KEY>, e.g. {KEYS[0].env}; see docs/configuration.md)"
+            )
+        else:
+            out[key.dotted] = _Value(value, f"env {name}", True)
+    return out
+
+
+def _from_overrides(overrides: Mapping[str, Any], problems: list[str]) -> dict[str, _Value]:
+    out: dict[str, _Value] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue  # an absent flag
+        if dotted not in KEYS_BY_DOTTED:
+            problems.append(
+                f"unknown configuration key {dotted!r} ({_suggest(dotted, list(KEYS_BY_DOTTED))}"
+                f"keys are section.name, e.g. backfill.parallel_ranges)"
+            )
+            continue
+        out[dotted] = _Value(value, "command line", isinstance(value, str))
+    return out
+
+
+def _describe(key: Key, v: _Value) -> str:
+    return key.dotted if v.source in ("default",) else f"{key.dotted} (from {v.source})"
+
+
+def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
+    """Type-check/parse one value; append a problem and return None when it is invalid."""
+    val = v.value
+    what = _describe(key, v)
+    if key.kind == "int":
+        if v.from_text:
+            try:
+                val = int(str(val).strip().replace("_", ""), 10)
+            except ValueError:
+                problems.append(f"{what} must be an integer, got {v.value!r}")
+                return None
+        elif isinstance(val, bool) or not isinstance(val, int):
+            problems.append(f"{what} must be an integer, got {type(val).__name__} {val!r}")
+            return None
+    elif key.kind == "float":
+        if v.from_text:
+            try:
+                val = float(str(val).strip())
+            except ValueError:
+                problems.append(f"{what} must be a number, got {v.value!r}")
+                return None
+        elif isinstance(val, bool) or not isinstance(val, (int, float)):
+            problems.append(f"{what} must be a number, got {type(val).__name__} {val!r}")
+            return None
+        val = float(val)
+        if not math.isfinite(val):
+            problems.append(f"{what} must be a finite number, got {v.value!r}")
+            return None
+    else:  # str, choice, path, location
+        if isinstance(val, Path):
+            val = str(val)
+        if not isinstance(val, str):
+            problems.append(f"{what} must be a string, got {type(val).__name__} {val!r}")
+            return None
+        if key.kind == "choice":
+            norm = val.strip().lower() if key.name == "log_level" else val.strip()
+            if norm not in key.choices:
+                problems.append(f"{what} must be one of {', '.join(key.choices)}; got {val!r}")
+                return None
+            val = norm
+        elif key.kind in ("path", "str") and not val.strip():
+            problems.append(f"{what} must not be empty")
+            return None
+    if key.minimum is not None and val < key.minimum or key.maximum is not None and val > key.maximum:
+        bounds = f">= {key.minimum}" if key.maximum is None else f"between {key.minimum} and {key.maximum}"
+        problems.append(f"{what} must be {bounds}, got {val!r}")
+        return None
+    return val
+
+
+def _absolute(p: str | Path, base: Path) -> Path:
+    p = Path(os.path.expanduser(str(p)))
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def _check_dir_path(label: str, p: Path, problems: list[str]) -> None:
+    """``p`` may be absent (created later) but must not be, or sit under, a non-directory."""
+    if p.exists() and not p.is_dir():
+        problems.append(f"{label} {p} exists and is not a directory")
+        return
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                problems.append(f"{label} {p}: {parent} is not a directory")
+            return
+
+
+def _resolve_location(key: Key, raw: str, data_dir: Path | None, what: str, problems: list[str]) -> str:
+    raw = raw.strip()
+    if raw == "":
+        return ""
+    if raw.startswith("gs://"):
+        if not raw[len("gs://"):].split("/", 1)[0]:
+            problems.append(f"{what} must name a bucket: gs://bucket[/prefix], got {raw!r}")
+        return raw.rstrip("/") if raw.count("/") > 2 else raw
+    if raw.startswith("file://"):
+        if not raw.startswith("file:///"):
+            problems.append(f"{what}: file:// URLs must be absolute (file:///path), got {raw!r}")
+        return raw
+    if "://" in raw:
+        problems.append(f"{what}: unsupported scheme in {raw!r} (accepted: gs://, file://, local path)")
+        return raw
+    return str(_absolute(raw, data_dir)) if data_dir is not None else raw
+
+
+def load_config(
+    config_path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    for_backfill: bool = False,
+    cwd: str | Path | None = None,
+) -> Config:
+    """Build a validated ``Config`` from defaults, a TOML file, the environment and flags.
+
+    ``overrides`` maps dotted keys (``"backfill.start_ledger"``) to flag values (``None`` =
+    flag absent; strings are parsed like environment values).  ``env`` defaults to
+    ``os.environ``; only ``STELLAR_RPC_*`` variables are read.  ``for_backfill`` adds the
+    checks a backfill needs (start/end ledgers, the ledger backend's settings).
+    Raises ``ConfigError`` listing every problem (``LedgerRangeError`` when the start/end
+    ledgers are the only problem).
+    """
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    layers: dict[str, _Value] = {}
+    file_dir = base
+    if config_path is not None:
+        path = _absolute(config_path, base)
+        file_dir = path.parent
+        layers.update(_flatten_toml(_read_toml(path), str(path), problems))
+    layers.update(_from_env(env, problems))
+    layers.update(_from_overrides(overrides or {}, problems))
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        v = layers.get(key.dotted)
+        if v is None:
+            if key.default is _REQUIRED:
+                problems.append(
+                    f"{key.dotted} is required (set data_dir in [{key.section}] of the config file, "
+                    f"{key.env} or --data-dir)"
+                )
+            values[key.dotted] = None if key.default is _REQUIRED else key.default
+            continue
+        values[key.dotted] = _coerce(key, v, problems)
+
+    # data_dir first: every other relative path hangs off it.
+    data_dir: Path | None = None
+    check_paths = False
+    if values["service.data_dir"] is not None:
+        v = layers["service.data_dir"]
+        data_dir = _absolute(values["service.data_dir"], file_dir if v.source.startswith("file ") else base)
+        n = len(problems)
+        _check_dir_path("service.data_dir", data_dir, problems)
+        check_paths = len(problems) == n  # paths under a broken data_dir would only repeat its problem
+    values["service.data_dir"] = data_dir
+
+    for key in KEYS:
+        raw = values[key.dotted]
+        if key.kind == "path" and key.name != "data_dir" and raw is not None:
+            if key.section == "backfill.captive_core":
+                values[key.dotted] = _resolve_core_file(key, raw, data_dir)
+            else:
+                values[key.dotted] = _absolute(raw, data_dir) if data_dir is not None else Path(raw)
+                if check_paths:
+                    _check_dir_path(key.dotted, values[key.dotted], problems)
+        elif key.kind == "location" and raw is not None:
+            v = layers.get(key.dotted)
+            what = _describe(key, v) if v else key.dotted
+            values[key.dotted] = _resolve_location(key, raw, data_dir, what, problems)
+
+    range_problems = _check_backfill(values, for_backfill, problems)
+    if problems:
+        if range_problems and len(range_problems) == len(problems):
+            raise LedgerRangeError("; ".join(range_problems))
+        raise ConfigError(problems)
+    return _build(values)
+
+
+def _resolve_core_file(key: Key, raw: str, data_dir: Path | None) -> Path:
+    if key.name == "binary_path" and os.sep not in raw and "/" not in raw:
+        found = shutil.which(raw)
+        if found:
+            return Path(found)
+    if data_dir is None:
+        return Path(raw)
+    return _absolute(raw, data_dir)
+
+
+def _check_backfill(values: dict[str, Any], for_backfill: bool, problems: list[str]) -> list[str]:
+    """Cross-key checks; returns the start/end problems (also appended to ``problems``)."""
+    range_size = values["backfill.range_size"]
+    if range_size is not None:
+        try:
+            check_range_size(range_size)
+        except InputError:
+            problems.append(f"backfill.range_size must be a positive multiple of {CHUNK_SIZE}, got {range_size!r}")
+            range_size = None
+    interval = values["backfill.checkpoint_interval"]
+    if interval is not None and range_size is not None and interval > range_size:
+        problems.append(f"backfill.checkpoint_interval ({interval}) must not exceed backfill.range_size ({range_size})")
+
+    if not for_backfill:
+        return []
+
+    range_problems: list[str] = []
+    start, end = values["backfill.start_ledger"], values["backfill.end_ledger"]
+    if start is None and "backfill.start_ledger" not in _already_reported(problems):
+        range_problems.append("backfill needs --start-ledger (or start_ledger in [backfill])")
+    if end is None and "backfill.end_ledger" not in _already_reported(problems):
+        range_problems.append("backfill needs --end-ledger (or end_ledger in [backfill])")
+    if start is not None and end is not None and range_size is not None:
+        try:
+            ranges_between(start, end, range_size)
+        except LedgerRangeError as e:
+            range_problems.append(str(e))
+    problems.extend(range_problems)
+
+    backend = values["backfill.ledger_backend"]
+    if backend == "buffered_storage":
+        bucket = values["backfill.buffered_storage.bucket_path"]
+        if bucket == "":
+            problems.append(
+                "backfill.buffered_storage.bucket_path is required when backfill.ledger_backend is "
+                "buffered_storage (gs://bucket/prefix, file:///path or a local path)"
+            )
+        elif bucket is not None and ("://" not in bucket or bucket.startswith("file:///")):
+            local = Path(bucket[len("file://") :] if bucket.startswith("file://") else bucket)
+            if not local.is_dir():
+                problems.append(f"backfill.buffered_storage.bucket_path {bucket} is not an existing directory")
+    elif backend == "captive_core":
+        binary = values["backfill.captive_core.binary_path"]
+        conf = values["backfill.captive_core.config_path"]
+        need = "is required when backfill.ledger_backend is captive_core"
+        if binary is None:
+            problems.append(f"backfill.captive_core.binary_path {need}")
+        elif not binary.is_file():
+            problems.append(f"backfill.captive_core.binary_path {binary} does not exist or is not a file")
+        elif not os.access(binary, os.X_OK):
+            problems.append(f"backfill.captive_core.binary_path {binary} is not executable")
+        if conf is None:
+            problems.append(f"backfill.captive_core.config_path {need}")
+        elif not conf.is_file():
+            problems.append(f"backfill.captive_core.config_path {conf} does not exist or is not a file")
+        elif not os.access(conf, os.R_OK):
+            problems.append(f"backfill.captive_core.config_path {conf} is not readable")
+    return range_problems
+
+
+def _already_reported(problems: list[str]) -> str:
+    return " ".join(problems)
+
+
+def _build(values: dict[str, Any]) -> Config:
+    def sect(section: str) -> dict[str, Any]:
+        return {k.name: values[k.dotted] for k in KEYS if k.section == section}
+
+    backfill = sect("backfill")
+    return Config(
+        service=ServiceConfig(**sect("service")),
+        meta_store=MetaStoreConfig(**sect("meta_store")),
+        active_stores=ActiveStoresConfig(**sect("active_stores")),
+        immutable_stores=ImmutableStoresConfig(**sect("immutable_stores")),
+        rocksdb=RocksDBConfig(**sect("rocksdb")),
+        backfill=BackfillConfig(
+            **backfill,
+            buffered_storage=BufferedStorageConfig(**sect("backfill.buffered_storage")),
+            captive_core=CaptiveCoreConfig(**sect("backfill.captive_core")),
+        ),
+    )
+
+
+# --- the example file ------------------------------------------------------------------------------
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width - 2:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    if cur:
+        lines.append(cur)
+    return ["# " + line for line in lines]
+
+
+EXAMPLE_HEADER = """\
+# stellar-rpc configuration (TOML). Generated by `stellar-rpc gen-config-file`; config/example.toml
+# is this same text. Every key is listed with its default.
+#
+# Precedence: command-line flag > environment > this file > default.
+# Environment: STELLAR_RPC_<SECTION>_<KEY>, e.g. STELLAR_RPC_SERVICE_DATA_DIR,
+#   STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH. STELLAR_RPC_CONFIG_PATH names this file.
+# Paths: data_dir resolves against this file's directory; every other relative path resolves
+#   against data_dir. Unknown keys are an error.
+"""
+
+
+def example_config_text() -> str:
+    """The commented example configuration (``gen-config-file``; config/example.toml)."""
+    out = [EXAMPLE_HEADER.rstrip("\n")]
+    for section in SECTIONS:
+        out.append("")
+        out.append(f"[{section}]")
+        for key in (k for k in KEYS if k.section == section):
+            doc = key.doc
+            if key.choices:
+                doc += f" One of: {', '.join(key.choices)}."
+            if key.kind == "path" and key.default not in (None, _REQUIRED):
+                doc += f" Default: {{data_dir}}/{key.default}."
+            elif key.default not in (None, _REQUIRED, ""):
+                doc += f" Default: {_toml_literal(key.default)}."
+            out.extend(_wrap(doc))
+            value = key.example if key.example is not None else key.default
+            prefix = "# " if key.commented else ""
+            out.append(f"{prefix}{key.name} = {_toml_literal(value)}")
+    return "\n".join(out) + "\n"
+
+
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key, default, environment variable, meaning) for every key, for docs/configuration.md."""
+    rows = []
+    for key in KEYS:
+        if key.default is _REQUIRED:
+            default = "required"
+        elif key.default is None:
+            default = "unset"
+        elif key.kind == "path":
+            default = f"`{{data_dir}}/{key.default}`"
+        else:
+            default = f"`{_toml_literal(key.default)}`"
+        meaning = key.doc + (f" One of: {', '.join(key.choices)}." if key.choices else "")
+        rows.append((f"`{key.dotted}`", default, f"`{key.env}`", meaning))
+    return rows

@@ -138,3 +138,10 @@ class MetaStoreError(StoreError):
 
 class RangeFailedError(RpcBackfillError):
     """One or more ranges ended FAILED."""
+
+
+class SourceConfigError(SourceError):
+    """A ledger source's own configuration is unusable (captive-core binary or cfg missing,
+    cfg passphrase contradicting the configured network)."""
+
+    exit_code = 2

@@ -1,1 +1,25 @@
-"""rpcbackfill.index"""
+"""rpcbackfill.index: the txhash spill store, compaction and the RecSplit index (spec section 8).
+
+Flow per range: ``TxHashSpill`` (INGESTING) -> ``compact_shard`` (COMPACTING) -> ``build_shard``
+(BUILDING_RECSPLIT) -> ``verify_shard`` (VERIFYING_RECSPLIT); queries use ``TxHashIndex``.
+"""
+
+from __future__ import annotations
+
+from .compact import compact_shard, sorted_path_for
+from .recsplit import ShardIndex, ShardStats, build_shard, verify_shard
+from .spill import SpillConfig, TxHashSpill
+from .txhash_index import TxHashIndex, shard_index_path
+
+__all__ = [
+    "ShardIndex",
+    "ShardStats",
+    "SpillConfig",
+    "TxHashIndex",
+    "TxHashSpill",
+    "build_shard",
+    "compact_shard",
+    "shard_index_path",
+    "sorted_path_for",
+    "verify_shard",
+]

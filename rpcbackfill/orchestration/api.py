@@ -1,29 +1,118 @@
-"""Entry points the CLI calls (placeholder until the orchestration issue lands).
+"""Entry points the CLI calls.  Owner: orchestration.
 
-Owner: orchestration.  Signatures are the contract with ``rpcbackfill.cli``.
+Signatures are the contract with ``rpcbackfill.cli``.  Query commands read the immutable
+stores and open the meta store read-only, so they work beside a running backfill.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from ..config import Config
-from ..errors import NotImplementedFeatureError
+from ..errors import InputError, MetaStoreError, NotFoundError
+from ..ledgermath import FIRST_LEDGER
+
+log = logging.getLogger(__name__)
 
 
 def run_backfill(config: Config) -> int:
-    """Run the backfill described by ``config.backfill`` to completion; return the exit code."""
-    raise NotImplementedFeatureError("backfill is not implemented yet in this build")
+    """Run the backfill described by ``config.backfill`` to completion; return the exit code.
+
+    0 every range COMPLETE, 1 a range FAILED, 128+signal when interrupted.  Input problems
+    raise ``InputError`` (exit 2) and a locked data directory ``DataDirLockedError`` (exit 4)
+    before any work.
+    """
+    from .coordinator import Coordinator
+
+    return Coordinator(config).run()
+
+
+def _open_meta(config: Config):
+    from ..meta.store import MetaStore
+
+    try:
+        return MetaStore(config.meta_store.path, read_only=True)
+    except MetaStoreError as e:
+        raise NotFoundError(f"no backfill data in {config.service.data_dir} ({e})") from None
 
 
 def get_ledger(config: Config, seq: int) -> bytes:
     """Raw LedgerCloseMeta XDR of ledger ``seq`` from the immutable stores (NotFoundError if absent)."""
-    raise NotImplementedFeatureError("get-ledger-by-sequence is not implemented yet in this build")
+    from ..stores.lfs import LedgerStore
+
+    if seq < FIRST_LEDGER:
+        raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
+    with LedgerStore(config.immutable_stores.ledgers_base) as store:
+        return store.get_ledger(seq)
 
 
 def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
-    """Ledger sequence holding ``tx_hash`` (confirmed by reading the ledger); NotFoundError if absent."""
-    raise NotImplementedFeatureError("get-transaction-by-hash is not implemented yet in this build")
+    """Ledger sequence holding ``tx_hash`` (confirmed by reading the ledger); NotFoundError if absent.
+
+    Every COMPLETE range's index is asked; a candidate ledger counts only once the hash is
+    found among that ledger's transaction hashes (the index answers absent keys with false
+    positives by design).
+    """
+    from .. import lcm
+    from ..index import TxHashIndex
+    from ..meta.store import COMPLETE
+    from ..stores.lfs import LedgerStore
+
+    if len(tx_hash) != 32:
+        raise InputError(f"a transaction hash has 32 bytes, got {len(tx_hash)}")
+    meta = _open_meta(config)
+    try:
+        ranges = [meta.range_info(rid) for rid in meta.range_ids()]
+    finally:
+        meta.close()
+    base = Path(config.immutable_stores.txhash_base)
+    with LedgerStore(config.immutable_stores.ledgers_base) as store:
+        for info in ranges:
+            if info.state != COMPLETE:
+                continue
+            idx = TxHashIndex(base / f"{info.id:04d}")
+            try:
+                seq = idx.lookup(tx_hash)
+            finally:
+                idx.close()
+            if seq is None or not info.start_ledger <= seq <= info.end_ledger:
+                continue
+            try:
+                _, hashes = lcm.tx_hashes(store.get_ledger(seq))
+            except NotFoundError:
+                continue
+            if any(hashes[i : i + 32] == tx_hash for i in range(0, len(hashes), 32)):
+                return seq
+            log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
+    raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")
 
 
 def status(config: Config) -> dict:
     """Per-range state and progress read from the meta store (JSON-serialisable)."""
-    raise NotImplementedFeatureError("status is not implemented yet in this build")
+    meta = _open_meta(config)
+    try:
+        g = meta.global_info()
+        ranges = [meta.range_info(rid).to_json() for rid in meta.range_ids()]
+    finally:
+        meta.close()
+    for r in ranges:
+        total = r["end_ledger"] - r["start_ledger"] + 1
+        r["ledgers_total"] = total
+        r["ledgers_done"] = r["ledger"]["count"]
+        r["percent"] = round(100.0 * r["ledger"]["count"] / total, 2) if total else 0.0
+    states = [r["state"] for r in ranges]
+    return {
+        "mode": g["mode"],
+        "start_ledger": g["backfill_start_ledger"],
+        "end_ledger": g["backfill_end_ledger"],
+        "range_size": g["range_size"],
+        "complete": bool(ranges) and all(s == "COMPLETE" for s in states),
+        "counts": {s: states.count(s) for s in sorted(set(states))},
+        "ledgers_done": sum(r["ledgers_done"] for r in ranges),
+        "tx_count": sum(r["txhash"]["count"] for r in ranges),
+        "ranges": ranges,
+    }
+
+
+__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status"]

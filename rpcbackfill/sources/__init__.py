@@ -1,1 +1,41 @@
-"""rpcbackfill.sources"""
+"""rpcbackfill.sources: where ledgers come from.
+
+``open_source(config, cancel)`` returns the ``LedgerSource`` selected by
+``config.backfill.ledger_backend``:
+
+- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
+- ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
+
+Layout math and the local lake writer live in ``sources.layout``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .base import LedgerSource
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["LedgerSource", "open_source"]
+
+
+def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:
+    """Build (but do not start) the source the configuration names.
+
+    Nothing touches the network or spawns a process here; ``prepare_range`` does.
+    """
+    backend = config.backfill.ledger_backend
+    passphrase = config.service.network_passphrase
+    if backend == "buffered_storage":
+        from .datalake import DataLakeSource
+
+        return DataLakeSource(config.backfill.buffered_storage, passphrase, cancel)
+    if backend == "captive_core":
+        from .captive_core import CaptiveCoreSource
+
+        return CaptiveCoreSource(config.backfill.captive_core, cancel, network_passphrase=passphrase)
+    raise ConfigError(f"backfill.ledger_backend must be 'buffered_storage' or 'captive_core', got {backend!r}")

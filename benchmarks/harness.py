@@ -1,0 +1,546 @@
+"""One command to measure rpcbackfill: every stage, and the whole backfill, on one generated lake.
+
+    python benchmarks/harness.py                        # quick (< 2 min): 1 range, 30 tx/ledger
+    python benchmarks/harness.py --tx-per-ledger 300    # the default pubnet-like mix (ranges 3-5)
+    python benchmarks/harness.py --tx-per-ledger 300 --ranges 2 --json out.json   # + parallel scaling
+
+The lake (``rangeSize`` = 10,000 ledgers per range, the smallest legal range, from ledger 2) is
+generated once by ``rpcbackfill.devtools.lakegen`` and cached under ``--work``.  Stages:
+
+* ``lake_read``   DataLakeSource: list, read, decompress, split (threads, like the backfill);
+* ``zstd_floor``  the floor of any backfill: decompress each source file and compress each
+                  LedgerCloseMeta at zstd level 3, same bytes, same run, one thread;
+* ``tx_hashes``   rpcbackfill.lcm.tx_hashes vs stellar-sdk decode (the peer), same ledgers;
+* ``lfs_write``   ChunkWriter: compress + append + publish a chunk (bytes written per ledger);
+* ``index``       spill -> compact -> RecSplit build -> verify -> lookups (bytes/key, ns/key);
+* ``backfill``    ``stellar-rpc --backfill`` as a subprocess over the whole lake: wall, CPU,
+                  peak RSS of the process tree, disk bytes written; ``parallel_ranges`` 1 vs 2
+                  when ``--ranges 2``.
+
+"Per core" numbers divide the work by CPU seconds (user + system of every process involved),
+so they do not depend on how many cores were free.  Every figure is the median of ``--runs``
+runs.  Stages whose modules are not in this build are reported as ``n/a`` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    MIB,
+    REPO,
+    TreeSampler,
+    add_common_args,
+    dir_bytes,
+    drop_dir,
+    format_machine,
+    machine_info,
+    peak_rss_self,
+    print_table,
+    timed_runs,
+    write_json,
+)
+
+PUBNET = "Public Global Stellar Network ; September 2015"
+RANGE_SIZE = 10_000  # smallest legal range_size (spec section 1): one chunk per range
+FIRST = 2
+ZSTD_LEVEL = 3
+
+# goals of the issue, reported against (not asserted)
+GOAL_FLOOR_RATIO = 0.6
+GOAL_TX_PER_CORE = 100_000
+GOAL_PEAK_RSS = 4 << 30
+GOAL_PARALLEL_SPEEDUP = 1.8
+
+
+def log(msg: str) -> None:
+    print(f"[harness {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- lake ----------------------------------------------------------------------------------------
+
+
+def ensure_lake(work: Path, n_ledgers: int, tx_per_ledger: float, seed: int) -> tuple[Path, dict]:
+    """Generate (or reuse) the lake of ledgers FIRST..FIRST+n-1; returns (root, stats dict)."""
+    from rpcbackfill.devtools.lakegen import generate_lake
+
+    name = f"lake-s{seed}-tx{tx_per_ledger:g}-n{n_ledgers}"
+    root = work / name
+    meta = work / (name + ".json")
+    if meta.is_file() and (root / ".config.json").is_file():
+        log(f"reusing lake {root}")
+        return root, json.loads(meta.read_text())
+    drop_dir(root)
+    log(f"generating lake {root}: {n_ledgers} ledgers at {tx_per_ledger:g} tx/ledger (seed {seed})")
+    last_report = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last_report[0] > 10 or done == total:
+            last_report[0] = now
+            log(f"  lake {done}/{total}")
+
+    st = generate_lake(root, FIRST, FIRST + n_ledgers - 1, seed=seed, tx_per_ledger=tx_per_ledger,
+                       fsync=False, progress=progress)
+    d = {
+        "root": str(root), "first": st.first, "last": st.last, "ledgers": st.ledgers,
+        "transactions": st.transactions, "files": st.files, "raw_bytes": st.raw_bytes,
+        "compressed_bytes": st.compressed_bytes, "generate_seconds": st.seconds,
+        "tx_per_ledger": tx_per_ledger, "seed": seed,
+    }
+    meta.write_text(json.dumps(d, indent=2))
+    return root, d
+
+
+def lake_files(root: Path, first: int, last: int) -> list[tuple[int, bytes]]:
+    """(seq, compressed file bytes) of the 1-ledger-per-file lake, read into memory."""
+    from rpcbackfill.sources.layout import object_key, read_manifest
+
+    schema = read_manifest(root)
+    if schema.ledgers_per_batch != 1:
+        raise SystemExit("harness stages expect 1 ledger per lake file")
+    return [(s, (root / object_key(s, schema)).read_bytes()) for s in range(first, last + 1)]
+
+
+def decompress(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+
+
+# --- stages --------------------------------------------------------------------------------------
+
+
+class StageResult(dict):
+    """Row of the results: name, metric -> value; ``na`` explains a skipped stage."""
+
+
+def per_core(work: float, cpu: float) -> float:
+    return work / cpu if cpu > 0 else float("nan")
+
+
+def stage_zstd_floor(files, runs) -> StageResult:
+    import zstandard
+
+    lcms_raw = sum(len(decompress(f)) for _, f in files[:1])  # warm imports
+
+    def run():
+        d = zstandard.ZstdDecompressor()
+        c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        raw = 0
+        for _, f in files:
+            batch = d.stream_reader(io.BytesIO(f)).read()
+            lcm = memoryview(batch)[12:]  # LedgerCloseMetaBatch header: start, end, count
+            c.compress(lcm)
+            raw += len(lcm)
+        return raw
+
+    del lcms_raw
+    t = timed_runs(run, runs)
+    raw = t.results[0]
+    n = len(files)
+    return StageResult(stage="zstd_floor", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
+                       ledgers_per_core_s=per_core(n, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+                       raw_mb=raw / MIB)
+
+
+def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) -> StageResult:
+    from rpcbackfill.config import BufferedStorageConfig
+    from rpcbackfill.sources.datalake import DataLakeSource
+
+    def run():
+        cfg = BufferedStorageConfig(bucket_path=str(root), buffer_size=1000, num_workers=workers)
+        raw = 0
+        with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
+            src.prepare_range(first, last)
+            for s in range(first, last + 1):
+                raw += len(src.get_ledger(s))
+        return raw
+
+    t = timed_runs(run, runs)
+    n = last - first + 1
+    raw = t.results[0]
+    return StageResult(stage="lake_read", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
+                       ledgers_per_s=n / t.wall_median, ledgers_per_core_s=per_core(n, t.cpu_median),
+                       mb_per_core_s=per_core(raw / MIB, t.cpu_median), workers=workers)
+
+
+def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[StageResult, StageResult]:
+    from rpcbackfill import lcm as L
+
+    def run():
+        n = 0
+        for b in lcms:
+            _, hs = L.tx_hashes(b)
+            n += len(hs) // 32
+        return n
+
+    t = timed_runs(run, runs, warmup=1)
+    keys = t.results[0]
+    raw = sum(map(len, lcms))
+    ours = StageResult(stage="tx_hashes (lcm scanner)", ledgers=len(lcms), wall_s=t.wall_median, cpu_s=t.cpu_median,
+                       tx_per_core_s=per_core(keys, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+                       ledgers_per_core_s=per_core(len(lcms), t.cpu_median), hashes=keys)
+
+    from stellar_sdk import xdr
+
+    sample = lcms[:sdk_sample]
+
+    def run_sdk():
+        n = 0
+        for b in sample:
+            m = xdr.LedgerCloseMeta.from_xdr_bytes(b)
+            body = {0: m.v0, 1: m.v1, 2: m.v2}[m.v]
+            for r in body.tx_processing:
+                n += 1
+                _ = r.result.transaction_hash.hash
+                res = r.result.result.result
+                if res.code.value in (1, -13):
+                    _ = res.inner_result_pair.transaction_hash.hash
+                    n += 1
+        return n
+
+    ts = timed_runs(run_sdk, max(1, min(runs, 3)))
+    skeys = ts.results[0]
+    sraw = sum(map(len, sample))
+    peer = StageResult(stage="tx_hashes (stellar-sdk decode)", ledgers=len(sample), wall_s=ts.wall_median,
+                       cpu_s=ts.cpu_median, tx_per_core_s=per_core(skeys, ts.cpu_median),
+                       mb_per_core_s=per_core(sraw / MIB, ts.cpu_median),
+                       ledgers_per_core_s=per_core(len(sample), ts.cpu_median), hashes=skeys)
+    ours["speedup_vs_sdk"] = ours["tx_per_core_s"] / peer["tx_per_core_s"] if peer["tx_per_core_s"] else float("nan")
+    return ours, peer
+
+
+def stage_lfs_write(lcms: list[bytes], first: int, work: Path, runs: int) -> StageResult:
+    from rpcbackfill.stores import lfs
+
+    base = work / "lfs-bench"
+
+    def setup():
+        drop_dir(base)
+
+    def run():
+        w = lfs.ChunkWriter(base / "immutable", (first - 2) // RANGE_SIZE, base / "active")
+        for i, b in enumerate(lcms):
+            w.append(first + i, b)
+        w.finish(allow_partial=len(lcms) < RANGE_SIZE)
+        return dir_bytes(base / "immutable")
+
+    t = timed_runs(run, runs, setup=setup)
+    n = len(lcms)
+    raw = sum(map(len, lcms))
+    out = t.results[0]
+    drop_dir(base)
+    return StageResult(stage="lfs_write", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
+                       ledgers_per_core_s=per_core(n, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+                       bytes_written_per_ledger=out / n, compression_ratio=raw / out if out else float("nan"))
+
+
+def _index_api():
+    """The spec-section-8 pipeline, from ``rpcbackfill.index`` (architecture.md contract)."""
+    import importlib
+
+    names = ["TxHashSpill", "compact_shard", "build_shard", "verify_shard", "TxHashIndex"]
+    found = {}
+    mods = ["rpcbackfill.index", "rpcbackfill.index.spill", "rpcbackfill.index.compact",
+            "rpcbackfill.index.recsplit", "rpcbackfill.index.lookup", "rpcbackfill.index.txhash"]
+    for m in mods:
+        try:
+            mod = importlib.import_module(m)
+        except ImportError:
+            continue
+        for n in names:
+            if n not in found and hasattr(mod, n):
+                found[n] = getattr(mod, n)
+    missing = [n for n in names if n not in found]
+    return found, missing
+
+
+def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, runs: int) -> StageResult:
+    api, missing = _index_api()
+    if missing:
+        return StageResult(stage="index", na=f"rpcbackfill.index lacks {', '.join(missing)}")
+    import numpy as np
+
+    base = work / "index-bench"
+    n = len(keys)
+    seqs = {}
+    for h, s in keys:
+        seqs.setdefault(s, []).append(h)
+    build_t, total_t, sizes, lookup_present, lookup_absent, fp = [], [], [], [], [], []
+    for r in range(runs):
+        drop_dir(base)
+        t0 = time.perf_counter()
+        spill = api["TxHashSpill"](base / "spill")
+        for s in sorted(seqs):
+            spill.add(s, b"".join(seqs[s]))
+        counts = spill.sync()
+        spill.close()
+        t1 = time.perf_counter()
+        idx_dir = base / "range" / "index"
+        idx_dir.mkdir(parents=True, exist_ok=True)
+        tb = 0.0
+        for shard in range(16):
+            if not counts[shard]:
+                continue
+            sp = api["compact_shard"](base / "spill", shard, base / "sorted")
+            t2 = time.perf_counter()
+            api["build_shard"](sp, idx_dir / f"cf-{shard:x}.idx", range_start, counts[shard])
+            tb += time.perf_counter() - t2
+            api["verify_shard"](idx_dir / f"cf-{shard:x}.idx", sp, range_start, counts[shard])
+        t3 = time.perf_counter()
+        build_t.append(tb / n * 1e9)
+        total_t.append((t3 - t0) / n * 1e9)
+        sizes.append(dir_bytes(idx_dir) / n)
+        idx = api["TxHashIndex"](base / "range")
+        probe = [h for h, _ in keys[: min(n, 200_000)]]
+        t4 = time.perf_counter()
+        for h in probe:
+            idx.lookup(h)
+        lookup_present.append((time.perf_counter() - t4) / len(probe) * 1e9)
+        absent = [hashlib.sha256(b"absent" + i.to_bytes(4, "little")).digest() for i in range(len(probe))]
+        t5 = time.perf_counter()
+        hits = sum(idx.lookup(h) is not None for h in absent)
+        lookup_absent.append((time.perf_counter() - t5) / len(absent) * 1e9)
+        fp.append(hits / len(absent))
+        idx.close()
+    drop_dir(base)
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    return StageResult(stage="index", keys=n, bytes_per_key=med(sizes), build_ns_per_key=med(build_t),
+                       pipeline_ns_per_key=med(total_t), lookup_ns_present=med(lookup_present),
+                       lookup_ns_absent=med(lookup_absent), absent_false_positive_rate=med(fp))
+
+
+def write_config(path: Path, data_dir: Path, lake: Path, parallel: int, workers: int) -> None:
+    path.write_text(
+        f"""[service]
+data_dir = "{data_dir}"
+network_passphrase = "{PUBNET}"
+http_port = 0
+log_level = "warning"
+
+[backfill]
+ledger_backend = "buffered_storage"
+parallel_ranges = {parallel}
+range_size = {RANGE_SIZE}
+checkpoint_interval = 1000
+
+[backfill.buffered_storage]
+bucket_path = "{lake}"
+num_workers = {workers}
+buffer_size = 2000
+"""
+    )
+
+
+def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: int, tag: str) -> dict:
+    """One ``stellar-rpc --backfill`` subprocess over ``ranges`` ranges from ledger 2."""
+    import resource
+
+    data = work / f"backfill-{tag}"
+    drop_dir(data)
+    data.mkdir(parents=True)
+    cfg = work / f"backfill-{tag}.toml"
+    write_config(cfg, data, lake, parallel, workers)
+    last = FIRST + ranges * RANGE_SIZE - 1
+    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST),
+           "--end-ledger", str(last), "--config-path", str(cfg)]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(work))
+    with TreeSampler(p.pid) as samp:
+        out, err = p.communicate()
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    res = {
+        "rc": p.returncode, "wall_s": wall, "cpu_s": cpu, "cpu_s_sampled": samp.cpu_seconds,
+        "peak_rss_tree": samp.peak_rss, "peak_processes": samp.peak_procs,
+        "disk_write_bytes": samp.write_bytes, "immutable_bytes": dir_bytes(data / "immutable"),
+        "data_dir_bytes": dir_bytes(data), "stderr_tail": err.decode(errors="replace")[-2000:],
+    }
+    drop_dir(data)
+    return res
+
+
+def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parallel: int, runs: int,
+                   workers: int) -> StageResult:
+    rs = []
+    for r in range(runs):
+        log(f"  backfill {ranges} range(s), parallel_ranges={parallel}, run {r + 1}/{runs}")
+        res = run_backfill(work, lake, ranges, parallel, workers, f"r{ranges}p{parallel}")
+        if res["rc"] != 0:
+            return StageResult(stage=f"backfill x{ranges} p{parallel}",
+                               na=f"exit {res['rc']}: " + res["stderr_tail"].strip().splitlines()[-1][:200]
+                               if res["stderr_tail"].strip() else f"exit {res['rc']}")
+        rs.append(res)
+    import statistics as st
+
+    n = ranges * RANGE_SIZE
+    frac = n / lake_stats["ledgers"]
+    txs = lake_stats["transactions"] * frac
+    raw = lake_stats["raw_bytes"] * frac
+    wall = st.median(r["wall_s"] for r in rs)
+    cpu = st.median(r["cpu_s"] for r in rs)
+    return StageResult(
+        stage=f"backfill x{ranges} p{parallel}", ledgers=n, wall_s=wall, cpu_s=cpu,
+        ledgers_per_s=n / wall, tx_per_s=txs / wall,
+        ledgers_per_core_s=per_core(n, cpu), tx_per_core_s=per_core(txs, cpu), mb_per_core_s=per_core(raw / MIB, cpu),
+        peak_rss_mb=max(r["peak_rss_tree"] for r in rs) / MIB,
+        disk_written_per_ledger=st.median(r["disk_write_bytes"] for r in rs) / n,
+        stored_bytes_per_ledger=st.median(r["immutable_bytes"] for r in rs) / n,
+        runs=len(rs),
+    )
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tx-per-ledger", type=float, default=30.0,
+                    help="lake density (default 30 for a quick run; 300 is the pubnet-like default mix)")
+    ap.add_argument("--ranges", type=int, choices=(1, 2), default=1,
+                    help="ranges of 10,000 ledgers in the lake; 2 also measures parallel_ranges=2 vs 1")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stage-ledgers", type=int, default=1000, help="ledgers used by the in-memory stages")
+    ap.add_argument("--sdk-sample", type=int, default=20, help="ledgers decoded by stellar-sdk (slow peer)")
+    ap.add_argument("--index-keys", type=int, default=1_000_000,
+                    help="keys for the index stage: the lake's hashes, padded with sha256-derived keys")
+    ap.add_argument("--source-workers", type=int, default=8, help="num_workers of the data-lake source")
+    ap.add_argument("--backfill-runs", type=int, default=None, help="runs of the whole backfill (default --runs)")
+    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,backfill",
+                    help="comma-separated subset of stages")
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "rpcbackfill-bench")
+    add_common_args(ap)
+    args = ap.parse_args(argv)
+    stages = set(args.stages.split(","))
+    args.work.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    print(format_machine(info), flush=True)
+
+    n_ledgers = args.ranges * RANGE_SIZE
+    lake, lstats = ensure_lake(args.work, n_ledgers, args.tx_per_ledger, args.seed)
+    print(f"lake: {lstats['ledgers']} ledgers {lstats['first']}-{lstats['last']}, {lstats['transactions']} txs "
+          f"({lstats['transactions'] / lstats['ledgers']:.1f}/ledger), raw {lstats['raw_bytes'] / lstats['ledgers'] / 1024:.0f} "
+          f"KiB/ledger, zstd ratio {lstats['raw_bytes'] / lstats['compressed_bytes']:.2f}", flush=True)
+
+    k = min(args.stage_ledgers, n_ledgers)
+    first, last = FIRST, FIRST + k - 1
+    files = lake_files(lake, first, last)
+    lcms = [decompress(f)[12:] for _, f in files]
+    results: list[StageResult] = []
+
+    def attempt(name, fn):
+        if name not in stages:
+            return
+        log(f"stage {name}")
+        try:
+            r = fn()
+        except Exception as e:  # a stage whose module is missing or broken must not stop the others
+            traceback.print_exc(file=sys.stderr)
+            r = StageResult(stage=name, na=f"{type(e).__name__}: {str(e)[:160]}")
+        for x in r if isinstance(r, tuple) else (r,):
+            results.append(x)
+
+    attempt("zstd_floor", lambda: stage_zstd_floor(files, args.runs))
+    attempt("lake_read", lambda: stage_lake_read(lake, first, last, args.runs, args.source_workers))
+    attempt("tx_hashes", lambda: stage_tx_hashes(lcms, args.runs, args.sdk_sample))
+    attempt("lfs_write", lambda: stage_lfs_write(lcms, first, args.work, args.runs))
+
+    def index_keys():
+        from rpcbackfill import lcm as L
+
+        keys = []
+        for b in lcms:
+            seq, hs = L.tx_hashes(b)
+            keys += [(hs[i : i + 32], seq) for i in range(0, len(hs), 32)]
+        i = 0
+        while len(keys) < args.index_keys:  # uniform like real hashes; spread over the range
+            keys.append((hashlib.sha256(b"pad" + i.to_bytes(8, "little")).digest(), FIRST + i % RANGE_SIZE))
+            i += 1
+        return stage_index(keys[: max(args.index_keys, len(keys))], FIRST, args.work, args.runs)
+
+    attempt("index", index_keys)
+    del lcms, files
+    bruns = args.backfill_runs or args.runs
+    attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 1, 1, bruns, args.source_workers))
+    if args.ranges == 2:
+        attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 1, bruns, args.source_workers))
+        attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 2, bruns, args.source_workers))
+
+    # --- report ---
+    cols = ["stage", "ledgers/s", "ledgers/s/core", "tx/s/core", "MB/s/core", "wall s", "cpu s", "notes"]
+    rows = []
+    for r in results:
+        if "na" in r:
+            rows.append([r["stage"], "-", "-", "-", "-", "-", "-", "n/a: " + r["na"]])
+            continue
+        if r["stage"] == "index":
+            rows.append([r["stage"], "-", "-", "-", "-", "-", "-",
+                         f"{r['keys']:,} keys; {r['bytes_per_key']:.2f} B/key; build {r['build_ns_per_key']:.0f} ns/key "
+                         f"(spill..verify {r['pipeline_ns_per_key']:.0f}); lookup {r['lookup_ns_present']:.0f} ns present, "
+                         f"{r['lookup_ns_absent']:.0f} ns absent (fp {r['absent_false_positive_rate']:.4f})"])
+            continue
+        notes = []
+        if "speedup_vs_sdk" in r:
+            notes.append(f"{r['speedup_vs_sdk']:.0f}x stellar-sdk")
+        if "bytes_written_per_ledger" in r:
+            notes.append(f"{r['bytes_written_per_ledger']:,.0f} B written/ledger, ratio {r['compression_ratio']:.2f}")
+        if "peak_rss_mb" in r:
+            notes.append(f"peak RSS {r['peak_rss_mb']:,.0f} MiB; disk {r['disk_written_per_ledger']:,.0f} B "
+                         f"written/ledger ({r['stored_bytes_per_ledger']:,.0f} stored)")
+        rows.append([r["stage"], r.get("ledgers_per_s", "-"), r.get("ledgers_per_core_s", "-"),
+                     r.get("tx_per_core_s", "-"), r.get("mb_per_core_s", "-"), r.get("wall_s", "-"),
+                     r.get("cpu_s", "-"), "; ".join(notes)])
+    print()
+    table = print_table(rows, cols)
+
+    # --- goals ---
+    by = {r["stage"]: r for r in results if "na" not in r}
+    goals = []
+    floor = by.get("zstd_floor")
+    e2e = by.get("backfill x1 p1")
+    if floor and e2e:
+        ratio = e2e["ledgers_per_core_s"] / floor["ledgers_per_core_s"]
+        goals.append(["end-to-end / zstd floor (per core)", f"{ratio:.2f}", f">= {GOAL_FLOOR_RATIO}", ratio >= GOAL_FLOOR_RATIO])
+    if e2e:
+        goals.append(["end-to-end tx/s per core", f"{e2e['tx_per_core_s']:,.0f}", f">= {GOAL_TX_PER_CORE:,}",
+                      e2e["tx_per_core_s"] >= GOAL_TX_PER_CORE])
+    rss = [r["peak_rss_mb"] for r in by.values() if "peak_rss_mb" in r]
+    if rss:
+        goals.append(["peak RSS of the backfill tree", f"{max(rss):,.0f} MiB", "<= 4096 MiB", max(rss) * MIB <= GOAL_PEAK_RSS])
+    p1, p2 = by.get("backfill x2 p1"), by.get("backfill x2 p2")
+    if p1 and p2:
+        sp = p1["wall_s"] / p2["wall_s"]
+        goals.append(["parallel_ranges=2 vs 1 (2 ranges, wall)", f"{sp:.2f}x", f">= {GOAL_PARALLEL_SPEEDUP}x",
+                      sp >= GOAL_PARALLEL_SPEEDUP])
+    if goals:
+        print()
+        gtable = print_table([[g[0], g[1], g[2], "yes" if g[3] else "NO"] for g in goals],
+                             ["goal", "measured", "target", "met"])
+    else:
+        gtable = ""
+    print(f"\nharness peak RSS (this process): {peak_rss_self() / MIB:,.0f} MiB; runs per figure: {args.runs} "
+          f"(backfill {bruns}); tx/ledger {args.tx_per_ledger:g}", flush=True)
+    write_json(args.json, {"machine": info, "lake": lstats, "args": {k: str(v) for k, v in vars(args).items()},
+                           "results": results, "goals": [dict(zip(["goal", "measured", "target", "met"], g)) for g in goals],
+                           "table": table, "goals_table": gtable})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+# cython: language_level=3
+"""Native LedgerCloseMeta scanner: ledger sequence, header hashes and transaction hashes
+straight from XDR bytes, validating the whole value against the generated grammar
+(ext/_lcm_grammar.h, produced by tools/gen_xdr_grammar.py).  The GIL is released while
+parsing; no Python object is created per XDR field.  Use rpcbackfill.lcm (the public wrapper).
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from rpcbackfill.errors import XdrError
+
+
+cdef extern from "_lcm_grammar.h" nogil:
+    ctypedef struct xs_ctx:
+        const uint8_t *start
+        const uint8_t *end
+        int err
+        int err_type
+        size_t err_off
+        const uint8_t *slot[3]
+        uint32_t slot_hits[3]
+        uint8_t *hashes
+        size_t n_hashes
+        size_t cap_hashes
+        int hashes_on_heap
+
+    enum:
+        XS_MAX_DEPTH
+        XS_NUM_TYPES
+        XS_OK
+        XS_E_TRUNC
+        XS_E_TRAIL
+        XS_E_CAPTURE
+        XS_E_COUNT
+        XS_E_NOMEM
+        XS_SLOT_SEQ
+        XS_SLOT_HEADER_HASH
+        XS_SLOT_PREV_HASH
+        XS_NSLOTS
+        XS_MIN_SIZE_LedgerCloseMeta
+
+    const char *XS_SDK_VERSION
+    const char *xs_type_names[]
+
+    void xs_init(xs_ctx *c, const uint8_t *start, const uint8_t *end, uint8_t *hashbuf, size_t hashcap)
+    void xs_reset_captures(xs_ctx *c)
+    void xs_free(xs_ctx *c)
+    const uint8_t *xs_fail(xs_ctx *c, int code, const uint8_t *at, int type_id)
+    uint32_t xs_u32(const uint8_t *p)
+    const uint8_t *xs_scan_LedgerCloseMeta(const uint8_t *p, xs_ctx *c, int depth)
+    const uint8_t *xs_skip_LedgerCloseMeta(const uint8_t *p, xs_ctx *c, int depth)
+    ctypedef const uint8_t *(*xs_skip_fn)(const uint8_t *, xs_ctx *, int) noexcept nogil
+    const xs_skip_fn xs_skip_table[]
+    const int xs_const_size[]
+
+
+SDK_VERSION = XS_SDK_VERSION.decode()
+MAX_DEPTH = XS_MAX_DEPTH
+MIN_LCM_SIZE = XS_MIN_SIZE_LedgerCloseMeta
+
+# hashes kept on the stack before the list moves to the heap (128 x 32 B = 4 KiB)
+cdef enum:
+    STACK_HASHES = 128
+
+_REASONS = (
+    "ok",
+    "truncated input",
+    "unknown union discriminant",
+    "invalid enum value",
+    "bool other than 0 or 1",
+    "optional flag other than 0 or 1",
+    "length above its XDR bound",
+    "array count exceeds the remaining bytes",
+    "non-zero padding byte",
+    "nesting deeper than the recursion limit",
+    "out of memory",
+    "trailing bytes after the value",
+    "ledger header fields not found exactly once",
+)
+
+
+cdef object _error(xs_ctx *c, str what, Py_ssize_t total):
+    reason = _REASONS[c.err] if 0 <= c.err < len(_REASONS) else f"error {c.err}"
+    where = ""
+    if 0 <= c.err_type < XS_NUM_TYPES:
+        where = " (in " + xs_type_names[c.err_type].decode() + ")"
+    return XdrError(f"malformed {what}: {reason} at byte {c.err_off} of {total}{where}")
+
+
+cdef inline const uint8_t *_scan_lcm(xs_ctx *c, const uint8_t *p) noexcept nogil:
+    """Scan one LedgerCloseMeta at p with captures; NULL (c.err set) unless each slot fired once."""
+    cdef const uint8_t *q
+    cdef int k
+    xs_reset_captures(c)
+    q = xs_scan_LedgerCloseMeta(p, c, XS_MAX_DEPTH)
+    if q == NULL:
+        return NULL
+    for k in range(XS_NSLOTS):
+        if c.slot_hits[k] != 1:
+            return xs_fail(c, XS_E_CAPTURE, p, -1)
+    return q
+
+
+cdef class _View:
+    """Read-only view of any contiguous buffer (bytes, bytearray, memoryview, mmap...)."""
+
+    cdef Py_buffer view
+    cdef bint held
+    cdef const uint8_t *ptr
+    cdef Py_ssize_t size
+
+    def __cinit__(self, obj):
+        PyObject_GetBuffer(obj, &self.view, PyBUF_SIMPLE)
+        self.held = True
+        self.ptr = <const uint8_t *>self.view.buf
+        self.size = self.view.len
+
+    def __dealloc__(self):
+        if self.held:
+            PyBuffer_Release(&self.view)
+            self.held = False
+
+
+cdef int _scan_whole(const uint8_t *p, Py_ssize_t n, xs_ctx *c) noexcept nogil:
+    """Scan a buffer holding exactly one LedgerCloseMeta; 0 on success."""
+    cdef const uint8_t *q = _scan_lcm(c, p)
+    if q == NULL:
+        return -1
+    if q != p + n:
+        xs_fail(c, XS_E_TRAIL, q, -1)
+        return -1
+    return 0
+
+
+def lcm_length(buf, Py_ssize_t offset=0):
+    """Number of bytes the LedgerCloseMeta starting at ``offset`` of ``buf`` occupies (validated)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef const uint8_t *q
+    if offset < 0 or offset > v.size:
+        raise XdrError(f"malformed LedgerCloseMeta: offset {offset} outside buffer of {v.size} bytes")
+    xs_init(&c, v.ptr, v.ptr + v.size, NULL, 0)
+    with nogil:
+        q = xs_skip_LedgerCloseMeta(v.ptr + offset, &c, XS_MAX_DEPTH)
+    xs_free(&c)
+    if q == NULL:
+        raise _error(&c, "LedgerCloseMeta", v.size)
+    return <Py_ssize_t>(q - (v.ptr + offset))
+
+
+def ledger_sequence(buf):
+    """Ledger sequence of one LedgerCloseMeta (the whole value is validated)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef int rc
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        return xs_u32(c.slot[XS_SLOT_SEQ])
+    finally:
+        xs_free(&c)
+
+
+def header_hashes(buf):
+    """(LedgerHeaderHistoryEntry.hash, header.previousLedgerHash) of one LedgerCloseMeta."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef int rc
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        return (
+            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
+            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_PREV_HASH], 32),
+        )
+    finally:
+        xs_free(&c)
+
+
+def tx_hashes(buf):
+    """(ledger seq, concatenated 32-byte transaction hashes in apply order, fee-bump inner hash
+    right after its outer hash) of one LedgerCloseMeta (the whole value is validated)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef int rc
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        return (
+            xs_u32(c.slot[XS_SLOT_SEQ]),
+            PyBytes_FromStringAndSize(<const char *>c.hashes, <Py_ssize_t>(c.n_hashes * 32)),
+        )
+    finally:
+        xs_free(&c)
+
+
+def tx_hashes_into(buf, out, Py_ssize_t out_offset=0):
+    """Hot-path variant of tx_hashes: write the hashes into the writable buffer ``out`` at
+    ``out_offset`` and return (ledger seq, number of hashes).  Raises ValueError (nothing
+    written) if ``out`` is too small; XdrError if ``buf`` is malformed."""
+    cdef _View v = _View(buf)
+    cdef Py_buffer ob
+    cdef xs_ctx c
+    cdef int rc
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE)
+    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
+    try:
+        if out_offset < 0 or out_offset > ob.len:
+            raise ValueError(f"out_offset {out_offset} outside output buffer of {ob.len} bytes")
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        if <size_t>(ob.len - out_offset) < c.n_hashes * 32:
+            raise ValueError(
+                f"output buffer too small: ledger {xs_u32(c.slot[XS_SLOT_SEQ])} has {c.n_hashes} hashes, "
+                f"{ob.len - out_offset} bytes free"
+            )
+        memcpy(<uint8_t *>ob.buf + out_offset, c.hashes, c.n_hashes * 32)
+        return xs_u32(c.slot[XS_SLOT_SEQ]), c.n_hashes
+    finally:
+        xs_free(&c)
+        PyBuffer_Release(&ob)
+
+
+def split_batch(buf):
+    """LedgerCloseMetaBatch {uint32 startSequence; uint32 endSequence; LedgerCloseMeta<>}
+    -> (start, end, [exact bytes of each LedgerCloseMeta]).  Checks count == end-start+1, that
+    the ledgers carry start..end in order, and that nothing follows the batch."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef const uint8_t *p = v.ptr
+    cdef const uint8_t *end = v.ptr + v.size
+    cdef const uint8_t *q
+    cdef uint32_t start_seq, end_seq, count, i, seq = 0
+    cdef size_t *offs = NULL
+    cdef int rc = 0
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    if v.size < 12:
+        raise XdrError(f"malformed LedgerCloseMetaBatch: truncated input at byte 0 of {v.size} (header needs 12)")
+    start_seq = xs_u32(p)
+    end_seq = xs_u32(p + 4)
+    count = xs_u32(p + 8)
+    p += 12
+    if <uint64_t>end_seq < <uint64_t>start_seq or <uint64_t>count != <uint64_t>end_seq - start_seq + 1:
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count} ledgers for sequences {start_seq}..{end_seq}"
+        )
+    if <uint64_t>count * XS_MIN_SIZE_LedgerCloseMeta > <uint64_t>(end - p):
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count} ledgers cannot fit in {v.size - 12} bytes"
+        )
+    offs = <size_t *>malloc((<size_t>count + 1) * sizeof(size_t))
+    if offs == NULL:
+        raise MemoryError()
+    xs_init(&c, v.ptr, end, stackbuf, STACK_HASHES)
+    try:
+        with nogil:
+            offs[0] = <size_t>(p - v.ptr)
+            i = 0
+            while i < count:
+                q = _scan_lcm(&c, p)
+                if q == NULL:
+                    rc = -1
+                    break
+                seq = xs_u32(c.slot[XS_SLOT_SEQ])
+                if seq != start_seq + i:
+                    rc = -2
+                    break
+                p = q
+                i += 1
+                offs[i] = <size_t>(p - v.ptr)
+            if rc == 0 and p != end:
+                xs_fail(&c, XS_E_TRAIL, p, -1)
+                rc = -1
+        if rc == -1:
+            raise _error(&c, f"LedgerCloseMetaBatch {start_seq}..{end_seq} (ledger #{i})", v.size)
+        if rc == -2:
+            raise XdrError(
+                f"malformed LedgerCloseMetaBatch {start_seq}..{end_seq}: ledger #{i} has sequence {seq}, "
+                f"expected {start_seq + i}"
+            )
+        metas = [
+            PyBytes_FromStringAndSize(<const char *>v.ptr + offs[i], <Py_ssize_t>(offs[i + 1] - offs[i]))
+            for i in range(count)
+        ]
+        return start_seq, end_seq, metas
+    finally:
+        free(offs)
+        xs_free(&c)
+
+
+TYPE_NAMES = tuple(xs_type_names[i].decode() for i in range(XS_NUM_TYPES))
+_TYPE_INDEX = {n: i for i, n in enumerate(TYPE_NAMES)}
+
+
+def _skip_type(str name, buf, Py_ssize_t offset=0):
+    """Testing aid: bytes the XDR value of grammar type ``name`` at ``offset`` occupies."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef const uint8_t *q
+    cdef int t
+    cdef xs_skip_fn fn
+    if name not in _TYPE_INDEX:
+        raise KeyError(f"type {name} is not reachable from LedgerCloseMeta")
+    t = _TYPE_INDEX[name]
+    if offset < 0 or offset > v.size:
+        raise XdrError(f"malformed {name}: offset {offset} outside buffer of {v.size} bytes")
+    fn = xs_skip_table[t]
+    if fn == NULL:
+        if xs_const_size[t] > v.size - offset:
+            raise XdrError(f"malformed {name}: truncated input at byte {offset} of {v.size}")
+        return xs_const_size[t]
+    xs_init(&c, v.ptr, v.ptr + v.size, NULL, 0)
+    with nogil:
+        q = fn(v.ptr + offset, &c, XS_MAX_DEPTH)
+    xs_free(&c)
+    if q == NULL:
+        raise _error(&c, name, v.size)
+    return <Py_ssize_t>(q - (v.ptr + offset))

@@ -1,0 +1,304 @@
+# cython: language_level=3
+"""RecSplit kernels (build, lookup, keyed hashing) for rpcbackfill.index.
+
+The algorithm lives in recsplit_core.h (C); this module wraps it for Python:
+``bucket_hashes`` (compaction sort keys), ``Builder`` (streaming build), ``Index`` (lookups
+over a mapped file).  Public API and file format: rpcbackfill/index/recsplit.py.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "recsplit_core.h" nogil:
+    int RS_LEAF, RS_LOWER_AGGR, RS_UPPER_AGGR, RS_BUCKET_SIZE, RS_MAX_M, RS_EF_SAMPLE
+    int RS_OK, RS_ERR_ORDER, RS_ERR_COLLISION, RS_ERR_NOMEM, RS_ERR_TOOBIG, RS_ERR_COUNT
+
+    ctypedef struct rs_keys:
+        uint64_t kb[4]
+        uint64_t ks[4]
+        uint64_t kf
+    void rs_keys_init(rs_keys *K, uint64_t bucket_salt, uint64_t split_salt)
+    uint64_t rs_hash_bucket(const rs_keys *K, const uint8_t *key)
+    uint64_t rs_bucket_of(uint64_t h1, uint64_t n_buckets)
+    void rs_init_tables()
+    uint8_t rs_golomb_k[]
+    uint32_t rs_fixed_bits[]
+    uint32_t rs_nodes[]
+
+    ctypedef struct rs_bits:
+        uint64_t *w
+        uint64_t nbits
+        uint64_t cap
+
+    ctypedef struct rs_ef:
+        uint64_t n
+        uint32_t l
+        const uint64_t *low
+        const uint64_t *high
+        const uint64_t *samples
+
+    ctypedef struct rs_ef_built:
+        uint64_t n
+        uint32_t l
+        uint64_t n_low, n_high, n_samples
+        uint64_t *low
+        uint64_t *high
+        uint64_t *samples
+    int rs_ef_build(const uint64_t *v, uint64_t n, rs_ef_built *e)
+    void rs_ef_free(rs_ef_built *e)
+
+    ctypedef struct rs_builder:
+        uint64_t n_keys, n_buckets, added
+        uint64_t *cum_keys
+        uint64_t *bit_pos
+        rs_bits bits
+        int force_collision
+        uint32_t max_bucket
+    rs_builder *rs_builder_new(uint64_t n_keys, uint64_t n_buckets, uint64_t bucket_salt, uint64_t split_salt,
+                               uint32_t *out)
+    void rs_builder_free(rs_builder *b)
+    int rs_builder_add(rs_builder *b, const uint8_t *key, uint32_t value)
+    int rs_builder_finish(rs_builder *b)
+
+    ctypedef struct rs_index:
+        rs_keys K
+        uint64_t n_keys, n_buckets
+        const uint32_t *vals
+        const uint64_t *bits
+        rs_ef ef_keys, ef_bits
+    int64_t rs_lookup(const rs_index *ix, const uint8_t *key)
+
+
+rs_init_tables()
+
+LEAF = RS_LEAF
+LOWER_AGGR = RS_LOWER_AGGR
+UPPER_AGGR = RS_UPPER_AGGR
+BUCKET_SIZE = RS_BUCKET_SIZE
+MAX_BUCKET = RS_MAX_M
+EF_SAMPLE = RS_EF_SAMPLE
+
+OK = RS_OK
+ERR_ORDER = RS_ERR_ORDER
+ERR_COLLISION = RS_ERR_COLLISION
+ERR_NOMEM = RS_ERR_NOMEM
+ERR_TOOBIG = RS_ERR_TOOBIG
+ERR_COUNT = RS_ERR_COUNT
+cdef enum:
+    REC = 36  # spill/sorted record: 32-byte hash + uint32 LE ledger
+    C_ERR_VALUE = 100  # a value (ledger - range start) outside [0, 2**24)
+
+ERR_VALUE = C_ERR_VALUE
+RECORD_SIZE = REC
+
+
+def golomb_params(uint32_t m):
+    """(rice parameter, subtree fixed bits, subtree nodes) of a node of m keys (tests/docs)."""
+    if m > <uint32_t>RS_MAX_M:
+        raise ValueError(f"m={m} exceeds {RS_MAX_M}")
+    return rs_golomb_k[m], rs_fixed_bits[m], rs_nodes[m]
+
+
+def bucket_hashes(const uint8_t[::1] records, uint64_t bucket_salt):
+    """Salted bucket hash (uint64) of each 36-byte record's 32-byte key, GIL released."""
+    cdef Py_ssize_t n = records.shape[0] // REC
+    if records.shape[0] % REC:
+        raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
+    out = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef rs_keys K
+    cdef Py_ssize_t i
+    rs_keys_init(&K, bucket_salt, 0)
+    if n:
+        with nogil:
+            for i in range(n):
+                o[i] = rs_hash_bucket(&K, &records[i * REC])
+    return out
+
+
+def key_hashes(const uint8_t[::1] keys, uint64_t bucket_salt):
+    """Salted bucket hash of each 32-byte key (tests)."""
+    cdef Py_ssize_t n = keys.shape[0] // 32
+    out = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef rs_keys K
+    cdef Py_ssize_t i
+    rs_keys_init(&K, bucket_salt, 0)
+    with nogil:
+        for i in range(n):
+            o[i] = rs_hash_bucket(&K, &keys[i * 32])
+    return out
+
+
+cdef object _u64_array(const uint64_t *p, uint64_t n):
+    a = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] v = a
+    if n:
+        memcpy(&v[0], p, n * 8)
+    return a
+
+
+cdef class Builder:
+    """Streaming RecSplit builder: feed 36-byte records in bucket-hash order, then finish()."""
+
+    cdef rs_builder *b
+    cdef object out
+    cdef readonly uint64_t n_keys, n_buckets
+    cdef uint32_t range_start
+
+    def __cinit__(self, uint64_t n_keys, uint64_t n_buckets, uint64_t bucket_salt, uint64_t split_salt,
+                  uint32_t range_start, bint force_collision=False):
+        self.out = np.zeros(n_keys, dtype=np.uint32)
+        cdef uint32_t[::1] o = self.out
+        cdef uint32_t *p = &o[0] if n_keys else NULL
+        self.b = rs_builder_new(n_keys, n_buckets, bucket_salt, split_salt, p)
+        if self.b == NULL:
+            raise MemoryError("RecSplit builder allocation failed")
+        self.b.force_collision = force_collision
+        self.n_keys = n_keys
+        self.n_buckets = n_buckets
+        self.range_start = range_start
+
+    def __dealloc__(self):
+        rs_builder_free(self.b)
+        self.b = NULL
+
+    def add_records(self, const uint8_t[::1] records):
+        """Add whole 36-byte records.  Returns (status, index of the failing record or -1)."""
+        cdef Py_ssize_t n = records.shape[0] // REC
+        cdef Py_ssize_t i = 0
+        cdef int rc = RS_OK
+        cdef uint32_t seq, v
+        cdef const uint8_t *r
+        if records.shape[0] % REC:
+            raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
+        if n == 0:
+            return RS_OK, -1
+        with nogil:
+            for i in range(n):
+                r = &records[i * REC]
+                seq = <uint32_t>r[32] | (<uint32_t>r[33] << 8) | (<uint32_t>r[34] << 16) | (<uint32_t>r[35] << 24)
+                if seq < self.range_start or seq - self.range_start >= (1u << 24):
+                    rc = C_ERR_VALUE
+                    break
+                v = seq - self.range_start
+                rc = rs_builder_add(self.b, r, v)
+                if rc != RS_OK:
+                    break
+        return rc, (i if rc != RS_OK else -1)
+
+    def finish(self):
+        cdef int rc
+        with nogil:
+            rc = rs_builder_finish(self.b)
+        return rc
+
+    @property
+    def added(self):
+        return self.b.added
+
+    @property
+    def max_bucket(self):
+        return self.b.max_bucket
+
+    @property
+    def values(self):
+        """uint32 records (value | fingerprint << 24) in MPHF order."""
+        return self.out
+
+    def seed_bits(self):
+        """(Golomb-Rice stream as uint64 words, length in bits)."""
+        nwords = (self.b.bits.nbits + 63) // 64
+        return _u64_array(self.b.bits.w, nwords), self.b.bits.nbits
+
+    def elias_fano(self, which):
+        """Elias-Fano of cumulative keys ('keys') or bit positions ('bits') over buckets 0..n_buckets.
+
+        Returns (n, l, low, high, samples) with numpy uint64 arrays."""
+        cdef rs_ef_built e
+        cdef const uint64_t *src = self.b.cum_keys if which == "keys" else self.b.bit_pos
+        if rs_ef_build(src, self.n_buckets + 1, &e) != 0:
+            rs_ef_free(&e)
+            raise MemoryError("Elias-Fano allocation failed")
+        try:
+            return (e.n, e.l, _u64_array(e.low, e.n_low), _u64_array(e.high, e.n_high),
+                    _u64_array(e.samples, e.n_samples))
+        finally:
+            rs_ef_free(&e)
+
+
+cdef class Index:
+    """Lookups over the sections of a mapped index file (layout: rpcbackfill/index/recsplit.py).
+
+    ``buf`` must stay alive and unchanged while this object exists; call release() before
+    closing the mapping."""
+
+    cdef rs_index ix
+    cdef const uint8_t[::1] view
+    cdef readonly uint64_t n_keys
+    cdef readonly uint32_t range_start
+    cdef bint live
+
+    def __cinit__(self, buf, uint64_t n_keys, uint64_t n_buckets, uint64_t bucket_salt, uint64_t split_salt,
+                  uint32_t range_start, uint64_t vals_off, uint64_t bits_off,
+                  tuple ef_keys, tuple ef_bits):
+        """ef_* = (n, l, low_off, high_off, samples_off) with byte offsets into buf."""
+        self.view = buf
+        cdef const uint8_t *base = &self.view[0]
+        rs_keys_init(&self.ix.K, bucket_salt, split_salt)
+        self.ix.n_keys = n_keys
+        self.ix.n_buckets = n_buckets
+        self.ix.vals = <const uint32_t *>(base + vals_off)
+        self.ix.bits = <const uint64_t *>(base + bits_off)
+        self.ix.ef_keys.n = ef_keys[0]
+        self.ix.ef_keys.l = ef_keys[1]
+        self.ix.ef_keys.low = <const uint64_t *>(base + <uint64_t>ef_keys[2])
+        self.ix.ef_keys.high = <const uint64_t *>(base + <uint64_t>ef_keys[3])
+        self.ix.ef_keys.samples = <const uint64_t *>(base + <uint64_t>ef_keys[4])
+        self.ix.ef_bits.n = ef_bits[0]
+        self.ix.ef_bits.l = ef_bits[1]
+        self.ix.ef_bits.low = <const uint64_t *>(base + <uint64_t>ef_bits[2])
+        self.ix.ef_bits.high = <const uint64_t *>(base + <uint64_t>ef_bits[3])
+        self.ix.ef_bits.samples = <const uint64_t *>(base + <uint64_t>ef_bits[4])
+        self.n_keys = n_keys
+        self.range_start = range_start
+        self.live = True
+
+    def release(self):
+        self.live = False
+        self.view = None
+
+    def lookup(self, const uint8_t[::1] key):
+        """Absolute ledger of a 32-byte key, or None when the key is certainly absent."""
+        if not self.live:
+            raise ValueError("index is closed")
+        if key.shape[0] != 32:
+            raise ValueError(f"key must be 32 bytes, got {key.shape[0]}")
+        cdef int64_t v = rs_lookup(&self.ix, &key[0])
+        if v < 0:
+            return None
+        return self.range_start + v
+
+    def lookup_many(self, const uint8_t[::1] keys):
+        """Absolute ledgers (uint32, 0 = not found) of concatenated 32-byte keys; GIL released."""
+        if not self.live:
+            raise ValueError("index is closed")
+        if keys.shape[0] % 32:
+            raise ValueError(f"key buffer of {keys.shape[0]} bytes is not a multiple of 32")
+        cdef Py_ssize_t n = keys.shape[0] // 32, i
+        out = np.zeros(n, dtype=np.uint32)
+        if n == 0:
+            return out
+        cdef uint32_t[::1] o = out
+        cdef int64_t v
+        cdef uint32_t rs = self.range_start
+        with nogil:
+            for i in range(n):
+                v = rs_lookup(&self.ix, &keys[i * 32])
+                o[i] = 0 if v < 0 else <uint32_t>(rs + v)
+        return out

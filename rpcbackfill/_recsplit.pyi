@@ -1,0 +1,51 @@
+"""Type stubs of the compiled RecSplit kernels (ext/_recsplit.pyx)."""
+
+import numpy as np
+import numpy.typing as npt
+from collections.abc import Buffer
+
+LEAF: int
+LOWER_AGGR: int
+UPPER_AGGR: int
+BUCKET_SIZE: int
+MAX_BUCKET: int
+EF_SAMPLE: int
+RECORD_SIZE: int
+OK: int
+ERR_ORDER: int
+ERR_COLLISION: int
+ERR_NOMEM: int
+ERR_TOOBIG: int
+ERR_COUNT: int
+ERR_VALUE: int
+
+def golomb_params(m: int) -> tuple[int, int, int]: ...
+def bucket_hashes(records: Buffer, bucket_salt: int) -> npt.NDArray[np.uint64]: ...
+def key_hashes(keys: Buffer, bucket_salt: int) -> npt.NDArray[np.uint64]: ...
+
+class Builder:
+    n_keys: int
+    n_buckets: int
+    def __init__(self, n_keys: int, n_buckets: int, bucket_salt: int, split_salt: int, range_start: int,
+                 force_collision: bool = False) -> None: ...
+    def add_records(self, records: Buffer) -> tuple[int, int]: ...
+    def finish(self) -> int: ...
+    @property
+    def added(self) -> int: ...
+    @property
+    def max_bucket(self) -> int: ...
+    @property
+    def values(self) -> npt.NDArray[np.uint32]: ...
+    def seed_bits(self) -> tuple[npt.NDArray[np.uint64], int]: ...
+    def elias_fano(self, which: str) -> tuple[int, int, npt.NDArray[np.uint64], npt.NDArray[np.uint64],
+                                              npt.NDArray[np.uint64]]: ...
+
+class Index:
+    n_keys: int
+    range_start: int
+    def __init__(self, buf: Buffer, n_keys: int, n_buckets: int, bucket_salt: int, split_salt: int,
+                 range_start: int, vals_off: int, bits_off: int, ef_keys: tuple[int, int, int, int, int],
+                 ef_bits: tuple[int, int, int, int, int]) -> None: ...
+    def release(self) -> None: ...
+    def lookup(self, key: Buffer) -> int | None: ...
+    def lookup_many(self, keys: Buffer) -> npt.NDArray[np.uint32]: ...

@@ -1,0 +1,526 @@
+"""The ``stellar-rpc`` command line (click).
+
+    stellar-rpc --backfill --start-ledger S --end-ledger E [--config-path F]
+    stellar-rpc get-ledger-by-sequence SEQ [--base64]
+    stellar-rpc get-transaction-by-hash HEX
+    stellar-rpc status [--json]
+    stellar-rpc version | gen-config-file | dev ...
+
+Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``
+(imported lazily, so ``version`` and friends work whatever state the rest of the package is in).
+
+``main`` is the console-script entry point.  It never shows a traceback for bad input: every
+failure becomes one ``error: ...`` line on stderr and an exit code (see ``rpcbackfill.errors``):
+``RpcBackfillError`` -> its ``exit_code``; click usage errors -> 2; Ctrl-C -> 130; anything
+unexpected -> 1 with a hint to rerun with ``--log-level debug``, which prints the traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import (
+    ENV_CONFIG_PATH,
+    KEYS_BY_DOTTED,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    example_config_text,
+    load_config,
+)
+from .errors import ConfigError, InputError, NotImplementedFeatureError, RpcBackfillError
+from .ledgermath import FIRST_LEDGER
+from .logsetup import configure_logging, debug_enabled
+
+log = logging.getLogger(__name__)
+
+PROG = "stellar-rpc"
+DEBUG_HINT = "run with --log-level debug for the traceback"
+UINT32_MAX = 2**32 - 1
+
+
+# --- shared options ---------------------------------------------------------------------------
+
+_COMMON = ("config_path", "data_dir", "log_level", "log_format", "settings")
+
+
+def _common_options(f):
+    """Options accepted both before the command (``stellar-rpc --data-dir D status``) and after it."""
+    options = [
+        click.option(
+            "--config-path",
+            metavar="FILE",
+            default=None,
+            help=f"TOML configuration file (env {ENV_CONFIG_PATH}). See `{PROG} gen-config-file`.",
+        ),
+        click.option("--data-dir", metavar="DIR", default=None, help="Overrides [service] data_dir."),
+        click.option(
+            "--log-level",
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            default=None,
+            help="Overrides [service] log_level (default info).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            default=None,
+            help="Overrides [service] log_format (default text).",
+        ),
+        click.option(
+            "--set",
+            "settings",
+            metavar="SECTION.KEY=VALUE",
+            multiple=True,
+            help="Override any configuration key, e.g. --set backfill.parallel_ranges=4 (repeatable).",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _merged(ctx: click.Context, local: dict[str, Any]) -> dict[str, Any]:
+    """Group-level options overridden by the command's own."""
+    root = ctx.find_root()
+    merged = dict((root.obj or {}).get("common", {}))
+    for name in _COMMON:
+        value = local.get(name)
+        if name == "settings":
+            merged["settings"] = tuple(merged.get("settings", ())) + tuple(value or ())
+        elif value is not None:
+            merged[name] = value
+    return merged
+
+
+def _overrides(opts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in opts.get("settings") or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        out[key] = value
+    flags = {
+        "service.data_dir": opts.get("data_dir"),
+        "service.log_level": opts.get("log_level"),
+        "service.log_format": opts.get("log_format"),
+    }
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def _load(ctx: click.Context, local: dict[str, Any], *, for_backfill: bool = False, **extra: Any) -> Config:
+    opts = _merged(ctx, local)
+    overrides = _overrides(opts)
+    overrides.update({k: v for k, v in extra.items() if v is not None})
+    config_path = opts.get("config_path") or os.environ.get(ENV_CONFIG_PATH) or None
+    cfg = load_config(config_path, overrides=overrides, for_backfill=for_backfill)
+    configure_logging(cfg.service.log_level, cfg.service.log_format)
+    log.debug("configuration loaded", extra={"config_path": config_path, "data_dir": str(cfg.service.data_dir)})
+    return cfg
+
+
+def _early_logging(opts: dict[str, Any]) -> None:
+    """Logging before the configuration is loaded (flags, then environment, then defaults)."""
+    level = opts.get("log_level") or os.environ.get(KEYS_BY_DOTTED["service.log_level"].env, "info")
+    fmt = opts.get("log_format") or os.environ.get(KEYS_BY_DOTTED["service.log_format"].env, "text")
+    level = level.strip().lower() if level.strip().lower() in LOG_LEVELS else "info"
+    configure_logging(level, fmt if fmt in LOG_FORMATS else "text")
+
+
+# --- the dev group, loaded lazily ------------------------------------------------------------------
+
+
+def _dev_unavailable(message: str, cause: BaseException | None = None) -> click.Command:
+    def fail(args: tuple[str, ...]) -> None:
+        err = NotImplementedFeatureError(message)
+        if cause is not None:
+            raise err from cause
+        raise err
+
+    return click.Command(
+        "dev",
+        callback=fail,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+        help="Developer tools (not available in this build).",
+        short_help="Developer tools (not available in this build).",
+    )
+
+
+def _load_dev() -> click.Command:
+    try:
+        devcli = importlib.import_module("rpcbackfill.devtools.cli")  # owned by the benchmarks issue
+    except ModuleNotFoundError as e:
+        if e.name in ("rpcbackfill.devtools.cli", "rpcbackfill.devtools"):
+            return _dev_unavailable("the dev tools (rpcbackfill.devtools.cli) are not part of this build")
+        return _dev_unavailable(f"cannot load the dev tools: {type(e).__name__}: {e}", e)
+    except Exception as e:  # a broken dev module must not break the rest of the CLI
+        return _dev_unavailable(f"cannot load the dev tools: {type(e).__name__}: {e}", e)
+    group = getattr(devcli, "dev", None)
+    if not isinstance(group, click.Command):
+        return _dev_unavailable("rpcbackfill.devtools.cli defines no click group named 'dev'")
+    return group
+
+
+class _RootGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "dev"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "dev":
+            return _load_dev()
+        return super().get_command(ctx, cmd_name)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@click.group(
+    cls=_RootGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--backfill", is_flag=True, help="Backfill [--start-ledger, --end-ledger] into the data directory.")
+@click.option(
+    "--start-ledger",
+    type=click.INT,
+    default=None,
+    help="First ledger (a range first ledger: 2, 10000002, ...). Overrides [backfill] start_ledger.",
+)
+@click.option(
+    "--end-ledger",
+    type=click.INT,
+    default=None,
+    help="Last ledger (a range last ledger: 10000001, 20000001, ...). Overrides [backfill] end_ledger.",
+)
+@_common_options
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger: int | None, **common: Any) -> int:
+    """Backfill Stellar ledger history into immutable stores, and query them.
+
+    Configuration precedence: flag > environment (STELLAR_RPC_*) > TOML file > default.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["common"] = {k: common.get(k) for k in _COMMON}
+    _early_logging(common)
+    sub = ctx.invoked_subcommand
+    if sub is not None:
+        if backfill:
+            raise InputError(f"--backfill cannot be combined with the '{sub}' command")
+        if start_ledger is not None or end_ledger is not None:
+            raise InputError("--start-ledger/--end-ledger apply only with --backfill")
+        return 0
+    if not backfill:
+        if start_ledger is not None or end_ledger is not None:
+            raise InputError("--start-ledger/--end-ledger apply only with --backfill")
+        raise InputError(
+            f"nothing to do: streaming mode is not part of this build; use --backfill or a command ({PROG} --help)"
+        )
+    cfg = _load(
+        ctx,
+        {},
+        for_backfill=True,
+        **{"backfill.start_ledger": start_ledger, "backfill.end_ledger": end_ledger},
+    )
+    from .ledgermath import ranges_between
+    from .orchestration import api
+
+    b = cfg.backfill
+    ranges = ranges_between(b.start_ledger, b.end_ledger, b.range_size)
+    log.info(
+        "starting backfill of ledgers %d-%d (ranges %d-%d) into %s",
+        b.start_ledger,
+        b.end_ledger,
+        ranges[0],
+        ranges[-1],
+        cfg.service.data_dir,
+        extra={"backend": b.ledger_backend, "parallel_ranges": b.parallel_ranges},
+    )
+    rc = api.run_backfill(cfg)
+    return int(rc or 0)
+
+
+@cli.command()
+def version() -> int:
+    """Print the version."""
+    click.echo(f"{PROG} {__version__} (rpcbackfill, Python {sys.version.split()[0]})")
+    return 0
+
+
+@cli.command("gen-config-file")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to FILE (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def gen_config_file(output: Path | None, force: bool) -> int:
+    """Print a commented example configuration with every key and its default."""
+    text = example_config_text()
+    if output is None:
+        click.echo(text, nl=False)
+        return 0
+    if output.exists() and not force:
+        raise InputError(f"{output} exists; pass --force to overwrite it")
+    atomic_write_text(output, text)
+    return 0
+
+
+@cli.command("show-config")
+@_common_options
+@click.pass_context
+def show_config(ctx: click.Context, **common: Any) -> int:
+    """Print the effective configuration (after flags, environment, file and defaults) as JSON."""
+    cfg = _load(ctx, common)
+    click.echo(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    return 0
+
+
+class _LedgerSeq(click.ParamType):
+    name = "SEQ"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            seq = value
+        else:
+            try:
+                seq = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"must be a ledger sequence (an integer >= {FIRST_LEDGER}), got {value!r}", param, ctx)
+        if not FIRST_LEDGER <= seq <= UINT32_MAX:
+            self.fail(f"must be a ledger sequence between {FIRST_LEDGER} and {UINT32_MAX}, got {seq}", param, ctx)
+        return seq
+
+
+class _TxHash(click.ParamType):
+    name = "HEX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        text = str(value).strip()
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            self.fail(
+                f"must be 64 hex characters (a 32-byte transaction hash), got {value!r} ({len(text)} characters)",
+                param,
+                ctx,
+            )
+        return bytes.fromhex(text)
+
+
+@cli.command("get-ledger-by-sequence")
+@click.argument("seq", type=_LedgerSeq())
+@click.option("--base64", "as_base64", is_flag=True, help="Print base64 text instead of raw XDR bytes.")
+@_common_options
+@click.pass_context
+def get_ledger_by_sequence(ctx: click.Context, seq: int, as_base64: bool, **common: Any) -> int:
+    """Write ledger SEQ's LedgerCloseMeta XDR to stdout (raw bytes, or base64 with --base64)."""
+    if not as_base64 and sys.stdout.isatty():
+        raise InputError("refusing to write binary XDR to a terminal; redirect stdout or pass --base64")
+    cfg = _load(ctx, common)
+    from .orchestration import api
+
+    data = api.get_ledger(cfg, seq)
+    if as_base64:
+        import base64
+
+        click.echo(base64.b64encode(data).decode("ascii"))
+    else:
+        out = sys.stdout.buffer
+        out.write(data)
+        out.flush()
+    return 0
+
+
+@cli.command("get-transaction-by-hash")
+@click.argument("tx_hash", metavar="HEX", type=_TxHash())
+@_common_options
+@click.pass_context
+def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -> int:
+    """Print {"ledger_sequence": N} for transaction HEX; exit 3 when it is absent."""
+    cfg = _load(ctx, common)
+    from .orchestration import api
+
+    seq = api.get_transaction_ledger(cfg, tx_hash)
+    click.echo(json.dumps({"ledger_sequence": int(seq)}))
+    return 0
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_common_options
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
+    """Per-range state and progress of the data directory."""
+    cfg = _load(ctx, common)
+    from .orchestration import api
+
+    st = api.status(cfg)
+    click.echo(json.dumps(st, indent=2, default=str) if as_json else format_status(st))
+    return 0
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _flatten_row(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(_flatten_row(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """Render ``api.status()`` as text: scalar fields as ``key: value``, ``ranges`` as a table.
+
+    ``ranges`` may be a list of dicts or a dict of id -> dict; nested dicts become ``a.b`` columns.
+    """
+    lines: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for key, value in st.items():
+        if key == "ranges" and isinstance(value, list) and all(isinstance(r, dict) for r in value):
+            rows = [_flatten_row(r) for r in value]
+        elif key == "ranges" and isinstance(value, dict) and all(isinstance(r, dict) for r in value.values()):
+            rows = [_flatten_row({"range": rid, **r}) for rid, r in value.items()]
+        else:
+            lines.append(f"{key}: {_cell(value)}")
+    if rows:
+        cols: list[str] = []
+        for r in rows:
+            cols.extend(c for c in r if c not in cols)
+        cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+
+        def fmt(values: list[str], raw: list[Any] | None = None) -> str:
+            parts = []
+            for i, v in enumerate(values):
+                numeric = raw is not None and isinstance(raw[i], (int, float)) and not isinstance(raw[i], bool)
+                parts.append(v.rjust(widths[i]) if numeric else v.ljust(widths[i]))
+            return "  ".join(parts).rstrip()
+
+        if lines:
+            lines.append("")
+        lines.append(fmt([c.upper() for c in cols]))
+        for r, row in zip(rows, cells):
+            lines.append(fmt(row, [r.get(c) for c in cols]))
+    elif "ranges" in st and not st["ranges"]:
+        lines.append("(no ranges)")
+    return "\n".join(lines)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """temp file in the same directory -> fsync -> rename -> fsync directory."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"cannot write {path}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(text: str) -> None:
+    try:
+        sys.stderr.write(f"error: {_one_line(text)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _wants_debug(argv: list[str]) -> bool:
+    if debug_enabled():
+        return True
+    for i, arg in enumerate(argv):
+        if arg.lower() == "--log-level=debug" or (arg == "--log-level" and argv[i + 1 : i + 2] == ["debug"]):
+            return True
+    return os.environ.get(KEYS_BY_DOTTED["service.log_level"].env, "").strip().lower() == "debug"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (never raises for deliberate errors)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = cli.main(args=args, prog_name=PROG, standalone_mode=False)
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        hint = ""
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            hint = f" (see '{e.ctx.command_path} --help')"
+        _error(e.format_message() + hint)
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _error("interrupted")
+        return 130
+    except ConfigError as e:
+        if _wants_debug(args):
+            traceback.print_exc()
+        _error(("invalid configuration: " if len(e.problems) > 1 else "") + str(e))
+        return e.exit_code
+    except RpcBackfillError as e:
+        if _wants_debug(args):
+            traceback.print_exc()
+        _error(str(e))
+        return e.exit_code
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error worth a message.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE
+    except Exception as e:
+        if _wants_debug(args):
+            traceback.print_exc()
+        _error(f"unexpected {type(e).__name__}: {e} ({DEBUG_HINT})")
+        return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(argv))

@@ -1,0 +1,204 @@
+"""COMPACTING: turn one spill shard into the bucket-ordered record file the builder consumes.
+
+Order.  The RecSplit builder streams buckets in order, and a key's bucket is a monotone
+function of its *salted* 64-bit bucket hash (ext/recsplit_core.h ``rs_hash_bucket``).  So the
+compacted file is sorted by that hash, under a random salt drawn here and stored in the file
+header (format: ``sortedfile``).  Identical hashes get identical bucket hashes, so duplicates
+are adjacent after sorting and are rejected (DuplicateKeyError).
+
+Bounded memory.  When the shard does not fit in ``mem_limit_bytes`` it is radix-partitioned on
+the top bits of the salted hash into temporary partition files (the hash is uniform under the
+unknown salt, so partitions have near-equal sizes and no attacker can overload one); each
+partition is then sorted in memory and appended to the output.  Partition p holds exactly the
+hashes with top bits p, so concatenating sorted partitions gives a sorted file.  A partition that
+still exceeds the limit is partitioned again on the next bits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .. import _recsplit
+from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError
+from . import sortedfile
+from ._fsio import AtomicFile, io_errors
+
+log = logging.getLogger(__name__)
+
+RECORD = sortedfile.RECORD
+DEFAULT_MEM_LIMIT = 1 << 30  # 1 GiB per compaction (two ranges may compact at once)
+# In-memory sort cost per record: the record (36) + its hash (8) + argsort permutation (8) +
+# the gathered copy (36) + sorted hashes (8) = 96 bytes.
+BYTES_PER_RECORD_IN_SORT = 96
+MIN_MEM_LIMIT = 1 << 16
+
+
+def spill_path(spill_dir: Path | str, shard: int) -> Path:
+    return Path(spill_dir) / f"cf-{shard:x}.spill"
+
+
+def sorted_path_for(out_dir: Path | str, shard: int) -> Path:
+    return Path(out_dir) / f"cf-{shard:x}.sorted"
+
+
+def _check_cancel(cancel: threading.Event | None, what: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"{what} cancelled")
+
+
+def _sort_records(recs: np.ndarray, salt: int, where: Path) -> np.ndarray:
+    """Sort an (n, 36) uint8 record array by salted bucket hash; reject duplicate hashes."""
+    if recs.shape[0] == 0:
+        return recs
+    h = _recsplit.bucket_hashes(recs.reshape(-1), salt)
+    order = np.argsort(h)
+    h = h[order]
+    recs = recs[order]
+    ties = np.nonzero(h[1:] == h[:-1])[0]
+    if ties.size:
+        _check_ties(recs, h, ties, where)
+    return recs
+
+
+def _check_ties(recs: np.ndarray, h: np.ndarray, ties: np.ndarray, where: Path) -> None:
+    """Equal bucket hashes: identical keys (duplicates) or a 64-bit hash collision."""
+    done = -1
+    for t in ties.tolist():
+        if t <= done:
+            continue
+        end = t + 1
+        while end + 1 < h.shape[0] and h[end + 1] == h[t]:
+            end += 1
+        group = recs[t : end + 1]
+        seen: dict[bytes, int] = {}
+        for row in group:
+            key = bytes(row[:32])
+            seq = int.from_bytes(bytes(row[32:]), "little")
+            if key in seen:
+                a, b = sorted((seen[key], seq))
+                raise DuplicateKeyError(f"{where}: transaction hash {key.hex()} occurs twice (ledgers {a} and {b})")
+            seen[key] = seq
+        # distinct keys sharing the 64-bit hash: keep them ordered by key for determinism
+        keys = [bytes(r[:32]) for r in group]
+        idx = sorted(range(len(keys)), key=keys.__getitem__)
+        recs[t : end + 1] = group[idx]
+        done = end
+
+
+def compact_shard(
+    spill_dir: Path | str,
+    shard: int,
+    out_dir: Path | str,
+    *,
+    mem_limit_bytes: int = DEFAULT_MEM_LIMIT,
+    salt: int | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Write ``{out_dir}/cf-{x}.sorted`` from ``{spill_dir}/cf-{x}.spill`` atomically; return its path."""
+    if not 0 <= shard < 16:
+        raise ValueError(f"shard must be 0..15, got {shard}")
+    mem_limit_bytes = max(int(mem_limit_bytes), MIN_MEM_LIMIT)
+    src = spill_path(spill_dir, shard)
+    out_dir = Path(out_dir)
+    dst = sorted_path_for(out_dir, shard)
+    if salt is None:
+        salt = int.from_bytes(os.urandom(8), "little")
+    with io_errors(src, "opening spill shard"):
+        size = src.stat().st_size
+    if size % RECORD:
+        raise CorruptStoreError(f"spill shard {src} is {size} bytes, not a multiple of {RECORD}")
+    n = size // RECORD
+    with io_errors(out_dir, "creating directory"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    cap = max(1, mem_limit_bytes // BYTES_PER_RECORD_IN_SORT)
+    with AtomicFile(dst) as out:
+        out.write(sortedfile.pack_header(n, salt))
+        if n <= cap:
+            with io_errors(src, "reading"), open(src, "rb") as f:
+                recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD).copy()
+            _check_cancel(cancel, f"compacting {src}")
+            recs = _sort_records(recs, salt, src)
+            out.write(recs)
+            del recs
+        else:
+            work = out_dir / f".{dst.name}.parts-{os.getpid()}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            try:
+                written = _partition_and_sort([src], n, salt, 0, cap, work, out, cancel, src, mem_limit_bytes)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            if written != n:
+                raise CorruptStoreError(f"compaction of {src} wrote {written} records, expected {n}")
+        out.commit()
+    log.info("compacted %s: %d records -> %s", src, n, dst)
+    return dst
+
+
+def _partition_and_sort(sources: list[Path], n: int, salt: int, used_bits: int, cap: int, work: Path,
+                        out: AtomicFile, cancel, where: Path, mem_limit: int) -> int:
+    """Partition ``sources`` on hash bits [used_bits, used_bits+b) and sort each partition into ``out``."""
+    parts = 2
+    while parts * cap < n * 5 // 4:  # 25% slack for uneven partitions
+        parts *= 2
+    bits = parts.bit_length() - 1
+    if used_bits + bits > 64:
+        bits = 64 - used_bits
+        parts = 1 << bits
+    shift = np.uint64(64 - bits)
+    block = max(1, min(cap // 2, 1 << 18))
+    buf_bytes = max(1 << 12, min(1 << 20, mem_limit // (4 * parts)))
+    paths = [work / f"p{used_bits}-{i:05d}" for i in range(parts)]
+    files = [open(p, "wb", buffering=buf_bytes) for p in paths]
+    try:
+        for s in sources:
+            with open(s, "rb") as f:
+                while True:
+                    _check_cancel(cancel, f"compacting {where}")
+                    blk = f.read(block * RECORD)
+                    if not blk:
+                        break
+                    if len(blk) % RECORD:
+                        raise CorruptStoreError(f"{s}: trailing partial record")
+                    recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, RECORD)
+                    h = _recsplit.bucket_hashes(blk, salt)
+                    p = (h << np.uint64(used_bits)) >> shift  # hash bits [used_bits, used_bits + bits)
+                    p = p.astype(np.int64)
+                    order = np.argsort(p, kind="stable")
+                    counts = np.bincount(p, minlength=parts)
+                    grouped = recs[order]
+                    pos = 0
+                    for i in np.nonzero(counts)[0].tolist():
+                        c = int(counts[i])
+                        files[i].write(grouped[pos : pos + c].tobytes())
+                        pos += c
+    finally:
+        for fh in files:
+            fh.close()
+    for s in sources:
+        if s.parent == work:
+            s.unlink()
+    written = 0
+    for pth in paths:
+        _check_cancel(cancel, f"compacting {where}")
+        m = pth.stat().st_size // RECORD
+        if m == 0:
+            pth.unlink()
+            continue
+        if m > cap and used_bits + bits < 64:
+            written += _partition_and_sort([pth], m, salt, used_bits + bits, cap, work, out, cancel, where, mem_limit)
+            continue
+        with open(pth, "rb") as f:
+            recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD).copy()
+        pth.unlink()
+        recs = _sort_records(recs, salt, where)
+        out.write(recs)
+        written += recs.shape[0]
+        del recs
+    return written

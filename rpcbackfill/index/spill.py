@@ -1,0 +1,132 @@
+"""The active txhash store of a range: 16 append-only spill files ``cf-{0..f}.spill``.
+
+Record: 32-byte transaction hash || uint32 LE ledger sequence (36 bytes), appended to the shard
+of the hash's first hex digit (hash[0] >> 4).  Routing into 16 in-memory buffers is done by the
+Cython ``Router`` (ext/_spill.pyx); buffers are written out when they exceed
+``SpillConfig.flush_bytes`` and on ``sync()``, which also fsyncs every shard and returns the
+per-shard record counts that the checkpoint stores as ``cf_counts``.
+
+Resume: ``TxHashSpill(dir, counts=checkpointed)`` truncates every shard to exactly its
+checkpointed record count (anything after the last checkpoint was never committed); a shard
+shorter than its count means committed data was lost -> CorruptStoreError.  ``counts=None``
+starts empty: existing shard files are truncated to zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._spill import Router
+from ..errors import CorruptStoreError
+from ._fsio import fsync_dir, io_errors
+
+log = logging.getLogger(__name__)
+
+NSHARDS = 16
+RECORD = 36
+
+
+@dataclass(frozen=True)
+class SpillConfig:
+    # Pending bytes (all shards) that trigger a write(2) of the buffers: 4 MiB amortises the
+    # system calls (~110k hashes) while keeping the ingest process small.
+    flush_bytes: int = 4 << 20
+
+
+def shard_file(spill_dir: Path | str, shard: int) -> Path:
+    return Path(spill_dir) / f"cf-{shard:x}.spill"
+
+
+class TxHashSpill:
+    def __init__(self, dir: Path | str, counts: list[int] | None = None, config: SpillConfig | None = None):
+        self.dir = Path(dir)
+        self.config = config or SpillConfig()
+        if counts is not None:
+            counts = [int(c) for c in counts]
+            if len(counts) != NSHARDS or any(c < 0 for c in counts):
+                raise ValueError(f"counts must be 16 non-negative integers, got {counts!r}")
+        want = counts if counts is not None else [0] * NSHARDS
+        with io_errors(self.dir, "creating spill directory"):
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self._fds: list[int] = []
+        try:
+            for i in range(NSHARDS):
+                p = shard_file(self.dir, i)
+                with io_errors(p, "opening spill shard"):
+                    fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+                self._fds.append(fd)
+                size = os.fstat(fd).st_size
+                need = want[i] * RECORD
+                if size < need:
+                    raise CorruptStoreError(
+                        f"spill shard {p} holds {size // RECORD} records ({size} bytes), "
+                        f"checkpoint says {want[i]}"
+                    )
+                with io_errors(p, "truncating spill shard"):
+                    if size != need:
+                        os.ftruncate(fd, need)
+                    os.lseek(fd, need, os.SEEK_SET)
+                    os.fsync(fd)
+            fsync_dir(self.dir)
+        except BaseException:
+            self._close_fds()
+            raise
+        self._base = list(want)
+        self._router = Router()
+        self._closed = False
+
+    @property
+    def counts(self) -> list[int]:
+        """Records per shard, including buffered ones not yet synced."""
+        return [b + r for b, r in zip(self._base, self._router.routed())]
+
+    def add(self, seq: int, hashes: bytes) -> None:
+        """Append every 32-byte hash of ``hashes`` (concatenated) with ledger ``seq``."""
+        if self._closed:
+            raise ValueError(f"spill store {self.dir} is closed")
+        if not 0 <= seq < 1 << 32:
+            raise ValueError(f"ledger sequence {seq} does not fit in uint32")
+        if self._router.add(seq, hashes) >= self.config.flush_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        with io_errors(self.dir, "writing spill shards in"):
+            self._router.flush(self._fds)
+
+    def sync(self) -> list[int]:
+        """Write and fsync every shard; return the per-shard record counts (the cf_counts)."""
+        if self._closed:
+            raise ValueError(f"spill store {self.dir} is closed")
+        self._flush()
+        for i, fd in enumerate(self._fds):
+            with io_errors(shard_file(self.dir, i), "fsync of"):
+                os.fsync(fd)
+        return self.counts
+
+    def _close_fds(self) -> None:
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+    def close(self) -> None:
+        """Write out buffered records (no fsync: only ``sync`` makes data durable) and close."""
+        if getattr(self, "_closed", True):
+            self._close_fds()
+            return
+        self._closed = True
+        try:
+            self._flush()
+        finally:
+            self._close_fds()
+
+    def __enter__(self) -> TxHashSpill:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

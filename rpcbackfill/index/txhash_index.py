@@ -1,0 +1,73 @@
+"""All 16 shard indexes of one range: ``{range_dir}/index/cf-{0..f}.idx`` (spec section 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .recsplit import ShardIndex, _as_key_buffer
+
+NSHARDS = 16
+
+
+def shard_index_path(range_dir: Path | str, shard: int) -> Path:
+    return Path(range_dir) / "index" / f"cf-{shard:x}.idx"
+
+
+class TxHashIndex:
+    """Route a hash to its shard (first hex digit) and look it up there.
+
+    ``range_start`` (optional) is checked against every shard header."""
+
+    def __init__(self, range_dir: Path | str, range_start: int | None = None):
+        self.range_dir = Path(range_dir)
+        self._shards: list[ShardIndex] = []
+        try:
+            for x in range(NSHARDS):
+                ix = ShardIndex(shard_index_path(self.range_dir, x))
+                self._shards.append(ix)
+                if range_start is not None and ix.range_start != range_start:
+                    from ..errors import CorruptStoreError
+
+                    raise CorruptStoreError(
+                        f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}"
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def n_keys(self) -> int:
+        return sum(s.n_keys for s in self._shards)
+
+    def lookup(self, hash32: bytes) -> int | None:
+        """Ledger that probably holds ``hash32`` (confirm by reading it), or None if absent."""
+        if len(hash32) != 32:
+            raise ValueError(f"transaction hash must be 32 bytes, got {len(hash32)}")
+        if not self._shards:
+            raise ValueError(f"index {self.range_dir} is closed")
+        return self._shards[hash32[0] >> 4].lookup(hash32)
+
+    def lookup_many(self, hashes) -> np.ndarray:
+        """uint32 ledgers (0 = not found) of concatenated 32-byte hashes or an (n, 32) uint8 array."""
+        if not self._shards:
+            raise ValueError(f"index {self.range_dir} is closed")
+        keys = np.frombuffer(_as_key_buffer(hashes), dtype=np.uint8).reshape(-1, 32)
+        out = np.zeros(keys.shape[0], dtype=np.uint32)
+        shard = keys[:, 0] >> 4
+        for x in np.unique(shard).tolist():
+            sel = np.nonzero(shard == x)[0]
+            out[sel] = self._shards[x].lookup_many(np.ascontiguousarray(keys[sel]))
+        return out
+
+    def close(self) -> None:
+        for s in self._shards:
+            s.close()
+        self._shards = []
+
+    def __enter__(self) -> TxHashIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,60 @@
+"""LedgerCloseMeta scanning: ledger sequence, header hashes, transaction hashes, batch split.
+
+Thin public wrapper over the native scanner ``rpcbackfill._lcm`` (ext/_lcm.pyx + the grammar
+generated from stellar-sdk by tools/gen_xdr_grammar.py; see docs/lcm-scanner.md).
+
+Every function accepts ``bytes``, ``bytearray``, ``memoryview`` or any contiguous buffer
+(read-only is fine), validates the *whole* XDR value against the grammar -- so a truncated or
+corrupt ledger raises even when the requested fields were already seen -- and raises
+``rpcbackfill.errors.XdrError`` (a ``ValueError``) on malformed input.  The GIL is released while
+parsing, so threads scale.
+
+Functions:
+
+* ``lcm_length(buf, offset=0) -> int``: bytes the LedgerCloseMeta starting at ``offset`` occupies
+  (the buffer may continue after it).
+* ``ledger_sequence(buf) -> int``: ``buf`` must hold exactly one LedgerCloseMeta.
+* ``header_hashes(buf) -> (hash, previous_ledger_hash)``: 32 bytes each.
+* ``tx_hashes(buf) -> (seq, hashes)``: ``hashes`` concatenates the 32-byte hash of every
+  TransactionResultPair of txProcessing in apply order; a fee-bump transaction's inner hash follows
+  its outer hash immediately (spec section 8).
+* ``tx_hashes_into(buf, out, out_offset=0) -> (seq, count)``: same, written into a caller buffer.
+* ``split_batch(buf) -> (start, end, [lcm bytes, ...])``: a LedgerCloseMetaBatch; checks the count,
+  the sequences start..end in order and that nothing trails the batch.
+"""
+
+from __future__ import annotations
+
+from ._lcm import (
+    MAX_DEPTH,
+    MIN_LCM_SIZE,
+    SDK_VERSION,
+    header_hashes,
+    lcm_length,
+    ledger_sequence,
+    split_batch,
+    tx_hashes,
+    tx_hashes_into,
+)
+
+HASH_SIZE = 32  # bytes per transaction hash (SHA-256)
+
+
+def iter_hashes(hashes: bytes) -> list[bytes]:
+    """Split the concatenated output of ``tx_hashes`` into 32-byte hashes."""
+    return [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+
+
+__all__ = [
+    "HASH_SIZE",
+    "MAX_DEPTH",
+    "MIN_LCM_SIZE",
+    "SDK_VERSION",
+    "header_hashes",
+    "iter_hashes",
+    "lcm_length",
+    "ledger_sequence",
+    "split_batch",
+    "tx_hashes",
+    "tx_hashes_into",
+]

@@ -1,0 +1,500 @@
+"""The meta store of spec section 4: RocksDB (rocksdict, raw mode), one writer.
+
+Keys are UTF-8 strings; values are big-endian uint32/uint64, UTF-8 strings, RFC 3339 UTC
+timestamps or (``cf_counts``) JSON.  Only the coordinator process opens the store for
+writing; orchestrator processes ask it to apply the typed updates below over a pipe
+(``rpcbackfill.orchestration.protocol``).  Every update is one ``WriteBatch`` written
+with ``sync=True`` so that an acknowledged update survives a power loss.
+
+State machines (validated here; a write that skips a state raises ``MetaStoreError``):
+
+    range:{id}:state          PENDING -> INGESTING -> TRANSITIONING -> COMPLETE   (any -> FAILED;
+                              FAILED -> PENDING/INGESTING/TRANSITIONING when re-run)
+    range:{id}:ledger:phase   INGESTING -> WRITING_LFS -> IMMUTABLE
+    range:{id}:txhash:phase   INGESTING -> COMPACTING -> BUILDING_RECSPLIT -> VERIFYING_RECSPLIT -> COMPLETE
+
+Keys added by this implementation under the same scheme (documented in docs/design.md):
+    global:range_size                          uint64, fixed for the life of a data directory
+    range:{id}:error                           last failure message (string), cleared on resume
+    range:{id}:attempts                        uint32, failed attempts of the current run
+    range:{id}:ledger:open_chunk               uint32, chunk id of the partial chunk at the checkpoint
+    range:{id}:ledger:open_chunk_ledgers       uint32, ledgers in that partial chunk
+    range:{id}:ledger:open_chunk_bytes         uint64, bytes of its partial .data file
+    range:{id}:ledger:chunks_verified          uint32, chunks of the range verified (prefix, WRITING_LFS)
+    range:{id}:txhash:shard:{x}:sorted         path of the compacted shard {x} (COMPACTING done for x)
+    range:{id}:txhash:shard:{x}:built          uint64 keys in index shard {x} (BUILDING_RECSPLIT done for x)
+    range:{id}:txhash:shard:{x}:verified       uint64 keys verified in shard {x} (VERIFYING_RECSPLIT done)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import InputError, MetaStoreError
+from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger
+
+log = logging.getLogger(__name__)
+
+MODE_BACKFILL = "backfill"
+
+# range:{id}:state
+PENDING = "PENDING"
+INGESTING = "INGESTING"
+TRANSITIONING = "TRANSITIONING"
+COMPLETE = "COMPLETE"
+FAILED = "FAILED"
+RANGE_STATES = (PENDING, INGESTING, TRANSITIONING, COMPLETE, FAILED)
+
+# range:{id}:ledger:phase
+LEDGER_INGESTING = "INGESTING"
+WRITING_LFS = "WRITING_LFS"
+IMMUTABLE = "IMMUTABLE"
+LEDGER_PHASES = (LEDGER_INGESTING, WRITING_LFS, IMMUTABLE)
+
+# range:{id}:txhash:phase
+TX_INGESTING = "INGESTING"
+COMPACTING = "COMPACTING"
+BUILDING_RECSPLIT = "BUILDING_RECSPLIT"
+VERIFYING_RECSPLIT = "VERIFYING_RECSPLIT"
+TX_COMPLETE = "COMPLETE"
+TXHASH_PHASES = (TX_INGESTING, COMPACTING, BUILDING_RECSPLIT, VERIFYING_RECSPLIT, TX_COMPLETE)
+
+SHARDS = "0123456789abcdef"  # 16 shards by the first hex digit of the hash
+SHARD_STEPS = ("sorted", "built", "verified")
+
+_RANGE_NEXT = {
+    PENDING: {INGESTING},
+    INGESTING: {TRANSITIONING},
+    TRANSITIONING: {COMPLETE},
+    COMPLETE: set(),
+    FAILED: {PENDING, INGESTING, TRANSITIONING},
+}
+
+
+def encode_u32(v: int) -> bytes:
+    return struct.pack(">I", v)
+
+
+def encode_u64(v: int) -> bytes:
+    return struct.pack(">Q", v)
+
+
+def decode_uint(b: bytes) -> int:
+    if len(b) == 4:
+        return struct.unpack(">I", b)[0]
+    if len(b) == 8:
+        return struct.unpack(">Q", b)[0]
+    raise MetaStoreError(f"meta store: integer value has {len(b)} bytes, expected 4 or 8")
+
+
+def rfc3339_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encode_cf_counts(counts: list[int]) -> bytes:
+    if len(counts) != 16:
+        raise MetaStoreError(f"cf_counts needs 16 shard counts, got {len(counts)}")
+    return json.dumps({SHARDS[i]: int(n) for i, n in enumerate(counts)}, separators=(",", ":")).encode()
+
+
+def decode_cf_counts(b: bytes) -> list[int]:
+    d = json.loads(b.decode())
+    try:
+        return [int(d[x]) for x in SHARDS]
+    except KeyError as e:
+        raise MetaStoreError(f"meta store: cf_counts lacks shard {e.args[0]!r}") from None
+
+
+def rkey(rid: int, suffix: str) -> bytes:
+    return f"range:{rid}:{suffix}".encode()
+
+
+@dataclass(frozen=True)
+class ChunkProgressRecord:
+    """The open (partial) chunk at a checkpoint: enough to reopen ``ChunkWriter(resume=...)``."""
+
+    chunk_id: int
+    ledgers: int
+    data_bytes: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything one checkpoint writes, in one batch (spec section 4)."""
+
+    last_committed_ledger: int
+    ledger_count: int
+    cf_counts: list[int]
+    open_chunk: ChunkProgressRecord | None = None
+
+
+@dataclass
+class RangeInfo:
+    """Decoded view of every key of one range."""
+
+    id: int
+    state: str | None = None
+    start_ledger: int | None = None
+    end_ledger: int | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    ledger_phase: str | None = None
+    ledger_last_committed: int | None = None
+    ledger_count: int = 0
+    immutable_path: str | None = None
+    open_chunk: ChunkProgressRecord | None = None
+    chunks_verified: int = 0
+    txhash_phase: str | None = None
+    txhash_last_committed: int | None = None
+    cf_counts: list[int] = field(default_factory=lambda: [0] * 16)
+    rocksdb_path: str | None = None
+    recsplit_path: str | None = None
+    shard_sorted: dict[str, str] = field(default_factory=dict)
+    shard_built: dict[str, int] = field(default_factory=dict)
+    shard_verified: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tx_count(self) -> int:
+        return sum(self.cf_counts)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "start_ledger": self.start_ledger,
+            "end_ledger": self.end_ledger,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "error": self.error,
+            "ledger": {
+                "phase": self.ledger_phase,
+                "last_committed_ledger": self.ledger_last_committed,
+                "count": self.ledger_count,
+                "immutable_path": self.immutable_path,
+                "chunks_verified": self.chunks_verified,
+            },
+            "txhash": {
+                "phase": self.txhash_phase,
+                "last_committed_ledger": self.txhash_last_committed,
+                "cf_counts": {SHARDS[i]: n for i, n in enumerate(self.cf_counts)},
+                "count": self.tx_count,
+                "rocksdb_path": self.rocksdb_path,
+                "recsplit_path": self.recsplit_path,
+                "shards_compacted": len(self.shard_sorted),
+                "shards_built": len(self.shard_built),
+                "shards_verified": len(self.shard_verified),
+            },
+        }
+
+
+class MetaStore:
+    """Typed access to the meta store.  ``read_only=True`` may run beside a live writer."""
+
+    def __init__(self, path: Path | str, rocksdb=None, *, read_only: bool = False):
+        from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteOptions
+
+        self.path = Path(path)
+        self.read_only = read_only
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(not read_only)
+        if rocksdb is not None:
+            opts.set_write_buffer_size(rocksdb.write_buffer_mb << 20)
+            opts.set_max_write_buffer_number(rocksdb.max_write_buffer_number)
+            bbo = BlockBasedOptions()
+            bbo.set_block_cache(Cache(rocksdb.block_cache_mb << 20))
+            opts.set_block_based_table_factory(bbo)
+        if read_only:
+            if not (self.path / "CURRENT").exists():
+                raise MetaStoreError(f"no meta store at {self.path}")
+            access = AccessType.read_only()
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            access = AccessType.read_write()
+        try:
+            self._db = Rdict(str(self.path), opts, access_type=access)
+        except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
+            raise MetaStoreError(f"cannot open meta store {self.path}: {e}") from None
+        self._wopt = WriteOptions()
+        self._wopt.sync = True  # acknowledged == durable (WAL fsynced)
+        self._closed = False
+
+    # --- low level ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    def __enter__(self) -> MetaStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _get(self, key: bytes) -> bytes | None:
+        v = self._db.get(key)
+        return None if v is None else bytes(v)
+
+    def _str(self, key: bytes) -> str | None:
+        v = self._get(key)
+        return None if v is None else v.decode()
+
+    def _uint(self, key: bytes) -> int | None:
+        v = self._get(key)
+        return None if v is None else decode_uint(v)
+
+    def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] = ()) -> None:
+        if self.read_only:
+            raise MetaStoreError(f"meta store {self.path} is open read-only")
+        from rocksdict import WriteBatch
+
+        wb = WriteBatch(raw_mode=True)
+        for k, v in puts.items():
+            wb.put(k, v)
+        for k in deletes:
+            wb.delete(k)
+        try:
+            self._db.write(wb, self._wopt)
+        except Exception as e:
+            raise MetaStoreError(f"meta store write failed ({', '.join(k.decode() for k in puts)}): {e}") from None
+
+    def dump(self) -> dict[str, bytes]:
+        """Every key and raw value (tests, debugging)."""
+        return {bytes(k).decode(): bytes(v) for k, v in self._db.items()}
+
+    # --- global -------------------------------------------------------------------------------
+
+    def global_info(self) -> dict:
+        return {
+            "mode": self._str(b"global:mode"),
+            "backfill_start_ledger": self._uint(b"global:backfill_start_ledger"),
+            "backfill_end_ledger": self._uint(b"global:backfill_end_ledger"),
+            "range_size": self._uint(b"global:range_size"),
+        }
+
+    def init_backfill(self, start: int, end: int, range_size: int) -> list[int]:
+        """Record the backfill scope and create missing range entries (PENDING); return range ids.
+
+        A data directory keeps one ``range_size`` forever (InputError on mismatch).  A different
+        [start, end] extends the recorded scope to the union; existing ranges keep their state.
+        """
+        check_range_size(range_size)
+        g = self.global_info()
+        if g["mode"] not in (None, MODE_BACKFILL):
+            raise InputError(f"meta store {self.path} is in mode {g['mode']!r}, not {MODE_BACKFILL!r}")
+        if g["range_size"] is not None and g["range_size"] != range_size:
+            raise InputError(
+                f"range_size {range_size} differs from {g['range_size']} recorded in {self.path}; "
+                "range_size may never change for an existing data directory"
+            )
+        first_id = (start - 2) // range_size
+        last_id = (end - 2) // range_size
+        gs = start if g["backfill_start_ledger"] is None else min(start, g["backfill_start_ledger"])
+        ge = end if g["backfill_end_ledger"] is None else max(end, g["backfill_end_ledger"])
+        puts = {
+            b"global:mode": MODE_BACKFILL.encode(),
+            b"global:backfill_start_ledger": encode_u32(gs),
+            b"global:backfill_end_ledger": encode_u32(ge),
+            b"global:range_size": encode_u64(range_size),
+        }
+        now = rfc3339_now().encode()
+        ids = list(range(first_id, last_id + 1))
+        for rid in ids:
+            if self._get(rkey(rid, "state")) is None:
+                puts[rkey(rid, "state")] = PENDING.encode()
+                puts[rkey(rid, "start_ledger")] = encode_u32(range_first_ledger(rid, range_size))
+                puts[rkey(rid, "end_ledger")] = encode_u32(range_last_ledger(rid, range_size))
+                puts[rkey(rid, "created_at")] = now
+        self._write(puts)
+        return ids
+
+    def range_ids(self) -> list[int]:
+        ids = set()
+        it = self._db.iter()
+        it.seek(b"range:")
+        while it.valid():
+            k = bytes(it.key())
+            if not k.startswith(b"range:"):
+                break
+            ids.add(int(k.split(b":")[1]))
+            it.next()
+        del it
+        return sorted(ids)
+
+    # --- ranges -------------------------------------------------------------------------------
+
+    def range_info(self, rid: int) -> RangeInfo:
+        g = lambda s: self._get(rkey(rid, s))  # noqa: E731
+        s = lambda s: self._str(rkey(rid, s))  # noqa: E731
+        u = lambda s: self._uint(rkey(rid, s))  # noqa: E731
+        info = RangeInfo(
+            id=rid,
+            state=s("state"),
+            start_ledger=u("start_ledger"),
+            end_ledger=u("end_ledger"),
+            created_at=s("created_at"),
+            completed_at=s("completed_at"),
+            error=s("error"),
+            attempts=u("attempts") or 0,
+            ledger_phase=s("ledger:phase"),
+            ledger_last_committed=u("ledger:last_committed_ledger"),
+            ledger_count=u("ledger:count") or 0,
+            immutable_path=s("ledger:immutable_path"),
+            chunks_verified=u("ledger:chunks_verified") or 0,
+            txhash_phase=s("txhash:phase"),
+            txhash_last_committed=u("txhash:last_committed_ledger"),
+            rocksdb_path=s("txhash:rocksdb_path"),
+            recsplit_path=s("txhash:recsplit_path"),
+        )
+        cf = g("txhash:cf_counts")
+        if cf is not None:
+            info.cf_counts = decode_cf_counts(cf)
+        oc = u("ledger:open_chunk")
+        if oc is not None:
+            info.open_chunk = ChunkProgressRecord(oc, u("ledger:open_chunk_ledgers") or 0, u("ledger:open_chunk_bytes") or 0)
+        for x in SHARDS:
+            v = s(f"txhash:shard:{x}:sorted")
+            if v is not None:
+                info.shard_sorted[x] = v
+            n = u(f"txhash:shard:{x}:built")
+            if n is not None:
+                info.shard_built[x] = n
+            n = u(f"txhash:shard:{x}:verified")
+            if n is not None:
+                info.shard_verified[x] = n
+        if info.state is None:
+            raise MetaStoreError(f"meta store has no range {rid}")
+        return info
+
+    def _require_state(self, rid: int) -> str:
+        st = self._str(rkey(rid, "state"))
+        if st is None:
+            raise MetaStoreError(f"meta store has no range {rid}")
+        return st
+
+    def set_range_state(self, rid: int, state: str, *, error: str | None = None, extra: dict | None = None) -> None:
+        """Move range ``rid`` to ``state`` (validated); ``extra`` = additional keys (suffix -> bytes)."""
+        if state not in RANGE_STATES:
+            raise MetaStoreError(f"unknown range state {state!r}")
+        cur = self._require_state(rid)
+        if state != cur and state != FAILED and state not in _RANGE_NEXT[cur]:
+            raise MetaStoreError(f"range {rid}: illegal state change {cur} -> {state}")
+        if cur == COMPLETE and state == FAILED:
+            raise MetaStoreError(f"range {rid}: a COMPLETE range cannot become FAILED")
+        puts = {rkey(rid, "state"): state.encode()}
+        deletes = []
+        if state == FAILED:
+            puts[rkey(rid, "error")] = (error or "unknown error").encode()
+        elif cur == FAILED:
+            deletes.append(rkey(rid, "error"))
+        for k, v in (extra or {}).items():
+            puts[rkey(rid, k)] = v
+        self._write(puts, deletes)
+
+    def start_ingesting(self, rid: int, spill_dir: str) -> None:
+        """PENDING -> INGESTING with both sub-flows at INGESTING (one batch)."""
+        self.set_range_state(
+            rid,
+            INGESTING,
+            extra={
+                "ledger:phase": LEDGER_INGESTING.encode(),
+                "txhash:phase": TX_INGESTING.encode(),
+                "txhash:rocksdb_path": spill_dir.encode(),
+            },
+        )
+
+    def set_attempts(self, rid: int, attempts: int) -> None:
+        self._require_state(rid)
+        self._write({rkey(rid, "attempts"): encode_u32(attempts)})
+
+    def checkpoint(self, rid: int, cp: Checkpoint) -> None:
+        """Spec section 4 checkpoint: ledger + txhash progress and counts in ONE synced batch."""
+        cur = self._require_state(rid)
+        if cur != INGESTING:
+            raise MetaStoreError(f"range {rid}: checkpoint at ledger {cp.last_committed_ledger} while {cur}")
+        prev = self._uint(rkey(rid, "ledger:last_committed_ledger"))
+        if prev is not None and cp.last_committed_ledger < prev:
+            raise MetaStoreError(
+                f"range {rid}: checkpoint ledger {cp.last_committed_ledger} precedes committed ledger {prev}"
+            )
+        puts = {
+            rkey(rid, "ledger:last_committed_ledger"): encode_u32(cp.last_committed_ledger),
+            rkey(rid, "ledger:count"): encode_u64(cp.ledger_count),
+            rkey(rid, "txhash:last_committed_ledger"): encode_u32(cp.last_committed_ledger),
+            rkey(rid, "txhash:cf_counts"): encode_cf_counts(cp.cf_counts),
+        }
+        deletes = []
+        if cp.open_chunk is not None:
+            puts[rkey(rid, "ledger:open_chunk")] = encode_u32(cp.open_chunk.chunk_id)
+            puts[rkey(rid, "ledger:open_chunk_ledgers")] = encode_u32(cp.open_chunk.ledgers)
+            puts[rkey(rid, "ledger:open_chunk_bytes")] = encode_u64(cp.open_chunk.data_bytes)
+        else:
+            deletes += [rkey(rid, s) for s in ("ledger:open_chunk", "ledger:open_chunk_ledgers", "ledger:open_chunk_bytes")]
+        self._write(puts, deletes)
+
+    def start_transition(self, rid: int) -> None:
+        """INGESTING -> TRANSITIONING; ledger phase WRITING_LFS, txhash phase COMPACTING (one batch)."""
+        self.set_range_state(
+            rid,
+            TRANSITIONING,
+            extra={"ledger:phase": WRITING_LFS.encode(), "txhash:phase": COMPACTING.encode()},
+        )
+
+    def _set_phase(self, rid: int, sub: str, phases: tuple, phase: str, extra: dict | None) -> None:
+        if phase not in phases:
+            raise MetaStoreError(f"range {rid}: unknown {sub} phase {phase!r}")
+        cur = self._str(rkey(rid, f"{sub}:phase"))
+        if cur is None or phases.index(phase) - phases.index(cur) not in (0, 1):
+            raise MetaStoreError(f"range {rid}: illegal {sub} phase change {cur} -> {phase}")
+        puts = {rkey(rid, f"{sub}:phase"): phase.encode()}
+        for k, v in (extra or {}).items():
+            puts[rkey(rid, k)] = v
+        self._write(puts)
+
+    def set_ledger_phase(self, rid: int, phase: str, *, immutable_path: str | None = None) -> None:
+        extra = {"ledger:immutable_path": immutable_path.encode()} if immutable_path else None
+        self._set_phase(rid, "ledger", LEDGER_PHASES, phase, extra)
+
+    def set_txhash_phase(self, rid: int, phase: str, *, recsplit_path: str | None = None) -> None:
+        extra = {"txhash:recsplit_path": recsplit_path.encode()} if recsplit_path else None
+        self._set_phase(rid, "txhash", TXHASH_PHASES, phase, extra)
+
+    def mark_chunks_verified(self, rid: int, n: int) -> None:
+        if self._str(rkey(rid, "ledger:phase")) != WRITING_LFS:
+            raise MetaStoreError(f"range {rid}: chunk verification recorded outside WRITING_LFS")
+        self._write({rkey(rid, "ledger:chunks_verified"): encode_u32(n)})
+
+    def mark_shard(self, rid: int, step: str, shard: str, value: str | int) -> None:
+        """Record that ``step`` (sorted|built|verified) finished for ``shard``."""
+        if step not in SHARD_STEPS or shard not in SHARDS:
+            raise MetaStoreError(f"range {rid}: bad shard mark {step}/{shard}")
+        want = {"sorted": COMPACTING, "built": BUILDING_RECSPLIT, "verified": VERIFYING_RECSPLIT}[step]
+        cur = self._str(rkey(rid, "txhash:phase"))
+        if cur != want:
+            raise MetaStoreError(f"range {rid}: shard {shard} {step} recorded during txhash phase {cur}")
+        v = value.encode() if isinstance(value, str) else encode_u64(value)
+        self._write({rkey(rid, f"txhash:shard:{shard}:{step}"): v})
+
+    def complete_range(self, rid: int) -> None:
+        """TRANSITIONING -> COMPLETE; callers have verified immutables and deleted active stores."""
+        lp = self._str(rkey(rid, "ledger:phase"))
+        tp = self._str(rkey(rid, "txhash:phase"))
+        if lp != IMMUTABLE or tp != TX_COMPLETE:
+            raise MetaStoreError(f"range {rid}: cannot complete with ledger phase {lp} and txhash phase {tp}")
+        self.set_range_state(rid, COMPLETE, extra={"completed_at": rfc3339_now().encode()})
+
+
+def resume_state(info: RangeInfo) -> str:
+    """The state a FAILED range resumes in, deduced from its sub-flow phases."""
+    if info.ledger_phase in (WRITING_LFS, IMMUTABLE) or info.txhash_phase not in (None, TX_INGESTING):
+        return TRANSITIONING
+    if info.ledger_phase is not None:
+        return INGESTING
+    return PENDING

@@ -1,0 +1,380 @@
+"""One range's orchestrator: ingestion with checkpoints, then the transition.
+
+Runs inside an orchestrator process (``worker.py``) with a ``RemoteMeta`` that forwards every
+meta-store update to the coordinator and waits for its acknowledgement; tests may pass a real
+``MetaStore`` and run it in-process.  Every step is ordered so that a crash (SIGKILL) at any
+instant leaves a state the next run resumes from without redoing finished work
+(docs/design.md has the argument per phase):
+
+Ingestion (range state INGESTING)
+    ledger L from the source -> ChunkWriter.append + TxHashSpill.add;
+    at the last ledger of a chunk: ChunkWriter.finish() (final immutable files, atomic);
+    at a checkpoint ledger: ChunkWriter.sync() + TxHashSpill.sync()  (data durable)
+        -> meta.checkpoint(...)  (one synced WriteBatch, acknowledged).
+    Resume from last_committed_ledger + 1 with the spill truncated to cf_counts and the
+    open chunk truncated to its checkpointed progress; a chunk whose final files already
+    exist is not rewritten (its ledgers only feed the spill).
+
+Transition (range state TRANSITIONING), two sub-flows run side by side:
+    ledger:  WRITING_LFS (verify every chunk; progress in ledger:chunks_verified) -> IMMUTABLE
+    txhash:  COMPACTING (per shard) -> BUILDING_RECSPLIT (per shard) -> VERIFYING_RECSPLIT
+             (per shard) -> COMPLETE
+    then the active stores are deleted, then range state COMPLETE (written last).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import Config
+from ..errors import (
+    Cancelled,
+    CorruptStoreError,
+    DiskFullError,
+    LedgerSequenceError,
+    MetaStoreError,
+)
+from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
+from ..meta.store import (
+    BUILDING_RECSPLIT,
+    COMPACTING,
+    FAILED,
+    IMMUTABLE,
+    INGESTING,
+    PENDING,
+    SHARDS,
+    TRANSITIONING,
+    TX_COMPLETE,
+    VERIFYING_RECSPLIT,
+    WRITING_LFS,
+    Checkpoint,
+    ChunkProgressRecord,
+    RangeInfo,
+)
+from . import faults
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrchestratorOptions:
+    progress_every_s: float = 1.0  # progress snapshots to the coordinator at most this often
+
+
+def active_ledger_dir(config: Config, rid: int) -> Path:
+    return Path(config.active_stores.ledger_path) / f"{rid:04d}"
+
+
+def active_txhash_dir(config: Config, rid: int) -> Path:
+    return Path(config.active_stores.txhash_path) / f"{rid:04d}"
+
+
+def range_index_dir(config: Config, rid: int) -> Path:
+    return Path(config.immutable_stores.txhash_base) / f"{rid:04d}" / "index"
+
+
+def shard_index_path(config: Config, rid: int, shard: str) -> Path:
+    return range_index_dir(config, rid) / f"cf-{shard}.idx"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` (if present) and make the deletion durable."""
+    if path.exists():
+        shutil.rmtree(path)
+        _fsync_dir(path.parent)
+
+
+def as_disk_full(e: OSError) -> DiskFullError | None:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space left on device: {e.filename or ''} ({e.strerror})")
+    return None
+
+
+class RangeOrchestrator:
+    """Drive range ``info.id`` from its recorded state to COMPLETE."""
+
+    def __init__(
+        self,
+        config: Config,
+        info: RangeInfo,
+        meta,
+        cancel: threading.Event,
+        progress: Callable[[dict], None] | None = None,
+        options: OrchestratorOptions | None = None,
+    ):
+        self.config = config
+        self.info = info
+        self.rid = info.id
+        self.meta = meta
+        self.cancel = cancel
+        self._progress_cb = progress
+        self.options = options or OrchestratorOptions()
+        self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
+        self._last_progress = 0.0
+        self.phase = info.state or PENDING
+        self.ledgers_done = info.ledger_count
+        self.tx_done = info.tx_count
+        self.ledgers_base = Path(config.immutable_stores.ledgers_base)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _meta(self, method: str, *args) -> None:
+        with self._meta_lock:
+            getattr(self.meta, method)(self.rid, *args)
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled(f"range {self.rid}: cancelled")
+
+    def _report(self, force: bool = False, **extra) -> None:
+        if self._progress_cb is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.options.progress_every_s:
+            return
+        self._last_progress = now
+        snap = {
+            "range": self.rid,
+            "phase": self.phase,
+            "ledgers_done": self.ledgers_done,
+            "ledgers_total": self.info.end_ledger - self.info.start_ledger + 1,
+            "tx_done": self.tx_done,
+            "time": time.time(),
+        }
+        snap.update(extra)
+        self._progress_cb(snap)
+
+    # --- entry point -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        st = self.info.state
+        if st == FAILED:
+            raise MetaStoreError(f"range {self.rid} is FAILED; the coordinator must reset it before a run")
+        try:
+            if st in (PENDING, INGESTING):
+                self._ingest()
+                self._check_cancel()
+                self._meta("start_transition")
+                self.info.state = TRANSITIONING
+                self.info.ledger_phase = WRITING_LFS
+                self.info.txhash_phase = COMPACTING
+            self._transition()
+        except OSError as e:
+            df = as_disk_full(e)
+            if df is not None:
+                raise df from None
+            raise
+
+    # --- ingestion ---------------------------------------------------------------------------
+
+    def _ingest(self) -> None:
+        from .. import lcm
+        from ..index import TxHashSpill
+        from ..sources import open_source
+
+        info = self.info
+        first, last = info.start_ledger, info.end_ledger
+        ldir = active_ledger_dir(self.config, self.rid)
+        tdir = active_txhash_dir(self.config, self.rid)
+        if info.state == PENDING or info.ledger_last_committed is None:
+            # Nothing committed: whatever an earlier attempt left in the active stores is garbage.
+            remove_tree(ldir)
+            remove_tree(tdir)
+            if info.state == PENDING:
+                self._meta("start_ingesting", str(tdir))
+                info.state = INGESTING
+            lc = first - 1
+            counts = None
+        else:
+            lc = info.ledger_last_committed
+            counts = list(info.cf_counts)
+        self.phase = INGESTING
+        if lc >= last:
+            log.info("range %d: ingestion already complete at ledger %d", self.rid, lc)
+            return
+        ldir.mkdir(parents=True, exist_ok=True)
+        tdir.mkdir(parents=True, exist_ok=True)
+        interval = self.config.backfill.checkpoint_interval
+        log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "")
+        spill = TxHashSpill(tdir, counts=counts)
+        writer = None
+        writer_chunk = -1  # chunk id the current writer (or skip mode) belongs to
+        try:
+            with open_source(self.config, self.cancel) as source:
+                source.prepare_range(lc + 1, last)
+                self._report(force=True)
+                for seq in range(lc + 1, last + 1):
+                    self._check_cancel()
+                    buf = source.get_ledger(seq)
+                    got, hashes = lcm.tx_hashes(buf)
+                    if got != seq:
+                        raise LedgerSequenceError(f"range {self.rid}: source returned ledger {got} for {seq}")
+                    c = chunk_of_ledger(seq)
+                    if c != writer_chunk:
+                        writer = self._open_writer(c, seq, ldir)
+                        writer_chunk = c
+                    if writer is not None:
+                        writer.append(seq, buf)
+                    spill.add(seq, hashes)
+                    self.ledgers_done = seq - first + 1
+                    self.tx_done += len(hashes) // 32
+                    faults.hit("ingest")
+                    if seq == chunk_last_ledger(c) and writer is not None:
+                        writer.finish()
+                        writer = None
+                        faults.hit("chunk_finished")
+                    if is_checkpoint_ledger(seq, interval) or seq == last:
+                        self._checkpoint(seq, writer, writer_chunk, spill)
+                    self._report()
+        finally:
+            if writer is not None:
+                writer.close()
+            spill.close()
+        self._report(force=True)
+
+    def _open_writer(self, c: int, seq: int, ldir: Path):
+        """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
+        from ..stores.lfs import ChunkProgress, ChunkWriter, chunk_exists
+
+        if chunk_exists(self.ledgers_base, c):
+            # Finished before the crash but after the last checkpoint: never rewrite it.
+            log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c)
+            return None
+        if seq == chunk_first_ledger(c):
+            return ChunkWriter(self.ledgers_base, c, ldir)
+        oc = self.info.open_chunk
+        if oc is None or oc.chunk_id != c:
+            raise CorruptStoreError(
+                f"range {self.rid}: resuming at ledger {seq} inside chunk {c} but the checkpoint "
+                f"records open chunk {oc.chunk_id if oc else None}"
+            )
+        return ChunkWriter(self.ledgers_base, c, ldir, resume=ChunkProgress(c, oc.ledgers, oc.data_bytes))
+
+    def _checkpoint(self, seq: int, writer, chunk: int, spill) -> None:
+        open_chunk = None
+        if writer is not None:
+            p = writer.sync()
+            open_chunk = ChunkProgressRecord(chunk, p.ledgers, p.data_bytes)
+        counts = list(spill.sync())
+        faults.hit("checkpoint_synced")
+        cp = Checkpoint(seq, seq - self.info.start_ledger + 1, counts, open_chunk)
+        self._meta("checkpoint", cp)
+        self.info.ledger_last_committed = seq
+        self.info.txhash_last_committed = seq
+        self.info.cf_counts = counts
+        self.info.ledger_count = cp.ledger_count
+        self.info.open_chunk = open_chunk
+        self.tx_done = sum(counts)
+        faults.hit("checkpoint_acked")
+        self._report(force=True)
+
+    # --- transition ----------------------------------------------------------------------------
+
+    def _transition(self) -> None:
+        self.phase = TRANSITIONING
+        self._report(force=True)
+        with ThreadPoolExecutor(2, thread_name_prefix=f"range{self.rid}") as ex:
+            futs = [ex.submit(self._ledger_subflow), ex.submit(self._txhash_subflow)]
+            errors = []
+            for f in futs:
+                try:
+                    f.result()
+                except BaseException as e:
+                    if not isinstance(e, Cancelled):
+                        self.cancel.set()  # stop the other sub-flow at its next cancel check
+                    errors.append(e)
+        if errors:
+            # Prefer the real failure over the Cancelled it caused in the other sub-flow.
+            real = [e for e in errors if not isinstance(e, Cancelled)]
+            raise (real or errors)[0]
+        self._check_cancel()
+        faults.hit("before_delete")
+        remove_tree(active_ledger_dir(self.config, self.rid))
+        remove_tree(active_txhash_dir(self.config, self.rid))
+        faults.hit("before_complete")
+        self._meta("complete_range")
+        self.info.state = "COMPLETE"
+        self.phase = "COMPLETE"
+        self._report(force=True)
+        log.info("range %d: COMPLETE", self.rid)
+
+    def _ledger_subflow(self) -> None:
+        from ..stores.lfs import chunk_exists, verify_chunk
+
+        info = self.info
+        if info.ledger_phase == WRITING_LFS:
+            chunks = list(range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1))
+            for i in range(info.chunks_verified, len(chunks)):
+                self._check_cancel()
+                c = chunks[i]
+                if not chunk_exists(self.ledgers_base, c):
+                    raise CorruptStoreError(f"range {self.rid}: chunk {c} is missing after ingestion")
+                verify_chunk(self.ledgers_base, c, cancel=self.cancel)
+                faults.hit("verify_chunk")
+                self._meta("mark_chunks_verified", i + 1)
+                info.chunks_verified = i + 1
+            self._meta("set_ledger_phase", IMMUTABLE, str(self.ledgers_base))
+            info.ledger_phase = IMMUTABLE
+
+    def _txhash_subflow(self) -> None:
+        from ..index import build_shard, compact_shard, verify_shard
+
+        info = self.info
+        tdir = active_txhash_dir(self.config, self.rid)
+        sorted_dir = tdir / "sorted"
+        if info.txhash_phase == COMPACTING:
+            sorted_dir.mkdir(parents=True, exist_ok=True)
+            for i, x in enumerate(SHARDS):
+                if x in info.shard_sorted:
+                    continue
+                self._check_cancel()
+                p = compact_shard(tdir, i, sorted_dir)
+                faults.hit("compact")
+                self._meta("mark_shard", "sorted", x, str(p))
+                info.shard_sorted[x] = str(p)
+            self._meta("set_txhash_phase", BUILDING_RECSPLIT)
+            info.txhash_phase = BUILDING_RECSPLIT
+        if info.txhash_phase == BUILDING_RECSPLIT:
+            range_index_dir(self.config, self.rid).mkdir(parents=True, exist_ok=True)
+            for i, x in enumerate(SHARDS):
+                if x in info.shard_built:
+                    continue
+                self._check_cancel()
+                build_shard(Path(info.shard_sorted[x]), shard_index_path(self.config, self.rid, x),
+                            info.start_ledger, info.cf_counts[i])
+                faults.hit("build")
+                self._meta("mark_shard", "built", x, info.cf_counts[i])
+                info.shard_built[x] = info.cf_counts[i]
+            self._meta("set_txhash_phase", VERIFYING_RECSPLIT)
+            info.txhash_phase = VERIFYING_RECSPLIT
+        if info.txhash_phase == VERIFYING_RECSPLIT:
+            for i, x in enumerate(SHARDS):
+                if x in info.shard_verified:
+                    continue
+                self._check_cancel()
+                verify_shard(shard_index_path(self.config, self.rid, x), Path(info.shard_sorted[x]),
+                             info.start_ledger, info.cf_counts[i])
+                faults.hit("verify_shard")
+                self._meta("mark_shard", "verified", x, info.cf_counts[i])
+                info.shard_verified[x] = info.cf_counts[i]
+            self._meta("set_txhash_phase", TX_COMPLETE, str(range_index_dir(self.config, self.rid)))
+            info.txhash_phase = TX_COMPLETE
+        if info.txhash_phase != TX_COMPLETE:
+            raise MetaStoreError(f"range {self.rid}: unexpected txhash phase {info.txhash_phase}")

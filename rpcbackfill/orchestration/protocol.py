@@ -1,0 +1,107 @@
+"""Coordinator <-> orchestrator messages over a Unix socketpair.
+
+Frame: 4-byte big-endian length, then a pickled tuple.  Both ends are processes of the same
+installation started by the coordinator, so pickle is safe here.
+
+Worker -> coordinator
+    ("call", req_id, method, args)      apply a meta-store update; the worker blocks until
+                                        ("ack", req_id, None) or ("err", req_id, message)
+    ("progress", snapshot_dict)         fire-and-forget progress for status/progress lines
+    ("done", None)                      the range is COMPLETE (after the ack of complete_range)
+    ("failed", error_class_name, message, fatal)
+    ("cancelled", message)              stopped on request
+Coordinator -> worker
+    ("start", config, range_id, options_dict)   first message
+    ("ack" | "err", req_id, payload)
+    ("stop", None)                      cancel promptly and exit
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+
+from ..errors import RpcBackfillError
+
+# Meta-store methods a worker may ask the coordinator to apply (MetaStore's write API).
+ALLOWED_CALLS = frozenset(
+    {
+        "start_ingesting",
+        "checkpoint",
+        "start_transition",
+        "set_ledger_phase",
+        "set_txhash_phase",
+        "mark_chunks_verified",
+        "mark_shard",
+        "complete_range",
+    }
+)
+
+_HDR = struct.Struct(">I")
+MAX_FRAME = 64 << 20  # sanity bound: no message comes close (the config is the largest)
+
+
+class ChannelClosed(RpcBackfillError):
+    """The peer process closed its end (it exited or died)."""
+
+
+class Channel:
+    """Blocking framed messages over a connected stream socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buf = bytearray()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: tuple) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.sock.sendall(_HDR.pack(len(data)) + data)
+        except OSError as e:
+            raise ChannelClosed(f"peer closed the channel: {e}") from None
+
+    def _frame(self) -> tuple | None:
+        if len(self._buf) < 4:
+            return None
+        (n,) = _HDR.unpack_from(self._buf)
+        if n > MAX_FRAME:
+            raise ChannelClosed(f"protocol error: frame of {n} bytes")
+        if len(self._buf) < 4 + n:
+            return None
+        data = bytes(self._buf[4 : 4 + n])
+        del self._buf[: 4 + n]
+        return pickle.loads(data)
+
+    def recv(self) -> tuple:
+        """Block until one whole message arrives (ChannelClosed on EOF)."""
+        while True:
+            m = self._frame()
+            if m is not None:
+                return m
+            self._fill()
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except OSError as e:
+            raise ChannelClosed(f"peer closed the channel: {e}") from None
+        if not chunk:
+            raise ChannelClosed("peer closed the channel")
+        self._buf += chunk
+
+    def recv_ready(self) -> list[tuple]:
+        """After select() said readable: read once, return every complete message (may be [])."""
+        self._fill()
+        out = []
+        while (m := self._frame()) is not None:
+            out.append(m)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

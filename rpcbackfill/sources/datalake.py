@@ -1,0 +1,376 @@
+"""Data-lake ledger source (``ledger_backend = "buffered_storage"``, spec section 5).
+
+``prepare_range(first, last)``:
+  1. opens the store (local directory, ``file://`` URL or ``gs://bucket/prefix``),
+  2. reads ``.config.json`` and refuses a lake of another network or whose schema
+     contradicts the configuration; detects ``.xdr.zst`` vs ``.xdr.zstd`` from a listing,
+  3. checks the lake holds the range's first and last ledgers (fetches those two files),
+  4. starts ``num_workers`` download threads.
+
+Pipeline.  File *i* of the range (boundary ``batch_starts(first, last)[i]``) is claimed by
+the next free worker, downloaded, decompressed in streaming mode (frames may omit the
+content size), split with ``rpcbackfill.lcm.split_batch`` and parked in ``ready[i]``; the
+consumer takes ``ready`` in index order.  At most ``buffer_size`` files are claimed but not
+yet consumed, and new downloads also wait while the parked batches exceed
+``max_buffer_bytes``, so memory is bounded whatever the range length.
+
+Errors.  Transient failures (5xx, 429, timeouts, connection resets, truncated bodies,
+corrupt zstd or XDR) are retried ``retry_limit`` times (so ``retry_limit + 1`` attempts) with
+exponential backoff starting at ``retry_wait`` seconds, capped at ``MAX_BACKOFF``.  A missing
+object is fatal at once (``MissingLedgerError`` naming the ledger and key).  The first fatal
+error stops every worker and is raised by the consumer's next ``get_ledger`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import zstandard
+
+from ..config import BufferedStorageConfig
+from ..errors import (
+    Cancelled,
+    LakeConfigError,
+    LedgerSequenceError,
+    MissingLedgerError,
+    RpcBackfillError,
+    SourceError,
+    TransientSourceError,
+    XdrError,
+)
+from . import _native, layout
+from .layout import LakeSchema
+from .objstore import ObjectMissing, open_store
+
+log = logging.getLogger(__name__)
+
+# Upper bound on one backoff sleep (seconds); retry_wait doubles per attempt up to this.
+MAX_BACKOFF = 30.0
+# Default cap on decompressed bytes parked in the buffer (on top of buffer_size files):
+# pubnet ledgers decompress to ~1-2 MB, so the file cap alone (default 10,000) could reach
+# tens of GB.  512 MiB keeps hundreds of ledgers ready, far more than the consumer needs.
+DEFAULT_MAX_BUFFER_BYTES = 512 << 20
+# How often blocked threads re-check the cancel event (seconds).
+_POLL = 0.05
+# How long close() waits for workers (an in-flight HTTP request finishes on its own timeout).
+_JOIN_TIMEOUT = 5.0
+
+
+@dataclass
+class _Batch:
+    start: int  # header startSequence: LCM j is ledger start + j
+    lcms: list[bytes]
+    nbytes: int
+
+
+def decompress_frame(data: bytes, where: str) -> bytes:
+    """Decompress one zstd frame in streaming mode; truncation or trailing junk is transient."""
+    try:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out = d.decompress(data)
+    except zstandard.ZstdError as e:
+        raise TransientSourceError(f"{where}: corrupt zstd data ({e})") from None
+    if not d.eof:
+        raise TransientSourceError(f"{where}: truncated zstd frame ({len(data)} bytes read)")
+    if d.unused_data:
+        raise TransientSourceError(f"{where}: {len(d.unused_data)} unexpected bytes after the zstd frame")
+    return out
+
+
+class DataLakeSource:
+    """``LedgerSource`` over a Galexie data lake. One bounded range per instance."""
+
+    def __init__(
+        self,
+        config: BufferedStorageConfig,
+        network_passphrase: str,
+        cancel: threading.Event | None = None,
+        *,
+        expected_schema: LakeSchema | None = None,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        request_timeout: float | tuple[float, float] | None = None,
+        store=None,
+    ):
+        problems = []
+        if config.buffer_size < 1:
+            problems.append(f"buffer_size must be >= 1, got {config.buffer_size}")
+        if config.num_workers < 1:
+            problems.append(f"num_workers must be >= 1, got {config.num_workers}")
+        if config.retry_limit < 0:
+            problems.append(f"retry_limit must be >= 0, got {config.retry_limit}")
+        if config.retry_wait < 0:
+            problems.append(f"retry_wait must be >= 0, got {config.retry_wait}")
+        if problems:
+            raise LakeConfigError("buffered_storage: " + "; ".join(problems))
+        self.config = config
+        self.network_passphrase = network_passphrase
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.expected_schema = expected_schema
+        self.max_buffer_bytes = max(1, int(max_buffer_bytes))
+        self._request_timeout = request_timeout
+        self._store = store
+        self._own_store = store is None
+        self.schema: LakeSchema | None = None
+        self._lcm = None
+
+        self._cv = threading.Condition()
+        self._stop = False  # set by close() or a fatal error
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._starts: range = range(0)
+        self._first = self._last = 0
+        self._next_claim = 0  # next file index a worker will take
+        self._next_take = 0  # next file index the consumer will take
+        self._ready: dict[int, _Batch] = {}
+        self._ready_bytes = 0
+        self._cur: _Batch | None = None
+        self._next_seq: int | None = None
+        # counters (read by benchmarks/tests)
+        self.stats = {"files": 0, "bytes_downloaded": 0, "retries": 0}
+        self._stats_lock = threading.Lock()
+
+    # --- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> "DataLakeSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._store is None:
+            kw = {}
+            if self._request_timeout is not None and self.config.bucket_path.startswith("gs://"):
+                kw["timeout"] = self._request_timeout
+            self._store = open_store(self.config.bucket_path, **kw)
+        url = getattr(self._store, "url", self.config.bucket_path)
+        try:
+            raw = self._with_retries(lambda: self._store.get(layout.MANIFEST_NAME), f"{url}/{layout.MANIFEST_NAME}")
+        except ObjectMissing:
+            raise LakeConfigError(f"{url}: lake manifest {layout.MANIFEST_NAME} not found") from None
+        ext = layout.detect_ext_from_names(self._with_retries(lambda: self._store.list_keys(16), url))
+        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=f"{url}/{layout.MANIFEST_NAME}")
+        if schema.network_passphrase != self.network_passphrase:
+            raise LakeConfigError(
+                f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "
+                f"network {self.network_passphrase!r}"
+            )
+        exp = self.expected_schema
+        if exp is not None:
+            bad = [
+                f"{name} is {getattr(schema, attr)!r} in the lake but {getattr(exp, attr)!r} in the configuration"
+                for name, attr in (
+                    ("ledgersPerBatch", "ledgers_per_batch"),
+                    ("batchesPerPartition", "batches_per_partition"),
+                    ("compression", "compression"),
+                )
+                if getattr(schema, attr) != getattr(exp, attr)
+            ]
+            if bad:
+                raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
+        self.schema = schema
+        self._lcm = _native.lcm_module()
+
+    def prepare_range(self, first: int, last: int) -> None:
+        if self._closed:
+            raise SourceError("prepare_range on a closed DataLakeSource")
+        if self._threads or self._next_seq is not None:
+            raise SourceError("DataLakeSource.prepare_range called twice (one bounded range per source)")
+        if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
+            raise SourceError(f"invalid ledger range [{first}, {last}]")
+        self._check_cancel()
+        self._open()
+        s = self.schema
+        self._first, self._last = first, last
+        self._starts = layout.batch_starts(first, last, s)
+        # The lake must hold the first and last ledgers before any work starts.  The first
+        # file is kept for the consumer; the last only checked (one extra download).
+        try:
+            b0 = self._fetch_for(0)
+            if len(self._starts) > 1:
+                self._fetch_for(len(self._starts) - 1)
+        except (ObjectMissing, MissingLedgerError) as e:
+            raise MissingLedgerError(f"data lake {self._store.url} does not hold range [{first}, {last}]: {e}") from None
+        self._ready[0] = b0
+        self._ready_bytes = b0.nbytes
+        self._next_claim = 1
+        self._next_seq = first
+        n = min(self.config.num_workers, self.config.buffer_size, max(0, len(self._starts) - 1))
+        for i in range(n):
+            t = threading.Thread(target=self._worker, name=f"datalake-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info(
+            "data lake %s: ledgers %d-%d in %d files (%d per file, ext %s), %d workers, buffer %d files",
+            self._store.url, first, last, len(self._starts), s.ledgers_per_batch, s.file_ext, n,
+            self.config.buffer_size,
+        )
+
+    # --- fetching ----------------------------------------------------------------------------
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("data lake source cancelled")
+
+    def _with_retries(self, fn, where: str):
+        """Run ``fn`` with the retry policy; ObjectMissing and non-transient errors pass through."""
+        attempt = 0
+        while True:
+            self._check_cancel()
+            if self._stop:
+                raise Cancelled("data lake source stopped")
+            try:
+                return fn()
+            except TransientSourceError as e:
+                attempt += 1
+                if attempt > self.config.retry_limit:
+                    raise SourceError(f"{where}: giving up after {attempt} attempts: {e}") from None
+                self._count("retries")
+                wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait)
+                self._sleep(wait)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[name] += n
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off for ``seconds``, waking promptly on cancel or close."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.cancel.wait(min(left, _POLL)):
+                raise Cancelled("data lake source cancelled")
+            if self._stop:
+                raise Cancelled("data lake source stopped")
+
+    def _fetch_for(self, i: int) -> _Batch:
+        """Download, check and split file ``i`` of the range (with retries)."""
+        s = self.schema
+        bstart = self._starts[i]
+        lo = max(self._first, bstart)
+        hi = min(self._last, bstart + s.ledgers_per_batch - 1)
+        key = layout.object_key(bstart, s)
+        where = f"{self._store.url}/{key}"
+
+        def attempt() -> _Batch:
+            try:
+                data = self._store.get(key)
+            except ObjectMissing:
+                raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
+            self._count("bytes_downloaded", len(data))
+            raw = decompress_frame(data, where)
+            try:
+                start, end, lcms = self._lcm.split_batch(raw)
+            except XdrError as e:
+                raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
+            if start > lo or end < hi:
+                raise MissingLedgerError(
+                    f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, "
+                    f"needed {lo}-{hi}"
+                )
+            if lo != start or hi != end:  # drop ledgers outside the range early
+                lcms = lcms[lo - start : hi - start + 1]
+            self._count("files")
+            return _Batch(lo, lcms, sum(len(x) for x in lcms))
+
+        return self._with_retries(attempt, where)
+
+    def _worker(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    if self._stop or self.cancel.is_set():
+                        return
+                    if self._next_claim >= len(self._starts):
+                        return
+                    in_window = self._next_claim - self._next_take < self.config.buffer_size
+                    # Memory cap: the file the consumer needs next is always allowed.
+                    under_bytes = self._ready_bytes < self.max_buffer_bytes or self._next_claim == self._next_take
+                    if in_window and under_bytes:
+                        break
+                    self._cv.wait(_POLL)
+                i = self._next_claim
+                self._next_claim += 1
+            try:
+                b = self._fetch_for(i)
+            except Cancelled:
+                return
+            except BaseException as e:  # record the first fatal error and stop everyone
+                if not isinstance(e, RpcBackfillError):
+                    e = SourceError(f"data lake worker failed on file {i}: {type(e).__name__}: {e}")
+                with self._cv:
+                    if self._fatal is None:
+                        self._fatal = e
+                    self._stop = True
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                if self._stop:
+                    return
+                self._ready[i] = b
+                self._ready_bytes += b.nbytes
+                self._cv.notify_all()
+
+    # --- consumer ------------------------------------------------------------------------------
+
+    def get_ledger(self, seq: int) -> bytes:
+        if self._next_seq is None:
+            raise SourceError("get_ledger before prepare_range")
+        if self._closed:
+            raise SourceError("get_ledger on a closed DataLakeSource")
+        if seq != self._next_seq:
+            raise LedgerSequenceError(f"get_ledger({seq}) out of order: expected ledger {self._next_seq}")
+        if seq > self._last:
+            raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")
+        self._check_cancel()
+        cur = self._cur
+        if cur is None or seq >= cur.start + len(cur.lcms):
+            cur = self._cur = self._take_next()
+        lcm = cur.lcms[seq - cur.start]
+        self._next_seq = seq + 1
+        return lcm
+
+    def _take_next(self) -> _Batch:
+        with self._cv:
+            while True:
+                if self._fatal is not None:
+                    raise self._fatal
+                i = self._next_take
+                b = self._ready.pop(i, None)
+                if b is not None:
+                    self._next_take = i + 1
+                    self._ready_bytes -= b.nbytes
+                    self._cv.notify_all()
+                    return b
+                if self.cancel.is_set():
+                    raise Cancelled("data lake source cancelled")
+                if self._stop:
+                    raise SourceError("data lake source stopped")
+                self._cv.wait(_POLL)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cv:
+            self._closed = True
+            self._stop = True
+            self._cv.notify_all()
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("data lake source: %d workers still finishing a request after close()", len(alive))
+        self._ready.clear()
+        self._cur = None
+        if self._own_store and self._store is not None:
+            self._store.close()

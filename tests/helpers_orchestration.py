@@ -1,0 +1,181 @@
+"""Shared helpers for the orchestration and crash tests.
+
+Also a tiny entry point: ``python tests/helpers_orchestration.py CONFIG.pickle`` runs a
+coordinator over a pickled (Config, CoordinatorOptions) and exits with its code -- the crash
+tests start it in its own session so that ``killpg(SIGKILL)`` kills the whole process tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RS = 10_000  # range_size used by the tests: 1 chunk per range
+
+
+def make_lake(root: Path, first: int, last: int, *, seed: int = 7, tx_per_ledger: float = 3.0) -> Path:
+    """A generated Galexie lake (8 ledgers per file, 64 files per partition) at ``root``."""
+    from rpcbackfill.devtools.lakegen import generate_lake
+
+    if not (root / ".config.json").exists():
+        generate_lake(root, first, last, seed=seed, tx_per_ledger=tx_per_ledger, ledgers_per_batch=8,
+                      batches_per_partition=64, fsync=False)
+    return root
+
+
+def make_config(data_dir: Path, lake: Path, start: int, end: int, **backfill):
+    from rpcbackfill.config import BufferedStorageConfig, default_config
+
+    bs = BufferedStorageConfig(bucket_path=str(lake), buffer_size=64, num_workers=4, retry_limit=2, retry_wait=0.01)
+    backfill.setdefault("parallel_ranges", 2)
+    backfill.setdefault("range_size", RS)
+    return default_config(data_dir, start_ledger=start, end_ledger=end, buffered_storage=bs, **backfill)
+
+
+def with_port(config, port: int):
+    return dataclasses.replace(config, service=dataclasses.replace(config.service, http_port=port))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fast_options(**kw):
+    from rpcbackfill.orchestration.coordinator import CoordinatorOptions
+
+    kw.setdefault("retry_backoff_s", 0.05)
+    kw.setdefault("progress_interval_s", 0.5)
+    kw.setdefault("worker_progress_s", 0.1)
+    kw.setdefault("stop_grace_s", 20.0)
+    kw.setdefault("progress_bar", False)
+    return CoordinatorOptions(**kw)
+
+
+def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, log_level: str = "INFO",
+                      stderr=None) -> subprocess.Popen:
+    """The coordinator in a new session (its own process group), as ``stellar-rpc`` would run."""
+    blob = tmp / f"coord-{time.monotonic_ns()}.pickle"
+    blob.write_bytes(pickle.dumps((config, options or fast_options(), log_level)))
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e.pop("RPCBACKFILL_TEST_CRASH_AT", None)
+    e.update(env or {})
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(blob)], env=e,
+                            start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
+
+
+def wait_group_gone(pgid: int, timeout: float = 20.0) -> None:
+    """Until no process of group ``pgid`` is left (workers die with their coordinator)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process group {pgid} still alive after {timeout}s")
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """kill -9 of the whole process tree, then wait until every member is gone."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    wait_group_gone(proc.pid)
+
+
+def run_to_end(tmp: Path, config, options=None, env=None, timeout: float = 240) -> int:
+    p = start_coordinator(tmp, config, options, env)
+    try:
+        return p.wait(timeout)
+    finally:
+        if p.poll() is None:
+            kill_tree(p)
+        else:
+            wait_group_gone(p.pid)
+
+
+def store_digest(config) -> dict[str, str]:
+    """sha256 of every file under the immutable stores, by relative path."""
+    out = {}
+    for base in (Path(config.immutable_stores.ledgers_base), Path(config.immutable_stores.txhash_base)):
+        if not base.exists():
+            continue
+        for p in sorted(base.rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(config.service.data_dir))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def lake_ledgers(lake: Path, first: int, last: int):
+    """(seq, lcm) straight from the lake via the real source (the oracle for the stores)."""
+    import threading
+
+    from rpcbackfill.config import BufferedStorageConfig
+    from rpcbackfill.config import PUBNET_PASSPHRASE
+    from rpcbackfill.sources.datalake import DataLakeSource
+
+    src = DataLakeSource(BufferedStorageConfig(bucket_path=str(lake), num_workers=4, buffer_size=64),
+                         PUBNET_PASSPHRASE, threading.Event())
+    with src:
+        src.prepare_range(first, last)
+        for seq in range(first, last + 1):
+            yield seq, src.get_ledger(seq)
+
+
+def check_backfill_result(config, lake: Path, first: int, last: int, sample_every: int = 1) -> tuple[int, int]:
+    """Every ledger byte-identical to the lake, every tx hash resolves; return (ledgers, hashes)."""
+    from rpcbackfill import lcm
+    from rpcbackfill.orchestration import api
+
+    n_ledgers = n_hashes = 0
+    for seq, raw in lake_ledgers(lake, first, last):
+        assert api.get_ledger(config, seq) == raw, f"ledger {seq} differs from the lake"
+        n_ledgers += 1
+        _, hashes = lcm.tx_hashes(raw)
+        for i in range(0, len(hashes), 32):
+            n_hashes += 1
+            if n_hashes % sample_every == 0:
+                assert api.get_transaction_ledger(config, hashes[i : i + 32]) == seq
+    return n_ledgers, n_hashes
+
+
+def active_leftovers(config) -> list[str]:
+    out = []
+    for base in (Path(config.active_stores.ledger_path), Path(config.active_stores.txhash_path)):
+        if base.exists():
+            out += [str(p) for p in base.iterdir()]
+    return out
+
+
+def _main() -> int:
+    import logging
+
+    config, options, level = pickle.loads(Path(sys.argv[1]).read_bytes())
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [coordinator] %(name)s: %(message)s")
+    from rpcbackfill.errors import RpcBackfillError
+    from rpcbackfill.orchestration.coordinator import Coordinator
+
+    try:
+        return Coordinator(config, options).run()
+    except RpcBackfillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,102 @@
+"""Compaction: bounded-memory ordering by salted bucket hash, duplicate detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rpcbackfill import _recsplit
+from rpcbackfill.errors import CorruptStoreError, DuplicateKeyError
+from rpcbackfill.index import compact, compact_shard, sortedfile
+from rpcbackfill.index.spill import shard_file
+
+
+def _write_spill(d, shard, recs: np.ndarray):
+    d.mkdir(parents=True, exist_ok=True)
+    shard_file(d, shard).write_bytes(recs.tobytes())
+
+
+def _records(rng, n):
+    recs = np.zeros((n, 36), np.uint8)
+    recs[:, :32] = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    recs[:, 32:] = rng.integers(2, 1 << 24, n).astype("<u4").view(np.uint8).reshape(n, 4)
+    return recs
+
+
+def _read_sorted(p):
+    n, salt = sortedfile.read_header(p)
+    body = p.read_bytes()[sortedfile.HEADER_SIZE :]
+    return n, salt, np.frombuffer(body, np.uint8).reshape(-1, 36)
+
+
+def _assert_sorted_permutation(out, recs, salt):
+    h = _recsplit.key_hashes(np.ascontiguousarray(out[:, :32]).reshape(-1), salt)
+    assert np.all(h[1:] >= h[:-1])
+    assert sorted(map(bytes, out)) == sorted(map(bytes, recs))
+
+
+@pytest.mark.parametrize("mem_limit", [1 << 30, 40_000])
+def test_compaction_sorts_by_salted_bucket_hash(tmp_path, monkeypatch, mem_limit):
+    rng = np.random.default_rng(1)
+    recs = _records(rng, 5000)
+    _write_spill(tmp_path / "spill", 5, recs)
+    calls = []
+    real = compact._partition_and_sort
+    monkeypatch.setattr(compact, "_partition_and_sort", lambda *a: calls.append(a[1]) or real(*a))
+    p = compact_shard(tmp_path / "spill", 5, tmp_path / "sorted", mem_limit_bytes=mem_limit)
+    assert p == tmp_path / "sorted" / "cf-5.sorted"
+    n, salt, out = _read_sorted(p)
+    assert n == 5000
+    _assert_sorted_permutation(out, recs, salt)
+    if mem_limit < 5000 * compact.BYTES_PER_RECORD_IN_SORT:
+        assert calls, "small memory limit must use the partitioned path"
+        parts = list((tmp_path / "sorted").iterdir())
+        assert parts == [p], "partition files must be cleaned up"
+    else:
+        assert not calls
+
+
+def test_partitions_larger_than_limit_are_split_again(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    recs = _records(rng, 3000)
+    _write_spill(tmp_path / "spill", 0, recs)
+    depth = []
+    real = compact._partition_and_sort
+    monkeypatch.setattr(compact, "_partition_and_sort", lambda *a: depth.append(a[3]) or real(*a))
+    # cap = 100 records but the first pass only gets 1 bit of partitioning -> recursion
+    monkeypatch.setattr(compact, "BYTES_PER_RECORD_IN_SORT", 700)
+    p = compact_shard(tmp_path / "spill", 0, tmp_path / "out", mem_limit_bytes=70_000)
+    _, salt, out = _read_sorted(p)
+    _assert_sorted_permutation(out, recs, salt)
+    assert depth[0] == 0
+
+
+@pytest.mark.parametrize("mem_limit", [1 << 30, 20_000])
+@pytest.mark.parametrize("same_ledger", [False, True])
+def test_duplicate_hash_is_rejected_naming_both_ledgers(tmp_path, mem_limit, same_ledger):
+    rng = np.random.default_rng(3)
+    recs = _records(rng, 2000)
+    dup = recs[1234].copy()
+    if not same_ledger:
+        dup[32:] = np.array([7, 0, 0, 0], np.uint8)
+    recs = np.insert(recs, 17, dup, axis=0)
+    _write_spill(tmp_path / "spill", 1, recs)
+    l1 = int.from_bytes(bytes(recs[1235, 32:]), "little")
+    l2 = int.from_bytes(bytes(dup[32:]), "little")
+    with pytest.raises(DuplicateKeyError) as ei:
+        compact_shard(tmp_path / "spill", 1, tmp_path / "sorted", mem_limit_bytes=mem_limit)
+    msg = str(ei.value)
+    assert bytes(dup[:32]).hex() in msg and str(l1) in msg and str(l2) in msg
+    assert not (tmp_path / "sorted" / "cf-1.sorted").exists()
+    assert list((tmp_path / "sorted").iterdir()) == []
+
+
+def test_empty_and_torn_spill(tmp_path):
+    _write_spill(tmp_path / "spill", 0xF, np.zeros((0, 36), np.uint8))
+    p = compact_shard(tmp_path / "spill", 15, tmp_path / "sorted")
+    assert sortedfile.read_header(p)[0] == 0
+    shard_file(tmp_path / "spill", 2).write_bytes(b"\x20" * 37)
+    with pytest.raises(CorruptStoreError, match="multiple of 36"):
+        compact_shard(tmp_path / "spill", 2, tmp_path / "sorted")
+    with pytest.raises(ValueError):
+        compact_shard(tmp_path / "spill", 16, tmp_path / "sorted")

@@ -1,0 +1,341 @@
+"""LFS chunk reader, verifier and cross-chunk store over real (re-sequenced) fixture ledgers."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from test_lfs_helpers import (  # noqa: F401
+    copy_base,
+    full_chunk,
+   
+    make_ledgers,
+    reseq,
+    templates,
+    write_chunk,
+)
+
+from rpcbackfill.errors import (
+    Cancelled,
+    CorruptStoreError,
+    LedgerSequenceError,
+    NotFoundError,
+    StoreError,
+    UnsupportedFormatError,
+)
+from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
+from rpcbackfill.stores import lfs
+
+
+def test_random_access(full_chunk):
+    base, ledgers, _ = full_chunk
+    first = chunk_first_ledger(3)
+    rng = random.Random(7)
+    with lfs.ChunkReader(base, 3) as r:
+        assert (r.first_ledger, r.last_ledger, len(r)) == (first, chunk_last_ledger(3), CHUNK_SIZE)
+        for i in [0, CHUNK_SIZE - 1, *rng.sample(range(CHUNK_SIZE), 300)]:
+            assert r.get(first + i) == ledgers[i]
+        assert r.get_frame(first + 5) == lfs.compress_ledger(ledgers[5])
+        for bad in (first - 1, chunk_last_ledger(3) + 1, 0):
+            with pytest.raises(NotFoundError, match=str(bad)):
+                r.get(bad)
+
+
+def test_sequential_scan(full_chunk):
+    base, ledgers, _ = full_chunk
+    with lfs.ChunkReader(base, 3) as r:
+        got = list(r)
+    assert [s for s, _ in got] == list(range(chunk_first_ledger(3), chunk_last_ledger(3) + 1))
+    assert [x for _, x in got] == ledgers
+
+
+def test_reader_close_idempotent_and_closed_use(full_chunk):
+    base, _, _ = full_chunk
+    r = lfs.ChunkReader(base, 3)
+    r.close()
+    r.close()
+    with pytest.raises(StoreError, match="closed"):
+        r.get(chunk_first_ledger(3))
+
+
+def test_reader_missing_chunk(tmp_path):
+    with pytest.raises(NotFoundError, match="000009"):
+        lfs.ChunkReader(tmp_path, 9)
+
+
+def test_verify_full_chunk(full_chunk):
+    base, ledgers, stats = full_chunk
+    got = lfs.verify_chunk(base, 3)
+    assert got == stats == lfs.ChunkStats(CHUNK_SIZE, stats.data_bytes, sum(map(len, ledgers)))
+
+
+def test_verify_honours_cancel(full_chunk):
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled, match="chunk 3"):
+        lfs.verify_chunk(full_chunk[0], 3, cancel=ev)
+
+
+def test_verify_wrong_count(full_chunk):
+    with pytest.raises(CorruptStoreError, match="expected 9999"):
+        lfs.verify_chunk(full_chunk[0], 3, expect_ledgers=9999)
+
+
+def test_verify_detects_wrong_sequence(tmp_path, templates):
+    ledgers = make_ledgers(templates, chunk_first_ledger(4), 20)
+    ledgers[13] = reseq(ledgers[13], 999)  # the writer stores bytes; the verifier reads the header
+    write_chunk(tmp_path, tmp_path / "w", 4, ledgers)
+    with pytest.raises(CorruptStoreError, match=f"sequence 999, expected {chunk_first_ledger(4) + 13}"):
+        lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
+
+
+def test_verify_detects_non_lcm_payload(tmp_path, templates):
+    ledgers = make_ledgers(templates, chunk_first_ledger(4), 3) + [b"\x00\x00\x00\x07junk"]
+    write_chunk(tmp_path, tmp_path / "w", 4, ledgers)
+    with pytest.raises(CorruptStoreError, match="ledger 40005"):
+        lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
+
+
+# --- corruption of a finished full chunk ---------------------------------------------------------
+
+
+@pytest.fixture
+def damaged(tmp_path, full_chunk):
+    base = copy_base(full_chunk[0], tmp_path / "b")
+    d, i = lfs.chunk_paths(base, 3)
+    return base, d, i
+
+
+def _offsets(i):
+    return np.frombuffer(i.read_bytes(), "<u4", offset=8).astype(np.int64)
+
+
+@pytest.mark.parametrize("where", ["magic", "frame_header", "block_header"])
+def test_flipped_byte_in_frame_structure(damaged, where):
+    base, d, i = damaged
+    offs = _offsets(i)
+    k = 4321
+    pos = int(offs[k]) + {"magic": 1, "frame_header": 4, "block_header": 10}[where]
+    b = bytearray(d.read_bytes())
+    b[pos] ^= 0x40
+    d.write_bytes(bytes(b))
+    with pytest.raises(CorruptStoreError):
+        lfs.verify_chunk(base, 3)
+
+
+def test_truncated_data(damaged):
+    base, d, _ = damaged
+    with open(d, "r+b") as f:
+        f.truncate(d.stat().st_size - 1)
+    with pytest.raises(CorruptStoreError, match="data file size"):
+        lfs.ChunkReader(base, 3)
+    with pytest.raises(CorruptStoreError):
+        lfs.verify_chunk(base, 3)
+
+
+def test_truncated_index(damaged):
+    base, _, i = damaged
+    raw = i.read_bytes()
+    i.write_bytes(raw[:-4])
+    with pytest.raises(CorruptStoreError):
+        lfs.verify_chunk(base, 3)
+    i.write_bytes(raw[:-2])
+    with pytest.raises(CorruptStoreError, match="multiple"):
+        lfs.verify_chunk(base, 3)
+
+
+def test_bad_index_version_and_width(damaged):
+    base, _, i = damaged
+    raw = i.read_bytes()
+    i.write_bytes(b"\x02" + raw[1:])
+    with pytest.raises(UnsupportedFormatError, match="version 2"):
+        lfs.verify_chunk(base, 3)
+    i.write_bytes(raw[:1] + b"\x08" + raw[2:])  # width 8 over width-4 offsets
+    with pytest.raises(CorruptStoreError):
+        lfs.verify_chunk(base, 3)
+    i.write_bytes(raw[:1] + b"\x03" + raw[2:])
+    with pytest.raises(CorruptStoreError, match="width 3"):
+        lfs.verify_chunk(base, 3)
+
+
+def test_non_canonical_width_rejected_by_verify(damaged):
+    base, d, i = damaged
+    offs = _offsets(i)
+    i.write_bytes(bytes([1, 8, 0, 0, 0, 0, 0, 0]) + offs.astype("<u8").tobytes())
+    with lfs.ChunkReader(base, 3) as r:  # the reader is lenient: offsets are consistent
+        assert len(r) == CHUNK_SIZE
+    with pytest.raises(CorruptStoreError, match="canonical"):
+        lfs.verify_chunk(base, 3)
+
+
+def test_non_monotonic_index(damaged):
+    base, _, i = damaged
+    offs = _offsets(i)
+    offs[100], offs[101] = offs[101], offs[100]
+    i.write_bytes(i.read_bytes()[:8] + offs.astype("<u4").tobytes())
+    with pytest.raises(CorruptStoreError, match="strictly increasing at ledger #100 "):
+        lfs.verify_chunk(base, 3)
+
+
+def test_swapped_frames_detected(damaged):
+    """Two frames exchanged (index adjusted so offsets stay consistent): sequences catch it."""
+    base, d, i = damaged
+    offs = _offsets(i)
+    data = d.read_bytes()
+    a = data[offs[10] : offs[11]]
+    b = data[offs[11] : offs[12]]
+    d.write_bytes(data[: offs[10]] + b + a + data[offs[12] :])
+    offs[11] = offs[10] + len(b)
+    i.write_bytes(i.read_bytes()[:8] + offs.astype("<u4").tobytes())
+    with pytest.raises(CorruptStoreError, match="expected 30012"):
+        lfs.verify_chunk(base, 3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pos=st.integers(min_value=0), bit=st.integers(0, 7))
+def test_random_bit_flip_never_crashes(tmp_path_factory, templates, pos, bit):
+    """A flip anywhere in .data: verify raises CorruptStoreError or (no checksum in the
+    spec'd frames) accepts a ledger whose bytes changed -- never anything else."""
+    base = tmp_path_factory.mktemp("flip")
+    ledgers = make_ledgers(templates, chunk_first_ledger(1), 8)
+    write_chunk(base, base / "w", 1, ledgers)
+    d, _ = lfs.chunk_paths(base, 1)
+    b = bytearray(d.read_bytes())
+    b[pos % len(b)] ^= 1 << bit
+    d.write_bytes(bytes(b))
+    try:
+        lfs.verify_chunk(base, 1, expect_ledgers=None)
+    except CorruptStoreError:
+        return
+    with lfs.ChunkReader(base, 1) as r:
+        assert sum(x != y for (_, x), y in zip(r, ledgers)) <= 1
+
+
+# --- LedgerStore ------------------------------------------------------------------------------
+
+
+def test_ledger_store_across_chunks(tmp_path, templates, full_chunk):
+    base = copy_base(full_chunk[0], tmp_path / "b")
+    small = {}
+    for c in (0, 1, 7):
+        small[c] = make_ledgers(templates, chunk_first_ledger(c), 25 + c)
+        write_chunk(base, tmp_path / "w", c, small[c])
+    with lfs.LedgerStore(base, max_open=2) as store:
+        for _ in range(3):  # cycles through more chunks than readers kept open
+            for c, ls in small.items():
+                assert store.get_ledger(chunk_first_ledger(c) + 3) == ls[3]
+            assert store.get_ledger(chunk_last_ledger(3)) == full_chunk[1][-1]
+            assert len(store._readers) <= 2
+        with pytest.raises(NotFoundError, match="chunk 2 "):
+            store.get_ledger(chunk_first_ledger(2))
+        with pytest.raises(NotFoundError):
+            store.get_ledger(chunk_first_ledger(0) + 25)  # past the end of short chunk 0
+        with pytest.raises(NotFoundError):
+            store.get_ledger(1)
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.get_ledger(chunk_first_ledger(0))
+
+
+def test_ledger_store_threads(full_chunk):
+    base, ledgers, _ = full_chunk
+    first = chunk_first_ledger(3)
+    errors = []
+    with lfs.LedgerStore(base, max_open=1) as store:
+
+        def worker(seed):
+            rng = random.Random(seed)
+            try:
+                for _ in range(100):
+                    i = rng.randrange(CHUNK_SIZE)
+                    assert store.get_ledger(first + i) == ledgers[i]
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        ts = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert errors == []
+
+
+# --- writer API contract -----------------------------------------------------------------------
+
+
+def test_writer_sequence_rules(tmp_path, templates):
+    first = chunk_first_ledger(2)
+    ls = make_ledgers(templates, first, 3)
+    with lfs.ChunkWriter(tmp_path, 2, tmp_path / "w") as w:
+        assert w.next_ledger == first
+        with pytest.raises(LedgerSequenceError, match=f"got ledger {first + 1}, expected {first}"):
+            w.append(first + 1, ls[1])
+        w.append(first, ls[0])
+        with pytest.raises(LedgerSequenceError):
+            w.append(first, ls[0])
+        with pytest.raises(StoreError, match="after 1 ledgers"):
+            w.finish()
+        assert w.sync() == lfs.ChunkProgress(2, 1, len(lfs.compress_ledger(ls[0])))
+        assert not lfs.chunk_exists(tmp_path, 2)
+
+
+def test_writer_rejects_past_chunk_end(tmp_path, templates):
+    first = chunk_first_ledger(0)
+    lcm = templates[0]
+    with lfs.ChunkWriter(tmp_path, 0, tmp_path / "w") as w:
+        for s in range(first, first + CHUNK_SIZE):
+            w.append(s, lcm)
+        with pytest.raises(LedgerSequenceError, match="past its last ledger"):
+            w.append(first + CHUNK_SIZE, lcm)
+        stats = w.finish()
+    assert stats.ledgers == CHUNK_SIZE
+    assert lfs.chunk_exists(tmp_path, 0)
+
+
+def test_writer_closed_and_empty(tmp_path):
+    w = lfs.ChunkWriter(tmp_path, 2, tmp_path / "w")
+    with pytest.raises(StoreError, match="no ledgers"):
+        w.finish(allow_partial=True)
+    w.close()
+    w.close()
+    with pytest.raises(StoreError, match="closed"):
+        w.append(chunk_first_ledger(2), b"x")
+    with pytest.raises(StoreError, match="closed"):
+        w.sync()
+
+
+def test_writer_abort_removes_partials(tmp_path, templates):
+    w = lfs.ChunkWriter(tmp_path, 2, tmp_path / "w")
+    w.append(chunk_first_ledger(2), templates[0])
+    w.sync()
+    dp, op = lfs.partial_paths(tmp_path / "w", 2)
+    assert dp.exists() and op.exists()
+    w.abort()
+    assert not dp.exists() and not op.exists()
+    assert not lfs.chunk_exists(tmp_path, 2)
+    w.close()
+    with pytest.raises(StoreError, match="aborted"):
+        w.append(chunk_first_ledger(2) + 1, templates[0])
+
+
+def test_disk_full_is_typed(tmp_path, templates):
+    """A real ENOSPC: the data partial is /dev/full."""
+    work = tmp_path / "w"
+    work.mkdir()
+    dp, _ = lfs.partial_paths(work, 2)
+    dp.symlink_to("/dev/full")
+    from rpcbackfill.errors import DiskFullError
+
+    w = lfs.ChunkWriter(tmp_path, 2, work)
+    with pytest.raises(DiskFullError, match="no space left"):
+        for k in range(200):  # the 1 MiB write buffer spills to the device within these
+            w.append(chunk_first_ledger(2) + k, templates[k % len(templates)])
+        w.sync()
+    with pytest.raises(StoreError):
+        w.sync()
+    w.close()

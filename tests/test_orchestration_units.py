@@ -1,0 +1,141 @@
+"""Dependency-free pieces: data-dir lock, message channel, HTTP status endpoint, progress."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from rpcbackfill.errors import DataDirLockedError
+from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, StatusServer
+from rpcbackfill.orchestration.lock import DataDirLock
+from rpcbackfill.orchestration.progress import Progress, TerminalBar, fmt_eta
+from rpcbackfill.orchestration.protocol import Channel, ChannelClosed
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    a = DataDirLock(tmp_path).acquire()
+    with pytest.raises(DataDirLockedError, match=str(tmp_path)):
+        DataDirLock(tmp_path).acquire()
+    a.release()
+    a.release()  # idempotent
+    with DataDirLock(tmp_path):
+        pass
+
+
+def test_lock_held_by_other_process(tmp_path):
+    code = (
+        "import sys,time; from rpcbackfill.orchestration.lock import DataDirLock;"
+        f"DataDirLock({str(tmp_path)!r}).acquire(); print('ok', flush=True); time.sleep(30)"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ok"
+        with pytest.raises(DataDirLockedError, match=f"pid {p.pid}"):
+            DataDirLock(tmp_path).acquire()
+    finally:
+        p.kill()
+        p.wait()
+    DataDirLock(tmp_path).acquire().release()  # the kernel dropped the dead holder's lock
+
+
+def test_channel_roundtrip_and_eof():
+    a, b = socket.socketpair()
+    ca, cb = Channel(a), Channel(b)
+    big = bytes(range(256)) * 4000  # larger than one recv() chunk
+    ca.send(("call", 1, "checkpoint", (0, big)))
+    ca.send(("progress", {"range": 0}))
+    assert cb.recv() == ("call", 1, "checkpoint", (0, big))
+    assert cb.recv() == ("progress", {"range": 0})
+    ca.close()
+    with pytest.raises(ChannelClosed):
+        cb.recv()
+
+
+def _post(port, body: bytes):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_http_jsonrpc_and_get():
+    calls = {"n": 0}
+
+    def status():
+        calls["n"] += 1
+        return {"mode": "backfill", "ranges": [{"id": 0, "state": "INGESTING"}], "n": calls["n"]}
+
+    srv = StatusServer(0, lambda: {"status": "healthy"}, status).start()
+    try:
+        code, r = _post(srv.port, b'{"jsonrpc":"2.0","id":1,"method":"getHealth"}')
+        assert code == 200 and r == {"jsonrpc": "2.0", "id": 1, "result": {"status": "healthy"}}
+        code, r = _post(srv.port, b'{"jsonrpc":"2.0","id":"a","method":"getStatus"}')
+        assert code == 200 and r["id"] == "a" and r["result"]["ranges"][0]["state"] == "INGESTING"
+        code, r = _post(srv.port, b'{"jsonrpc":"2.0","id":2,"method":"getLedgers","params":{}}')
+        assert code == 503 and r["error"]["message"] == BACKFILL_MODE_MESSAGE and r["id"] == 2
+        code, r = _post(srv.port, b"{not json")
+        assert code == 400 and r["error"]["code"] == -32700
+        code, r = _post(srv.port, b'{"id":3,"method":"getHealth"}')
+        assert code == 400 and r["error"]["code"] == -32600
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/status", timeout=10) as resp:
+            assert json.loads(resp.read())["n"] == calls["n"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health", timeout=10) as resp:
+            assert json.loads(resp.read()) == {"status": "healthy"}
+    finally:
+        srv.close()
+        srv.close()
+
+
+def test_progress_rates_eta_and_lines(monkeypatch):
+    import rpcbackfill.orchestration.progress as pm
+
+    t = [100.0]
+    monkeypatch.setattr(pm.time, "monotonic", lambda: t[0])
+    p = Progress(window_s=10)
+    p.set_range(0, state="INGESTING", ledgers_total=10_000)
+    for i in range(21):  # 100 ledgers/s, 300 tx/s for 20 s
+        p.update({"range": 0, "phase": "INGESTING", "ledgers_done": 100 * i, "ledgers_total": 10_000, "tx_done": 300 * i})
+        t[0] += 1.0
+    (r,) = p.snapshot()
+    assert r["ledgers_per_s"] == pytest.approx(100.0)
+    assert r["tx_per_s"] == pytest.approx(300.0)
+    assert r["eta_s"] == pytest.approx((10_000 - 2000) / 100.0)
+    (line,) = p.lines()
+    assert "2000/10000 ledgers" in line and "100 ledgers/s" in line and "300 tx/s" in line and "RSS" in line
+    # a resume from an older checkpoint resets the window instead of producing negative rates
+    p.update({"range": 0, "ledgers_done": 1000, "tx_done": 3000})
+    assert p.snapshot()[0]["ledgers_per_s"] == 0.0
+    assert fmt_eta(3725) == "1h02m05s" and fmt_eta(None) == "?"
+
+
+def test_terminal_bar_only_on_tty(tmp_path):
+    p = Progress()
+    p.set_range(0, state="INGESTING", ledgers_total=100, ledgers_done=50)
+    with open(tmp_path / "f", "w") as f:
+        TerminalBar(p, stream=f).draw()
+    assert (tmp_path / "f").read_text() == ""
+
+    class Tty:
+        def __init__(self):
+            self.out = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            self.out += s
+
+        def flush(self):
+            pass
+
+    t = Tty()
+    TerminalBar(p, stream=t).draw()
+    assert "50.0%" in t.out and t.out.startswith("\r")

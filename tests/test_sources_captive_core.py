@@ -1,0 +1,254 @@
+"""Captive-core source (spec section 6) driven through tests/fake_stellar_core.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers_sources import Resequencer, SdkLcm, lcm_impl, small_templates
+from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
+from rpcbackfill.errors import (
+    Cancelled,
+    CoreProcessError,
+    LedgerSequenceError,
+    SourceConfigError,
+    SourceError,
+)
+from rpcbackfill.sources import _native, open_source
+from rpcbackfill.sources.captive_core import CaptiveCoreSource
+from rpcbackfill.sources.layout import LakeSchema, write_lake
+
+HERE = Path(__file__).resolve().parent
+FAKE = HERE / "fake_stellar_core.py"
+NET = PUBNET_PASSPHRASE
+# the fake's "#!/usr/bin/env python3" must find this interpreter (with zstandard etc.)
+ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+
+
+@pytest.fixture(autouse=True)
+def _scanner(monkeypatch):
+    impl = lcm_impl()
+    if impl is SdkLcm:
+        monkeypatch.setattr(_native, "lcm_module", lambda: impl)
+
+
+@pytest.fixture(scope="module")
+def chain(fixture_ledgers):
+    return dict(Resequencer(small_templates(fixture_ledgers)).ledgers(2, 300))
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory, chain):
+    root = tmp_path_factory.mktemp("corelake")
+    write_lake(root, sorted(chain.items()), LakeSchema(NET, 4, 16))
+    return root
+
+
+def core_cfg(tmp_path: Path, lake: Path, **fake) -> CaptiveCoreConfig:
+    lines = [f'NETWORK_PASSPHRASE="{fake.pop("passphrase", NET)}"', f'FAKE_LAKE="{lake}"']
+    lines += [f'{k.upper()}="{v}"' for k, v in fake.items()]
+    cfgp = tmp_path / "captive-core.cfg"
+    cfgp.write_text("\n".join(lines) + "\n")
+    return CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp)
+
+
+def source(cfg, cancel=None, **kw) -> CaptiveCoreSource:
+    kw.setdefault("stop_timeout", 5.0)
+    return CaptiveCoreSource(cfg, cancel, network_passphrase=NET, env=ENV, **kw)
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state  # a zombie is dead, just not reaped by its new parent
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.05)
+    return gone(pid)
+
+
+@pytest.mark.parametrize("first,last", [(100, 150), (64, 70), (2, 40), (299, 301)])
+def test_range(tmp_path, lake, chain, first, last):
+    cfg = core_cfg(tmp_path, lake)
+    with source(cfg) as src:
+        src.prepare_range(first, last)
+        got = [src.get_ledger(q) for q in range(first, last + 1)]
+        pid = src.pid
+    assert got == [chain[q] for q in range(first, last + 1)]
+    assert (tmp_path / "fake-core.db").exists()  # new-db ran, in the cfg's directory
+    assert wait_gone(pid)
+
+
+def test_factory(tmp_path, lake, chain):
+    c = default_config(tmp_path, ledger_backend="captive_core", captive_core=core_cfg(tmp_path, lake))
+    with open_source(c, threading.Event()) as src:
+        assert isinstance(src, CaptiveCoreSource)
+        src.env = ENV
+        src.prepare_range(10, 12)
+        assert [src.get_ledger(q) for q in (10, 11, 12)] == [chain[10], chain[11], chain[12]]
+
+
+def test_core_exiting_on_its_own_after_last(tmp_path, lake, chain):
+    with source(core_cfg(tmp_path, lake, fake_failure="exit_after_last")) as src:
+        src.prepare_range(20, 30)
+        assert [src.get_ledger(q) for q in range(20, 31)] == [chain[q] for q in range(20, 31)]
+
+
+def test_sigint_ignored_escalates_to_sigkill(tmp_path, lake, chain):
+    with source(core_cfg(tmp_path, lake, fake_failure="ignore_sigint"), stop_timeout=0.5) as src:
+        src.prepare_range(20, 25)
+        assert [src.get_ledger(q) for q in range(20, 26)] == [chain[q] for q in range(20, 26)]
+        pid = src.pid
+    assert wait_gone(pid)
+
+
+@pytest.mark.parametrize(
+    "failure,fail_at,exc,patterns",
+    [
+        ("early_exit", 120, CoreProcessError, ["before ledger 120", "exit code 7", "simulated crash before ledger 120"]),
+        ("truncated_frame", 130, CoreProcessError, ["truncated frame", "before ledger 130", "exit code 9"]),
+        ("truncated_header", 110, CoreProcessError, ["truncated frame header", "exit code 9"]),
+        ("gap", 125, LedgerSequenceError, ["ledger 126 after ledger 124"]),
+        ("gap", 90, LedgerSequenceError, ["ledger 91 after ledger 89"]),  # inside the skipped prefix
+        ("garbage_header", 140, LedgerSequenceError, ["record mark bit missing", "before ledger 140"]),
+        ("bad_hash", 111, LedgerSequenceError, ["ledger 111: previousLedgerHash"]),
+    ],
+)
+def test_failures(tmp_path, lake, chain, failure, fail_at, exc, patterns):
+    cfg = core_cfg(tmp_path, lake, fake_failure=failure, fake_fail_at=fail_at)
+    with source(cfg) as src:
+        src.prepare_range(100, 200)
+        got = []
+        with pytest.raises(exc) as ei:
+            for q in range(100, 201):
+                got.append(src.get_ledger(q))
+        pid = src.pid
+    for p in patterns:
+        assert p in str(ei.value)
+    # everything delivered before the failure was right
+    assert got == [chain[q] for q in range(100, 100 + len(got))]
+    assert len(got) <= max(0, fail_at - 100)
+    assert wait_gone(pid)
+
+
+def test_new_db_failure(tmp_path, lake):
+    with source(core_cfg(tmp_path, lake, fake_failure="newdb_fail")) as src:
+        with pytest.raises(CoreProcessError, match="new-db exited with code 3") as ei:
+            src.prepare_range(10, 20)
+    assert "database is locked" in str(ei.value)
+
+
+def test_config_errors(tmp_path, lake):
+    with pytest.raises(SourceConfigError, match="binary_path"):
+        source(CaptiveCoreConfig(binary_path=tmp_path / "nope", config_path=tmp_path / "x")).prepare_range(2, 3)
+    cfg = core_cfg(tmp_path, lake, passphrase="Test SDF Network ; September 2015")
+    with pytest.raises(SourceConfigError, match="NETWORK_PASSPHRASE"):
+        source(cfg).prepare_range(2, 3)
+
+
+def test_out_of_order_and_close(tmp_path, lake, chain):
+    src = source(core_cfg(tmp_path, lake))
+    src.prepare_range(50, 80)
+    assert src.get_ledger(50) == chain[50]
+    with pytest.raises(LedgerSequenceError, match="expected ledger 51"):
+        src.get_ledger(52)
+    pid = src.pid
+    src.close()
+    src.close()
+    assert wait_gone(pid)
+    with pytest.raises(SourceError, match="closed"):
+        src.get_ledger(51)
+
+
+def test_cancel_is_prompt(tmp_path, lake):
+    cancel = threading.Event()
+    src = source(core_cfg(tmp_path, lake, fake_failure="hang"), cancel)
+    src.prepare_range(100, 200)
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        src.get_ledger(100)
+    assert time.monotonic() - t0 < 5
+    pid = src.pid
+    assert wait_gone(pid)
+    src.close()
+
+
+ORCHESTRATOR = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    sys.path[:0] = [{repo!r}, {tests!r}]
+    from rpcbackfill.config import CaptiveCoreConfig
+    from rpcbackfill.sources.captive_core import CaptiveCoreSource
+    src = CaptiveCoreSource(CaptiveCoreConfig(binary_path={fake!r}, config_path={cfg!r}), threading.Event(),
+                            env={env!r})
+    src.prepare_range(100, 200)
+    print(src.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_no_orphan_when_parent_is_sigkilled(tmp_path, lake):
+    cfg = core_cfg(tmp_path, lake, fake_failure="hang")
+    code = ORCHESTRATOR.format(
+        repo=str(HERE.parent), tests=str(HERE), fake=str(FAKE), cfg=str(cfg.config_path), env=ENV
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)
+    try:
+        line = parent.stdout.readline()
+        core_pid = int(line)
+        assert not gone(core_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert wait_gone(core_pid), f"captive core {core_pid} survived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_cancel_while_consumer_idle_stops_core(tmp_path, lake, chain):
+    cancel = threading.Event()
+    src = source(core_cfg(tmp_path, lake), cancel)
+    src.prepare_range(2, 300)
+    assert src.get_ledger(2) == chain[2]
+    pid = src.pid
+    cancel.set()  # nobody is inside get_ledger: the reader must stop core by itself
+    assert wait_gone(pid, 5)
+    with pytest.raises(Cancelled):
+        src.get_ledger(3)
+    src.close()
+
+
+def test_cancel_while_reader_blocked_on_full_queue(tmp_path, lake, chain, monkeypatch):
+    from rpcbackfill.sources import captive_core
+
+    monkeypatch.setattr(captive_core, "QUEUE_FRAMES", 2)
+    cancel = threading.Event()
+    src = source(core_cfg(tmp_path, lake), cancel)
+    src.prepare_range(2, 300)
+    assert src.get_ledger(2) == chain[2]
+    deadline = time.monotonic() + 10
+    while not src._q.full() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src._q.full()  # the reader now waits for room
+    pid = src.pid
+    cancel.set()
+    assert wait_gone(pid, 5)
+    src.close()

@@ -1,0 +1,391 @@
+"""Data-lake source (spec section 5) over a local directory and over GCS (real emulator + fault proxy)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from gcs_fault_proxy import FaultProxy
+from helpers_sources import Emulator, Resequencer, SdkLcm, lcm_impl, small_templates, upload_lake
+from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
+from rpcbackfill.errors import (
+    Cancelled,
+    LakeConfigError,
+    LedgerSequenceError,
+    MissingLedgerError,
+    SourceError,
+)
+from rpcbackfill.sources import _native, layout, open_source
+from rpcbackfill.sources.base import LedgerSource
+from rpcbackfill.sources.datalake import DataLakeSource
+from rpcbackfill.sources.layout import LakeSchema, write_lake
+from rpcbackfill.sources.objstore import LocalStore
+
+NET = PUBNET_PASSPHRASE
+
+
+@pytest.fixture(autouse=True)
+def _scanner(monkeypatch):
+    # The native scanner when built; the stellar-sdk reference otherwise (same contract).
+    impl = lcm_impl()
+    if impl is SdkLcm:
+        monkeypatch.setattr(_native, "lcm_module", lambda: impl)
+
+
+@pytest.fixture(scope="module")
+def reseq(fixture_ledgers):
+    return Resequencer(small_templates(fixture_ledgers))
+
+
+@pytest.fixture(scope="module")
+def chain(reseq):
+    """Ledgers 2..401, consecutive and hash-chained."""
+    return dict(reseq.ledgers(2, 400))
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory, chain):
+    root = tmp_path_factory.mktemp("lake")
+    write_lake(root, sorted(chain.items()), LakeSchema(NET, ledgers_per_batch=8, batches_per_partition=4))
+    return root
+
+
+def cfg(path, **kw) -> BufferedStorageConfig:
+    kw.setdefault("buffer_size", 4)
+    kw.setdefault("num_workers", 3)
+    kw.setdefault("retry_limit", 2)
+    kw.setdefault("retry_wait", 0.01)
+    return BufferedStorageConfig(bucket_path=str(path), **kw)
+
+
+def read_all(src, first, last):
+    src.prepare_range(first, last)
+    return [src.get_ledger(s) for s in range(first, last + 1)]
+
+
+class FlakyStore(LocalStore):
+    """A real LocalStore that fails chosen keys a number of times (fault injection)."""
+
+    def __init__(self, root, faults: dict[str, list[Exception]]):
+        super().__init__(root)
+        self.faults = faults
+        self.gets: list[str] = []
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            self.gets.append(key)
+            errs = self.faults.get(key)
+            err = errs.pop(0) if errs else None
+        if err is not None:
+            raise err
+        return super().get(key)
+
+
+# --- local lakes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first,last", [(2, 401), (10, 10), (17, 250), (100, 103), (33, 64)])
+def test_local_range(lake, chain, first, last):
+    with DataLakeSource(cfg(lake), NET, threading.Event()) as src:
+        assert isinstance(src, LedgerSource)
+        got = read_all(src, first, last)
+    assert got == [chain[s] for s in range(first, last + 1)]
+
+
+def test_file_url_and_factory(lake, chain, tmp_path):
+    c = default_config(tmp_path, buffered_storage=cfg(f"file://{lake}"))
+    with open_source(c, threading.Event()) as src:
+        assert isinstance(src, DataLakeSource)
+        assert read_all(src, 50, 60) == [chain[s] for s in range(50, 61)]
+
+
+def test_legacy_extension_and_no_content_size(tmp_path, chain):
+    s = LakeSchema(NET, 1, 10, file_ext=".xdr.zstd")
+    write_lake(tmp_path, [(q, chain[q]) for q in range(20, 60)], s, content_size=False)
+    with DataLakeSource(cfg(tmp_path), NET) as src:
+        assert read_all(src, 20, 59) == [chain[q] for q in range(20, 60)]
+        assert src.schema.file_ext == ".xdr.zstd"
+
+
+def test_real_galexie_file(tmp_path, fixtures_dir, fixture_ledgers):
+    # A real lake object (no content size in its frame) served from a one-file lake.
+    name = "FCD285FF--53312000.xdr.zstd"
+    (tmp_path / name).write_bytes((fixtures_dir / name).read_bytes())
+    layout.write_manifest(tmp_path, LakeSchema(NET, 1, 1))
+    want = next(f.lcm for f in fixture_ledgers if f.seq == 53312000)
+    with DataLakeSource(cfg(tmp_path), NET) as src:
+        assert read_all(src, 53312000, 53312000) == [want]
+
+
+def test_passphrase_mismatch(lake):
+    with DataLakeSource(cfg(lake), TESTNET_PASSPHRASE) as src:
+        with pytest.raises(LakeConfigError, match="passphrase") as ei:
+            src.prepare_range(10, 20)
+    assert TESTNET_PASSPHRASE in str(ei.value) and NET in str(ei.value)
+
+
+def test_schema_contradiction(lake):
+    with DataLakeSource(cfg(lake), NET, expected_schema=LakeSchema(NET, 1, 64000)) as src:
+        with pytest.raises(LakeConfigError, match="ledgersPerBatch is 8 in the lake but 1"):
+            src.prepare_range(10, 20)
+
+
+def test_missing_manifest(tmp_path, chain):
+    write_lake(tmp_path, [(q, chain[q]) for q in range(2, 5)], LakeSchema(NET, 1, 1), manifest=False)
+    with DataLakeSource(cfg(tmp_path), NET) as src:
+        with pytest.raises(LakeConfigError, match="manifest"):
+            src.prepare_range(2, 4)
+
+
+def test_bad_bucket_paths(tmp_path):
+    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("s3://x/y", "scheme")]:
+        with DataLakeSource(cfg(path), NET) as src:
+            with pytest.raises(LakeConfigError, match=match):
+                src.prepare_range(2, 3)
+
+
+@pytest.mark.parametrize("first,last", [(2, 500), (1000, 1001), (401, 402)])
+def test_range_not_in_lake(lake, first, last):
+    store = FlakyStore(lake, {})
+    with DataLakeSource(cfg(lake), NET, store=store) as src:
+        with pytest.raises(MissingLedgerError, match="does not hold range"):
+            src.prepare_range(first, last)
+        assert not src._threads  # no work started
+
+
+def test_missing_object_inside_range_is_fatal_at_once(tmp_path, chain):
+    s = LakeSchema(NET, 4, 2)
+    write_lake(tmp_path, sorted(chain.items()), s)
+    key = layout.object_key(100, s)
+    os.unlink(tmp_path / key)
+    store = FlakyStore(tmp_path, {})
+    with DataLakeSource(cfg(tmp_path, retry_limit=5), NET, store=store) as src:
+        src.prepare_range(2, 300)
+        with pytest.raises(MissingLedgerError) as ei:
+            for q in range(2, 301):
+                src.get_ledger(q)
+        assert q <= 100
+    assert "ledger 100" in str(ei.value) and key in str(ei.value)
+    assert store.gets.count(key) == 1  # never retried
+    assert src.stats["retries"] == 0
+
+
+def test_transient_errors_are_retried(tmp_path, chain):
+    from rpcbackfill.errors import TransientSourceError
+
+    s = LakeSchema(NET, 2, 3)
+    write_lake(tmp_path, sorted(chain.items()), s)
+    k1, k2 = layout.object_key(40, s), layout.object_key(80, s)
+    corrupt = tmp_path / layout.object_key(120, s)
+    good = corrupt.read_bytes()
+    store = FlakyStore(tmp_path, {k1: [TransientSourceError("HTTP 503")] * 2, k2: [TransientSourceError("reset")]})
+    # a corrupt zstd object that gets fixed behind our back after the first read
+    calls = {"n": 0}
+    orig_get = store.get
+
+    def get(key):
+        if key == layout.object_key(120, s):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return good[: len(good) // 2]  # truncated body
+        return orig_get(key)
+
+    store.get = get
+    with DataLakeSource(cfg(tmp_path, retry_limit=2), NET, store=store) as src:
+        got = read_all(src, 30, 200)
+    assert got == [chain[q] for q in range(30, 201)]
+    assert store.gets.count(k1) == 3 and store.gets.count(k2) == 2 and calls["n"] == 2
+    assert src.stats["retries"] == 4
+
+
+def test_retries_exhausted(tmp_path, chain):
+    s = LakeSchema(NET, 1, 1)
+    write_lake(tmp_path, [(q, chain[q]) for q in range(2, 40)], s)
+    key = layout.object_key(20, s)
+    (tmp_path / key).write_bytes(b"\x28\xb5\x2f\xfd garbage that is not zstd")
+    store = FlakyStore(tmp_path, {})
+    with DataLakeSource(cfg(tmp_path, retry_limit=3), NET, store=store) as src:
+        src.prepare_range(2, 39)
+        with pytest.raises(SourceError, match="giving up after 4 attempts") as ei:
+            for q in range(2, 40):
+                src.get_ledger(q)
+    assert key in str(ei.value) and "zstd" in str(ei.value)
+    assert store.gets.count(key) == 4
+
+
+def test_out_of_order_and_lifecycle(lake, chain):
+    src = DataLakeSource(cfg(lake), NET)
+    with pytest.raises(SourceError, match="before prepare_range"):
+        src.get_ledger(2)
+    src.prepare_range(10, 20)
+    assert src.get_ledger(10) == chain[10]
+    with pytest.raises(LedgerSequenceError, match="expected ledger 11"):
+        src.get_ledger(12)
+    with pytest.raises(SourceError, match="twice"):
+        src.prepare_range(10, 20)
+    src.close()
+    src.close()  # idempotent
+    assert not any(t.is_alive() for t in src._threads)
+    with pytest.raises(SourceError, match="closed"):
+        src.get_ledger(11)
+
+
+def test_buffer_is_bounded(tmp_path, chain):
+    s = LakeSchema(NET, 1, 1)
+    write_lake(tmp_path, sorted(chain.items()), s)
+    size = max(len(v) for v in chain.values())
+    with DataLakeSource(cfg(tmp_path, buffer_size=5, num_workers=4), NET, max_buffer_bytes=2 * size) as src:
+        src.prepare_range(2, 401)
+        worst_window = worst_bytes = 0
+        for q in range(2, 402):
+            assert src.get_ledger(q) == chain[q]
+            if q % 7 == 0:
+                time.sleep(0.01)  # a slow consumer lets workers run ahead as far as allowed
+            with src._cv:
+                worst_window = max(worst_window, src._next_claim - src._next_take)
+                worst_bytes = max(worst_bytes, src._ready_bytes)
+    assert worst_window <= 5
+    # parked bytes stay within the cap plus what the workers had in flight
+    assert worst_bytes <= 2 * size + 4 * size
+
+
+def test_cancel_stops_workers_promptly(tmp_path, chain):
+    s = LakeSchema(NET, 1, 1)
+    write_lake(tmp_path, [(q, chain[q]) for q in range(2, 60)], s)
+    stall = threading.Event()
+
+    class StallStore(LocalStore):
+        def get(self, key):
+            if key == layout.object_key(5, s):
+                stall.wait(30)
+            return super().get(key)
+
+    cancel = threading.Event()
+    src = DataLakeSource(cfg(tmp_path, num_workers=3), NET, cancel, store=StallStore(tmp_path))
+    src.prepare_range(2, 59)
+    assert src.get_ledger(2) == chain[2]
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        for q in range(3, 60):
+            src.get_ledger(q)
+    assert time.monotonic() - t0 < 5
+    stall.set()
+    src.close()
+    assert not any(t.is_alive() for t in src._threads)
+
+
+def test_cancel_during_backoff(tmp_path, chain):
+    from rpcbackfill.errors import TransientSourceError
+
+    s = LakeSchema(NET, 1, 1)
+    write_lake(tmp_path, [(q, chain[q]) for q in range(2, 10)], s)
+    store = FlakyStore(tmp_path, {layout.object_key(4, s): [TransientSourceError("503")] * 10})
+    cancel = threading.Event()
+    src = DataLakeSource(cfg(tmp_path, retry_limit=10, retry_wait=20.0), NET, cancel, store=store)
+    src.prepare_range(2, 9)
+    src.get_ledger(2)
+    src.get_ledger(3)
+    threading.Timer(0.2, cancel.set).start()
+    with pytest.raises(Cancelled):
+        src.get_ledger(4)
+    src.close()
+    assert not any(t.is_alive() for t in src._threads)
+
+
+# --- GCS through the emulator ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    emu = Emulator()
+    yield emu
+    emu.close()
+
+
+@pytest.fixture(scope="module")
+def gcs_lake(emulator, lake):
+    """The module's lake uploaded to gs://lake/pubnet on the emulator, behind a fault proxy."""
+    client = emulator.client()
+    upload_lake(client, "lake", "pubnet", lake)
+    proxy = FaultProxy("127.0.0.1", emulator.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def gcs_env(gcs_lake, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_lake.host)
+    gcs_lake.clear()
+    yield gcs_lake
+    gcs_lake.clear()
+
+
+def test_gcs_range(gcs_env, chain):
+    with DataLakeSource(cfg("gs://lake/pubnet"), NET) as src:
+        assert read_all(src, 5, 150) == [chain[q] for q in range(5, 151)]
+        assert src.schema.ledgers_per_batch == 8
+    assert any("alt=media" in p for _, p, _ in gcs_env.log)
+
+
+@pytest.mark.parametrize("fault,kw", [("status", {"code": 500}), ("status", {"code": 503}), ("truncate", {}),
+                                      ("short", {}), ("corrupt", {}), ("status", {"code": 429})])
+def test_gcs_transient_faults(gcs_env, chain, fault, kw):
+    s = LakeSchema(NET, 8, 4)
+    key = layout.object_key(60, s)
+    gcs_env.add(key, fault, times=2, **kw)
+    with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=3), NET) as src:
+        assert read_all(src, 30, 100) == [chain[q] for q in range(30, 101)]
+        assert src.stats["retries"] == 2
+    assert [f for _, p, f in gcs_env.log if key in p and "alt=media" in p] == [fault, fault, ""]
+
+
+def test_gcs_slow_response_times_out_and_retries(gcs_env, chain):
+    s = LakeSchema(NET, 8, 4)
+    key = layout.object_key(60, s)
+    gcs_env.add(key, "slow", times=1, delay=1.5)
+    with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=2), NET, request_timeout=(2.0, 0.5)) as src:
+        assert read_all(src, 55, 70) == [chain[q] for q in range(55, 71)]
+        assert src.stats["retries"] == 1
+
+
+def test_gcs_missing_object(gcs_env, chain):
+    s = LakeSchema(NET, 8, 4)
+    key = layout.object_key(200, s)
+    gcs_env.add(key, "status", code=404, times=-1)
+    with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=3), NET) as src:
+        src.prepare_range(100, 300)
+        with pytest.raises(MissingLedgerError, match="ledger 200") as ei:
+            for q in range(100, 301):
+                src.get_ledger(q)
+        assert src.stats["retries"] == 0
+    assert f"gs://lake/pubnet/{key}" in str(ei.value)
+    assert len([p for _, p, f in gcs_env.log if key in p]) == 1
+
+
+def test_gcs_range_check_and_manifest(gcs_env):
+    with DataLakeSource(cfg("gs://lake/pubnet"), NET) as src:
+        with pytest.raises(MissingLedgerError, match="does not hold"):
+            src.prepare_range(300, 600)
+    with DataLakeSource(cfg("gs://lake/elsewhere"), NET) as src:
+        with pytest.raises(LakeConfigError, match="manifest"):
+            src.prepare_range(2, 3)
+    with DataLakeSource(cfg("gs://lake/pubnet"), TESTNET_PASSPHRASE) as src:
+        with pytest.raises(LakeConfigError, match="passphrase"):
+            src.prepare_range(2, 3)
+
+
+def test_gcs_persistent_5xx_gives_up(gcs_env):
+    s = LakeSchema(NET, 8, 4)
+    key = layout.object_key(64, s)
+    gcs_env.add(key, "status", code=500, times=-1)
+    with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=2), NET) as src:
+        src.prepare_range(40, 90)
+        with pytest.raises(SourceError, match="giving up after 3 attempts") as ei:
+            for q in range(40, 91):
+                src.get_ledger(q)
+    assert "500" in str(ei.value)
