@@ -43,9 +43,12 @@ $(VENV)/.installed-test: $(BUILD_INPUTS) | $(PY)
 	@touch $@ $(VENV)/.installed-main
 
 demo: $(VENV)/.installed-main
+	@# generated into a temporary directory and renamed, so an interrupted run never leaves half a lake
 	@if [ ! -f $(DEMO_LAKE)/.config.json ]; then \
 		echo "generating the demo data lake in $(DEMO_LAKE)"; \
-		$(RPC) dev generate-lake --output $(DEMO_LAKE) --first 2 --last 20001 --seed 1; \
+		rm -rf $(DEMO_LAKE).partial && \
+		$(RPC) dev generate-lake --output $(DEMO_LAKE).partial --first 2 --last 20001 --seed 1 && \
+		rm -rf $(DEMO_LAKE) && mv $(DEMO_LAKE).partial $(DEMO_LAKE); \
 	fi
 	$(RPC) --backfill --start-ledger 2 --end-ledger 20001 --config-path $(DEMO_CONFIG)
 

@@ -3,8 +3,12 @@
 
 Measures, on the same payload bytes (real fixture ledgers, cycled to fill the chunk):
   * floor      bare ``zstandard.ZstdCompressor(level=3).compress`` of every ledger
-  * write      ChunkWriter: append all ledgers, sync every 1000 (checkpoints), finish (fsync + renames)
-  * ratio      write throughput / floor throughput (1.0 = no overhead beyond compression)
+  * write      ChunkWriter: append all ledgers, sync every 1000 (checkpoints), finish (fsync + renames);
+               floor and writer alternate per 1000-ledger block so both see the same machine load
+  * ratio      write throughput / floor throughput (1.0 = no overhead beyond compression);
+               "append-only" times the append calls alone (no syncs, no publish); "CPU time"
+               compares process CPU seconds, robust when other processes share the cores
+               (excludes fsync waits, which the wall-clock ratio includes)
   * scan       ChunkReader sequential iteration (decompress every ledger)
   * get        ChunkReader.get / LedgerStore.get_ledger of random ledgers: median and p99 latency
 
@@ -58,25 +62,45 @@ def load_payloads() -> list[bytes]:
     return out
 
 
-def bench_floor(ledgers: list[bytes]) -> float:
-    c = zstandard.ZstdCompressor(level=3)
-    t = time.perf_counter()
-    for x in ledgers:
-        c.compress(x)
-    return time.perf_counter() - t
+def bench_write(ledgers: list[bytes], root: Path, block: int = 1000) -> dict:
+    """Write one chunk, interleaving with the floor so both see the same machine load.
 
-
-def bench_write(ledgers: list[bytes], root: Path) -> tuple[float, lfs.ChunkStats]:
+    For each checkpoint block of ``block`` ledgers: bare level-3 compression of the block
+    (the floor), then the same ledgers through ``ChunkWriter.append`` and a ``sync()``; then
+    ``finish()``.  Returns wall and CPU seconds of each side.
+    """
     shutil.rmtree(root, ignore_errors=True)
     first = chunk_first_ledger(0)
-    t = time.perf_counter()
-    with lfs.ChunkWriter(root / "base", 0, root / "work") as w:
-        for k, x in enumerate(ledgers):
-            w.append(first + k, x)
-            if (k + 1) % 1000 == 0:
-                w.sync()
-        stats = w.finish(allow_partial=len(ledgers) != CHUNK_SIZE)
-    return time.perf_counter() - t, stats
+    pc, cpu = time.perf_counter, time.process_time
+    c = zstandard.ZstdCompressor(level=3)
+    r = dict(floor=0.0, floor_cpu=0.0, append=0.0, append_cpu=0.0, write=0.0, write_cpu=0.0)
+    t, tc = pc(), cpu()
+    w = lfs.ChunkWriter(root / "base", 0, root / "work")
+    r["write"] += pc() - t
+    r["write_cpu"] += cpu() - tc
+    append, compress = w.append, c.compress
+    for k0 in range(0, len(ledgers), block):
+        ks = range(k0, min(k0 + block, len(ledgers)))
+        t, tc = pc(), cpu()
+        for k in ks:
+            compress(ledgers[k])
+        r["floor"] += pc() - t
+        r["floor_cpu"] += cpu() - tc
+        t, tc = pc(), cpu()
+        for k in ks:
+            append(first + k, ledgers[k])
+        ta, tac = pc() - t, cpu() - tc
+        w.sync()
+        r["append"] += ta
+        r["append_cpu"] += tac
+        r["write"] += pc() - t
+        r["write_cpu"] += cpu() - tc
+    t, tc = pc(), cpu()
+    r["stats"] = w.finish(allow_partial=len(ledgers) != CHUNK_SIZE)
+    w.close()
+    r["write"] += pc() - t
+    r["write_cpu"] += cpu() - tc
+    return r
 
 
 def bench_scan(root: Path) -> float:
@@ -130,12 +154,11 @@ def main(argv=None) -> int:
     raw_mb = sum(map(len, ledgers)) / 1e6
     scratch = Path(tempfile.mkdtemp(prefix="bench_lfs_", dir=a.dir))
     try:
-        floors, writes, scans, gets, sgets = [], [], [], [], []
+        runs, scans, gets, sgets = [], [], [], []
         stats = None
         for run in range(a.runs):
-            floors.append(bench_floor(ledgers))
-            t, stats = bench_write(ledgers, scratch / "chunk")
-            writes.append(t)
+            runs.append(bench_write(ledgers, scratch / "chunk"))
+            stats = runs[-1]["stats"]
             scans.append(bench_scan(scratch / "chunk"))
             lat = bench_get(scratch / "chunk", a.ledgers, a.gets, run, store=False)
             gets.append((statistics.median(lat), pct(lat, 99)))
@@ -144,7 +167,15 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    floor, write, scan = statistics.median(floors), statistics.median(writes), statistics.median(scans)
+    def med(key):
+        return statistics.median(r[key] for r in runs)
+
+    floor, write, scan = med("floor"), med("write"), statistics.median(scans)
+    # ratios per run (paired measurements), then the median
+    ratio = statistics.median(r["floor"] / r["write"] for r in runs)
+    ratio_append = statistics.median(r["floor"] / r["append"] for r in runs)
+    ratio_cpu = statistics.median(r["floor_cpu"] / r["write_cpu"] for r in runs)
+    ratio_append_cpu = statistics.median(r["floor_cpu"] / r["append_cpu"] for r in runs)
     res = {
         "ledgers": a.ledgers,
         "runs": a.runs,
@@ -155,7 +186,10 @@ def main(argv=None) -> int:
         "floor_ledgers_s": a.ledgers / floor,
         "write_mb_s": raw_mb / write,
         "write_ledgers_s": a.ledgers / write,
-        "write_over_floor": floor / write,
+        "write_over_floor": ratio,
+        "append_only_over_floor": ratio_append,
+        "write_over_floor_cpu": ratio_cpu,
+        "append_only_over_floor_cpu": ratio_append_cpu,
         "scan_mb_s": raw_mb / scan,
         "scan_ledgers_s": a.ledgers / scan,
         "get_median_us": statistics.median(g[0] for g in gets) * 1e6,
@@ -163,9 +197,11 @@ def main(argv=None) -> int:
         "store_get_median_us": statistics.median(g[0] for g in sgets) * 1e6,
         "store_get_p99_us": statistics.median(g[1] for g in sgets) * 1e6,
         "avg_ledger_kb": raw_mb * 1e3 / a.ledgers,
+        "loadavg_1m_end": os.getloadavg()[0],
     }
     print(f"LFS chunk benchmark: {a.ledgers} ledgers, {raw_mb:.1f} MB raw -> {res['data_mb']:.1f} MB, "
-          f"libzstd {res['zstd_version']}, median of {a.runs} runs")
+          f"libzstd {res['zstd_version']}, median of {a.runs} runs, load average {res['loadavg_1m_end']:.1f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"{'metric':<28}{'value':>14}")
     rows = [
         ("zstd-3 floor MB/s", res["floor_mb_s"]),
@@ -173,6 +209,9 @@ def main(argv=None) -> int:
         ("chunk write MB/s", res["write_mb_s"]),
         ("chunk write ledgers/s", res["write_ledgers_s"]),
         ("write / floor", res["write_over_floor"]),
+        ("append-only / floor", res["append_only_over_floor"]),
+        ("write / floor (CPU time)", res["write_over_floor_cpu"]),
+        ("append-only / floor (CPU)", res["append_only_over_floor_cpu"]),
         ("sequential scan MB/s", res["scan_mb_s"]),
         ("sequential scan ledgers/s", res["scan_ledgers_s"]),
         ("get median us", res["get_median_us"]),

@@ -918,40 +918,56 @@ static const uint8_t *xs_skip_AccountEntry(const uint8_t *p, xs_ctx *c, int dept
     const uint8_t *const end = c->end;
     const int xs_tid = 0; /* AccountEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(20);
-    p += 20;
+    XS_NEED(56);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 56;
     {
         XS_NEED(4);
         uint32_t opt1 = xs_u32(p);
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 0);
         p += 4;
         if (opt1) {
-            p = xs_skip_AccountID(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            XS_NEED(36);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 193);
+            }
+            p += 36;
         }
     }
     XS_NEED(4);
     p += 4;
-    p = xs_skip_string32(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t len2 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len2 > 32u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 294);
+        XS_NEED(xs_pad4(len2));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len2, xs_pad4(len2) - len2))) return xs_fail(c, XS_E_PAD, p + len2, 294);
+        p += xs_pad4(len2);
+    }
     XS_NEED(4);
     p += 4;
     {
         XS_NEED(4);
-        uint32_t n2 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY(n2 > 20u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 0);
-        if (XS_UNLIKELY((uint64_t)n2 * 40u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 0);
-        for (uint32_t i3 = 0; i3 < n2; i3++) {
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(n3 > 20u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 0);
+        if (XS_UNLIKELY((uint64_t)n3 * 40u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 0);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_Signer(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
     {
         XS_NEED(4);
-        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
-        switch (disc4) {
+        int32_t disc5 = (int32_t)xs_u32(p); p += 4;
+        switch (disc5) {
         case 0:
             {
             }
@@ -1002,6 +1018,7 @@ static const uint8_t *xs_skip_AccountEntryExtensionV2(const uint8_t *p, xs_ctx *
     const uint8_t *const end = c->end;
     const int xs_tid = 2; /* AccountEntryExtensionV2 */
     (void)end; (void)xs_tid;
+    (void)depth;
     XS_NEED(8);
     p += 8;
     {
@@ -1010,22 +1027,42 @@ static const uint8_t *xs_skip_AccountEntryExtensionV2(const uint8_t *p, xs_ctx *
         if (XS_UNLIKELY(n1 > 20u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 2);
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 2);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_SponsorshipDescriptor(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t opt3 = xs_u32(p);
+                if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 254);
+                p += 4;
+                if (opt3) {
+                    XS_NEED(36);
+                    switch ((int32_t)xs_u32(p)) {
+                    case 0:
+                        break;
+                    default:
+                        return xs_fail(c, XS_E_ARM, p, 193);
+                    }
+                    p += 36;
+                }
+            }
         }
     }
     {
         XS_NEED(4);
-        int32_t disc3 = (int32_t)xs_u32(p); p += 4;
-        switch (disc3) {
+        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
+        switch (disc4) {
         case 0:
             {
             }
             break;
         case 3:
             {
-                p = xs_skip_AccountEntryExtensionV3(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(16);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                p += 16;
             }
             break;
         default:
@@ -1040,10 +1077,15 @@ static const uint8_t *xs_skip_AccountEntryExtensionV3(const uint8_t *p, xs_ctx *
     const uint8_t *const end = c->end;
     const int xs_tid = 3; /* AccountEntryExtensionV3 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(12);
-    p += 12;
+    (void)depth;
+    XS_NEED(16);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 16;
     return p;
 }
 
@@ -1052,8 +1094,15 @@ static const uint8_t *xs_skip_AccountID(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 4; /* AccountID */
     (void)end; (void)xs_tid;
-    p = xs_skip_PublicKey(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     return p;
 }
 
@@ -1069,7 +1118,8 @@ static const uint8_t *xs_skip_AccountMergeResult(const uint8_t *p, xs_ctx *c, in
         switch (disc1) {
         case 0:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case -1:
@@ -1106,8 +1156,14 @@ static const uint8_t *xs_skip_AllowTrustOp(const uint8_t *p, xs_ctx *c, int dept
     const uint8_t *const end = c->end;
     const int xs_tid = 7; /* AllowTrustOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     p = xs_skip_AssetCode(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     XS_NEED(4);
@@ -1121,27 +1177,21 @@ static const uint8_t *xs_skip_AllowTrustResult(const uint8_t *p, xs_ctx *c, int 
     const int xs_tid = 8; /* AllowTrustResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 8);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 8);
     }
+    p += 4;
     return p;
 }
 
@@ -1162,10 +1212,15 @@ static const uint8_t *xs_skip_AlphaNum12(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 10; /* AlphaNum12 */
     (void)end; (void)xs_tid;
-    XS_NEED(12);
-    p += 12;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(48);
+    switch ((int32_t)xs_u32(p + 12)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p + 12, 193);
+    }
+    p += 48;
     return p;
 }
 
@@ -1174,10 +1229,15 @@ static const uint8_t *xs_skip_AlphaNum4(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 11; /* AlphaNum4 */
     (void)end; (void)xs_tid;
-    XS_NEED(4);
-    p += 4;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(40);
+    switch ((int32_t)xs_u32(p + 4)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p + 4, 193);
+    }
+    p += 40;
     return p;
 }
 
@@ -1186,6 +1246,7 @@ static const uint8_t *xs_skip_Asset(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 12; /* Asset */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -1196,14 +1257,26 @@ static const uint8_t *xs_skip_Asset(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 1:
             {
-                p = xs_skip_AlphaNum4(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(40);
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 193);
+                }
+                p += 40;
             }
             break;
         case 2:
             {
-                p = xs_skip_AlphaNum12(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(48);
+                switch ((int32_t)xs_u32(p + 12)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 12, 193);
+                }
+                p += 48;
             }
             break;
         default:
@@ -1225,12 +1298,14 @@ static const uint8_t *xs_skip_AssetCode(const uint8_t *p, xs_ctx *c, int depth)
         switch (disc1) {
         case 1:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 2:
             {
-                XS_NEED(12); p += 12;
+                XS_NEED(12);
+                p += 12;
             }
             break;
         default:
@@ -1257,8 +1332,15 @@ static const uint8_t *xs_skip_BeginSponsoringFutureReservesOp(const uint8_t *p, 
     const uint8_t *const end = c->end;
     const int xs_tid = 17; /* BeginSponsoringFutureReservesOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     return p;
 }
 
@@ -1268,24 +1350,18 @@ static const uint8_t *xs_skip_BeginSponsoringFutureReservesResult(const uint8_t 
     const int xs_tid = 18; /* BeginSponsoringFutureReservesResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 18);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 18);
     }
+    p += 4;
     return p;
 }
 
@@ -1307,22 +1383,16 @@ static const uint8_t *xs_skip_BumpSequenceResult(const uint8_t *p, xs_ctx *c, in
     const int xs_tid = 21; /* BumpSequenceResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 21);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 21);
     }
+    p += 4;
     return p;
 }
 
@@ -1353,14 +1423,26 @@ static const uint8_t *xs_skip_ChangeTrustAsset(const uint8_t *p, xs_ctx *c, int 
             break;
         case 1:
             {
-                p = xs_skip_AlphaNum4(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(40);
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 193);
+                }
+                p += 40;
             }
             break;
         case 2:
             {
-                p = xs_skip_AlphaNum12(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(48);
+                switch ((int32_t)xs_u32(p + 12)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 12, 193);
+                }
+                p += 48;
             }
             break;
         case 3:
@@ -1394,29 +1476,23 @@ static const uint8_t *xs_skip_ChangeTrustResult(const uint8_t *p, xs_ctx *c, int
     const int xs_tid = 25; /* ChangeTrustResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-        case -7:
-        case -8:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 25);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+    case -7:
+    case -8:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 25);
     }
+    p += 4;
     return p;
 }
 
@@ -1483,8 +1559,15 @@ static const uint8_t *xs_skip_ClaimClaimableBalanceOp(const uint8_t *p, xs_ctx *
     const uint8_t *const end = c->end;
     const int xs_tid = 29; /* ClaimClaimableBalanceOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_ClaimableBalanceID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 39);
+    }
+    p += 36;
     return p;
 }
 
@@ -1494,27 +1577,21 @@ static const uint8_t *xs_skip_ClaimClaimableBalanceResult(const uint8_t *p, xs_c
     const int xs_tid = 30; /* ClaimClaimableBalanceResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 30);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 30);
     }
+    p += 4;
     return p;
 }
 
@@ -1553,10 +1630,14 @@ static const uint8_t *xs_skip_ClaimOfferAtom(const uint8_t *p, xs_ctx *c, int de
     const uint8_t *const end = c->end;
     const int xs_tid = 33; /* ClaimOfferAtom */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 44;
     p = xs_skip_Asset(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     XS_NEED(8);
@@ -1645,12 +1726,14 @@ static const uint8_t *xs_skip_ClaimPredicate(const uint8_t *p, xs_ctx *c, int de
             break;
         case 4:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 5:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         default:
@@ -1677,8 +1760,14 @@ static const uint8_t *xs_skip_ClaimableBalanceEntry(const uint8_t *p, xs_ctx *c,
     const uint8_t *const end = c->end;
     const int xs_tid = 37; /* ClaimableBalanceEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_ClaimableBalanceID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 39);
+    }
+    p += 36;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
@@ -1703,8 +1792,14 @@ static const uint8_t *xs_skip_ClaimableBalanceEntry(const uint8_t *p, xs_ctx *c,
             break;
         case 1:
             {
-                p = xs_skip_ClaimableBalanceEntryExtensionV1(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(8);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 38);
+                }
+                p += 8;
             }
             break;
         default:
@@ -1720,20 +1815,14 @@ static const uint8_t *xs_skip_ClaimableBalanceEntryExtensionV1(const uint8_t *p,
     const int xs_tid = 38; /* ClaimableBalanceEntryExtensionV1 */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 38);
-        }
+    XS_NEED(8);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 38);
     }
-    XS_NEED(4);
-    p += 4;
+    p += 8;
     return p;
 }
 
@@ -1743,19 +1832,14 @@ static const uint8_t *xs_skip_ClaimableBalanceID(const uint8_t *p, xs_ctx *c, in
     const int xs_tid = 39; /* ClaimableBalanceID */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-                XS_NEED(32); p += 32;
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 39);
-        }
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 39);
     }
+    p += 36;
     return p;
 }
 
@@ -1782,8 +1866,14 @@ static const uint8_t *xs_skip_Claimant(const uint8_t *p, xs_ctx *c, int depth)
         switch (disc1) {
         case 0:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
                 p = xs_skip_ClaimPredicate(p, c, depth);
                 if (XS_UNLIKELY(p == NULL)) return NULL;
             }
@@ -1812,8 +1902,15 @@ static const uint8_t *xs_skip_ClawbackClaimableBalanceOp(const uint8_t *p, xs_ct
     const uint8_t *const end = c->end;
     const int xs_tid = 43; /* ClawbackClaimableBalanceOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_ClaimableBalanceID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 39);
+    }
+    p += 36;
     return p;
 }
 
@@ -1823,24 +1920,18 @@ static const uint8_t *xs_skip_ClawbackClaimableBalanceResult(const uint8_t *p, x
     const int xs_tid = 44; /* ClawbackClaimableBalanceResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 44);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 44);
     }
+    p += 4;
     return p;
 }
 
@@ -1876,25 +1967,19 @@ static const uint8_t *xs_skip_ClawbackResult(const uint8_t *p, xs_ctx *c, int de
     const int xs_tid = 47; /* ClawbackResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 47);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 47);
     }
+    p += 4;
     return p;
 }
 
@@ -1921,95 +2006,137 @@ static const uint8_t *xs_skip_ConfigSettingEntry(const uint8_t *p, xs_ctx *c, in
         switch (disc1) {
         case 0:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 1:
             {
-                XS_NEED(28); p += 28;
+                XS_NEED(28);
+                p += 28;
             }
             break;
         case 2:
             {
-                XS_NEED(84); p += 84;
+                XS_NEED(84);
+                p += 84;
             }
             break;
         case 3:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 4:
             {
-                XS_NEED(12); p += 12;
+                XS_NEED(12);
+                p += 12;
             }
             break;
         case 5:
             {
-                XS_NEED(16); p += 16;
+                XS_NEED(16);
+                p += 16;
             }
             break;
         case 6:
             {
-                p = xs_skip_ContractCostParams(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t n2 = xs_u32(p); p += 4;
+                    if (XS_UNLIKELY(n2 > 1024u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 64);
+                    if (XS_UNLIKELY((uint64_t)n2 * 20u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 64);
+                    for (uint32_t i3 = 0; i3 < n2; i3++) {
+                        XS_NEED(20);
+                        switch ((int32_t)xs_u32(p)) {
+                        case 0:
+                            break;
+                        default:
+                            return xs_fail(c, XS_E_ARM, p, 99);
+                        }
+                        p += 20;
+                    }
+                }
             }
             break;
         case 7:
             {
-                p = xs_skip_ContractCostParams(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t n4 = xs_u32(p); p += 4;
+                    if (XS_UNLIKELY(n4 > 1024u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 64);
+                    if (XS_UNLIKELY((uint64_t)n4 * 20u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 64);
+                    for (uint32_t i5 = 0; i5 < n4; i5++) {
+                        XS_NEED(20);
+                        switch ((int32_t)xs_u32(p)) {
+                        case 0:
+                            break;
+                        default:
+                            return xs_fail(c, XS_E_ARM, p, 99);
+                        }
+                        p += 20;
+                    }
+                }
             }
             break;
         case 8:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 9:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 10:
             {
-                XS_NEED(48); p += 48;
+                XS_NEED(48);
+                p += 48;
             }
             break;
         case 11:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 12:
             {
                 {
                     XS_NEED(4);
-                    uint32_t n2 = xs_u32(p); p += 4;
-                    if (XS_UNLIKELY((uint64_t)n2 * 8u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 57);
-                    p += (size_t)n2 * 8u;
+                    uint32_t n6 = xs_u32(p); p += 4;
+                    if (XS_UNLIKELY((uint64_t)n6 * 8u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 57);
+                    p += (size_t)n6 * 8u;
                 }
             }
             break;
         case 13:
             {
-                p = xs_skip_EvictionIterator(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(16);
+                if (XS_UNLIKELY(xs_u32(p + 4) > 1u)) return xs_fail(c, XS_E_BOOL, p + 4, 95);
+                p += 16;
             }
             break;
         case 14:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 15:
             {
-                XS_NEED(12); p += 12;
+                XS_NEED(12);
+                p += 12;
             }
             break;
         case 16:
             {
-                XS_NEED(20); p += 20;
+                XS_NEED(20);
+                p += 20;
             }
             break;
         case 17:
@@ -2060,10 +2187,15 @@ static const uint8_t *xs_skip_ContractCodeCostInputs(const uint8_t *p, xs_ctx *c
     const uint8_t *const end = c->end;
     const int xs_tid = 61; /* ContractCodeCostInputs */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(40);
-    p += 40;
+    (void)depth;
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 44;
     return p;
 }
 
@@ -2072,6 +2204,7 @@ static const uint8_t *xs_skip_ContractCodeEntry(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 62; /* ContractCodeEntry */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -2082,10 +2215,20 @@ static const uint8_t *xs_skip_ContractCodeEntry(const uint8_t *p, xs_ctx *c, int
             break;
         case 1:
             {
-                p = xs_skip_ExtensionPoint(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
-                p = xs_skip_ContractCodeCostInputs(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(48);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 99);
+                }
+                p += 48;
             }
             break;
         default:
@@ -2109,10 +2252,15 @@ static const uint8_t *xs_skip_ContractCostParamEntry(const uint8_t *p, xs_ctx *c
     const uint8_t *const end = c->end;
     const int xs_tid = 63; /* ContractCostParamEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(16);
-    p += 16;
+    (void)depth;
+    XS_NEED(20);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 20;
     return p;
 }
 
@@ -2121,14 +2269,21 @@ static const uint8_t *xs_skip_ContractCostParams(const uint8_t *p, xs_ctx *c, in
     const uint8_t *const end = c->end;
     const int xs_tid = 64; /* ContractCostParams */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY(n1 > 1024u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 64);
         if (XS_UNLIKELY((uint64_t)n1 * 20u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 64);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_ContractCostParamEntry(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            XS_NEED(20);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 99);
+            }
+            p += 20;
         }
     }
     return p;
@@ -2151,8 +2306,14 @@ static const uint8_t *xs_skip_ContractDataEntry(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 66; /* ContractDataEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     p = xs_skip_SCAddress(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     p = xs_skip_SCVal(p, c, depth);
@@ -2170,15 +2331,22 @@ static const uint8_t *xs_skip_ContractEvent(const uint8_t *p, xs_ctx *c, int dep
     const uint8_t *const end = c->end;
     const int xs_tid = 67; /* ContractEvent */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     {
         XS_NEED(4);
         uint32_t opt1 = xs_u32(p);
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 67);
         p += 4;
         if (opt1) {
-            XS_NEED(32); p += 32;
+            XS_NEED(32);
+            p += 32;
         }
     }
     XS_NEED(4);
@@ -2233,7 +2401,8 @@ static const uint8_t *xs_skip_ContractExecutable(const uint8_t *p, xs_ctx *c, in
         switch (disc1) {
         case 0:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 1:
@@ -2260,8 +2429,13 @@ static const uint8_t *xs_skip_ContractExecutableExternalRef(const uint8_t *p, xs
     (void)end; (void)xs_tid;
     p = xs_skip_SCAddress(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_SCString(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t len1 = xs_u32(p); p += 4;
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 220);
+        p += xs_pad4(len1);
+    }
     return p;
 }
 
@@ -2324,10 +2498,15 @@ static const uint8_t *xs_skip_CreateAccountOp(const uint8_t *p, xs_ctx *c, int d
     const uint8_t *const end = c->end;
     const int xs_tid = 75; /* CreateAccountOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
+    (void)depth;
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 44;
     return p;
 }
 
@@ -2337,25 +2516,19 @@ static const uint8_t *xs_skip_CreateAccountResult(const uint8_t *p, xs_ctx *c, i
     const int xs_tid = 76; /* CreateAccountResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 76);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 76);
     }
+    p += 4;
     return p;
 }
 
@@ -2398,14 +2571,21 @@ static const uint8_t *xs_skip_CreateClaimableBalanceResult(const uint8_t *p, xs_
     const uint8_t *const end = c->end;
     const int xs_tid = 79; /* CreateClaimableBalanceResult */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
         switch (disc1) {
         case 0:
             {
-                p = xs_skip_ClaimableBalanceID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 39);
+                }
+                p += 36;
             }
             break;
         case -1:
@@ -2499,24 +2679,39 @@ static const uint8_t *xs_skip_DataEntry(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 85; /* DataEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_string64(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_DataValue(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     {
         XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 85);
-        }
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 295);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 295);
+        p += xs_pad4(len1);
     }
+    {
+        XS_NEED(4);
+        uint32_t len2 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len2 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 86);
+        XS_NEED(xs_pad4(len2));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len2, xs_pad4(len2) - len2))) return xs_fail(c, XS_E_PAD, p + len2, 86);
+        p += xs_pad4(len2);
+    }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 85);
+    }
+    p += 4;
     return p;
 }
 
@@ -2542,10 +2737,17 @@ static const uint8_t *xs_skip_DecoratedSignature(const uint8_t *p, xs_ctx *c, in
     const uint8_t *const end = c->end;
     const int xs_tid = 87; /* DecoratedSignature */
     (void)end; (void)xs_tid;
+    (void)depth;
     XS_NEED(4);
     p += 4;
-    p = xs_skip_Signature(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 232);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 232);
+        p += xs_pad4(len1);
+    }
     return p;
 }
 
@@ -2601,22 +2803,16 @@ static const uint8_t *xs_skip_EndSponsoringFutureReservesResult(const uint8_t *p
     const int xs_tid = 92; /* EndSponsoringFutureReservesResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 92);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 92);
     }
+    p += 4;
     return p;
 }
 
@@ -2650,13 +2846,9 @@ static const uint8_t *xs_skip_EvictionIterator(const uint8_t *p, xs_ctx *c, int 
     const int xs_tid = 95; /* EvictionIterator */
     (void)end; (void)xs_tid;
     (void)depth;
-    XS_NEED(4);
-    p += 4;
-    XS_NEED(4);
-    if (XS_UNLIKELY(xs_u32(p) > 1u)) return xs_fail(c, XS_E_BOOL, p, 95);
-    p += 4;
-    XS_NEED(8);
-    p += 8;
+    XS_NEED(16);
+    if (XS_UNLIKELY(xs_u32(p + 4) > 1u)) return xs_fail(c, XS_E_BOOL, p + 4, 95);
+    p += 16;
     return p;
 }
 
@@ -2665,10 +2857,15 @@ static const uint8_t *xs_skip_ExtendFootprintTTLOp(const uint8_t *p, xs_ctx *c, 
     const uint8_t *const end = c->end;
     const int xs_tid = 96; /* ExtendFootprintTTLOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(4);
-    p += 4;
+    (void)depth;
+    XS_NEED(8);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 8;
     return p;
 }
 
@@ -2678,24 +2875,18 @@ static const uint8_t *xs_skip_ExtendFootprintTTLResult(const uint8_t *p, xs_ctx 
     const int xs_tid = 97; /* ExtendFootprintTTLResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 97);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 97);
     }
+    p += 4;
     return p;
 }
 
@@ -2717,18 +2908,14 @@ static const uint8_t *xs_skip_ExtensionPoint(const uint8_t *p, xs_ctx *c, int de
     const int xs_tid = 99; /* ExtensionPoint */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 99);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
     }
+    p += 4;
     return p;
 }
 
@@ -2755,18 +2942,14 @@ static const uint8_t *xs_skip_FeeBumpTransaction(const uint8_t *p, xs_ctx *c, in
             return xs_fail(c, XS_E_ARM, p - 4, 100);
         }
     }
-    {
-        XS_NEED(4);
-        int32_t disc2 = (int32_t)xs_u32(p); p += 4;
-        switch (disc2) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 100);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 100);
     }
+    p += 4;
     return p;
 }
 
@@ -2831,13 +3014,19 @@ static const uint8_t *xs_skip_FrozenLedgerKeys(const uint8_t *p, xs_ctx *c, int 
     const uint8_t *const end = c->end;
     const int xs_tid = 104; /* FrozenLedgerKeys */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 104);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_EncodedLedgerKey(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t len3 = xs_u32(p); p += 4;
+                XS_NEED(xs_pad4(len3));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 91);
+                p += xs_pad4(len3);
+            }
         }
     }
     return p;
@@ -2848,22 +3037,33 @@ static const uint8_t *xs_skip_FrozenLedgerKeysDelta(const uint8_t *p, xs_ctx *c,
     const uint8_t *const end = c->end;
     const int xs_tid = 105; /* FrozenLedgerKeysDelta */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 105);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_EncodedLedgerKey(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t len3 = xs_u32(p); p += 4;
+                XS_NEED(xs_pad4(len3));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 91);
+                p += xs_pad4(len3);
+            }
         }
     }
     {
         XS_NEED(4);
-        uint32_t n3 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n3 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 105);
-        for (uint32_t i4 = 0; i4 < n3; i4++) {
-            p = xs_skip_EncodedLedgerKey(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+        uint32_t n4 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n4 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 105);
+        for (uint32_t i5 = 0; i5 < n4; i5++) {
+            {
+                XS_NEED(4);
+                uint32_t len6 = xs_u32(p); p += 4;
+                XS_NEED(xs_pad4(len6));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len6, xs_pad4(len6) - len6))) return xs_fail(c, XS_E_PAD, p + len6, 91);
+                p += xs_pad4(len6);
+            }
         }
     }
     return p;
@@ -2953,10 +3153,15 @@ static const uint8_t *xs_skip_InflationPayout(const uint8_t *p, xs_ctx *c, int d
     const uint8_t *const end = c->end;
     const int xs_tid = 110; /* InflationPayout */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
+    (void)depth;
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 44;
     return p;
 }
 
@@ -2965,6 +3170,7 @@ static const uint8_t *xs_skip_InflationResult(const uint8_t *p, xs_ctx *c, int d
     const uint8_t *const end = c->end;
     const int xs_tid = 111; /* InflationResult */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -2976,8 +3182,14 @@ static const uint8_t *xs_skip_InflationResult(const uint8_t *p, xs_ctx *c, int d
                     uint32_t n2 = xs_u32(p); p += 4;
                     if (XS_UNLIKELY((uint64_t)n2 * 44u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 111);
                     for (uint32_t i3 = 0; i3 < n2; i3++) {
-                        p = xs_skip_InflationPayout(p, c, depth);
-                        if (XS_UNLIKELY(p == NULL)) return NULL;
+                        XS_NEED(44);
+                        switch ((int32_t)xs_u32(p)) {
+                        case 0:
+                            break;
+                        default:
+                            return xs_fail(c, XS_E_ARM, p, 193);
+                        }
+                        p += 44;
                     }
                 }
             }
@@ -3053,18 +3265,14 @@ static const uint8_t *xs_skip_InnerTransactionResult(const uint8_t *p, xs_ctx *c
             return xs_fail(c, XS_E_ARM, p - 4, 113);
         }
     }
-    {
-        XS_NEED(4);
-        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
-        switch (disc4) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 113);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 113);
     }
+    p += 4;
     return p;
 }
 
@@ -3100,13 +3308,19 @@ static const uint8_t *xs_skip_InvokeContractArgs(const uint8_t *p, xs_ctx *c, in
     (void)end; (void)xs_tid;
     p = xs_skip_SCAddress(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_SCSymbol(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
     {
         XS_NEED(4);
-        uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 117);
-        for (uint32_t i2 = 0; i2 < n1; i2++) {
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 32u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 221);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 221);
+        p += xs_pad4(len1);
+    }
+    {
+        XS_NEED(4);
+        uint32_t n2 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n2 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 117);
+        for (uint32_t i3 = 0; i3 < n2; i3++) {
             p = xs_skip_SCVal(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -3145,7 +3359,8 @@ static const uint8_t *xs_skip_InvokeHostFunctionResult(const uint8_t *p, xs_ctx 
         switch (disc1) {
         case 0:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case -1:
@@ -3248,6 +3463,7 @@ static const uint8_t *xs_skip_LedgerCloseMetaExt(const uint8_t *p, xs_ctx *c, in
     const uint8_t *const end = c->end;
     const int xs_tid = 123; /* LedgerCloseMetaExt */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -3258,8 +3474,14 @@ static const uint8_t *xs_skip_LedgerCloseMetaExt(const uint8_t *p, xs_ctx *c, in
             break;
         case 1:
             {
-                p = xs_skip_LedgerCloseMetaExtV1(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(12);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                p += 12;
             }
             break;
         default:
@@ -3274,10 +3496,15 @@ static const uint8_t *xs_skip_LedgerCloseMetaExtV1(const uint8_t *p, xs_ctx *c, 
     const uint8_t *const end = c->end;
     const int xs_tid = 124; /* LedgerCloseMetaExtV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
+    (void)depth;
+    XS_NEED(12);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 12;
     return p;
 }
 
@@ -3590,10 +3817,23 @@ static const uint8_t *xs_skip_LedgerCloseValueSignature(const uint8_t *p, xs_ctx
     const uint8_t *const end = c->end;
     const int xs_tid = 128; /* LedgerCloseValueSignature */
     (void)end; (void)xs_tid;
-    p = xs_skip_NodeID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_Signature(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
+    {
+        XS_NEED(4);
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 232);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 232);
+        p += xs_pad4(len1);
+    }
     return p;
 }
 
@@ -3664,7 +3904,8 @@ static const uint8_t *xs_skip_LedgerEntry(const uint8_t *p, xs_ctx *c, int depth
             break;
         case 9:
             {
-                XS_NEED(36); p += 36;
+                XS_NEED(36);
+                p += 36;
             }
             break;
         default:
@@ -3772,20 +4013,31 @@ static const uint8_t *xs_skip_LedgerEntryExtensionV1(const uint8_t *p, xs_ctx *c
     const uint8_t *const end = c->end;
     const int xs_tid = 133; /* LedgerEntryExtensionV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_SponsorshipDescriptor(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
     {
         XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
+        uint32_t opt1 = xs_u32(p);
+        if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 254);
+        p += 4;
+        if (opt1) {
+            XS_NEED(36);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 193);
             }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 133);
+            p += 36;
         }
     }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 133);
+    }
+    p += 4;
     return p;
 }
 
@@ -3848,8 +4100,14 @@ static const uint8_t *xs_skip_LedgerHeader(const uint8_t *p, xs_ctx *c, int dept
             break;
         case 1:
             {
-                p = xs_skip_LedgerHeaderExtensionV1(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(8);
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 137);
+                }
+                p += 8;
             }
             break;
         default:
@@ -3882,8 +4140,14 @@ static const uint8_t *xs_scan_LedgerHeader(const uint8_t *p, xs_ctx *c, int dept
             break;
         case 1:
             {
-                p = xs_skip_LedgerHeaderExtensionV1(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(8);
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 137);
+                }
+                p += 8;
             }
             break;
         default:
@@ -3899,20 +4163,14 @@ static const uint8_t *xs_skip_LedgerHeaderExtensionV1(const uint8_t *p, xs_ctx *
     const int xs_tid = 137; /* LedgerHeaderExtensionV1 */
     (void)end; (void)xs_tid;
     (void)depth;
-    XS_NEED(4);
-    p += 4;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 137);
-        }
+    XS_NEED(8);
+    switch ((int32_t)xs_u32(p + 4)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p + 4, 137);
     }
+    p += 8;
     return p;
 }
 
@@ -3925,18 +4183,14 @@ static const uint8_t *xs_skip_LedgerHeaderHistoryEntry(const uint8_t *p, xs_ctx 
     p += 32;
     p = xs_skip_LedgerHeader(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 138);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 138);
     }
+    p += 4;
     return p;
 }
 
@@ -3950,18 +4204,14 @@ static const uint8_t *xs_scan_LedgerHeaderHistoryEntry(const uint8_t *p, xs_ctx 
     p += 32;
     p = xs_scan_LedgerHeader(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 138);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 138);
     }
+    p += 4;
     return p;
 }
 
@@ -3976,43 +4226,78 @@ static const uint8_t *xs_skip_LedgerKey(const uint8_t *p, xs_ctx *c, int depth)
         switch (disc1) {
         case 0:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
             }
             break;
         case 1:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
                 p = xs_skip_TrustLineAsset(p, c, depth);
                 if (XS_UNLIKELY(p == NULL)) return NULL;
             }
             break;
         case 2:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
-                XS_NEED(8);
-                p += 8;
+                XS_NEED(44);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 44;
             }
             break;
         case 3:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
-                p = xs_skip_string64(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
+                {
+                    XS_NEED(4);
+                    uint32_t len2 = xs_u32(p); p += 4;
+                    if (XS_UNLIKELY(len2 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 295);
+                    XS_NEED(xs_pad4(len2));
+                    if (XS_UNLIKELY(!xs_pad_ok(p + len2, xs_pad4(len2) - len2))) return xs_fail(c, XS_E_PAD, p + len2, 295);
+                    p += xs_pad4(len2);
+                }
             }
             break;
         case 4:
             {
-                p = xs_skip_ClaimableBalanceID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 39);
+                }
+                p += 36;
             }
             break;
         case 5:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 6:
@@ -4028,7 +4313,8 @@ static const uint8_t *xs_skip_LedgerKey(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 7:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 8:
@@ -4040,7 +4326,8 @@ static const uint8_t *xs_skip_LedgerKey(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 9:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         default:
@@ -4081,37 +4368,44 @@ static const uint8_t *xs_skip_LedgerUpgrade(const uint8_t *p, xs_ctx *c, int dep
         switch (disc1) {
         case 1:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 2:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 3:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 4:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 5:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 6:
             {
-                XS_NEED(64); p += 64;
+                XS_NEED(64);
+                p += 64;
             }
             break;
         case 7:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         default:
@@ -4153,29 +4447,23 @@ static const uint8_t *xs_skip_LiquidityPoolDepositResult(const uint8_t *p, xs_ct
     const int xs_tid = 146; /* LiquidityPoolDepositResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-        case -7:
-        case -8:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 146);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+    case -7:
+    case -8:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 146);
     }
+    p += 4;
     return p;
 }
 
@@ -4257,27 +4545,21 @@ static const uint8_t *xs_skip_LiquidityPoolWithdrawResult(const uint8_t *p, xs_c
     const int xs_tid = 152; /* LiquidityPoolWithdrawResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 152);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 152);
     }
+    p += 4;
     return p;
 }
 
@@ -4361,16 +4643,29 @@ static const uint8_t *xs_skip_ManageDataOp(const uint8_t *p, xs_ctx *c, int dept
     const uint8_t *const end = c->end;
     const int xs_tid = 157; /* ManageDataOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_string64(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
     {
         XS_NEED(4);
-        uint32_t opt1 = xs_u32(p);
-        if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 157);
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 295);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 295);
+        p += xs_pad4(len1);
+    }
+    {
+        XS_NEED(4);
+        uint32_t opt2 = xs_u32(p);
+        if (XS_UNLIKELY(opt2 > 1u)) return xs_fail(c, XS_E_OPT, p, 157);
         p += 4;
-        if (opt1) {
-            p = xs_skip_DataValue(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+        if (opt2) {
+            {
+                XS_NEED(4);
+                uint32_t len3 = xs_u32(p); p += 4;
+                if (XS_UNLIKELY(len3 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 86);
+                XS_NEED(xs_pad4(len3));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 86);
+                p += xs_pad4(len3);
+            }
         }
     }
     return p;
@@ -4382,25 +4677,19 @@ static const uint8_t *xs_skip_ManageDataResult(const uint8_t *p, xs_ctx *c, int 
     const int xs_tid = 158; /* ManageDataResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 158);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 158);
     }
+    p += 4;
     return p;
 }
 
@@ -4555,17 +4844,20 @@ static const uint8_t *xs_skip_Memo(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 2:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 3:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 4:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         default:
@@ -4599,12 +4891,14 @@ static const uint8_t *xs_skip_MuxedAccount(const uint8_t *p, xs_ctx *c, int dept
         switch (disc1) {
         case 0:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 256:
             {
-                XS_NEED(40); p += 40;
+                XS_NEED(40);
+                p += 40;
             }
             break;
         default:
@@ -4619,8 +4913,15 @@ static const uint8_t *xs_skip_NodeID(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 169; /* NodeID */
     (void)end; (void)xs_tid;
-    p = xs_skip_PublicKey(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     return p;
 }
 
@@ -4629,28 +4930,26 @@ static const uint8_t *xs_skip_OfferEntry(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 170; /* OfferEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
-    p = xs_skip_Asset(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_Asset(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(20);
-    p += 20;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 170);
-        }
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
     }
+    p += 44;
+    p = xs_skip_Asset(p, c, depth);
+    if (XS_UNLIKELY(p == NULL)) return NULL;
+    p = xs_skip_Asset(p, c, depth);
+    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(24);
+    switch ((int32_t)xs_u32(p + 20)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p + 20, 170);
+    }
+    p += 24;
     return p;
 }
 
@@ -4675,8 +4974,14 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
         switch (disc2) {
         case 0:
             {
-                p = xs_skip_CreateAccountOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(44);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 44;
             }
             break;
         case 1:
@@ -4739,7 +5044,8 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 11:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 12:
@@ -4762,14 +5068,26 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 15:
             {
-                p = xs_skip_ClaimClaimableBalanceOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 39);
+                }
+                p += 36;
             }
             break;
         case 16:
             {
-                p = xs_skip_BeginSponsoringFutureReservesOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
             }
             break;
         case 17:
@@ -4790,8 +5108,14 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 20:
             {
-                p = xs_skip_ClawbackClaimableBalanceOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 39);
+                }
+                p += 36;
             }
             break;
         case 21:
@@ -4802,12 +5126,14 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 22:
             {
-                XS_NEED(64); p += 64;
+                XS_NEED(64);
+                p += 64;
             }
             break;
         case 23:
             {
-                XS_NEED(56); p += 56;
+                XS_NEED(56);
+                p += 56;
             }
             break;
         case 24:
@@ -4818,14 +5144,26 @@ static const uint8_t *xs_skip_Operation(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 25:
             {
-                p = xs_skip_ExtendFootprintTTLOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(8);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                p += 8;
             }
             break;
         case 26:
             {
-                p = xs_skip_RestoreFootprintOp(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(4);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                p += 4;
             }
             break;
         default:
@@ -4840,8 +5178,15 @@ static const uint8_t *xs_skip_OperationMeta(const uint8_t *p, xs_ctx *c, int dep
     const uint8_t *const end = c->end;
     const int xs_tid = 172; /* OperationMeta */
     (void)end; (void)xs_tid;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     return p;
 }
 
@@ -4850,15 +5195,28 @@ static const uint8_t *xs_skip_OperationMetaV2(const uint8_t *p, xs_ctx *c, int d
     const uint8_t *const end = c->end;
     const int xs_tid = 173; /* OperationMetaV2 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 24u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 173);
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 24u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 173);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_ContractEvent(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -4883,14 +5241,41 @@ static const uint8_t *xs_skip_OperationResult(const uint8_t *p, xs_ctx *c, int d
                     switch (disc2) {
                     case 0:
                         {
-                            p = xs_skip_CreateAccountResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 76);
+                            }
+                            p += 4;
                         }
                         break;
                     case 1:
                         {
-                            p = xs_skip_PaymentResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                            case -7:
+                            case -8:
+                            case -9:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 186);
+                            }
+                            p += 4;
                         }
                         break;
                     case 2:
@@ -4913,20 +5298,65 @@ static const uint8_t *xs_skip_OperationResult(const uint8_t *p, xs_ctx *c, int d
                         break;
                     case 5:
                         {
-                            p = xs_skip_SetOptionsResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                            case -7:
+                            case -8:
+                            case -9:
+                            case -10:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 227);
+                            }
+                            p += 4;
                         }
                         break;
                     case 6:
                         {
-                            p = xs_skip_ChangeTrustResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                            case -7:
+                            case -8:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 25);
+                            }
+                            p += 4;
                         }
                         break;
                     case 7:
                         {
-                            p = xs_skip_AllowTrustResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 8);
+                            }
+                            p += 4;
                         }
                         break;
                     case 8:
@@ -4943,14 +5373,33 @@ static const uint8_t *xs_skip_OperationResult(const uint8_t *p, xs_ctx *c, int d
                         break;
                     case 10:
                         {
-                            p = xs_skip_ManageDataResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 158);
+                            }
+                            p += 4;
                         }
                         break;
                     case 11:
                         {
-                            p = xs_skip_BumpSequenceResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 21);
+                            }
+                            p += 4;
                         }
                         break;
                     case 12:
@@ -4973,56 +5422,160 @@ static const uint8_t *xs_skip_OperationResult(const uint8_t *p, xs_ctx *c, int d
                         break;
                     case 15:
                         {
-                            p = xs_skip_ClaimClaimableBalanceResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 30);
+                            }
+                            p += 4;
                         }
                         break;
                     case 16:
                         {
-                            p = xs_skip_BeginSponsoringFutureReservesResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 18);
+                            }
+                            p += 4;
                         }
                         break;
                     case 17:
                         {
-                            p = xs_skip_EndSponsoringFutureReservesResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 92);
+                            }
+                            p += 4;
                         }
                         break;
                     case 18:
                         {
-                            p = xs_skip_RevokeSponsorshipResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 199);
+                            }
+                            p += 4;
                         }
                         break;
                     case 19:
                         {
-                            p = xs_skip_ClawbackResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 47);
+                            }
+                            p += 4;
                         }
                         break;
                     case 20:
                         {
-                            p = xs_skip_ClawbackClaimableBalanceResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 44);
+                            }
+                            p += 4;
                         }
                         break;
                     case 21:
                         {
-                            p = xs_skip_SetTrustLineFlagsResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 230);
+                            }
+                            p += 4;
                         }
                         break;
                     case 22:
                         {
-                            p = xs_skip_LiquidityPoolDepositResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                            case -7:
+                            case -8:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 146);
+                            }
+                            p += 4;
                         }
                         break;
                     case 23:
                         {
-                            p = xs_skip_LiquidityPoolWithdrawResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                            case -4:
+                            case -5:
+                            case -6:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 152);
+                            }
+                            p += 4;
                         }
                         break;
                     case 24:
@@ -5033,14 +5586,34 @@ static const uint8_t *xs_skip_OperationResult(const uint8_t *p, xs_ctx *c, int d
                         break;
                     case 25:
                         {
-                            p = xs_skip_ExtendFootprintTTLResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 97);
+                            }
+                            p += 4;
                         }
                         break;
                     case 26:
                         {
-                            p = xs_skip_RestoreFootprintResult(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(4);
+                            switch ((int32_t)xs_u32(p)) {
+                            case 0:
+                                break;
+                            case -1:
+                            case -2:
+                            case -3:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p, 196);
+                            }
+                            p += 4;
                         }
                         break;
                     default:
@@ -5099,8 +5672,15 @@ static const uint8_t *xs_skip_ParallelTxExecutionStage(const uint8_t *p, xs_ctx 
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 177);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_DependentTxCluster(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t n3 = xs_u32(p); p += 4;
+                if (XS_UNLIKELY((uint64_t)n3 * 68u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 88);
+                for (uint32_t i4 = 0; i4 < n3; i4++) {
+                    p = xs_skip_TransactionEnvelope(p, c, depth);
+                    if (XS_UNLIKELY(p == NULL)) return NULL;
+                }
+            }
         }
     }
     return p;
@@ -5117,7 +5697,8 @@ static const uint8_t *xs_skip_ParallelTxsComponent(const uint8_t *p, xs_ctx *c, 
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 178);
         p += 4;
         if (opt1) {
-            XS_NEED(8); p += 8;
+            XS_NEED(8);
+            p += 8;
         }
     }
     {
@@ -5125,8 +5706,22 @@ static const uint8_t *xs_skip_ParallelTxsComponent(const uint8_t *p, xs_ctx *c, 
         uint32_t n2 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n2 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 178);
         for (uint32_t i3 = 0; i3 < n2; i3++) {
-            p = xs_skip_ParallelTxExecutionStage(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t n4 = xs_u32(p); p += 4;
+                if (XS_UNLIKELY((uint64_t)n4 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 177);
+                for (uint32_t i5 = 0; i5 < n4; i5++) {
+                    {
+                        XS_NEED(4);
+                        uint32_t n6 = xs_u32(p); p += 4;
+                        if (XS_UNLIKELY((uint64_t)n6 * 68u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 88);
+                        for (uint32_t i7 = 0; i7 < n6; i7++) {
+                            p = xs_skip_TransactionEnvelope(p, c, depth);
+                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                        }
+                    }
+                }
+            }
         }
     }
     return p;
@@ -5340,30 +5935,24 @@ static const uint8_t *xs_skip_PaymentResult(const uint8_t *p, xs_ctx *c, int dep
     const int xs_tid = 186; /* PaymentResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-        case -7:
-        case -8:
-        case -9:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 186);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+    case -7:
+    case -8:
+    case -9:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 186);
     }
+    p += 4;
     return p;
 }
 
@@ -5406,7 +5995,8 @@ static const uint8_t *xs_skip_Preconditions(const uint8_t *p, xs_ctx *c, int dep
             break;
         case 1:
             {
-                XS_NEED(16); p += 16;
+                XS_NEED(16);
+                p += 16;
             }
             break;
         case 2:
@@ -5433,7 +6023,8 @@ static const uint8_t *xs_skip_PreconditionsV2(const uint8_t *p, xs_ctx *c, int d
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 191);
         p += 4;
         if (opt1) {
-            XS_NEED(16); p += 16;
+            XS_NEED(16);
+            p += 16;
         }
     }
     {
@@ -5442,7 +6033,8 @@ static const uint8_t *xs_skip_PreconditionsV2(const uint8_t *p, xs_ctx *c, int d
         if (XS_UNLIKELY(opt2 > 1u)) return xs_fail(c, XS_E_OPT, p, 191);
         p += 4;
         if (opt2) {
-            XS_NEED(8); p += 8;
+            XS_NEED(8);
+            p += 8;
         }
     }
     {
@@ -5451,7 +6043,8 @@ static const uint8_t *xs_skip_PreconditionsV2(const uint8_t *p, xs_ctx *c, int d
         if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 191);
         p += 4;
         if (opt3) {
-            XS_NEED(8); p += 8;
+            XS_NEED(8);
+            p += 8;
         }
     }
     XS_NEED(12);
@@ -5475,19 +6068,14 @@ static const uint8_t *xs_skip_PublicKey(const uint8_t *p, xs_ctx *c, int depth)
     const int xs_tid = 193; /* PublicKey */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-                XS_NEED(32); p += 32;
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 193);
-        }
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
     }
+    p += 36;
     return p;
 }
 
@@ -5508,8 +6096,15 @@ static const uint8_t *xs_skip_RestoreFootprintOp(const uint8_t *p, xs_ctx *c, in
     const uint8_t *const end = c->end;
     const int xs_tid = 195; /* RestoreFootprintOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    (void)depth;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     return p;
 }
 
@@ -5519,24 +6114,18 @@ static const uint8_t *xs_skip_RestoreFootprintResult(const uint8_t *p, xs_ctx *c
     const int xs_tid = 196; /* RestoreFootprintResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 196);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 196);
     }
+    p += 4;
     return p;
 }
 
@@ -5569,8 +6158,14 @@ static const uint8_t *xs_skip_RevokeSponsorshipOp(const uint8_t *p, xs_ctx *c, i
             break;
         case 1:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
                 p = xs_skip_SignerKey(p, c, depth);
                 if (XS_UNLIKELY(p == NULL)) return NULL;
             }
@@ -5588,26 +6183,20 @@ static const uint8_t *xs_skip_RevokeSponsorshipResult(const uint8_t *p, xs_ctx *
     const int xs_tid = 199; /* RevokeSponsorshipResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 199);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 199);
     }
+    p += 4;
     return p;
 }
 
@@ -5640,35 +6229,51 @@ static const uint8_t *xs_skip_SCAddress(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 202; /* SCAddress */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
         switch (disc1) {
         case 0:
             {
-                p = xs_skip_AccountID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 193);
+                }
+                p += 36;
             }
             break;
         case 1:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 2:
             {
-                XS_NEED(40); p += 40;
+                XS_NEED(40);
+                p += 40;
             }
             break;
         case 3:
             {
-                p = xs_skip_ClaimableBalanceID(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(36);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 39);
+                }
+                p += 36;
             }
             break;
         case 4:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         default:
@@ -5734,34 +6339,27 @@ static const uint8_t *xs_skip_SCError(const uint8_t *p, xs_ctx *c, int depth)
     const int xs_tid = 206; /* SCError */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-                XS_NEED(4); p += 4;
-            }
-            break;
-        case 1:
-        case 2:
-        case 3:
-        case 4:
-        case 5:
-        case 6:
-        case 7:
-        case 8:
-        case 9:
-            {
-                XS_NEED(4);
-                if (XS_UNLIKELY(!xs_enum_SCErrorCode((int32_t)xs_u32(p)))) return xs_fail(c, XS_E_ENUM, p, 207);
-                p += 4;
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 206);
+    XS_NEED(8);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+    case 8:
+    case 9:
+        {
+            if (XS_UNLIKELY(!xs_enum_SCErrorCode((int32_t)xs_u32(p + 4)))) return xs_fail(c, XS_E_ENUM, p + 4, 207);
         }
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 206);
     }
+    p += 8;
     return p;
 }
 
@@ -5827,10 +6425,16 @@ static const uint8_t *xs_skip_SCPBallot(const uint8_t *p, xs_ctx *c, int depth)
     const uint8_t *const end = c->end;
     const int xs_tid = 212; /* SCPBallot */
     (void)end; (void)xs_tid;
+    (void)depth;
     XS_NEED(4);
     p += 4;
-    p = xs_skip_Value(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t len1 = xs_u32(p); p += 4;
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 291);
+        p += xs_pad4(len1);
+    }
     return p;
 }
 
@@ -5841,8 +6445,14 @@ static const uint8_t *xs_skip_SCPEnvelope(const uint8_t *p, xs_ctx *c, int depth
     (void)end; (void)xs_tid;
     p = xs_skip_SCPStatement(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_Signature(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t len1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY(len1 > 64u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 232);
+        XS_NEED(xs_pad4(len1));
+        if (XS_UNLIKELY(!xs_pad_ok(p + len1, xs_pad4(len1) - len1))) return xs_fail(c, XS_E_PAD, p + len1, 232);
+        p += xs_pad4(len1);
+    }
     return p;
 }
 
@@ -5892,6 +6502,7 @@ static const uint8_t *xs_skip_SCPNomination(const uint8_t *p, xs_ctx *c, int dep
     const uint8_t *const end = c->end;
     const int xs_tid = 216; /* SCPNomination */
     (void)end; (void)xs_tid;
+    (void)depth;
     XS_NEED(32);
     p += 32;
     {
@@ -5899,17 +6510,27 @@ static const uint8_t *xs_skip_SCPNomination(const uint8_t *p, xs_ctx *c, int dep
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 216);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_Value(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t len3 = xs_u32(p); p += 4;
+                XS_NEED(xs_pad4(len3));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 291);
+                p += xs_pad4(len3);
+            }
         }
     }
     {
         XS_NEED(4);
-        uint32_t n3 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n3 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 216);
-        for (uint32_t i4 = 0; i4 < n3; i4++) {
-            p = xs_skip_Value(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+        uint32_t n4 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n4 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 216);
+        for (uint32_t i5 = 0; i5 < n4; i5++) {
+            {
+                XS_NEED(4);
+                uint32_t len6 = xs_u32(p); p += 4;
+                XS_NEED(xs_pad4(len6));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len6, xs_pad4(len6) - len6))) return xs_fail(c, XS_E_PAD, p + len6, 291);
+                p += xs_pad4(len6);
+            }
         }
     }
     return p;
@@ -5929,8 +6550,14 @@ static const uint8_t *xs_skip_SCPQuorumSet(const uint8_t *p, xs_ctx *c, int dept
         uint32_t n1 = xs_u32(p); p += 4;
         if (XS_UNLIKELY((uint64_t)n1 * 36u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 217);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_NodeID(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            XS_NEED(36);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 193);
+            }
+            p += 36;
         }
     }
     {
@@ -5950,10 +6577,14 @@ static const uint8_t *xs_skip_SCPStatement(const uint8_t *p, xs_ctx *c, int dept
     const uint8_t *const end = c->end;
     const int xs_tid = 218; /* SCPStatement */
     (void)end; (void)xs_tid;
-    p = xs_skip_NodeID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(8);
-    p += 8;
+    XS_NEED(44);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 44;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -6086,86 +6717,131 @@ static const uint8_t *xs_skip_SCVal(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 2:
             {
-                p = xs_skip_SCError(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(8);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                case 1:
+                case 2:
+                case 3:
+                case 4:
+                case 5:
+                case 6:
+                case 7:
+                case 8:
+                case 9:
+                    {
+                        if (XS_UNLIKELY(!xs_enum_SCErrorCode((int32_t)xs_u32(p + 4)))) return xs_fail(c, XS_E_ENUM, p + 4, 207);
+                    }
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 206);
+                }
+                p += 8;
             }
             break;
         case 3:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 4:
             {
-                XS_NEED(4); p += 4;
+                XS_NEED(4);
+                p += 4;
             }
             break;
         case 5:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 6:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 7:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 8:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 9:
             {
-                XS_NEED(16); p += 16;
+                XS_NEED(16);
+                p += 16;
             }
             break;
         case 10:
             {
-                XS_NEED(16); p += 16;
+                XS_NEED(16);
+                p += 16;
             }
             break;
         case 11:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 12:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 13:
             {
-                p = xs_skip_SCBytes(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t len2 = xs_u32(p); p += 4;
+                    XS_NEED(xs_pad4(len2));
+                    if (XS_UNLIKELY(!xs_pad_ok(p + len2, xs_pad4(len2) - len2))) return xs_fail(c, XS_E_PAD, p + len2, 204);
+                    p += xs_pad4(len2);
+                }
             }
             break;
         case 14:
             {
-                p = xs_skip_SCString(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t len3 = xs_u32(p); p += 4;
+                    XS_NEED(xs_pad4(len3));
+                    if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 220);
+                    p += xs_pad4(len3);
+                }
             }
             break;
         case 15:
             {
-                p = xs_skip_SCSymbol(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t len4 = xs_u32(p); p += 4;
+                    if (XS_UNLIKELY(len4 > 32u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 221);
+                    XS_NEED(xs_pad4(len4));
+                    if (XS_UNLIKELY(!xs_pad_ok(p + len4, xs_pad4(len4) - len4))) return xs_fail(c, XS_E_PAD, p + len4, 221);
+                    p += xs_pad4(len4);
+                }
             }
             break;
         case 16:
             {
                 {
                     XS_NEED(4);
-                    uint32_t opt2 = xs_u32(p);
-                    if (XS_UNLIKELY(opt2 > 1u)) return xs_fail(c, XS_E_OPT, p, 222);
+                    uint32_t opt5 = xs_u32(p);
+                    if (XS_UNLIKELY(opt5 > 1u)) return xs_fail(c, XS_E_OPT, p, 222);
                     p += 4;
-                    if (opt2) {
+                    if (opt5) {
                         p = xs_skip_SCVec(p, c, depth);
                         if (XS_UNLIKELY(p == NULL)) return NULL;
                     }
@@ -6176,10 +6852,10 @@ static const uint8_t *xs_skip_SCVal(const uint8_t *p, xs_ctx *c, int depth)
             {
                 {
                     XS_NEED(4);
-                    uint32_t opt3 = xs_u32(p);
-                    if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 222);
+                    uint32_t opt6 = xs_u32(p);
+                    if (XS_UNLIKELY(opt6 > 1u)) return xs_fail(c, XS_E_OPT, p, 222);
                     p += 4;
-                    if (opt3) {
+                    if (opt6) {
                         p = xs_skip_SCMap(p, c, depth);
                         if (XS_UNLIKELY(p == NULL)) return NULL;
                     }
@@ -6204,13 +6880,19 @@ static const uint8_t *xs_skip_SCVal(const uint8_t *p, xs_ctx *c, int depth)
             break;
         case 21:
             {
-                XS_NEED(8); p += 8;
+                XS_NEED(8);
+                p += 8;
             }
             break;
         case 22:
             {
-                p = xs_skip_SCString(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                {
+                    XS_NEED(4);
+                    uint32_t len7 = xs_u32(p); p += 4;
+                    XS_NEED(xs_pad4(len7));
+                    if (XS_UNLIKELY(!xs_pad_ok(p + len7, xs_pad4(len7) - len7))) return xs_fail(c, XS_E_PAD, p + len7, 220);
+                    p += xs_pad4(len7);
+                }
             }
             break;
         default:
@@ -6262,8 +6944,14 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt1) {
-            p = xs_skip_AccountID(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            XS_NEED(36);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 193);
+            }
+            p += 36;
         }
     }
     {
@@ -6272,7 +6960,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt2 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt2) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6281,7 +6970,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt3) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6290,7 +6980,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt4 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt4) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6299,7 +6990,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt5 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt5) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6308,7 +7000,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt6 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt6) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6317,7 +7010,8 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt7 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt7) {
-            XS_NEED(4); p += 4;
+            XS_NEED(4);
+            p += 4;
         }
     }
     {
@@ -6326,16 +7020,22 @@ static const uint8_t *xs_skip_SetOptionsOp(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(opt8 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
         if (opt8) {
-            p = xs_skip_string32(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t len9 = xs_u32(p); p += 4;
+                if (XS_UNLIKELY(len9 > 32u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 294);
+                XS_NEED(xs_pad4(len9));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len9, xs_pad4(len9) - len9))) return xs_fail(c, XS_E_PAD, p + len9, 294);
+                p += xs_pad4(len9);
+            }
         }
     }
     {
         XS_NEED(4);
-        uint32_t opt9 = xs_u32(p);
-        if (XS_UNLIKELY(opt9 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
+        uint32_t opt10 = xs_u32(p);
+        if (XS_UNLIKELY(opt10 > 1u)) return xs_fail(c, XS_E_OPT, p, 226);
         p += 4;
-        if (opt9) {
+        if (opt10) {
             p = xs_skip_Signer(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -6349,31 +7049,25 @@ static const uint8_t *xs_skip_SetOptionsResult(const uint8_t *p, xs_ctx *c, int 
     const int xs_tid = 227; /* SetOptionsResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-        case -6:
-        case -7:
-        case -8:
-        case -9:
-        case -10:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 227);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+    case -6:
+    case -7:
+    case -8:
+    case -9:
+    case -10:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 227);
     }
+    p += 4;
     return p;
 }
 
@@ -6394,8 +7088,14 @@ static const uint8_t *xs_skip_SetTrustLineFlagsOp(const uint8_t *p, xs_ctx *c, i
     const uint8_t *const end = c->end;
     const int xs_tid = 229; /* SetTrustLineFlagsOp */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     p = xs_skip_Asset(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     XS_NEED(8);
@@ -6409,26 +7109,20 @@ static const uint8_t *xs_skip_SetTrustLineFlagsResult(const uint8_t *p, xs_ctx *
     const int xs_tid = 230; /* SetTrustLineFlagsResult */
     (void)end; (void)xs_tid;
     (void)depth;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        case -1:
-        case -2:
-        case -3:
-        case -4:
-        case -5:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 230);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    case -1:
+    case -2:
+    case -3:
+    case -4:
+    case -5:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 230);
     }
+    p += 4;
     return p;
 }
 
@@ -6485,17 +7179,20 @@ static const uint8_t *xs_skip_SignerKey(const uint8_t *p, xs_ctx *c, int depth)
         switch (disc1) {
         case 0:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 1:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 2:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         case 3:
@@ -6536,8 +7233,14 @@ static const uint8_t *xs_skip_SimplePaymentResult(const uint8_t *p, xs_ctx *c, i
     const uint8_t *const end = c->end;
     const int xs_tid = 237; /* SimplePaymentResult */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     p = xs_skip_Asset(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     XS_NEED(8);
@@ -6822,6 +7525,7 @@ static const uint8_t *xs_skip_SorobanTransactionMetaExt(const uint8_t *p, xs_ctx
     const uint8_t *const end = c->end;
     const int xs_tid = 251; /* SorobanTransactionMetaExt */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -6832,8 +7536,14 @@ static const uint8_t *xs_skip_SorobanTransactionMetaExt(const uint8_t *p, xs_ctx
             break;
         case 1:
             {
-                p = xs_skip_SorobanTransactionMetaExtV1(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(28);
+                switch ((int32_t)xs_u32(p)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p, 99);
+                }
+                p += 28;
             }
             break;
         default:
@@ -6848,10 +7558,15 @@ static const uint8_t *xs_skip_SorobanTransactionMetaExtV1(const uint8_t *p, xs_c
     const uint8_t *const end = c->end;
     const int xs_tid = 252; /* SorobanTransactionMetaExtV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    XS_NEED(24);
-    p += 24;
+    (void)depth;
+    XS_NEED(28);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 28;
     return p;
 }
 
@@ -6880,14 +7595,21 @@ static const uint8_t *xs_skip_SponsorshipDescriptor(const uint8_t *p, xs_ctx *c,
     const uint8_t *const end = c->end;
     const int xs_tid = 254; /* SponsorshipDescriptor */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         uint32_t opt1 = xs_u32(p);
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 254);
         p += 4;
         if (opt1) {
-            p = xs_skip_AccountID(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            XS_NEED(36);
+            switch ((int32_t)xs_u32(p)) {
+            case 0:
+                break;
+            default:
+                return xs_fail(c, XS_E_ARM, p, 193);
+            }
+            p += 36;
         }
     }
     return p;
@@ -6906,14 +7628,20 @@ static const uint8_t *xs_skip_StellarValue(const uint8_t *p, xs_ctx *c, int dept
         if (XS_UNLIKELY(n1 > 6u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 256);
         if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 256);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
-            p = xs_skip_UpgradeType(p, c, depth);
-            if (XS_UNLIKELY(p == NULL)) return NULL;
+            {
+                XS_NEED(4);
+                uint32_t len3 = xs_u32(p); p += 4;
+                if (XS_UNLIKELY(len3 > 128u)) return xs_fail(c, XS_E_MAXLEN, p - 4, 290);
+                XS_NEED(xs_pad4(len3));
+                if (XS_UNLIKELY(!xs_pad_ok(p + len3, xs_pad4(len3) - len3))) return xs_fail(c, XS_E_PAD, p + len3, 290);
+                p += xs_pad4(len3);
+            }
         }
     }
     {
         XS_NEED(4);
-        int32_t disc3 = (int32_t)xs_u32(p); p += 4;
-        switch (disc3) {
+        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
+        switch (disc4) {
         case 0:
             {
             }
@@ -7112,13 +7840,20 @@ static const uint8_t *xs_skip_TransactionMetaV1(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 267; /* TransactionMetaV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 267);
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 267);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_OperationMeta(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -7131,19 +7866,33 @@ static const uint8_t *xs_skip_TransactionMetaV2(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 268; /* TransactionMetaV2 */
     (void)end; (void)xs_tid;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 268);
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 268);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_OperationMeta(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n5 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n5 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i6 = 0; i6 < n5; i6++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     return p;
 }
 
@@ -7152,27 +7901,47 @@ static const uint8_t *xs_skip_TransactionMetaV3(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 269; /* TransactionMetaV3 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 269);
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 4u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 269);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_OperationMeta(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
     {
         XS_NEED(4);
-        uint32_t opt3 = xs_u32(p);
-        if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 269);
+        uint32_t n5 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n5 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i6 = 0; i6 < n5; i6++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t opt7 = xs_u32(p);
+        if (XS_UNLIKELY(opt7 > 1u)) return xs_fail(c, XS_E_OPT, p, 269);
         p += 4;
-        if (opt3) {
+        if (opt7) {
             p = xs_skip_SorobanTransactionMeta(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -7185,45 +7954,65 @@ static const uint8_t *xs_skip_TransactionMetaV4(const uint8_t *p, xs_ctx *c, int
     const uint8_t *const end = c->end;
     const int xs_tid = 270; /* TransactionMetaV4 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     {
         XS_NEED(4);
         uint32_t n1 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
         for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
             p = xs_skip_OperationMetaV2(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
     {
         XS_NEED(4);
-        uint32_t opt3 = xs_u32(p);
-        if (XS_UNLIKELY(opt3 > 1u)) return xs_fail(c, XS_E_OPT, p, 270);
+        uint32_t n5 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n5 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i6 = 0; i6 < n5; i6++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
+    {
+        XS_NEED(4);
+        uint32_t opt7 = xs_u32(p);
+        if (XS_UNLIKELY(opt7 > 1u)) return xs_fail(c, XS_E_OPT, p, 270);
         p += 4;
-        if (opt3) {
+        if (opt7) {
             p = xs_skip_SorobanTransactionMetaV2(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
     {
         XS_NEED(4);
-        uint32_t n4 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n4 * 28u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
-        for (uint32_t i5 = 0; i5 < n4; i5++) {
+        uint32_t n8 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n8 * 28u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
+        for (uint32_t i9 = 0; i9 < n8; i9++) {
             p = xs_skip_TransactionEvent(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
     {
         XS_NEED(4);
-        uint32_t n6 = xs_u32(p); p += 4;
-        if (XS_UNLIKELY((uint64_t)n6 * 28u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
-        for (uint32_t i7 = 0; i7 < n6; i7++) {
+        uint32_t n10 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n10 * 28u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 270);
+        for (uint32_t i11 = 0; i11 < n10; i11++) {
             p = xs_skip_DiagnosticEvent(p, c, depth);
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
@@ -7321,18 +8110,14 @@ static const uint8_t *xs_skip_TransactionResult(const uint8_t *p, xs_ctx *c, int
             return xs_fail(c, XS_E_ARM, p - 4, 272);
         }
     }
-    {
-        XS_NEED(4);
-        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
-        switch (disc4) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 272);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 272);
     }
+    p += 4;
     return p;
 }
 
@@ -7391,18 +8176,14 @@ static const uint8_t *xs_scan_TransactionResult(const uint8_t *p, xs_ctx *c, int
             return xs_fail(c, XS_E_ARM, p - 4, 272);
         }
     }
-    {
-        XS_NEED(4);
-        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
-        switch (disc4) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 272);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 272);
     }
+    p += 4;
     return p;
 }
 
@@ -7425,8 +8206,15 @@ static const uint8_t *xs_skip_TransactionResultMeta(const uint8_t *p, xs_ctx *c,
     (void)end; (void)xs_tid;
     p = xs_skip_TransactionResultPair(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     p = xs_skip_TransactionMeta(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     return p;
@@ -7439,8 +8227,15 @@ static const uint8_t *xs_scan_TransactionResultMeta(const uint8_t *p, xs_ctx *c,
     (void)end; (void)xs_tid;
     p = xs_scan_TransactionResultPair(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     p = xs_skip_TransactionMeta(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     return p;
@@ -7451,16 +8246,36 @@ static const uint8_t *xs_skip_TransactionResultMetaV1(const uint8_t *p, xs_ctx *
     const uint8_t *const end = c->end;
     const int xs_tid = 275; /* TransactionResultMetaV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     p = xs_skip_TransactionResultPair(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     p = xs_skip_TransactionMeta(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     return p;
 }
 
@@ -7469,16 +8284,36 @@ static const uint8_t *xs_scan_TransactionResultMetaV1(const uint8_t *p, xs_ctx *
     const uint8_t *const end = c->end;
     const int xs_tid = 275; /* TransactionResultMetaV1 */
     (void)end; (void)xs_tid;
-    p = xs_skip_ExtensionPoint(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 99);
+    }
+    p += 4;
     p = xs_scan_TransactionResultPair(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     p = xs_skip_TransactionMeta(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n3 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n3 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i4 = 0; i4 < n3; i4++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     return p;
 }
 
@@ -7558,7 +8393,8 @@ static const uint8_t *xs_skip_TransactionV0(const uint8_t *p, xs_ctx *c, int dep
         if (XS_UNLIKELY(opt1 > 1u)) return xs_fail(c, XS_E_OPT, p, 279);
         p += 4;
         if (opt1) {
-            XS_NEED(16); p += 16;
+            XS_NEED(16);
+            p += 16;
         }
     }
     p = xs_skip_Memo(p, c, depth);
@@ -7573,18 +8409,14 @@ static const uint8_t *xs_skip_TransactionV0(const uint8_t *p, xs_ctx *c, int dep
             if (XS_UNLIKELY(p == NULL)) return NULL;
         }
     }
-    {
-        XS_NEED(4);
-        int32_t disc4 = (int32_t)xs_u32(p); p += 4;
-        switch (disc4) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 279);
-        }
+    XS_NEED(4);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 279);
     }
+    p += 4;
     return p;
 }
 
@@ -7633,6 +8465,7 @@ static const uint8_t *xs_skip_TrustLineAsset(const uint8_t *p, xs_ctx *c, int de
     const uint8_t *const end = c->end;
     const int xs_tid = 282; /* TrustLineAsset */
     (void)end; (void)xs_tid;
+    (void)depth;
     {
         XS_NEED(4);
         int32_t disc1 = (int32_t)xs_u32(p); p += 4;
@@ -7643,19 +8476,32 @@ static const uint8_t *xs_skip_TrustLineAsset(const uint8_t *p, xs_ctx *c, int de
             break;
         case 1:
             {
-                p = xs_skip_AlphaNum4(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(40);
+                switch ((int32_t)xs_u32(p + 4)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 4, 193);
+                }
+                p += 40;
             }
             break;
         case 2:
             {
-                p = xs_skip_AlphaNum12(p, c, depth);
-                if (XS_UNLIKELY(p == NULL)) return NULL;
+                XS_NEED(48);
+                switch ((int32_t)xs_u32(p + 12)) {
+                case 0:
+                    break;
+                default:
+                    return xs_fail(c, XS_E_ARM, p + 12, 193);
+                }
+                p += 48;
             }
             break;
         case 3:
             {
-                XS_NEED(32); p += 32;
+                XS_NEED(32);
+                p += 32;
             }
             break;
         default:
@@ -7670,8 +8516,14 @@ static const uint8_t *xs_skip_TrustLineEntry(const uint8_t *p, xs_ctx *c, int de
     const uint8_t *const end = c->end;
     const int xs_tid = 283; /* TrustLineEntry */
     (void)end; (void)xs_tid;
-    p = xs_skip_AccountID(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    XS_NEED(36);
+    switch ((int32_t)xs_u32(p)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p, 193);
+    }
+    p += 36;
     p = xs_skip_TrustLineAsset(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
     XS_NEED(20);
@@ -7698,8 +8550,14 @@ static const uint8_t *xs_skip_TrustLineEntry(const uint8_t *p, xs_ctx *c, int de
                         break;
                     case 2:
                         {
-                            p = xs_skip_TrustLineEntryExtensionV2(p, c, depth);
-                            if (XS_UNLIKELY(p == NULL)) return NULL;
+                            XS_NEED(8);
+                            switch ((int32_t)xs_u32(p + 4)) {
+                            case 0:
+                                break;
+                            default:
+                                return xs_fail(c, XS_E_ARM, p + 4, 284);
+                            }
+                            p += 8;
                         }
                         break;
                     default:
@@ -7721,20 +8579,14 @@ static const uint8_t *xs_skip_TrustLineEntryExtensionV2(const uint8_t *p, xs_ctx
     const int xs_tid = 284; /* TrustLineEntryExtensionV2 */
     (void)end; (void)xs_tid;
     (void)depth;
-    XS_NEED(4);
-    p += 4;
-    {
-        XS_NEED(4);
-        int32_t disc1 = (int32_t)xs_u32(p); p += 4;
-        switch (disc1) {
-        case 0:
-            {
-            }
-            break;
-        default:
-            return xs_fail(c, XS_E_ARM, p - 4, 284);
-        }
+    XS_NEED(8);
+    switch ((int32_t)xs_u32(p + 4)) {
+    case 0:
+        break;
+    default:
+        return xs_fail(c, XS_E_ARM, p + 4, 284);
     }
+    p += 8;
     return p;
 }
 
@@ -7755,7 +8607,8 @@ static const uint8_t *xs_skip_TxSetComponent(const uint8_t *p, xs_ctx *c, int de
                     if (XS_UNLIKELY(opt2 > 1u)) return xs_fail(c, XS_E_OPT, p, 285);
                     p += 4;
                     if (opt2) {
-                        XS_NEED(8); p += 8;
+                        XS_NEED(8);
+                        p += 8;
                     }
                 }
                 {
@@ -7795,8 +8648,15 @@ static const uint8_t *xs_skip_UpgradeEntryMeta(const uint8_t *p, xs_ctx *c, int 
     (void)end; (void)xs_tid;
     p = xs_skip_LedgerUpgrade(p, c, depth);
     if (XS_UNLIKELY(p == NULL)) return NULL;
-    p = xs_skip_LedgerEntryChanges(p, c, depth);
-    if (XS_UNLIKELY(p == NULL)) return NULL;
+    {
+        XS_NEED(4);
+        uint32_t n1 = xs_u32(p); p += 4;
+        if (XS_UNLIKELY((uint64_t)n1 * 12u > (uint64_t)(end - p))) return xs_fail(c, XS_E_COUNT, p - 4, 132);
+        for (uint32_t i2 = 0; i2 < n1; i2++) {
+            p = xs_skip_LedgerEntryChange(p, c, depth);
+            if (XS_UNLIKELY(p == NULL)) return NULL;
+        }
+    }
     return p;
 }
 

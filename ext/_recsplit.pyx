@@ -8,6 +8,7 @@ over a mapped file).  Public API and file format: rpcbackfill/index/recsplit.py.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 import numpy as np
 cimport numpy as cnp
@@ -16,7 +17,7 @@ cnp.import_array()
 
 cdef extern from "recsplit_core.h" nogil:
     int RS_LEAF, RS_LOWER_AGGR, RS_UPPER_AGGR, RS_BUCKET_SIZE, RS_MAX_M, RS_EF_SAMPLE
-    int RS_OK, RS_ERR_ORDER, RS_ERR_COLLISION, RS_ERR_NOMEM, RS_ERR_TOOBIG, RS_ERR_COUNT
+    int RS_OK, RS_ERR_ORDER, RS_ERR_COLLISION, RS_ERR_NOMEM, RS_ERR_TOOBIG, RS_ERR_COUNT, RS_ERR_DUPLICATE
 
     ctypedef struct rs_keys:
         uint64_t kb[4]
@@ -72,9 +73,31 @@ cdef extern from "recsplit_core.h" nogil:
         const uint64_t *bits
         rs_ef ef_keys, ef_bits
     int64_t rs_lookup(const rs_index *ix, const uint8_t *key)
+    void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base)
+    void rs_detect_simd()
+    int rs_simd
 
 
 rs_init_tables()
+rs_detect_simd()
+
+
+def simd_enabled():
+    """True when the seed searches use the AVX-512 kernels (RPCBACKFILL_RECSPLIT_SCALAR=1 disables)."""
+    return rs_simd == 1
+
+
+def set_simd(bint enabled):
+    """Select the AVX-512 (if the CPU has it) or scalar seed search; returns the previous state.
+
+    Both produce identical files; this exists for tests and benchmarks."""
+    global rs_simd
+    cdef int prev = rs_simd
+    rs_simd = 0
+    if enabled:
+        rs_simd = -1
+        rs_detect_simd()
+    return prev == 1
 
 LEAF = RS_LEAF
 LOWER_AGGR = RS_LOWER_AGGR
@@ -89,6 +112,7 @@ ERR_COLLISION = RS_ERR_COLLISION
 ERR_NOMEM = RS_ERR_NOMEM
 ERR_TOOBIG = RS_ERR_TOOBIG
 ERR_COUNT = RS_ERR_COUNT
+ERR_DUPLICATE = RS_ERR_DUPLICATE
 cdef enum:
     REC = 36  # spill/sorted record: 32-byte hash + uint32 LE ledger
     C_ERR_VALUE = 100  # a value (ledger - range start) outside [0, 2**24)
@@ -273,13 +297,23 @@ cdef class Index:
         self.live = False
         self.view = None
 
-    def lookup(self, const uint8_t[::1] key):
+    def lookup(self, key):
         """Absolute ledger of a 32-byte key, or None when the key is certainly absent."""
+        cdef const uint8_t[::1] view
+        cdef const uint8_t *p
+        cdef int64_t v
         if not self.live:
             raise ValueError("index is closed")
-        if key.shape[0] != 32:
-            raise ValueError(f"key must be 32 bytes, got {key.shape[0]}")
-        cdef int64_t v = rs_lookup(&self.ix, &key[0])
+        if type(key) is bytes:  # fast path: no buffer acquisition
+            if PyBytes_GET_SIZE(key) != 32:
+                raise ValueError(f"key must be 32 bytes, got {PyBytes_GET_SIZE(key)}")
+            p = <const uint8_t *>PyBytes_AS_STRING(key)
+            v = rs_lookup(&self.ix, p)
+        else:
+            view = key
+            if view.shape[0] != 32:
+                raise ValueError(f"key must be 32 bytes, got {view.shape[0]}")
+            v = rs_lookup(&self.ix, &view[0])
         if v < 0:
             return None
         return self.range_start + v
@@ -295,10 +329,6 @@ cdef class Index:
         if n == 0:
             return out
         cdef uint32_t[::1] o = out
-        cdef int64_t v
-        cdef uint32_t rs = self.range_start
         with nogil:
-            for i in range(n):
-                v = rs_lookup(&self.ix, &keys[i * 32])
-                o[i] = 0 if v < 0 else <uint32_t>(rs + v)
+            rs_lookup_batch(&self.ix, &keys[0], n, &o[0], self.range_start)
         return out

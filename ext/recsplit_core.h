@@ -57,7 +57,9 @@
 #define RS_UPPER_AGGR 3
 #define RS_LOWER_UNIT (RS_LEAF * RS_LOWER_AGGR)       /* 32 */
 #define RS_UPPER_UNIT (RS_LOWER_UNIT * RS_UPPER_AGGR) /* 96 */
+#ifndef RS_BUCKET_SIZE
 #define RS_BUCKET_SIZE 1000
+#endif
 #define RS_MAX_M 65536
 #define RS_MAX_LEVELS 64
 /* Elias-Fano select sample: the position of every 8th one of the upper-bits vector is stored
@@ -70,6 +72,7 @@
 #define RS_ERR_NOMEM 3
 #define RS_ERR_TOOBIG 4    /* bucket larger than RS_MAX_M */
 #define RS_ERR_COUNT 5     /* more keys than declared */
+#define RS_ERR_DUPLICATE 6 /* the same key twice in a row */
 
 /* ---- hashing ------------------------------------------------------------------------------- */
 
@@ -310,7 +313,7 @@ static inline uint64_t rs_read_unary(const uint64_t *w, uint64_t *pos) {
 }
 
 /* position of the r-th (0-based) set bit of word (it must exist) */
-static inline uint32_t rs_select64(uint64_t word, uint32_t r) {
+static inline uint32_t rs_select64_portable(uint64_t word, uint32_t r) {
     /* skip whole bytes by popcount, then clear the remaining low bits (<= 7 iterations) */
     uint32_t base = 0;
     for (;;) {
@@ -322,6 +325,23 @@ static inline uint32_t rs_select64(uint64_t word, uint32_t r) {
     }
     while (r--) word &= word - 1;
     return base + (uint32_t)__builtin_ctzll(word);
+}
+
+#ifdef RS_X86
+/* BMI2 pdep deposits a single bit at the r-th set position of word.  Used only when the CPU
+ * has AVX-512 (see rs_detect_simd): every such CPU also has a fast (3-cycle) pdep, unlike the
+ * microcoded pdep of AMD Zen 1/2. */
+__attribute__((target("bmi,bmi2"))) static inline uint32_t rs_select64_pdep(uint64_t word, uint32_t r) {
+    return (uint32_t)_tzcnt_u64(_pdep_u64(1ULL << r, word));
+}
+#endif
+static int rs_fast_pdep = 0;
+
+static inline uint32_t rs_select64(uint64_t word, uint32_t r) {
+#ifdef RS_X86
+    if (rs_fast_pdep) return rs_select64_pdep(word, r);
+#endif
+    return rs_select64_portable(word, r);
 }
 
 /* position just after the cnt-th one at or after pos (cnt >= 1) */
@@ -419,6 +439,8 @@ static inline void rs_ef_get2(const rs_ef *e, uint64_t i, uint64_t *a, uint64_t 
     *b = ((q - i - 1) << e->l) | lo2;
 }
 
+static void rs_detect_simd(void);
+
 /* ---- builder -------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -427,6 +449,7 @@ typedef struct {
     uint64_t added;          /* keys consumed so far */
     uint64_t cur_bucket;     /* bucket being accumulated */
     uint64_t last_h1;
+    uint8_t last_key[32];
     uint32_t m, cap;         /* keys in the current bucket, capacity of the arrays below */
     uint64_t *h;             /* split hashes of the current bucket */
     uint32_t *rec;           /* value | fingerprint << 24 of the current bucket */
@@ -460,6 +483,7 @@ static void rs_builder_free(rs_builder *b) {
 static rs_builder *rs_builder_new(uint64_t n_keys, uint64_t n_buckets, uint64_t bucket_salt, uint64_t split_salt,
                                   uint32_t *out) {
     rs_init_tables();
+    rs_detect_simd();
     rs_builder *b = (rs_builder *)calloc(1, sizeof(rs_builder));
     if (!b) return NULL;
     rs_keys_init(&b->K, bucket_salt, split_salt);
@@ -505,6 +529,153 @@ static int rs_builder_grow(rs_builder *b) {
     return RS_OK;
 }
 
+
+/* ---- seed searches ------------------------------------------------------------------------------
+ * Each returns the smallest seed >= x that satisfies the node's condition.  The AVX-512 versions
+ * test 8 consecutive seeds at once (one per 64-bit lane, keys streamed through the lanes) and pick
+ * the lowest successful lane, so both paths return the same seed and write identical files. */
+
+static int rs_simd = -1; /* -1 unknown, 0 scalar, 1 AVX-512 */
+
+static uint64_t rs_find_leaf_scalar(const uint64_t *h, uint32_t m, uint64_t x) {
+    const uint32_t full = (1u << m) - 1;
+    for (;; x++) {
+        uint32_t mask = 0, i;
+        for (i = 0; i < m; i++) {
+            uint32_t bit = 1u << rs_split_pos(h[i], x, m);
+            if (mask & bit) break;
+            mask |= bit;
+        }
+        if (mask == full) return x;
+    }
+}
+
+static uint64_t rs_find_upper_scalar(const uint64_t *h, uint32_t m, uint32_t split, uint64_t x) {
+    for (;; x++) {
+        uint32_t cnt = 0;
+        for (uint32_t i = 0; i < m; i++) cnt += rs_split_pos(h[i], x, m) < split;
+        if (cnt == split) return x;
+    }
+}
+
+static uint64_t rs_find_lower_scalar(const uint64_t *h, uint32_t m, uint32_t shift, uint32_t parts, uint32_t unit,
+                                     uint64_t x) {
+    for (;; x++) {
+        uint32_t cnt[RS_LOWER_AGGR + 1] = {0};
+        for (uint32_t i = 0; i < m; i++) cnt[rs_split_pos(h[i], x, m) >> shift]++;
+        uint32_t j = 0;
+        while (j + 1 < parts && cnt[j] == unit) j++;
+        if (j + 1 == parts) return x;
+    }
+}
+
+#ifdef RS_X86
+#define RS_AVX512 __attribute__((target("avx512f,avx512dq,popcnt")))
+
+RS_AVX512 static inline __m512i rs_v_fmix(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi64(x, 33));
+    x = _mm512_mullo_epi64(x, _mm512_set1_epi64((long long)0xff51afd7ed558ccdULL));
+    x = _mm512_xor_si512(x, _mm512_srli_epi64(x, 33));
+    x = _mm512_mullo_epi64(x, _mm512_set1_epi64((long long)0xc4ceb9fe1a85ec53ULL));
+    return _mm512_xor_si512(x, _mm512_srli_epi64(x, 33));
+}
+
+/* positions in [0, m) of key h for the 8 seeds in `seeds` (same formula as rs_split_pos) */
+RS_AVX512 static inline __m512i rs_v_pos(uint64_t h, __m512i seeds, __m512i vm) {
+    __m512i r = rs_v_fmix(_mm512_add_epi64(_mm512_set1_epi64((long long)h), seeds));
+    return _mm512_srli_epi64(_mm512_mul_epu32(_mm512_srli_epi64(r, 32), vm), 32);
+}
+
+RS_AVX512 static uint64_t rs_find_leaf_avx512(const uint64_t *h, uint32_t m, uint64_t x) {
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i vm = _mm512_set1_epi64(m), one = _mm512_set1_epi64(1);
+    const __m512i full = _mm512_set1_epi64((1LL << m) - 1);
+    for (;; x += 8) {
+        __m512i seeds = _mm512_add_epi64(_mm512_set1_epi64((long long)x), lane);
+        __m512i mask = _mm512_setzero_si512();
+        for (uint32_t i = 0; i < m; i++)
+            mask = _mm512_or_si512(mask, _mm512_sllv_epi64(one, rs_v_pos(h[i], seeds, vm)));
+        __mmask8 ok = _mm512_cmpeq_epu64_mask(mask, full);
+        if (ok) return x + (uint64_t)__builtin_ctz(ok);
+    }
+}
+
+RS_AVX512 static uint64_t rs_find_upper_avx512(const uint64_t *h, uint32_t m, uint32_t split, uint64_t x) {
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i vm = _mm512_set1_epi64(m), vs = _mm512_set1_epi64(split), one = _mm512_set1_epi64(1);
+    for (;; x += 8) {
+        __m512i seeds = _mm512_add_epi64(_mm512_set1_epi64((long long)x), lane);
+        __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
+        uint32_t i = 0;
+        for (; i + 2 <= m; i += 2) { /* two accumulators: shorter dependency chains */
+            c0 = _mm512_mask_add_epi64(c0, _mm512_cmplt_epu64_mask(rs_v_pos(h[i], seeds, vm), vs), c0, one);
+            c1 = _mm512_mask_add_epi64(c1, _mm512_cmplt_epu64_mask(rs_v_pos(h[i + 1], seeds, vm), vs), c1, one);
+        }
+        if (i < m) c0 = _mm512_mask_add_epi64(c0, _mm512_cmplt_epu64_mask(rs_v_pos(h[i], seeds, vm), vs), c0, one);
+        __mmask8 ok = _mm512_cmpeq_epu64_mask(_mm512_add_epi64(c0, c1), vs);
+        if (ok) return x + (uint64_t)__builtin_ctz(ok);
+    }
+}
+
+RS_AVX512 static uint64_t rs_find_lower_avx512(const uint64_t *h, uint32_t m, uint32_t shift, uint32_t parts,
+                                                uint32_t unit, uint64_t x) {
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i vm = _mm512_set1_epi64(m), vu = _mm512_set1_epi64(unit), one = _mm512_set1_epi64(1);
+    const __m512i p0 = _mm512_setzero_si512(), p1 = _mm512_set1_epi64(1), p2 = _mm512_set1_epi64(2);
+    for (;; x += 8) {
+        __m512i seeds = _mm512_add_epi64(_mm512_set1_epi64((long long)x), lane);
+        __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0;
+        for (uint32_t i = 0; i < m; i++) {
+            __m512i part = _mm512_srli_epi64(rs_v_pos(h[i], seeds, vm), shift);
+            c0 = _mm512_mask_add_epi64(c0, _mm512_cmpeq_epu64_mask(part, p0), c0, one);
+            c1 = _mm512_mask_add_epi64(c1, _mm512_cmpeq_epu64_mask(part, p1), c1, one);
+            c2 = _mm512_mask_add_epi64(c2, _mm512_cmpeq_epu64_mask(part, p2), c2, one);
+        }
+        /* parts 0..parts-2 must hold exactly `unit` keys (the last part then holds the rest) */
+        __mmask8 ok = _mm512_cmpeq_epu64_mask(c0, vu);
+        if (parts > 2) ok &= _mm512_cmpeq_epu64_mask(c1, vu);
+        if (parts > 3) ok &= _mm512_cmpeq_epu64_mask(c2, vu);
+        if (ok) return x + (uint64_t)__builtin_ctz(ok);
+    }
+}
+#endif
+
+static void rs_detect_simd(void) {
+    if (rs_simd >= 0) return;
+    rs_simd = 0;
+#ifdef RS_X86
+    const char *env = getenv("RPCBACKFILL_RECSPLIT_SCALAR");
+    if (!(env && *env && *env != '0')) {
+        __builtin_cpu_init();
+        rs_simd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    }
+    __builtin_cpu_init();
+    rs_fast_pdep = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("bmi2");
+#endif
+}
+
+static inline uint64_t rs_find_leaf(const uint64_t *h, uint32_t m, uint64_t x) {
+#ifdef RS_X86
+    if (rs_simd == 1) return rs_find_leaf_avx512(h, m, x);
+#endif
+    return rs_find_leaf_scalar(h, m, x);
+}
+
+static inline uint64_t rs_find_upper(const uint64_t *h, uint32_t m, uint32_t split, uint64_t x) {
+#ifdef RS_X86
+    if (rs_simd == 1) return rs_find_upper_avx512(h, m, split, x);
+#endif
+    return rs_find_upper_scalar(h, m, split, x);
+}
+
+static inline uint64_t rs_find_lower(const uint64_t *h, uint32_t m, uint32_t shift, uint32_t parts, uint32_t unit,
+                                     uint64_t x) {
+#ifdef RS_X86
+    if (rs_simd == 1) return rs_find_lower_avx512(h, m, shift, parts, unit, x);
+#endif
+    return rs_find_lower_scalar(h, m, shift, parts, unit, x);
+}
+
 /* Recursive split of h[0..m) (ids alongside) at tree depth `level`; base = first in-bucket
  * position of this subtree.  Emits seeds in preorder. */
 static int rs_split(rs_builder *b, uint64_t *h, uint32_t *ids, uint32_t m, uint32_t level, uint32_t base) {
@@ -520,36 +691,15 @@ static int rs_split(rs_builder *b, uint64_t *h, uint32_t *ids, uint32_t m, uint3
         for (uint32_t i = 0; i < m; i++)
             for (uint32_t j = i + 1; j < m; j++)
                 if (h[i] == h[j]) return RS_ERR_COLLISION;
-        const uint32_t full = (1u << m) - 1;
-        for (;; x++) {
-            uint32_t mask = 0, i;
-            for (i = 0; i < m; i++) {
-                uint32_t bit = 1u << rs_split_pos(h[i], x, m);
-                if (mask & bit) break;
-                mask |= bit;
-            }
-            if (mask == full) break;
-        }
+        x = rs_find_leaf(h, m, x);
         for (uint32_t i = 0; i < m; i++) b->pos[ids[i]] = base + rs_split_pos(h[i], x, m);
     } else {
         uint32_t unit, split;
         uint32_t parts = rs_parts(m, &unit, &split);
-        if (unit == 0) {
-            for (;; x++) {
-                uint32_t cnt = 0;
-                for (uint32_t i = 0; i < m; i++) cnt += rs_split_pos(h[i], x, m) < split;
-                if (cnt == split) break;
-            }
-        } else {
-            uint32_t shift = unit == RS_LEAF ? 3 : 5; /* unit is 8 or 32 */
-            for (;; x++) {
-                uint32_t cnt[RS_LOWER_AGGR + 1] = {0};
-                for (uint32_t i = 0; i < m; i++) cnt[rs_split_pos(h[i], x, m) >> shift]++;
-                uint32_t j = 0;
-                while (j + 1 < parts && cnt[j] == unit) j++;
-                if (j + 1 == parts) break;
-            }
-        }
+        if (unit == 0)
+            x = rs_find_upper(h, m, split, x);
+        else
+            x = rs_find_lower(h, m, unit == RS_LEAF ? 3 : 5, parts, unit, x); /* unit is 8 or 32 */
         /* stable partition into tmp, then back */
         uint32_t off[RS_LOWER_AGGR + 1];
         uint32_t sizes[RS_LOWER_AGGR + 1];
@@ -635,8 +785,13 @@ static int rs_flush_bucket(rs_builder *b, uint64_t next) {
 static int rs_builder_add(rs_builder *b, const uint8_t *key, uint32_t value) {
     if (b->added >= b->n_keys) return RS_ERR_COUNT;
     uint64_t h1 = rs_hash_bucket(&b->K, key);
-    if (b->added && h1 < b->last_h1) return RS_ERR_ORDER;
+    if (b->added && h1 <= b->last_h1) {
+        if (h1 < b->last_h1) return RS_ERR_ORDER;
+        /* identical keys have identical h1 and are adjacent in the input */
+        if (memcmp(key, b->last_key, 32) == 0) return RS_ERR_DUPLICATE;
+    }
     b->last_h1 = h1;
+    memcpy(b->last_key, key, 32);
     uint64_t bk = rs_bucket_of(h1, b->n_buckets);
     if (bk != b->cur_bucket) {
         int rc = rs_flush_bucket(b, bk);
@@ -672,45 +827,75 @@ typedef struct {
     rs_ef ef_keys, ef_bits;
 } rs_index;
 
-/* in-bucket position of a key with split hash h2 in bucket of m keys whose seeds start at bit
+/* Walk down a bucket's splitting tree for one key.  fp / up: read positions in the fixed and
+ * unary parts of the bucket's Golomb-Rice codes; base: first in-bucket position of the current
+ * node; m: keys of the current node (0 once the walk is finished). */
+typedef struct {
+    uint64_t fp, up, h2;
+    uint32_t m, base, level;
+} rs_walk;
+
+static inline void rs_walk_init(rs_walk *w, uint64_t start, uint32_t m, uint64_t h2) {
+    w->fp = start;
+    w->up = start + rs_fixed_bits[m];
+    w->h2 = h2;
+    w->m = m;
+    w->base = 0;
+    w->level = 0;
+}
+
+/* one node of the walk; returns 1 when the walk is finished (w->base is the position) */
+static inline int rs_walk_step(const uint64_t *bits, rs_walk *w) {
+    uint32_t m = w->m;
+    if (m <= 1) {
+        w->m = 0;
+        return 1;
+    }
+    uint32_t k = rs_golomb_k[m];
+    uint64_t fixed = rs_read_bits(bits, w->fp, k);
+    w->fp += k;
+    uint64_t seed = (rs_read_unary(bits, &w->up) << k) | fixed;
+    uint32_t lv = w->level < RS_MAX_LEVELS ? w->level : RS_MAX_LEVELS - 1;
+    uint32_t r = rs_split_pos(w->h2, rs_start_seed[lv] + seed, m);
+    if (m <= RS_LEAF) {
+        w->base += r;
+        w->m = 0;
+        return 1;
+    }
+    uint32_t unit, split;
+    rs_parts(m, &unit, &split);
+    if (unit == 0) {
+        if (r < split) {
+            m = split;
+        } else {
+            w->fp += rs_fixed_bits[split];
+            if (rs_nodes[split]) w->up = rs_skip_ones(bits, w->up, rs_nodes[split]);
+            w->base += split;
+            m -= split;
+        }
+    } else {
+        uint32_t part = r >> (unit == RS_LEAF ? 3 : 5);
+        if (part) {
+            w->fp += (uint64_t)rs_fixed_bits[unit] * part;
+            w->up = rs_skip_ones(bits, w->up, (uint64_t)rs_nodes[unit] * part);
+            w->base += unit * part;
+        }
+        uint32_t rest = m - unit * part;
+        m = rest < unit ? rest : unit;
+    }
+    w->m = m;
+    w->level++;
+    return 0;
+}
+
+/* in-bucket position of a key with split hash h2 in a bucket of m keys whose seeds start at bit
  * `start` of the Golomb-Rice stream */
 static inline uint32_t rs_position(const uint64_t *bits, uint64_t start, uint32_t m, uint64_t h2) {
-    uint64_t fp = start, up = start + rs_fixed_bits[m];
-    uint32_t base = 0, level = 0;
-    while (m > RS_LEAF) {
-        uint32_t k = rs_golomb_k[m];
-        uint64_t fixed = rs_read_bits(bits, fp, k);
-        fp += k;
-        uint64_t seed = (rs_read_unary(bits, &up) << k) | fixed;
-        uint32_t r = rs_split_pos(h2, rs_start_seed[level < RS_MAX_LEVELS ? level : RS_MAX_LEVELS - 1] + seed, m);
-        uint32_t unit, split;
-        rs_parts(m, &unit, &split);
-        if (unit == 0) {
-            if (r < split) {
-                m = split;
-            } else {
-                fp += rs_fixed_bits[split];
-                if (rs_nodes[split]) up = rs_skip_ones(bits, up, rs_nodes[split]);
-                base += split;
-                m -= split;
-            }
-        } else {
-            uint32_t part = r >> (unit == RS_LEAF ? 3 : 5);
-            if (part) {
-                fp += (uint64_t)rs_fixed_bits[unit] * part;
-                up = rs_skip_ones(bits, up, (uint64_t)rs_nodes[unit] * part);
-                base += unit * part;
-            }
-            uint32_t rest = m - unit * part;
-            m = rest < unit ? rest : unit;
-        }
-        level++;
+    rs_walk w;
+    rs_walk_init(&w, start, m, h2);
+    while (!rs_walk_step(bits, &w)) {
     }
-    if (m <= 1) return base;
-    uint32_t k = rs_golomb_k[m];
-    uint64_t fixed = rs_read_bits(bits, fp, k);
-    uint64_t seed = (rs_read_unary(bits, &up) << k) | fixed;
-    return base + rs_split_pos(h2, rs_start_seed[level < RS_MAX_LEVELS ? level : RS_MAX_LEVELS - 1] + seed, m);
+    return w.base;
 }
 
 /* value (ledger - range start) of key, or -1 when the key is certainly absent */
@@ -727,6 +912,72 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
     uint32_t rec = ix->vals[p];
     if ((rec >> 24) != rs_fingerprint(&ix->K, h2)) return -1;
     return rec & 0xffffff;
+}
+
+/* Batched lookup: keys are processed in windows of RS_BATCH_WINDOW; each stage issues the
+ * prefetches for the next one across the whole window (bucket directory -> seed bits -> value),
+ * so the cache misses of different keys overlap instead of being paid one after the other.
+ * out[i] = base + value, or 0 when key i is certainly absent. */
+#define RS_BATCH_WINDOW 32
+
+static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
+    uint64_t h2[RS_BATCH_WINDOW], c0[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW], bk[RS_BATCH_WINDOW];
+    uint32_t m[RS_BATCH_WINDOW];
+    if (ix->n_keys == 0) {
+        memset(out, 0, n * 4);
+        return;
+    }
+    for (uint64_t w0 = 0; w0 < n; w0 += RS_BATCH_WINDOW) {
+        uint32_t wn = (uint32_t)(n - w0 < RS_BATCH_WINDOW ? n - w0 : RS_BATCH_WINDOW);
+        const uint8_t *kw = keys + w0 * 32;
+        for (uint32_t j = 0; j < wn; j++) {
+            bk[j] = rs_bucket_of(rs_hash_bucket(&ix->K, kw + 32 * j), ix->n_buckets);
+            h2[j] = rs_hash_split(&ix->K, kw + 32 * j);
+            __builtin_prefetch(&ix->ef_keys.samples[bk[j] / RS_EF_SAMPLE]);
+            __builtin_prefetch(&ix->ef_bits.samples[bk[j] / RS_EF_SAMPLE]);
+        }
+        for (uint32_t j = 0; j < wn; j++) {
+            uint64_t a, b;
+            rs_ef_get2(&ix->ef_keys, bk[j], &a, &b);
+            c0[j] = a;
+            m[j] = (uint32_t)(b - a);
+            if (m[j] == 0) continue;
+            uint64_t end;
+            rs_ef_get2(&ix->ef_bits, bk[j], &start[j], &end);
+            /* the whole bucket's seeds: a traversal touches most of its cache lines */
+            for (uint64_t line = start[j] >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
+        }
+        /* walk all trees of the window in lockstep: one node per key per pass, so the
+         * dependent chains of different keys overlap */
+        rs_walk walks[RS_BATCH_WINDOW];
+        uint32_t active[RS_BATCH_WINDOW], na = 0;
+        for (uint32_t j = 0; j < wn; j++)
+            if (m[j]) {
+                rs_walk_init(&walks[j], start[j], m[j], h2[j]);
+                active[na++] = j;
+            }
+        while (na) {
+            uint32_t keep = 0;
+            for (uint32_t a = 0; a < na; a++) {
+                uint32_t j = active[a];
+                if (rs_walk_step(ix->bits, &walks[j])) {
+                    c0[j] += walks[j].base;
+                    __builtin_prefetch(&ix->vals[c0[j]]);
+                } else {
+                    active[keep++] = j;
+                }
+            }
+            na = keep;
+        }
+        for (uint32_t j = 0; j < wn; j++) {
+            uint32_t v = 0;
+            if (m[j]) {
+                uint32_t rec = ix->vals[c0[j]];
+                if ((rec >> 24) == rs_fingerprint(&ix->K, h2[j])) v = base + (rec & 0xffffff);
+            }
+            out[w0 + j] = v;
+        }
+    }
 }
 
 #endif

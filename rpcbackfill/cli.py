@@ -394,10 +394,30 @@ def _flatten_row(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+STATUS_COLUMNS = (
+    "id",
+    "range",
+    "state",
+    "start_ledger",
+    "end_ledger",
+    "percent",
+    "ledgers_done",
+    "ledgers_total",
+    "ledger.phase",
+    "ledger.last_committed_ledger",
+    "txhash.phase",
+    "txhash.count",
+    "completed_at",
+    "error",
+)
+
+
 def format_status(st: dict[str, Any]) -> str:
     """Render ``api.status()`` as text: scalar fields as ``key: value``, ``ranges`` as a table.
 
     ``ranges`` may be a list of dicts or a dict of id -> dict; nested dicts become ``a.b`` columns.
+    Known columns (``STATUS_COLUMNS``) are shown in that order when present, else every scalar
+    column; columns that are empty in every row are left out.
     """
     lines: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -409,9 +429,15 @@ def format_status(st: dict[str, Any]) -> str:
         else:
             lines.append(f"{key}: {_cell(value)}")
     if rows:
-        cols: list[str] = []
+        every: list[str] = []
         for r in rows:
-            cols.extend(c for c in r if c not in cols)
+            every.extend(c for c in r if c not in every)
+        # Known fields in a readable order; otherwise every scalar column. --json has everything.
+        if "state" in every:
+            cols = [c for c in STATUS_COLUMNS if c in every]
+        else:
+            cols = [c for c in every if not any(isinstance(r.get(c), (dict, list)) for r in rows)]
+        cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
         cells = [[_cell(r.get(c)) for c in cols] for r in rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
 

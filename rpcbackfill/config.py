@@ -472,6 +472,7 @@ def load_config(
     layers.update(_from_overrides(overrides or {}, problems))
 
     values: dict[str, Any] = {}
+    invalid: set[str] = set()  # keys whose value was reported as a problem
     for key in KEYS:
         v = layers.get(key.dotted)
         if v is None:
@@ -482,7 +483,10 @@ def load_config(
                 )
             values[key.dotted] = None if key.default is _REQUIRED else key.default
             continue
+        n = len(problems)
         values[key.dotted] = _coerce(key, v, problems)
+        if len(problems) > n:
+            invalid.add(key.dotted)
 
     # data_dir first: every other relative path hangs off it.
     data_dir: Path | None = None
@@ -509,7 +513,7 @@ def load_config(
             what = _describe(key, v) if v else key.dotted
             values[key.dotted] = _resolve_location(key, raw, data_dir, what, problems)
 
-    range_problems = _check_backfill(values, for_backfill, problems)
+    range_problems = _check_backfill(values, invalid, for_backfill, problems)
     if problems:
         if range_problems and len(range_problems) == len(problems):
             raise LedgerRangeError("; ".join(range_problems))
@@ -527,7 +531,7 @@ def _resolve_core_file(key: Key, raw: str, data_dir: Path | None) -> Path:
     return _absolute(raw, data_dir)
 
 
-def _check_backfill(values: dict[str, Any], for_backfill: bool, problems: list[str]) -> list[str]:
+def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: bool, problems: list[str]) -> list[str]:
     """Cross-key checks; returns the start/end problems (also appended to ``problems``)."""
     range_size = values["backfill.range_size"]
     if range_size is not None:
@@ -545,9 +549,9 @@ def _check_backfill(values: dict[str, Any], for_backfill: bool, problems: list[s
 
     range_problems: list[str] = []
     start, end = values["backfill.start_ledger"], values["backfill.end_ledger"]
-    if start is None and "backfill.start_ledger" not in _already_reported(problems):
+    if start is None and "backfill.start_ledger" not in invalid:
         range_problems.append("backfill needs --start-ledger (or start_ledger in [backfill])")
-    if end is None and "backfill.end_ledger" not in _already_reported(problems):
+    if end is None and "backfill.end_ledger" not in invalid:
         range_problems.append("backfill needs --end-ledger (or end_ledger in [backfill])")
     if start is not None and end is not None and range_size is not None:
         try:
@@ -585,10 +589,6 @@ def _check_backfill(values: dict[str, Any], for_backfill: bool, problems: list[s
         elif not os.access(conf, os.R_OK):
             problems.append(f"backfill.captive_core.config_path {conf} is not readable")
     return range_problems
-
-
-def _already_reported(problems: list[str]) -> str:
-    return " ".join(problems)
 
 
 def _build(values: dict[str, Any]) -> Config:

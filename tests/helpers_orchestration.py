@@ -38,7 +38,8 @@ def make_config(data_dir: Path, lake: Path, start: int, end: int, **backfill):
     bs = BufferedStorageConfig(bucket_path=str(lake), buffer_size=64, num_workers=4, retry_limit=2, retry_wait=0.01)
     backfill.setdefault("parallel_ranges", 2)
     backfill.setdefault("range_size", RS)
-    return default_config(data_dir, start_ledger=start, end_ledger=end, buffered_storage=bs, **backfill)
+    cfg = default_config(data_dir, start_ledger=start, end_ledger=end, buffered_storage=bs, **backfill)
+    return with_port(cfg, 0)  # HTTP off unless a test asks for it (tests may run side by side)
 
 
 def with_port(config, port: int):
@@ -136,21 +137,56 @@ def lake_ledgers(lake: Path, first: int, last: int):
             yield seq, src.get_ledger(seq)
 
 
-def check_backfill_result(config, lake: Path, first: int, last: int, sample_every: int = 1) -> tuple[int, int]:
-    """Every ledger byte-identical to the lake, every tx hash resolves; return (ledgers, hashes)."""
-    from rpcbackfill import lcm
-    from rpcbackfill.orchestration import api
+def check_backfill_result(config, lake: Path, first: int, last: int, api_samples: int = 5) -> tuple[int, int]:
+    """Every ledger byte-identical to the lake, every tx hash resolves to its ledger through the
+    range indexes; a few hashes and ledgers also through the public query API.  Returns
+    (ledgers, hashes)."""
+    import numpy as np
 
+    from rpcbackfill import lcm
+    from rpcbackfill.index import TxHashIndex
+    from rpcbackfill.ledgermath import range_first_ledger, range_of_ledger
+    from rpcbackfill.orchestration import api
+    from rpcbackfill.stores.lfs import LedgerStore
+
+    rs = config.backfill.range_size
     n_ledgers = n_hashes = 0
-    for seq, raw in lake_ledgers(lake, first, last):
-        assert api.get_ledger(config, seq) == raw, f"ledger {seq} differs from the lake"
-        n_ledgers += 1
-        _, hashes = lcm.tx_hashes(raw)
-        for i in range(0, len(hashes), 32):
-            n_hashes += 1
-            if n_hashes % sample_every == 0:
-                assert api.get_transaction_ledger(config, hashes[i : i + 32]) == seq
+    pending: dict[int, list] = {}
+    samples = []
+    with LedgerStore(config.immutable_stores.ledgers_base) as store:
+        for seq, raw in lake_ledgers(lake, first, last):
+            assert store.get_ledger(seq) == raw, f"ledger {seq} differs from the lake"
+            n_ledgers += 1
+            _, hashes = lcm.tx_hashes(raw)
+            if hashes:
+                pending.setdefault(range_of_ledger(seq, rs), []).append((seq, hashes))
+                if len(samples) < api_samples and seq % 997 == 0:
+                    samples.append((seq, hashes[:32]))
+    for rid, items in pending.items():
+        keys = b"".join(h for _, h in items)
+        want = np.concatenate([np.full(len(h) // 32, s, dtype=np.uint32) for s, h in items])
+        idx = TxHashIndex(Path(config.immutable_stores.txhash_base) / f"{rid:04d}",
+                          range_start=range_first_ledger(rid, rs))
+        try:
+            assert idx.n_keys == len(want), f"range {rid}: index holds {idx.n_keys} keys, lake has {len(want)}"
+            got = idx.lookup_many(keys)
+        finally:
+            idx.close()
+        bad = np.nonzero(got != want)[0]
+        assert bad.size == 0, f"range {rid}: {bad.size} hashes resolve wrongly, first {keys[bad[0]*32:bad[0]*32+32].hex()}"
+        n_hashes += len(want)
+    for seq, h in samples:
+        assert api.get_transaction_ledger(config, h) == seq
+        assert api.get_ledger(config, seq) == store_get(config, seq)
     return n_ledgers, n_hashes
+
+
+def store_get(config, seq: int) -> bytes:
+    from rpcbackfill.stores.lfs import ChunkReader
+    from rpcbackfill.ledgermath import chunk_of_ledger
+
+    with ChunkReader(config.immutable_stores.ledgers_base, chunk_of_ledger(seq)) as r:
+        return r.get(seq)
 
 
 def active_leftovers(config) -> list[str]:

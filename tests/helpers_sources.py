@@ -33,8 +33,9 @@ def _analyse(lcm: bytes) -> _Template:
     if m.to_xdr_bytes() != lcm:
         raise ValueError("template does not round-trip through stellar-sdk")
     body = {0: m.v0, 1: m.v1, 2: m.v2}[m.v]
-    # union discriminant (4); V1/V2 open with an ExtensionPoint (4) before ledgerHeader.
-    hash_off = 4 if m.v == 0 else 8
+    # union discriminant (4); V1/V2 open with an extension union (4 bytes for v0, more for
+    # LedgerCloseMetaExtV1) before ledgerHeader.
+    hash_off = 4 if m.v == 0 else 4 + len(body.ext.to_xdr_bytes())
     header = body.ledger_header.header
     header_off = hash_off + 32
     header_len = len(header.to_xdr_bytes())

@@ -36,30 +36,35 @@ def sdk_check_ledger(lcm: bytes, passphrase: str):
     from stellar_sdk import FeeBumpTransactionEnvelope, TransactionEnvelope, xdr
 
     m = xdr.LedgerCloseMeta.from_xdr_bytes(lcm)
-    assert m.v == 1
+    assert m.v in (0, 1)
     assert m.to_xdr_bytes() == lcm, "decode/encode round trip must be exact"
-    v1 = m.v1
+    v1 = m.v1 if m.v == 1 else m.v0
     hdr = v1.ledger_header.header
     # LedgerHeaderHistoryEntry.hash = sha256(LedgerHeader XDR)
     assert hashlib.sha256(hdr.to_xdr_bytes()).digest() == v1.ledger_header.hash.hash
-    ts = v1.tx_set.v1_tx_set
-    assert ts.previous_ledger_hash.hash == hdr.previous_ledger_hash.hash
-    assert hashlib.sha256(v1.tx_set.to_xdr_bytes()).digest() == hdr.scp_value.tx_set_hash.hash
     results = xdr.TransactionResultSet([r.result for r in v1.tx_processing])
     assert hashlib.sha256(results.to_xdr_bytes()).digest() == hdr.tx_set_result_hash.hash
+    if m.v == 1:
+        ts = v1.tx_set.v1_tx_set
+        assert hashlib.sha256(v1.tx_set.to_xdr_bytes()).digest() == hdr.scp_value.tx_set_hash.hash
+        components = [c.txs_maybe_discounted_fee.txs for phase in ts.phases for c in phase.v0_components]
+    else:
+        ts = v1.tx_set
+        body = b"".join(e.to_xdr_bytes() for e in ts.txs)
+        assert hashlib.sha256(ts.previous_ledger_hash.hash + body).digest() == hdr.scp_value.tx_set_hash.hash
+        components = [ts.txs]
+    assert ts.previous_ledger_hash.hash == hdr.previous_ledger_hash.hash
 
     envelopes = {}
-    for phase in ts.phases:
-        for comp in phase.v0_components:
-            txs = comp.txs_maybe_discounted_fee.txs
-            for e in txs:
-                if e.type == xdr.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP:
-                    env = FeeBumpTransactionEnvelope.from_xdr_object(e, passphrase)
-                else:
-                    env = TransactionEnvelope.from_xdr_object(e, passphrase)
-                envelopes[env.hash()] = env
-            full = [hashlib.sha256(e.to_xdr_bytes()).digest() for e in txs]
-            assert full == sorted(full), "tx-set components are sorted by full hash"
+    for txs in components:
+        for e in txs:
+            if e.type == xdr.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP:
+                env = FeeBumpTransactionEnvelope.from_xdr_object(e, passphrase)
+            else:
+                env = TransactionEnvelope.from_xdr_object(e, passphrase)
+            envelopes[env.hash()] = env
+        full = [hashlib.sha256(e.to_xdr_bytes()).digest() for e in txs]
+        assert full == sorted(full), "tx sets are sorted by full hash"
     applied = []
     for r in v1.tx_processing:
         h = r.result.transaction_hash.hash
@@ -74,6 +79,15 @@ def sdk_check_ledger(lcm: bytes, passphrase: str):
                 applied.append(inner)
     assert len(v1.tx_processing) == len(envelopes), "tx set and txProcessing hold the same txs"
     return hdr.ledger_seq.uint32, v1.ledger_header.hash.hash, hdr.previous_ledger_hash.hash, applied
+
+
+def test_checker_accepts_the_real_ledgers(fixture_ledgers):
+    # the consistency rules the generator is held to are those of real pubnet ledgers
+    real = [f for f in fixture_ledgers if f.seq in (26154623, 36154623, 46154623, 53312000)]
+    assert len(real) == 4
+    for f in real:
+        _, _, _, hashes = sdk_check_ledger(f.lcm, PUBNET)
+        assert tuple(hashes) == f.expected_hashes
 
 
 def test_dense_ledgers_decode_and_hashes_recompute(templates):
@@ -173,6 +187,23 @@ def test_zero_density_and_size_filter(templates):
     sdk_check_ledger(ls, PUBNET)
     with pytest.raises(ValueError, match="no template"):
         LedgerGenerator(GenOptions(min_tx_bytes=10**9))
+
+
+def test_lcm_v0_output(templates):
+    from stellar_sdk import xdr
+
+    prev = None
+    n = 0
+    for seq, lcm in generate_ledgers(300, 302, seed=8, tx_per_ledger=60, lcm_version=0):
+        m = xdr.LedgerCloseMeta.from_xdr_bytes(lcm)
+        assert m.v == 0
+        got_seq, h, p, hashes = sdk_check_ledger(lcm, PUBNET)
+        assert got_seq == seq and (prev is None or p == prev)
+        prev = h
+        n += len(hashes)
+    assert n > 60
+    with pytest.raises(ValueError, match="lcm_version"):
+        generate_ledgers(2, 3, lcm_version=2)
 
 
 def test_other_network_passphrase(templates):

@@ -126,10 +126,23 @@ def _fill(value: str, files: dict[str, Path]) -> str:
     return value
 
 
+@pytest.fixture(scope="module")
+def invalid_results(files) -> dict[str, subprocess.CompletedProcess]:
+    """Every INVALID case run once, a few at a time (each is a fresh interpreter)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case):
+        name, args, env, _, _ = case
+        return name, run_cli([_fill(a, files) for a in args], env={k: _fill(v, files) for k, v in env.items()})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(one, INVALID))
+
+
 @pytest.mark.parametrize("case", INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_input_one_line_no_traceback(files, case):
-    _, args, env, code, fragment = case
-    r = run_cli([_fill(a, files) for a in args], env={k: _fill(v, files) for k, v in env.items()})
+def test_invalid_input_one_line_no_traceback(invalid_results, case):
+    name, _, _, code, fragment = case
+    r = invalid_results[name]
     err = r.stderr.decode()
     assert r.returncode == code, err
     assert "Traceback" not in err
@@ -347,19 +360,27 @@ def test_format_status_table():
         "data_dir": "/srv/rpc",
         "mode": "backfill",
         "ranges": [
-            {"range": 0, "state": "COMPLETE", "ledger": {"phase": "IMMUTABLE", "last_committed_ledger": 10000001}},
-            {"range": 1, "state": "INGESTING", "ledger": {"phase": "INGESTING", "last_committed_ledger": 12001},
-             "progress": 0.2},
+            {"id": 0, "state": "COMPLETE", "error": None, "ledger": {"phase": "IMMUTABLE", "last_committed_ledger": 10000001},
+             "txhash": {"cf_counts": {"0": 1}}},
+            {"id": 1, "state": "INGESTING", "error": None, "ledger": {"phase": "INGESTING", "last_committed_ledger": 12001},
+             "percent": 0.2},
         ],
     }
     text = climod.format_status(st)
     lines = text.splitlines()
     assert lines[0] == "data_dir: /srv/rpc" and lines[1] == "mode: backfill"
     header = lines[3].split()
-    assert header == ["RANGE", "STATE", "LEDGER.PHASE", "LEDGER.LAST_COMMITTED_LEDGER", "PROGRESS"]
-    assert lines[4].split() == ["0", "COMPLETE", "IMMUTABLE", "10000001", "-"]
-    assert lines[5].split() == ["1", "INGESTING", "INGESTING", "12001", "0.2"]
+    # known columns in order; all-empty "error" and the nested cf_counts left out
+    assert header == ["ID", "STATE", "PERCENT", "LEDGER.PHASE", "LEDGER.LAST_COMMITTED_LEDGER"]
+    assert lines[4].split() == ["0", "COMPLETE", "-", "IMMUTABLE", "10000001"]
+    assert lines[5].split() == ["1", "INGESTING", "0.2", "INGESTING", "12001"]
     # numbers right-aligned under their header
     assert lines[4].index("10000001") + len("10000001") == lines[5].index("12001") + len("12001")
     assert climod.format_status({"ranges": {}}) == "(no ranges)"
-    assert "RANGE" in climod.format_status({"ranges": {"7": {"state": "PENDING"}}})
+
+
+def test_format_status_unknown_columns_fallback():
+    text = climod.format_status({"ranges": {"7": {"colour": "blue", "size": 3, "nested": [1]}}})
+    lines = text.splitlines()
+    assert lines[0].split() == ["RANGE", "COLOUR", "SIZE"]
+    assert "blue" in lines[1] and "3" in lines[1] and "[1]" not in text

@@ -23,7 +23,7 @@ from rpcbackfill.ledgermath import (
     ranges_between,
 )
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = settings(max_examples=150, deadline=None)
 range_sizes = st.integers(1, 2000).map(lambda k: k * CHUNK_SIZE)
 ledgers = st.integers(2, 2**32 - 1)
 

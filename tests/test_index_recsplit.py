@@ -264,3 +264,80 @@ def test_full_range_pipeline_with_real_hashes(tmp_path, fixture_ledgers):
         got = ix.lookup_many(extra)
         assert np.array_equal(got, start + 1 + np.arange(extra.shape[0]) // 500)
         assert np.array_equal(ix.lookup_many(extra.tobytes()), got)
+
+
+def test_scalar_and_simd_searches_write_identical_files(tmp_path):
+    keys, seqs = _random(np.random.default_rng(17), 20_000)
+    sp, idx, _ = _build(tmp_path, keys, seqs, salt=5)
+    prev = _recsplit.set_simd(not _recsplit.simd_enabled())
+    try:
+        build_shard(sp, tmp_path / "other.idx", RANGE_START, keys.shape[0], salt=5)
+    finally:
+        _recsplit.set_simd(prev)
+    assert (tmp_path / "other.idx").read_bytes() == idx.read_bytes()
+    _check_all(tmp_path / "other.idx", keys, seqs)
+
+
+def test_golomb_parameters_are_sane():
+    # leaves need m^m/m! seeds on average: the Rice parameter grows with m, 8 keys ~ log2(416 ln2)
+    ks = [_recsplit.golomb_params(m)[0] for m in range(2, _recsplit.LEAF + 1)]
+    assert ks == sorted(ks) and 6 <= ks[-1] <= 10
+    k, fixed, nodes = _recsplit.golomb_params(1000)
+    assert nodes > 1000 // _recsplit.LEAF and fixed > k
+    assert _recsplit.golomb_params(1) == (0, 0, 0)
+
+
+def test_cancellation_leaves_no_partial_files(tmp_path):
+    import threading
+
+    from rpcbackfill.errors import Cancelled
+
+    keys, seqs = _random(np.random.default_rng(18), 3000)
+    sp, idx, _ = _build(tmp_path, keys, seqs)
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        build_shard(sp, tmp_path / "c.idx", RANGE_START, 3000, cancel=ev)
+    with pytest.raises(Cancelled):
+        verify_shard(idx, sp, RANGE_START, 3000, cancel=ev)
+    with pytest.raises(Cancelled):
+        compact_shard(tmp_path / "s-spill", 0, tmp_path / "c-sorted", cancel=ev)
+    leftovers = [p.name for p in tmp_path.rglob("*") if ".tmp-" in p.name or p.name == "c.idx"]
+    assert leftovers == []
+    assert not (tmp_path / "c-sorted" / "cf-0.sorted").exists()
+
+
+def test_txhash_index_requires_every_shard(tmp_path):
+    keys, seqs = _random(np.random.default_rng(19), 100)
+    sp, idx, _ = _build(tmp_path, keys, seqs)
+    (tmp_path / "r" / "index").mkdir(parents=True)
+    for x in range(15):
+        os.link(idx, shard_index_path(tmp_path / "r", x))
+    with pytest.raises(CorruptStoreError, match="cf-f.idx is missing"):
+        TxHashIndex(tmp_path / "r")
+    os.link(idx, shard_index_path(tmp_path / "r", 15))
+    with pytest.raises(CorruptStoreError, match="range start"):
+        TxHashIndex(tmp_path / "r", RANGE_START + 10)
+    with TxHashIndex(tmp_path / "r", RANGE_START) as ix:
+        k = keys[0].tobytes()
+        # every shard holds the same keys here; lookups route by the first hex digit
+        assert ix.lookup(k) == int(seqs[0])
+        with pytest.raises(ValueError):
+            ix.lookup(k[:31])
+
+
+def test_builder_rejects_duplicates_in_a_sorted_file(tmp_path):
+    from rpcbackfill.errors import DuplicateKeyError
+
+    keys, seqs = _random(np.random.default_rng(20), 2000)
+    sp, idx, _ = _build(tmp_path, keys, seqs)
+    n, salt = sortedfile.read_header(sp)
+    body = np.frombuffer(sp.read_bytes()[sortedfile.HEADER_SIZE :], np.uint8).reshape(-1, 36)
+    dup = body[700].copy()
+    dup[32:] = np.array([3, 2, 1, 0], np.uint8)
+    body = np.insert(body, 701, dup, axis=0)
+    bad = tmp_path / "dup.sorted"
+    bad.write_bytes(sortedfile.pack_header(n + 1, salt) + body.tobytes())
+    with pytest.raises(DuplicateKeyError, match=bytes(dup[:32]).hex()) as ei:
+        build_shard(bad, tmp_path / "dup.idx", RANGE_START, n + 1)
+    assert str(0x00010203) in str(ei.value)

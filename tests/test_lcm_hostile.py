@@ -130,6 +130,26 @@ def test_recursion_depth_limit():
         _lcm._skip_type("ClaimPredicate", chain)
 
 
+def test_deepest_allowed_nesting_fits_a_small_thread_stack():
+    # 255 SCVal levels = 510 recursive-type levels, just under MAX_DEPTH: must work on a thread with
+    # a 256 KiB stack (the scanner's frames are small; see docs/lcm-scanner.md)
+    import threading
+
+    assert lcm.MAX_DEPTH == 512
+    deep = _nested_vec(255)
+    result = []
+    old = threading.stack_size(256 * 1024)
+    try:
+        t = threading.Thread(target=lambda: result.append(_lcm._skip_type("SCVal", deep)))
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(old)
+    assert result == [len(deep)]
+    with pytest.raises(XdrError, match="recursion limit"):
+        _lcm._skip_type("SCVal", _nested_vec(256))  # 512 levels + the innermost SCVal
+
+
 def test_deep_nesting_inside_a_ledger():
     # a real LCM with a hostile SCVal planted in a contract event: built from a random V2 ledger
     path = REGRESSIONS / "deep-scval-nesting.bin"

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from test_lfs_helpers import copy_base, full_chunk, make_ledgers, templates  # noqa: F401
+from test_lfs_helpers import full_chunk, make_ledgers, templates  # noqa: F401
 
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
@@ -266,6 +266,7 @@ def test_crash_between_data_and_index_publish(tmp_path, ledgers, expected, monke
     assert checkpoints[150] == lfs.ChunkProgress(6, 150, _bytes(ledgers, 150))
     _finish_from(base, work, ledgers, checkpoints[150])
     _assert_chunk(base, expected, ledgers, work)
+    assert sorted(p.name for p in d.parent.iterdir()) == [d.name, i.name]  # no temp files left
 
 
 def _bytes(ledgers, n):
@@ -326,3 +327,22 @@ def test_progress_not_matching_finished_chunk(tmp_path, ledgers):
         lfs.ChunkWriter(base, 6, work, resume=lfs.ChunkProgress(6, N + 1, 0))
     w = lfs.ChunkWriter(base, 6, work, resume=lfs.ChunkProgress(6, N, _bytes(ledgers, N)))
     assert w.complete and w.finish(allow_partial=True).ledgers == N
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_publish_across_filesystems(tmp_path, ledgers, expected):
+    """Work dir on another filesystem than ledgers_base: hard link impossible, data copied."""
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="lfs-work-", dir="/dev/shm")
+    try:
+        if os.stat(work).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same filesystem here")
+        _finish_from(tmp_path / "b", work, ledgers, None)
+        _assert_chunk(tmp_path / "b", expected, ledgers, work)
+        d, i = lfs.chunk_paths(tmp_path / "b", 6)
+        assert sorted(p.name for p in d.parent.iterdir()) == [d.name, i.name]
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

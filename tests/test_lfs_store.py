@@ -339,3 +339,25 @@ def test_disk_full_is_typed(tmp_path, templates):
     with pytest.raises(StoreError):
         w.sync()
     w.close()
+
+
+def test_oversized_frame_not_read(full_chunk, monkeypatch):
+    """An index claiming a frame larger than any ledger is refused before reading it."""
+    base, ledgers, _ = full_chunk
+    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 64)
+    with lfs.ChunkReader(base, 3) as r:
+        with pytest.raises(CorruptStoreError, match="frame of"):
+            r.get(chunk_first_ledger(3))
+        with pytest.raises(CorruptStoreError, match="frame of"):
+            next(iter(r))
+
+
+def test_reader_closed_during_iteration(full_chunk):
+    base, ledgers, _ = full_chunk
+    r = lfs.ChunkReader(base, 3)
+    it = iter(r)
+    assert next(it)[1] == ledgers[0]
+    r.close()
+    with pytest.raises(StoreError, match="closed"):
+        for _ in it:  # the read-ahead block runs out, then the closed fd is noticed
+            pass

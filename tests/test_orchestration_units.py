@@ -47,11 +47,14 @@ def test_lock_held_by_other_process(tmp_path):
 def test_channel_roundtrip_and_eof():
     a, b = socket.socketpair()
     ca, cb = Channel(a), Channel(b)
-    big = bytes(range(256)) * 4000  # larger than one recv() chunk
-    ca.send(("call", 1, "checkpoint", (0, big)))
-    ca.send(("progress", {"range": 0}))
+    big = bytes(range(256)) * 4000  # larger than one recv() chunk and the socket buffer
+    import threading
+
+    t = threading.Thread(target=lambda: (ca.send(("call", 1, "checkpoint", (0, big))), ca.send(("progress", {"range": 0}))))
+    t.start()
     assert cb.recv() == ("call", 1, "checkpoint", (0, big))
     assert cb.recv() == ("progress", {"range": 0})
+    t.join()
     ca.close()
     with pytest.raises(ChannelClosed):
         cb.recv()

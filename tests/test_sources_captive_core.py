@@ -252,3 +252,21 @@ def test_cancel_while_reader_blocked_on_full_queue(tmp_path, lake, chain, monkey
     cancel.set()
     assert wait_gone(pid, 5)
     src.close()
+
+
+def test_meta_pipe_above_fd_setsize(tmp_path, lake, chain):
+    # a backfill process holds many files (RocksDB, chunks): fd 3's pipe may get a number > 1024
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"open-file limit {soft} too low")
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with source(core_cfg(tmp_path, lake)) as src:
+            src.prepare_range(30, 40)
+            assert src._rfd > 1024
+            assert [src.get_ledger(q) for q in range(30, 41)] == [chain[q] for q in range(30, 41)]
+    finally:
+        for fd in fds:
+            os.close(fd)

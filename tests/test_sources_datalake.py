@@ -389,3 +389,23 @@ def test_gcs_persistent_5xx_gives_up(gcs_env):
             for q in range(40, 91):
                 src.get_ledger(q)
     assert "500" in str(ei.value)
+
+
+def test_legacy_extension_found_without_listing_hint(tmp_path, chain):
+    # the first listed keys hold no lake file (junk sorts first), so detection falls back to probing
+    s = LakeSchema(NET, 2, 8, file_ext=".xdr.zstd")
+    write_lake(tmp_path, [(q, chain[q]) for q in range(2, 50)], s)
+    for i in range(20):
+        (tmp_path / f"0-notes-{i:02d}.txt").write_text("not a lake file")
+    assert layout.detect_ext_from_names(LocalStore(tmp_path).list_keys(16)) is None
+    with DataLakeSource(cfg(tmp_path), NET) as src:
+        assert read_all(src, 5, 40) == [chain[q] for q in range(5, 41)]
+        assert src.schema.file_ext == ".xdr.zstd"
+
+
+def test_factory_rejects_unknown_backend(tmp_path):
+    from rpcbackfill.errors import ConfigError
+
+    c = default_config(tmp_path, ledger_backend="s3")
+    with pytest.raises(ConfigError, match="ledger_backend"):
+        open_source(c, threading.Event())

@@ -494,6 +494,43 @@ class Analysis:
     def min_size(self, d: Decl) -> int:
         return self._min(d, self.minsz)
 
+    def const_size(self, d: Decl) -> int | None:
+        """Byte size if every encoding of ``d`` has the same size (it may still need validation:
+        enum values, discriminants, bools, padding), else None.  Recursive types are never
+        constant-size here, so they always go through their depth-checked function."""
+        if isinstance(d, Prim):
+            return 8 if d.kind in ("hyper", "uhyper", "double") else 4
+        if isinstance(d, Opaque):
+            return pad4(d.n) if d.fixed else None
+        if isinstance(d, Ref):
+            if d.name in self.recursive:
+                return None
+            return self.const_size(self.defs[d.name])
+        if isinstance(d, Enum):
+            return 4
+        if isinstance(d, Array):
+            if not d.fixed:
+                return None
+            e = self.const_size(d.elem)
+            return None if e is None else e * d.n
+        if isinstance(d, Void):
+            return 0
+        if isinstance(d, Struct):
+            total = 0
+            for _, f in d.fields:
+                s = self.const_size(f)
+                if s is None:
+                    return None
+                total += s
+            return total
+        if isinstance(d, Union):
+            arms = [a for _, _, a in d.arms] + ([d.default[1]] if d.default else [])
+            sizes = {self.const_size(a) for a in arms}
+            if len(sizes) != 1 or None in sizes:
+                return None
+            return 4 + sizes.pop()
+        return None
+
     def pure_size(self, d: Decl) -> int | None:
         """Byte size if ``d`` has a constant size and needs no validation beyond bounds, else None."""
         if isinstance(d, Prim):
@@ -623,11 +660,95 @@ class Emitter:
         fn = "scan" if (mode == "scan" and name in self.a.scan_types) else "skip"
         return [f"p = xs_{fn}_{cname(name)}(p, c, depth);", "if (XS_UNLIKELY(p == NULL)) return NULL;"]
 
+    def checks(self, d: Decl, off: int, mode: str, tid: int, owner: str | None = None) -> list[str]:
+        """Validation (and captures) of a constant-size value at ``p + off``; bounds already checked."""
+        a = self.a
+        at = f"p + {off}" if off else "p"
+        if a.pure_size(d) is not None and not (mode == "scan" and self._has_capture(d, owner)):
+            return []
+        if isinstance(d, Prim):
+            assert d.kind == "bool"
+            return [f"if (XS_UNLIKELY(xs_u32({at}) > 1u)) {self.fail('XS_E_BOOL', tid, at)}"]
+        if isinstance(d, Opaque):
+            pad = pad4(d.n) - d.n
+            q = f"p + {off + d.n}"
+            return [f"if (XS_UNLIKELY(!xs_pad_ok({q}, {pad}))) {self.fail('XS_E_PAD', tid, q)}"]
+        if isinstance(d, Ref):
+            nd = self.g.defs[d.name]
+            if isinstance(nd, Enum):
+                return [f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32({at})))) "
+                        f"{self.fail('XS_E_ENUM', self.type_ids[d.name], at)}"]
+            return self.checks(nd, off, mode, self.type_ids[d.name], owner=d.name)
+        if isinstance(d, Array):
+            es = a.const_size(d.elem)
+            out = []
+            for i in range(d.n):
+                out += self.checks(d.elem, off + i * es, mode, tid)
+            return out
+        if isinstance(d, Struct):
+            out = []
+            for fname, f in d.fields:
+                cap = CAPTURES.get((owner, fname)) if (mode == "scan" and owner) else None
+                if cap == "HASH":
+                    out.append(f"if (XS_UNLIKELY(xs_push_hash(c, p + {off}) != 0)) {self.fail('XS_E_NOMEM', tid)}")
+                elif cap:
+                    out.append(f"c->slot[XS_SLOT_{cap}] = p + {off}; c->slot_hits[XS_SLOT_{cap}]++;")
+                out += self.checks(f, off, mode, tid)
+                off += a.const_size(f)
+            return out
+        if isinstance(d, Union):
+            ctype = self._disc_ctype(d)
+            lines = [f"switch (({ctype})xs_u32({at})) {{"]
+            arms = list(d.arms)
+            for values, _, arm in arms:
+                for val in values:
+                    lines.append(f"case {self._lit(val, ctype)}:")
+                body = self.checks(arm, off + 4, mode, tid)
+                if body:
+                    lines += ["    {"] + ["        " + x for x in body] + ["    }"]
+                lines.append("    break;")
+            lines.append("default:")
+            if d.default is not None:
+                body = self.checks(d.default[1], off + 4, mode, tid)
+                lines += (["    {"] + ["        " + x for x in body] + ["    }"]) if body else []
+                lines.append("    break;")
+            else:
+                lines.append(f"    {self.fail('XS_E_ARM', tid, at)}")
+            lines.append("}")
+            return lines
+        if isinstance(d, Void):
+            return []
+        raise TypeError(d)
+
+    def _has_capture(self, d: Decl, owner: str | None) -> bool:
+        if isinstance(d, Ref):
+            return self.a.contains_capture(d)
+        if isinstance(d, Struct) and owner and any((owner, f) in CAPTURES for f, _ in d.fields):
+            return True
+        return self.a.contains_capture(d)
+
+    def _disc_ctype(self, d: Union) -> str:
+        dt = d.dtype
+        if isinstance(dt, Ref):
+            dt = Prim("int") if isinstance(self.g.defs[dt.name], Enum) else self.g.defs[dt.name]
+        if not (isinstance(dt, Prim) and dt.kind in ("int", "uint", "bool")):
+            raise SyntaxError(f"unsupported discriminant {d.dtype}")
+        return "uint32_t" if dt.kind == "uint" else "int32_t"
+
+    @staticmethod
+    def _lit(val: int, ctype: str) -> str:
+        if ctype == "uint32_t":
+            return f"{val}u"
+        return f"{val}" if val >= -0x7FFFFFFF else "INT32_MIN"
+
     def emit(self, d: Decl, mode: str, tid: int, owner: str | None = None) -> list[str]:
         a = self.a
-        k = a.pure_size(d)
+        k = a.const_size(d)
         if k is not None:
-            return [] if k == 0 else [f"XS_NEED({k}); p += {k};"]
+            # one bounds check for the whole value, then validation at constant offsets
+            if k == 0:
+                return []
+            return [f"XS_NEED({k});"] + self.checks(d, 0, mode, tid, owner) + [f"p += {k};"]
         if isinstance(d, Prim):  # bool
             assert d.kind == "bool"
             return ["XS_NEED(4);", f"if (XS_UNLIKELY(xs_u32(p) > 1u)) {self.fail('XS_E_BOOL', tid)}", "p += 4;"]
@@ -656,6 +777,9 @@ class Emitter:
                         f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32(p)))) "
                         f"{self.fail('XS_E_ENUM', self.type_ids[d.name])}",
                         "p += 4;"]
+            if not isinstance(nd, (Struct, Union)) and d.name not in a.recursive:
+                # typedef of an array/opaque/string/alias: emit its body here instead of a call
+                return self.emit(nd, mode, self.type_ids[d.name])
             return self.call(d.name, mode)
         if isinstance(d, Array):
             es = a.pure_size(d.elem)
@@ -691,31 +815,23 @@ class Emitter:
             return ["{"] + ["    " + x for x in lines] + ["}"]
         if isinstance(d, Struct):
             lines: list[str] = []
-            run, caps = 0, []
+            run: list = []  # consecutive constant-size fields: one bounds check for all of them
 
             def flush():
-                nonlocal run, caps
-                if run:
-                    lines.append(f"XS_NEED({run});")
-                    for off, kind in caps:
-                        if kind == "HASH":
-                            lines.append(
-                                f"if (XS_UNLIKELY(xs_push_hash(c, p + {off}) != 0)) {self.fail('XS_E_NOMEM', tid)}"
-                            )
-                        else:
-                            lines.append(f"c->slot[XS_SLOT_{kind}] = p + {off}; c->slot_hits[XS_SLOT_{kind}]++;")
-                    lines.append(f"p += {run};")
-                run, caps = 0, []
+                nonlocal run
+                total = sum(a.const_size(f) for _, f in run)
+                if total:
+                    part = Struct(tuple(run))
+                    lines.append(f"XS_NEED({total});")
+                    lines.extend(self.checks(part, 0, mode, tid, owner))
+                    lines.append(f"p += {total};")
+                run = []
 
             for fname, f in d.fields:
-                cap = CAPTURES.get((owner, fname)) if (mode == "scan" and owner) else None
-                s = a.pure_size(f)
-                if s is not None:
-                    if cap:
-                        caps.append((run, cap))
-                    run += s
+                if a.const_size(f) is not None:
+                    run.append((fname, f))
                     continue
-                if cap:
+                if mode == "scan" and owner and (owner, fname) in CAPTURES:
                     raise SyntaxError(f"capture field {owner}.{fname} is not fixed-size")
                 flush()
                 lines += self.emit(f, mode, tid)

@@ -68,10 +68,12 @@ def dev() -> None:
 @click.option("--max-tx-bytes", type=click.IntRange(1), default=None, help="Only template txs at most this big.")
 @click.option("--templates-dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory of the real template ledgers (default: $RPCBACKFILL_FIXTURES or ../shared/fixtures).")
+@click.option("--lcm-version", type=click.Choice(["0", "1"]), default="1", show_default=True,
+              help="LedgerCloseMeta version: 1 (protocol 21 skeleton) or 0 (protocol 19, classic txs only).")
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync every lake file.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def generate_lake_cmd(output, first, last, seed, tx_per_ledger, ledgers_per_batch, batches_per_partition,
-                      network_passphrase, file_ext, min_tx_bytes, max_tx_bytes, templates_dir, fsync, quiet) -> None:
+                      network_passphrase, file_ext, min_tx_bytes, max_tx_bytes, templates_dir, lcm_version, fsync, quiet) -> None:
     """Write a Galexie-layout data lake of realistic generated ledgers FIRST..LAST."""
     from .lakegen import generate_lake
 
@@ -93,6 +95,7 @@ def generate_lake_cmd(output, first, last, seed, tx_per_ledger, ledgers_per_batc
             max_tx_bytes=max_tx_bytes,
             templates_dir=templates_dir,
             fsync=fsync,
+            lcm_version=int(lcm_version),
         )
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None

@@ -141,6 +141,12 @@ def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int
                 raise IndexBuildError(
                     f"{sorted_path}: ledger {seq} of hash {key} is outside [{range_start}, {range_start + MAX_VALUE})"
                 )
+            if rc == _recsplit.ERR_DUPLICATE:
+                prev = blk[(at - 1) * 36 : at * 36] if at else prev_tail
+                raise DuplicateKeyError(
+                    f"{sorted_path}: transaction hash {key} occurs twice "
+                    f"(ledgers {int.from_bytes(prev[32:36], 'little')} and {seq})"
+                )
             if rc == _recsplit.ERR_ORDER:
                 raise CorruptStoreError(f"{sorted_path}: record {done + at} (hash {key}) is out of bucket order")
             if rc == _recsplit.ERR_COUNT:
@@ -150,7 +156,6 @@ def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int
             raise MemoryError(f"RecSplit build of {sorted_path} ran out of memory")
         done += len(blk) // 36
         prev_tail = blk[-36:]
-    del prev_tail
     if done != n_keys:
         raise CorruptStoreError(f"{sorted_path}: {done} records, expected {n_keys}")
     rc = b.finish()
@@ -339,8 +344,13 @@ class ShardIndex:
         self.path = Path(idx_path)
         self._mm = None
         self._ix = None
-        with io_errors(self.path, "opening index"):
+        try:
             fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptStoreError(f"index {self.path} is missing") from None
+        except OSError as e:
+            with io_errors(self.path, "opening index"):
+                raise e
         try:
             size = os.fstat(fd).st_size
             if size == 0:
@@ -365,11 +375,11 @@ class ShardIndex:
             raise
         self.n_keys: int = h["n_keys"]
         self.range_start: int = h["range_start"]
+        self.lookup = self._ix.lookup  # hot path: skip one Python frame per lookup
 
-    def lookup(self, hash32: bytes) -> int | None:
-        if self._ix is None:
-            raise ValueError(f"index {self.path} is closed")
-        return self._ix.lookup(hash32)
+    def lookup(self, hash32: bytes) -> int | None:  # replaced per instance while open
+        """Absolute ledger of ``hash32`` (confirm by reading it), or None when certainly absent."""
+        raise ValueError(f"index {self.path} is closed")
 
     def lookup_many(self, hashes) -> np.ndarray:
         """uint32 ledgers (0 = not found) for concatenated 32-byte hashes or an (n, 32) uint8 array."""
@@ -379,6 +389,7 @@ class ShardIndex:
 
     def close(self) -> None:
         if self._ix is not None:
+            self.__dict__.pop("lookup", None)
             self._ix.release()
             self._ix = None
         if self._mm is not None:

@@ -458,11 +458,11 @@ class MetaStore:
             puts[rkey(rid, k)] = v
         self._write(puts)
 
-    def set_ledger_phase(self, rid: int, phase: str, *, immutable_path: str | None = None) -> None:
+    def set_ledger_phase(self, rid: int, phase: str, immutable_path: str | None = None) -> None:
         extra = {"ledger:immutable_path": immutable_path.encode()} if immutable_path else None
         self._set_phase(rid, "ledger", LEDGER_PHASES, phase, extra)
 
-    def set_txhash_phase(self, rid: int, phase: str, *, recsplit_path: str | None = None) -> None:
+    def set_txhash_phase(self, rid: int, phase: str, recsplit_path: str | None = None) -> None:
         extra = {"txhash:recsplit_path": recsplit_path.encode()} if recsplit_path else None
         self._set_phase(rid, "txhash", TXHASH_PHASES, phase, extra)
 

@@ -71,7 +71,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
         for info in ranges:
             if info.state != COMPLETE:
                 continue
-            idx = TxHashIndex(base / f"{info.id:04d}")
+            idx = TxHashIndex(base / f"{info.id:04d}", range_start=info.start_ledger)
             try:
                 seq = idx.lookup(tx_hash)
             finally:

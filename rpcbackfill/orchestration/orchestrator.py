@@ -345,7 +345,7 @@ class RangeOrchestrator:
                 if x in info.shard_sorted:
                     continue
                 self._check_cancel()
-                p = compact_shard(tdir, i, sorted_dir)
+                p = compact_shard(tdir, i, sorted_dir, cancel=self.cancel)
                 faults.hit("compact")
                 self._meta("mark_shard", "sorted", x, str(p))
                 info.shard_sorted[x] = str(p)
@@ -358,7 +358,7 @@ class RangeOrchestrator:
                     continue
                 self._check_cancel()
                 build_shard(Path(info.shard_sorted[x]), shard_index_path(self.config, self.rid, x),
-                            info.start_ledger, info.cf_counts[i])
+                            info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("build")
                 self._meta("mark_shard", "built", x, info.cf_counts[i])
                 info.shard_built[x] = info.cf_counts[i]
@@ -370,7 +370,7 @@ class RangeOrchestrator:
                     continue
                 self._check_cancel()
                 verify_shard(shard_index_path(self.config, self.rid, x), Path(info.shard_sorted[x]),
-                             info.start_ledger, info.cf_counts[i])
+                             info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("verify_shard")
                 self._meta("mark_shard", "verified", x, info.cf_counts[i])
                 info.shard_verified[x] = info.cf_counts[i]

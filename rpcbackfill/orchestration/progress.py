@@ -127,11 +127,11 @@ class Progress:
             return [self.ranges[r].to_json() for r in sorted(self.ranges)]
 
     def lines(self) -> list[str]:
-        """One progress line per range that is not PENDING."""
+        """One progress line per range in flight (not PENDING, COMPLETE or FAILED)."""
         rss = tree_rss_bytes()
         out = []
         for r in self.snapshot():
-            if r["state"] == "PENDING":
+            if r["state"] in ("PENDING", "COMPLETE", "FAILED"):
                 continue
             pct = 100.0 * r["ledgers_done"] / r["ledgers_total"] if r["ledgers_total"] else 0.0
             out.append(

@@ -108,6 +108,9 @@ class CaptiveCoreSource:
         self._proc: subprocess.Popen | None = None
         self._threads: list[threading.Thread] = []
         self._rfd: int | None = None
+        self._rbuf = bytearray()  # bytes read from the meta pipe, not yet parsed
+        self._rpos = 0
+        self._poller = select.poll()
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._lock = threading.Lock()
         self._stop_sent = False
@@ -186,7 +189,7 @@ class CaptiveCoreSource:
 
         def fn() -> None:  # runs in the child between fork and exec: keep it minimal
             os.setpgid(0, 0)
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             if os.getppid() != parent_pid:  # parent already gone before prctl took effect
                 os._exit(1)
             if wfd is not None:
@@ -212,6 +215,7 @@ class CaptiveCoreSource:
             except OSError:
                 pass
             self._rfd = r
+            self._poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
 
         def run() -> None:
             try:
@@ -272,20 +276,27 @@ class CaptiveCoreSource:
     # --- meta stream -----------------------------------------------------------------------------
 
     def _read_exact(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes from the meta pipe; ``_Eof`` with the count read at EOF."""
-        out = bytearray()
-        fd = self._rfd
-        while len(out) < n:
+        """Read exactly ``n`` bytes from the meta pipe; ``_Eof`` with the count read at EOF.
+
+        Reads the pipe in chunks of up to 1 MiB into ``_rbuf`` (few syscalls per frame) and
+        waits with poll() (no FD_SETSIZE limit, unlike select) so cancellation is noticed.
+        """
+        buf = self._rbuf
+        while len(buf) - self._rpos < n:
             if self._stopping.is_set() or self.cancel.is_set():
                 raise Cancelled("captive core source stopped")
-            ready, _, _ = select.select([fd], [], [], _POLL)
-            if not ready:
+            if not self._poller.poll(_POLL * 1000):
                 continue
-            chunk = os.read(fd, min(_READ_CHUNK, n - len(out)))
+            chunk = os.read(self._rfd, _READ_CHUNK)
             if not chunk:
-                raise _Eof(len(out))
-            out += chunk
-        return bytes(out)
+                raise _Eof(len(buf) - self._rpos)
+            if self._rpos:
+                del buf[: self._rpos]
+                self._rpos = 0
+            buf += chunk
+        out = bytes(buf[self._rpos : self._rpos + n])
+        self._rpos += n
+        return out
 
     def _put(self, item) -> bool:
         while True:
@@ -444,15 +455,17 @@ class CaptiveCoreSource:
         if not wait:
             return
         deadline = time.monotonic() + self.stop_timeout
+        drain = None  # a poll object of our own: poll objects must not be shared across threads
+        if self._rfd is not None:
+            drain = select.poll()
+            drain.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while proc.poll() is None:
             try:
-                rfd = self._rfd
-                if rfd is None:
+                if drain is None:
                     raise ValueError
-                r, _, _ = select.select([rfd], [], [], _POLL)
-                if r:
-                    os.read(rfd, _READ_CHUNK)
-            except (OSError, ValueError):
+                if drain.poll(_POLL * 1000) and not os.read(self._rfd, _READ_CHUNK):
+                    drain = None  # EOF: core closed fd 3; just wait for it to exit
+            except (OSError, ValueError, TypeError):
                 time.sleep(_POLL)
             if time.monotonic() > deadline:
                 log.warning("captive core pid %d ignored SIGINT for %.1f s; killing it", proc.pid, self.stop_timeout)

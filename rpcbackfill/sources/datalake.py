@@ -23,6 +23,7 @@ error stops every worker and is raised by the consumer's next ``get_ledger`` cal
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -66,10 +67,16 @@ class _Batch:
     nbytes: int
 
 
+_tls = threading.local()
+
+
 def decompress_frame(data: bytes, where: str) -> bytes:
     """Decompress one zstd frame in streaming mode; truncation or trailing junk is transient."""
+    dctx = getattr(_tls, "dctx", None)
+    if dctx is None:  # one decompression context per thread, reused across files
+        dctx = _tls.dctx = zstandard.ZstdDecompressor()
     try:
-        d = zstandard.ZstdDecompressor().decompressobj()
+        d = dctx.decompressobj()
         out = d.decompress(data)
     except zstandard.ZstdError as e:
         raise TransientSourceError(f"{where}: corrupt zstd data ({e})") from None
@@ -114,9 +121,14 @@ class DataLakeSource:
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
+        self._ext_detected = False
         self._lcm = None
 
-        self._cv = threading.Condition()
+        # One lock guards the pipeline state below; the consumer waits on _cv (a file became
+        # ready), workers wait on _room (the consumer freed a slot).
+        self._mu = threading.Lock()
+        self._cv = threading.Condition(self._mu)
+        self._room = threading.Condition(self._mu)
         self._stop = False  # set by close() or a fatal error
         self._closed = False
         self._fatal: BaseException | None = None
@@ -146,8 +158,10 @@ class DataLakeSource:
     def _open(self) -> None:
         if self._store is None:
             kw = {}
-            if self._request_timeout is not None and self.config.bucket_path.startswith("gs://"):
-                kw["timeout"] = self._request_timeout
+            if self.config.bucket_path.startswith("gs://"):
+                kw["pool_size"] = self.config.num_workers
+                if self._request_timeout is not None:
+                    kw["timeout"] = self._request_timeout
             self._store = open_store(self.config.bucket_path, **kw)
         url = getattr(self._store, "url", self.config.bucket_path)
         try:
@@ -155,6 +169,7 @@ class DataLakeSource:
         except ObjectMissing:
             raise LakeConfigError(f"{url}: lake manifest {layout.MANIFEST_NAME} not found") from None
         ext = layout.detect_ext_from_names(self._with_retries(lambda: self._store.list_keys(16), url))
+        self._ext_detected = ext is not None
         schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=f"{url}/{layout.MANIFEST_NAME}")
         if schema.network_passphrase != self.network_passphrase:
             raise LakeConfigError(
@@ -192,10 +207,20 @@ class DataLakeSource:
         # The lake must hold the first and last ledgers before any work starts.  The first
         # file is kept for the consumer; the last only checked (one extra download).
         try:
-            b0 = self._fetch_for(0)
-            if len(self._starts) > 1:
-                self._fetch_for(len(self._starts) - 1)
-        except (ObjectMissing, MissingLedgerError) as e:
+            try:
+                b0 = self._fetch_ends()
+            except MissingLedgerError:
+                if self._ext_detected:
+                    raise
+                # no lake file in the first listed keys: try the other extension before giving up
+                other = layout.LEGACY_FILE_EXT if s.file_ext == layout.FILE_EXT else layout.FILE_EXT
+                self.schema = s = dataclasses.replace(s, file_ext=other)
+                try:
+                    b0 = self._fetch_ends()
+                except MissingLedgerError:
+                    self.schema = s = dataclasses.replace(s, file_ext=layout.FILE_EXT)
+                    raise
+        except MissingLedgerError as e:
             raise MissingLedgerError(f"data lake {self._store.url} does not hold range [{first}, {last}]: {e}") from None
         self._ready[0] = b0
         self._ready_bytes = b0.nbytes
@@ -213,6 +238,13 @@ class DataLakeSource:
         )
 
     # --- fetching ----------------------------------------------------------------------------
+
+    def _fetch_ends(self) -> _Batch:
+        """Fetch the files of the first and last ledgers; return the first (kept for the consumer)."""
+        b0 = self._fetch_for(0)
+        if len(self._starts) > 1:
+            self._fetch_for(len(self._starts) - 1)
+        return b0
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -297,7 +329,7 @@ class DataLakeSource:
                     under_bytes = self._ready_bytes < self.max_buffer_bytes or self._next_claim == self._next_take
                     if in_window and under_bytes:
                         break
-                    self._cv.wait(_POLL)
+                    self._room.wait(_POLL)
                 i = self._next_claim
                 self._next_claim += 1
             try:
@@ -312,13 +344,15 @@ class DataLakeSource:
                         self._fatal = e
                     self._stop = True
                     self._cv.notify_all()
+                    self._room.notify_all()
                 return
             with self._cv:
                 if self._stop:
                     return
                 self._ready[i] = b
                 self._ready_bytes += b.nbytes
-                self._cv.notify_all()
+                if i == self._next_take:
+                    self._cv.notify()
 
     # --- consumer ------------------------------------------------------------------------------
 
@@ -349,7 +383,7 @@ class DataLakeSource:
                 if b is not None:
                     self._next_take = i + 1
                     self._ready_bytes -= b.nbytes
-                    self._cv.notify_all()
+                    self._room.notify_all()
                     return b
                 if self.cancel.is_set():
                     raise Cancelled("data lake source cancelled")
@@ -364,6 +398,7 @@ class DataLakeSource:
             self._closed = True
             self._stop = True
             self._cv.notify_all()
+            self._room.notify_all()
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -79,7 +79,14 @@ class GcsStore:
     The library's own retries are disabled: the source retries with its configured policy.
     """
 
-    def __init__(self, url: str, *, timeout: float | tuple[float, float] = DEFAULT_GCS_TIMEOUT, client=None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_GCS_TIMEOUT,
+        client=None,
+        pool_size: int = 10,
+    ):
         u = urlparse(url)
         if u.scheme != "gs" or not u.netloc:
             raise LakeConfigError(f"bucket_path {url!r} is not a gs://bucket/prefix URL")
@@ -89,6 +96,7 @@ class GcsStore:
         self.prefix = prefix + "/" if prefix else ""
         self.timeout = timeout
         self._client = client if client is not None else _make_client()
+        _size_connection_pool(self._client, pool_size)
         self._bucket = self._client.bucket(self.bucket_name)
         self._lock = threading.Lock()
 
@@ -126,6 +134,21 @@ class GcsStore:
                 http.close()
             except Exception:  # pragma: no cover - best effort
                 pass
+
+
+def _size_connection_pool(client, n: int) -> None:
+    """Let ``n`` download threads keep their HTTP connections (requests pools 10 by default,
+    so 200 workers would reconnect on almost every request).  Best effort."""
+    if n <= 10:
+        return
+    try:
+        from requests.adapters import HTTPAdapter
+
+        http = client._http  # the requests session the client uses
+        for scheme in ("https://", "http://"):
+            http.mount(scheme, HTTPAdapter(pool_connections=4, pool_maxsize=n))
+    except Exception as e:  # pragma: no cover - depends on library internals
+        log.debug("could not resize the GCS connection pool: %s", e)
 
 
 def _make_client():

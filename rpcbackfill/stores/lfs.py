@@ -544,13 +544,14 @@ class ChunkWriter:
         self._check_open()
         if self._state == "open":
             try:
+                # fdatasync: the partials' data and sizes must be durable, their mtimes need not.
                 with _io(self.data_partial, "syncing"):
                     self._data.flush()
-                    os.fsync(self._data.fileno())
+                    os.fdatasync(self._data.fileno())
                 if len(self._recs) > self._recs_synced:
                     _write_all(self._offs_fd, memoryview(self._recs)[self._recs_synced :], self.offsets_partial)
                     with _io(self.offsets_partial, "fsync"):
-                        os.fsync(self._offs_fd)
+                        os.fdatasync(self._offs_fd)
                     self._recs_synced = len(self._recs)
             except StoreError:
                 self._state = "failed"
@@ -607,6 +608,12 @@ class ChunkWriter:
         index = encode_index(np.frombuffer(self._recs, dtype=_RECORD_DTYPE)["end"])
         tmp = self.data_path.with_name(f"{self.data_path.name}.tmp-{os.getpid()}")
         _unlink_quiet(tmp)
+        if self.data_path.exists():
+            # An orphan .data from an interrupted publish (no index, so not a chunk).  It may be
+            # a hard link to our own partial, and rename() between two links of one file is a
+            # no-op, so drop it first.
+            log.info("chunk %d: replacing orphan %s left by an interrupted publish", self.chunk_id, self.data_path)
+            _unlink_quiet(self.data_path)
         # Data: hard-link the (already fsynced) partial under a temp name, then rename.  The
         # partial stays in place until the index is published, so a crash at any point leaves
         # either a resumable partial or a complete chunk.  Other filesystem: copy + fsync.
@@ -714,6 +721,8 @@ class ChunkReader:
         if self._fd < 0:
             raise StoreError(f"chunk {self.chunk_id} reader is closed")
         s, e = self._offl[i], self._offl[i + 1]
+        if e - s > MAX_LEDGER_BYTES:  # a compressed frame is never larger than its ledger bound
+            raise CorruptStoreError(f"{self.data_path}: ledger {self.first_ledger + i} frame of {e - s} bytes")
         try:
             b = os.pread(self._fd, e - s, s)
         except OSError as err:
@@ -747,7 +756,11 @@ class ChunkReader:
         block, bstart = b"", 0
         for i in range(len(offl) - 1):
             s, e = offl[i], offl[i + 1]
+            if e - s > MAX_LEDGER_BYTES:
+                raise CorruptStoreError(f"{self.data_path}: ledger {self.first_ledger + i} frame of {e - s} bytes")
             if e > bstart + len(block):  # refill: read ahead in large blocks
+                if self._fd != fd:
+                    raise StoreError(f"chunk {self.chunk_id} reader closed during iteration")
                 want = max(e - s, min(_RESUME_READ, self.data_bytes - s))
                 try:
                     block = os.pread(fd, want, s)
@@ -757,7 +770,8 @@ class ChunkReader:
                 if len(block) < e - s:
                     raise CorruptStoreError(f"{self.data_path}: ledger {self.first_ledger + i} frame truncated")
             seq = self.first_ledger + i
-            yield seq, _decompress_frame(dctx, memoryview(block)[s - bstart : e - bstart], f"{self.data_path} ledger {seq}")
+            frame = memoryview(block)[s - bstart : e - bstart]
+            yield seq, _decompress_frame(dctx, frame, f"{self.data_path} ledger {seq}")
 
     def close(self) -> None:
         if self._fd >= 0:
