@@ -210,6 +210,28 @@ def tx_hashes(buf):
         xs_free(&c)
 
 
+def ledger_info(buf):
+    """Everything in one pass: (seq, header hash, previous ledger hash, tx hashes as in tx_hashes)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef int rc
+    cdef uint8_t stackbuf[STACK_HASHES * 32]
+    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        return (
+            xs_u32(c.slot[XS_SLOT_SEQ]),
+            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
+            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_PREV_HASH], 32),
+            PyBytes_FromStringAndSize(<const char *>c.hashes, <Py_ssize_t>(c.n_hashes * 32)),
+        )
+    finally:
+        xs_free(&c)
+
+
 def tx_hashes_into(buf, out, Py_ssize_t out_offset=0):
     """Hot-path variant of tx_hashes: write the hashes into the writable buffer ``out`` at
     ``out_offset`` and return (ledger seq, number of hashes).  Raises ValueError (nothing

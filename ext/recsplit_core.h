@@ -918,7 +918,9 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
  * prefetches for the next one across the whole window (bucket directory -> seed bits -> value),
  * so the cache misses of different keys overlap instead of being paid one after the other.
  * out[i] = base + value, or 0 when key i is certainly absent. */
+#ifndef RS_BATCH_WINDOW
 #define RS_BATCH_WINDOW 32
+#endif
 
 static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
     uint64_t h2[RS_BATCH_WINDOW], c0[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW], bk[RS_BATCH_WINDOW];

@@ -257,7 +257,7 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
 @cli.command()
 def version() -> int:
     """Print the version."""
-    click.echo(f"{PROG} {__version__} (rpcbackfill, Python {sys.version.split()[0]})")
+    _out(f"{PROG} {__version__} (rpcbackfill, Python {sys.version.split()[0]})\n")
     return 0
 
 
@@ -269,7 +269,7 @@ def gen_config_file(output: Path | None, force: bool) -> int:
     """Print a commented example configuration with every key and its default."""
     text = example_config_text()
     if output is None:
-        click.echo(text, nl=False)
+        _out(text)
         return 0
     if output.exists() and not force:
         raise InputError(f"{output} exists; pass --force to overwrite it")
@@ -283,7 +283,7 @@ def gen_config_file(output: Path | None, force: bool) -> int:
 def show_config(ctx: click.Context, **common: Any) -> int:
     """Print the effective configuration (after flags, environment, file and defaults) as JSON."""
     cfg = _load(ctx, common)
-    click.echo(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    _out(json.dumps(dataclasses.asdict(cfg), indent=2, default=str) + "\n")
     return 0
 
 
@@ -335,11 +335,9 @@ def get_ledger_by_sequence(ctx: click.Context, seq: int, as_base64: bool, **comm
     if as_base64:
         import base64
 
-        click.echo(base64.b64encode(data).decode("ascii"))
+        _out(base64.b64encode(data) + b"\n")
     else:
-        out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        _out(data)
     return 0
 
 
@@ -353,7 +351,7 @@ def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -
     from .orchestration import api
 
     seq = api.get_transaction_ledger(cfg, tx_hash)
-    click.echo(json.dumps({"ledger_sequence": int(seq)}))
+    _out(json.dumps({"ledger_sequence": int(seq)}) + "\n")
     return 0
 
 
@@ -367,7 +365,7 @@ def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
     from .orchestration import api
 
     st = api.status(cfg)
-    click.echo(json.dumps(st, indent=2, default=str) if as_json else format_status(st))
+    _out((json.dumps(st, indent=2, default=str) if as_json else format_status(st)) + "\n")
     return 0
 
 
@@ -484,6 +482,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dfd)
 
 
+class _StdoutClosed(Exception):
+    """stdout was closed by the reader (e.g. ``| head``); kept apart from click's own EPIPE handling."""
+
+
+def _out(data: bytes | str) -> None:
+    """Write command output to stdout; a closed pipe becomes ``_StdoutClosed``."""
+    try:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise _StdoutClosed() from None
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -532,7 +546,7 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(str(e))
         return e.exit_code
-    except BrokenPipeError:
+    except (_StdoutClosed, BrokenPipeError):
         # stdout closed early (e.g. `| head`): not an error worth a message.
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -19,6 +19,8 @@ Functions:
   TransactionResultPair of txProcessing in apply order; a fee-bump transaction's inner hash follows
   its outer hash immediately (spec section 8).
 * ``tx_hashes_into(buf, out, out_offset=0) -> (seq, count)``: same, written into a caller buffer.
+* ``ledger_info(buf) -> (seq, hash, previous_ledger_hash, hashes)``: all of the above in one pass
+  (use it instead of calling ledger_sequence + header_hashes + tx_hashes on the same ledger).
 * ``split_batch(buf) -> (start, end, [lcm bytes, ...])``: a LedgerCloseMetaBatch; checks the count,
   the sequences start..end in order and that nothing trails the batch.
 """
@@ -31,6 +33,7 @@ from ._lcm import (
     SDK_VERSION,
     header_hashes,
     lcm_length,
+    ledger_info,
     ledger_sequence,
     split_batch,
     tx_hashes,
@@ -53,6 +56,7 @@ __all__ = [
     "header_hashes",
     "iter_hashes",
     "lcm_length",
+    "ledger_info",
     "ledger_sequence",
     "split_batch",
     "tx_hashes",

@@ -52,7 +52,11 @@ class FaultProxy:
                 pass
 
             def _handle(self):
-                proxy._serve(self)
+                try:
+                    proxy._serve(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the client gave up (e.g. its read timeout fired during a "slow" fault)
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 

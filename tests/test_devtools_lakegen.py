@@ -319,3 +319,43 @@ def test_cli_generate_lake(tmp_path, templates):
     r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "2", "--last", "3",
                                  "--tx-per-ledger", "-4"])
     assert r.exit_code != 0
+
+
+def test_cli_v0_lake_and_progress(tmp_path, templates):
+    import io as _io
+
+    from click.testing import CliRunner
+
+    from rpcbackfill.devtools.cli import _Progress, dev
+    from rpcbackfill.sources.layout import read_manifest
+
+    out = tmp_path / "lake0"
+    r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "100", "--last", "103",
+                                 "--tx-per-ledger", "4", "--lcm-version", "0", "--network-passphrase", TESTNET,
+                                 "--file-ext", ".xdr.zstd", "--no-fsync", "--quiet"])
+    assert r.exit_code == 0, r.output
+    schema = read_manifest(out)
+    assert schema.network_passphrase == TESTNET and schema.file_ext == ".xdr.zstd"
+    from stellar_sdk import xdr
+
+    files = sorted(out.rglob("*.xdr.zstd"))
+    assert len(files) == 4
+    for f in files:
+        b = xdr.LedgerCloseMetaBatch.from_xdr_bytes(_read_lake_file(f))
+        (m,) = b.ledger_close_metas
+        assert m.v == 0
+        sdk_check_ledger(m.to_xdr_bytes(), TESTNET)
+
+    buf = _io.StringIO()
+    p = _Progress(stream=buf, every=3600)
+    for i in range(1, 11):
+        p(i, 10)
+    lines = buf.getvalue().splitlines()  # throttled: only the final line
+    assert len(lines) == 1 and lines[-1].startswith("generate-lake: 10/10 ledgers (100.0%)")
+    buf = _io.StringIO()
+    p = _Progress(stream=buf, every=0)
+    for i in range(1, 6):
+        p(i, 5)
+    assert [x.split(" ledgers")[0] for x in buf.getvalue().splitlines()][-4:] == [
+        f"generate-lake: {i}/5" for i in range(2, 6)
+    ]

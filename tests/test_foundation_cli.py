@@ -26,14 +26,18 @@ def _command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rpcbackfill"]
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
     base["PYTHONPATH"] = str(REPO)  # import this checkout whatever is installed
-    base.update(env or {})
+    base.update(extra or {})
+    return base
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         _command() + [str(a) for a in args],
         capture_output=True,
-        env=base,
+        env=_env(env),
         cwd=cwd or REPO,
         timeout=60,
         stdin=subprocess.DEVNULL,
@@ -221,17 +225,27 @@ def test_show_config_precedence(tmp_path):
     assert json.loads(r.stdout)["service"]["data_dir"] == str(tmp_path / "c")
 
 
-def test_placeholder_commands_fail_cleanly(files):
-    # Until the orchestration issue lands these reach the api placeholder; afterwards they reach the
-    # real implementation over an empty data directory. Either way: no traceback, a one-line error
-    # or a success.
+def test_query_commands_on_empty_data_dir(files):
+    # Arguments are valid, the data directory holds nothing: whatever the api answers, the CLI
+    # must fail with one "error:" line and no traceback.
     data = files["dir"] / "empty-data"
     for args in (["status", "--json"], ["get-transaction-by-hash", TX], ["get-ledger-by-sequence", "2", "--base64"]):
         r = run_cli(args + ["--data-dir", data])
         err = r.stderr.decode()
         assert "Traceback" not in err, (args, err)
-        if r.returncode != 0:
-            assert err.strip().splitlines()[-1].startswith("error: "), (args, err)
+        assert r.returncode != 0 and r.stdout == b"", (args, r.returncode, r.stdout)
+        assert err.strip().splitlines()[-1].startswith("error: "), (args, err)
+
+
+def test_closed_stdout_exits_141_quietly():
+    p = subprocess.Popen(
+        _command() + ["gen-config-file"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO
+    )
+    p.stdout.close()  # the reader goes away before the command writes
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait(timeout=60) == 141
+    assert err == b""
 
 
 def test_dev_group():

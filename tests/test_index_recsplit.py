@@ -334,10 +334,10 @@ def test_builder_rejects_duplicates_in_a_sorted_file(tmp_path):
     n, salt = sortedfile.read_header(sp)
     body = np.frombuffer(sp.read_bytes()[sortedfile.HEADER_SIZE :], np.uint8).reshape(-1, 36)
     dup = body[700].copy()
-    dup[32:] = np.array([3, 2, 1, 0], np.uint8)
+    dup[32:] = np.frombuffer((RANGE_START + 77).to_bytes(4, "little"), np.uint8)
     body = np.insert(body, 701, dup, axis=0)
     bad = tmp_path / "dup.sorted"
     bad.write_bytes(sortedfile.pack_header(n + 1, salt) + body.tobytes())
     with pytest.raises(DuplicateKeyError, match=bytes(dup[:32]).hex()) as ei:
         build_shard(bad, tmp_path / "dup.idx", RANGE_START, n + 1)
-    assert str(0x00010203) in str(ei.value)
+    assert str(RANGE_START + 77) in str(ei.value)

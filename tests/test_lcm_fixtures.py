@@ -40,6 +40,7 @@ def test_every_fixture_matches_sdk_decode(fixture_ledgers):
         assert lcm.tx_hashes(f.lcm) == (seq, hashes), f.source
         assert lcm.ledger_sequence(f.lcm) == seq == f.seq
         assert lcm.header_hashes(f.lcm) == (hh, prev)
+        assert lcm.ledger_info(f.lcm) == (seq, hh, prev, hashes)
         assert lcm.lcm_length(f.lcm) == len(f.lcm)
         n = len(hashes) // 32
         buf = bytearray(n * 32 + 7)
@@ -95,7 +96,7 @@ def test_lcm_length_with_offset_and_stream(fixture_ledgers):
 
 def test_trailing_bytes_rejected(fixture_ledgers):
     f = fixture_ledgers[0]
-    for fn in (lcm.tx_hashes, lcm.ledger_sequence, lcm.header_hashes):
+    for fn in (lcm.tx_hashes, lcm.ledger_sequence, lcm.header_hashes, lcm.ledger_info):
         with pytest.raises(XdrError, match="trailing"):
             fn(f.lcm + b"\0\0\0\0")
 

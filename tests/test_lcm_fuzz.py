@@ -22,9 +22,12 @@ def fuzzer(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("lcmfuzz") / "lcm_fuzz"
-    cmd = [cc, "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-DXS_STANDALONE",
-           f"-I{REPO / 'ext'}", str(REPO / "fuzz" / "lcm_fuzz.c"), "-o", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    base = [cc, "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-DXS_STANDALONE",
+            f"-I{REPO / 'ext'}", str(REPO / "fuzz" / "lcm_fuzz.c"), "-o", str(out)]
+    # coverage-guided if the compiler has gcc's trace-pc instrumentation, else blind mutation
+    r = subprocess.run(base + ["-fsanitize-coverage=trace-pc", "-DXS_COVERAGE"], capture_output=True, text=True)
+    if r.returncode != 0:
+        r = subprocess.run(base, capture_output=True, text=True)
     if r.returncode != 0 and "sanitize" in r.stderr:
         pytest.skip(f"compiler lacks sanitizers: {r.stderr.strip()[:200]}")
     assert r.returncode == 0, r.stderr

@@ -185,7 +185,6 @@ def test_source_failures_retry_fail_then_resume(tmp_path, lake3):
     assert p.returncode == 1, err
     assert err.count(b"range 0 attempt ") == 2, err  # 1 try + max_retries task retries, then FAILED
     assert b"(after 3 attempts)" in err
-    assert err.count(b"retrying in 0.") == 2  # the coordinator's backoff (the source logs its own)
     assert b"re-running the same command resumes" in err
     st = api.status(cfg)
     (r,) = st["ranges"]

@@ -113,9 +113,13 @@ def test_state_machine_rejects_skips(meta):
     with pytest.raises(MetaStoreError, match="while PENDING"):
         meta.checkpoint(0, Checkpoint(1001, 1000, [0] * 16))
     meta.start_ingesting(0, "/s")
+    with pytest.raises(MetaStoreError, match="INGESTING -> COMPLETE"):
+        meta.complete_range(0)
+    with pytest.raises(MetaStoreError, match="WRITING_LFS while the range is INGESTING"):
+        meta.set_ledger_phase(0, WRITING_LFS)
+    meta.start_transition(0)
     with pytest.raises(MetaStoreError, match="cannot complete"):
         meta.complete_range(0)
-    meta.start_transition(0)
     info = meta.range_info(0)
     assert (info.state, info.ledger_phase, info.txhash_phase) == (TRANSITIONING, WRITING_LFS, COMPACTING)
     with pytest.raises(MetaStoreError, match="COMPACTING -> VERIFYING_RECSPLIT"):

@@ -92,6 +92,7 @@ def test_range(tmp_path, lake, chain, first, last):
     assert got == [chain[q] for q in range(first, last + 1)]
     assert (tmp_path / "fake-core.db").exists()  # new-db ran, in the cfg's directory
     assert wait_gone(pid)
+    assert src.returncode == 0  # stopped by SIGINT (the stand-in exits 0 on it), not killed
 
 
 def test_factory(tmp_path, lake, chain):
@@ -115,6 +116,7 @@ def test_sigint_ignored_escalates_to_sigkill(tmp_path, lake, chain):
         assert [src.get_ledger(q) for q in range(20, 26)] == [chain[q] for q in range(20, 26)]
         pid = src.pid
     assert wait_gone(pid)
+    assert src.returncode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize(
@@ -270,3 +272,13 @@ def test_meta_pipe_above_fd_setsize(tmp_path, lake, chain):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_failure_selected_by_environment(tmp_path, lake):
+    # the stand-in also takes its failure mode from the environment (overrides the cfg)
+    env = {**ENV, "FAKE_FAILURE": "early_exit", "FAKE_FAIL_AT": "33"}
+    with CaptiveCoreSource(core_cfg(tmp_path, lake), network_passphrase=NET, env=env) as src:
+        src.prepare_range(30, 40)
+        assert src.get_ledger(30) and src.get_ledger(31) and src.get_ledger(32)
+        with pytest.raises(CoreProcessError, match="before ledger 33; exit code 7"):
+            src.get_ledger(33)

@@ -157,7 +157,7 @@ def test_range_not_in_lake(lake, first, last):
         assert not src._threads  # no work started
 
 
-def test_missing_object_inside_range_is_fatal_at_once(tmp_path, chain):
+def test_missing_object_inside_range_is_fatal_never_retried(tmp_path, chain):
     s = LakeSchema(NET, 4, 2)
     write_lake(tmp_path, sorted(chain.items()), s)
     key = layout.object_key(100, s)
@@ -165,10 +165,15 @@ def test_missing_object_inside_range_is_fatal_at_once(tmp_path, chain):
     store = FlakyStore(tmp_path, {})
     with DataLakeSource(cfg(tmp_path, retry_limit=5), NET, store=store) as src:
         src.prepare_range(2, 300)
+        got = []
         with pytest.raises(MissingLedgerError) as ei:
             for q in range(2, 301):
-                src.get_ledger(q)
-        assert q <= 100
+                got.append(src.get_ledger(q))
+        assert q == 100  # raised when reached: every ledger before it was delivered
+        assert got == [chain[x] for x in range(2, 100)]
+        # nothing after the failed file was fetched beyond what was already in flight
+        assert all(layout.parse_file_name(k.split("/")[-1])[0] <= 100 + 4 * src.config.buffer_size
+                   for k in store.gets)
     assert "ledger 100" in str(ei.value) and key in str(ei.value)
     assert store.gets.count(key) == 1  # never retried
     assert src.stats["retries"] == 0
@@ -212,7 +217,8 @@ def test_retries_exhausted(tmp_path, chain):
         src.prepare_range(2, 39)
         with pytest.raises(SourceError, match="giving up after 4 attempts") as ei:
             for q in range(2, 40):
-                src.get_ledger(q)
+                assert src.get_ledger(q) == chain[q]
+        assert q == 20
     assert key in str(ei.value) and "zstd" in str(ei.value)
     assert store.gets.count(key) == 4
 
@@ -361,7 +367,8 @@ def test_gcs_missing_object(gcs_env, chain):
         src.prepare_range(100, 300)
         with pytest.raises(MissingLedgerError, match="ledger 200") as ei:
             for q in range(100, 301):
-                src.get_ledger(q)
+                assert src.get_ledger(q) == chain[q]
+        assert q == 200
         assert src.stats["retries"] == 0
     assert f"gs://lake/pubnet/{key}" in str(ei.value)
     assert len([p for _, p, f in gcs_env.log if key in p]) == 1
@@ -387,7 +394,8 @@ def test_gcs_persistent_5xx_gives_up(gcs_env):
         src.prepare_range(40, 90)
         with pytest.raises(SourceError, match="giving up after 3 attempts") as ei:
             for q in range(40, 91):
-                src.get_ledger(q)
+                assert src.get_ledger(q) == chain[q]
+        assert q == 64
     assert "500" in str(ei.value)
 
 
@@ -409,3 +417,30 @@ def test_factory_rejects_unknown_backend(tmp_path):
     c = default_config(tmp_path, ledger_backend="s3")
     with pytest.raises(ConfigError, match="ledger_backend"):
         open_source(c, threading.Event())
+
+
+def test_gcs_anonymous_fallback(monkeypatch, tmp_path):
+    # no usable application-default credentials: public lakes are read anonymously
+    from google.auth.credentials import AnonymousCredentials
+
+    from rpcbackfill.sources import objstore
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    client = objstore._make_client()
+    assert isinstance(client._credentials, AnonymousCredentials)
+    store = objstore.GcsStore("gs://public-bucket/some/prefix/", client=client)
+    assert (store.bucket_name, store.prefix) == ("public-bucket", "some/prefix/")
+    with pytest.raises(LakeConfigError, match="gs://bucket/prefix"):
+        objstore.GcsStore("gs:///nobucket", client=client)
+
+
+def test_gcs_unreachable_endpoint_retries_then_fails(monkeypatch):
+    from helpers_sources import free_port
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=2), NET) as src:
+        with pytest.raises(SourceError, match="giving up after 3 attempts") as ei:
+            src.prepare_range(2, 10)
+        assert src.stats["retries"] == 2
+    assert "gs://lake/pubnet/.config.json" in str(ei.value) and "Connection" in str(ei.value)

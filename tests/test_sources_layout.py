@@ -8,7 +8,7 @@ import os
 
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers_sources import Resequencer, sdk_seq_and_hashes, small_templates

@@ -102,5 +102,5 @@ def generate_lake_cmd(output, first, last, seed, tx_per_ledger, ledgers_per_batc
     click.echo(
         f"wrote {stats.ledgers} ledgers ({stats.first}-{stats.last}), {stats.transactions} transactions, "
         f"{stats.files} files, {stats.compressed_bytes} bytes (raw {stats.raw_bytes}) to {stats.root} "
-        f"in {stats.seconds:.1f}s"
+        f"in {stats.seconds:.2f}s"
     )

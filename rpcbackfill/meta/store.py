@@ -388,6 +388,11 @@ class MetaStore:
             raise MetaStoreError(f"range {rid}: illegal state change {cur} -> {state}")
         if cur == COMPLETE and state == FAILED:
             raise MetaStoreError(f"range {rid}: a COMPLETE range cannot become FAILED")
+        if state == COMPLETE and cur != COMPLETE:
+            lp = self._str(rkey(rid, "ledger:phase"))
+            tp = self._str(rkey(rid, "txhash:phase"))
+            if lp != IMMUTABLE or tp != TX_COMPLETE:
+                raise MetaStoreError(f"range {rid}: cannot complete with ledger phase {lp} and txhash phase {tp}")
         puts = {rkey(rid, "state"): state.encode()}
         deletes = []
         if state == FAILED:
@@ -450,6 +455,9 @@ class MetaStore:
     def _set_phase(self, rid: int, sub: str, phases: tuple, phase: str, extra: dict | None) -> None:
         if phase not in phases:
             raise MetaStoreError(f"range {rid}: unknown {sub} phase {phase!r}")
+        state = self._require_state(rid)
+        if phase != phases[0] and state != TRANSITIONING:
+            raise MetaStoreError(f"range {rid}: {sub} phase {phase} while the range is {state}")
         cur = self._str(rkey(rid, f"{sub}:phase"))
         if cur is None or phases.index(phase) - phases.index(cur) not in (0, 1):
             raise MetaStoreError(f"range {rid}: illegal {sub} phase change {cur} -> {phase}")
@@ -484,10 +492,6 @@ class MetaStore:
 
     def complete_range(self, rid: int) -> None:
         """TRANSITIONING -> COMPLETE; callers have verified immutables and deleted active stores."""
-        lp = self._str(rkey(rid, "ledger:phase"))
-        tp = self._str(rkey(rid, "txhash:phase"))
-        if lp != IMMUTABLE or tp != TX_COMPLETE:
-            raise MetaStoreError(f"range {rid}: cannot complete with ledger phase {lp} and txhash phase {tp}")
         self.set_range_state(rid, COMPLETE, extra={"completed_at": rfc3339_now().encode()})
 
 

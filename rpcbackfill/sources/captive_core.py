@@ -236,11 +236,11 @@ class CaptiveCoreSource:
             finally:
                 if wfd is not None:
                     os.close(wfd)
-            result["proc"] = proc
-            ready.set()
             out = threading.Thread(target=self._drain_output, args=(proc, tail), name="core-output", daemon=True)
             out.start()
-            self._out_thread = out
+            self._out_thread = out  # set before the caller can ask for the output
+            result["proc"] = proc
+            ready.set()
             proc.wait()  # keep this thread (the child's PDEATHSIG parent) alive until the child exits
 
         t = threading.Thread(target=run, name=f"core-{argv[4] if len(argv) > 4 else 'run'}", daemon=True)
@@ -438,6 +438,11 @@ class CaptiveCoreSource:
                 proc.send_signal(sig)
             except ProcessLookupError:
                 pass
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of the catchup process once it has exited (negative: killed by that signal)."""
+        return None if self._proc is None else self._proc.poll()
 
     def _stop_core(self, wait: bool = True) -> None:
         """SIGINT core's process group (once), wait for it, SIGKILL after ``stop_timeout``.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -95,10 +94,15 @@ class GcsStore:
         prefix = u.path.strip("/")
         self.prefix = prefix + "/" if prefix else ""
         self.timeout = timeout
+        self._own_client = client is None
         self._client = client if client is not None else _make_client()
         _size_connection_pool(self._client, pool_size)
+        if self._own_client and getattr(self._client, "_bucket_metadata_cache", None) is not None:
+            # Recent google-cloud-storage releases start a background thread per bucket that
+            # fetches bucket metadata for tracing spans: an extra request we do not want
+            # (it outlives close() and, for a public bucket read anonymously, is refused).
+            self._client._bucket_metadata_cache = None
         self._bucket = self._client.bucket(self.bucket_name)
-        self._lock = threading.Lock()
 
     def _name(self, key: str) -> str:
         return self.prefix + key
@@ -128,12 +132,12 @@ class GcsStore:
             raise _classify(e, f"gs://{self.bucket_name}/{self.prefix}") from None
 
     def close(self) -> None:
-        http = getattr(self._client, "_http_internal", None)
-        if http is not None:
-            try:
-                http.close()
-            except Exception:  # pragma: no cover - best effort
-                pass
+        if not self._own_client:
+            return
+        try:
+            self._client.close()  # drops pooled HTTP connections
+        except Exception as e:  # pragma: no cover - best effort
+            log.debug("closing the GCS client failed: %s", e)
 
 
 def _size_connection_pool(client, n: int) -> None:

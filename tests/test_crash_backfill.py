@@ -1,0 +1,164 @@
+"""Crash tests: kill -9 of the whole process tree at random moments and at every phase.
+
+After the final successful run the stores must equal those of an uninterrupted run: every
+ledger chunk byte-identical, every transaction hash resolving to its ledger, exact counts in
+the meta store, no active stores left behind.  (Index files are not compared byte for byte:
+the RecSplit builder salts are random by design; every key is checked instead.)
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers_orchestration import (
+    RS,
+    active_leftovers,
+    check_backfill_result,
+    kill_tree,
+    make_config,
+    make_lake,
+    run_to_end,
+    start_coordinator,
+    store_digest,
+    wait_group_gone,
+)
+from rpcbackfill import lcm
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
+
+LAST = 3 * RS + 1
+
+# Every fault point of rpcbackfill.orchestration.faults; each one SIGKILLs the process group
+# the first time an orchestrator passes it (the transition phases last milliseconds here,
+# so random timing alone would rarely land in them).
+FAULT_POINTS = [
+    "checkpoint_synced",  # data durable, checkpoint not written
+    "checkpoint_acked",
+    "chunk_finished",  # chunk final files published, checkpoint not yet written
+    "verify_chunk",
+    "compact",
+    "build",
+    "verify_shard",
+    "before_delete",
+    "before_complete",  # active stores deleted, COMPLETE not yet written
+]
+
+
+@pytest.fixture(scope="module")
+def lake3(tmp_path_factory) -> Path:
+    return make_lake(tmp_path_factory.getbasetemp() / "lake-3ranges", 2, LAST)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, lake3):
+    """An uninterrupted run over the same lake."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = make_config(tmp / "data", lake3, 2, LAST)
+    assert run_to_end(tmp, cfg) == 0
+    return cfg
+
+
+def _chunk_files(digest: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in digest.items() if "/chunks/" in k}
+
+
+def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
+    """Per range: ledgers and per-shard hash counts, straight from the lake."""
+    from helpers_orchestration import lake_ledgers
+
+    out = {}
+    for seq, raw in lake_ledgers(lake, 2, LAST):
+        rid = (seq - 2) // RS
+        n, cf = out.setdefault(rid, [0, [0] * 16])
+        out[rid][0] = n + 1
+        _, hashes = lcm.tx_hashes(raw)
+        for i in range(0, len(hashes), 32):
+            cf[hashes[i] >> 4] += 1
+    return out
+
+
+def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
+    rng = random.Random(20261123)
+    cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
+    kills = 0
+    # 1) random SIGKILLs of the process tree while it ingests / checkpoints / transitions
+    for _ in range(6):
+        p = start_coordinator(tmp_path, cfg)
+        try:
+            p.wait(timeout=rng.uniform(0.8, 3.5))
+        except subprocess.TimeoutExpired:
+            pass
+        if p.poll() is None:
+            kill_tree(p)
+            kills += 1
+        else:
+            wait_group_gone(p.pid)
+    # 2) one deterministic kill at every fault point (skipped if the run is past that point)
+    for point in FAULT_POINTS:
+        p = start_coordinator(tmp_path, cfg, env={"RPCBACKFILL_TEST_CRASH_AT": f"{point}:1"})
+        code = p.wait(timeout=240)
+        wait_group_gone(p.pid)
+        if code == -9:
+            kills += 1
+    assert kills >= 6, f"only {kills} runs were actually killed"
+    # 3) the final run finishes
+    assert run_to_end(tmp_path, cfg) == 0
+
+    assert _chunk_files(store_digest(cfg)) == _chunk_files(store_digest(reference))
+    assert set(store_digest(cfg)) == set(store_digest(reference))  # same files (incl. 16 shards/range)
+    check_backfill_result(cfg, lake3, 2, LAST)
+    assert active_leftovers(cfg) == []
+    expected = _lake_counts(lake3)
+    m = MetaStore(cfg.meta_store.path, read_only=True)
+    try:
+        for rid, (n, cf) in expected.items():
+            info = m.range_info(rid)
+            assert info.state == "COMPLETE"
+            assert info.ledger_count == n and info.cf_counts == cf
+            assert info.shard_built == info.shard_verified == {x: cf[i] for i, x in enumerate("0123456789abcdef")}
+    finally:
+        m.close()
+
+
+def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
+    """Several kills in a row inside the transition of one range, each resuming the last."""
+    cfg = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
+    for spec in ("chunk_finished:1", "compact:5", "build:3", "build:10", "verify_shard:9", "before_complete:1"):
+        p = start_coordinator(tmp_path, cfg, env={"RPCBACKFILL_TEST_CRASH_AT": spec})
+        assert p.wait(timeout=240) == -9, spec
+        wait_group_gone(p.pid)
+    st = api.status(cfg)["ranges"][0]
+    assert st["state"] == "TRANSITIONING" and st["txhash"]["phase"] == "COMPLETE"
+    assert run_to_end(tmp_path, cfg) == 0
+    check_backfill_result(cfg, lake3, 2, RS + 1)
+    assert active_leftovers(cfg) == []
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_disk_full_fails_fast_then_resumes(tmp_path, lake3):
+    data = tmp_path / "small"
+    if not _mount_tmpfs(data, "12m"):
+        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN) to simulate a full disk")
+    try:
+        cfg = make_config(data, lake3, 2, RS + 1, max_retries=3)
+        p = start_coordinator(tmp_path, cfg, stderr=subprocess.PIPE)
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 1, err
+        assert b"range 0 attempt" not in err, "disk full must not be retried"
+        (r,) = api.status(cfg)["ranges"]
+        assert r["state"] == "FAILED" and "space" in r["error"].lower(), r["error"]
+        subprocess.run(["mount", "-o", "remount,size=400m", str(data)], check=True)
+        assert run_to_end(tmp_path, cfg) == 0
+        check_backfill_result(cfg, lake3, 2, RS + 1)
+        assert active_leftovers(cfg) == []
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
