@@ -48,7 +48,7 @@ def deep_scval_ledger(v2: bytes) -> bytes:
     raw = m.to_xdr_bytes()
     enc = marker.to_xdr_bytes()
     assert raw.count(enc) == 1
-    deep = (u32(16) + u32(1) + u32(1)) * 100_000 + u32(1)  # SCV_VEC(present, 1 elem) x 100k, SCV_VOID
+    deep = (u32(16) + u32(1) + u32(1)) * 10_000 + u32(1)  # SCV_VEC(present, 1 elem) x 10k, SCV_VOID
     return raw.replace(enc, deep)
 
 

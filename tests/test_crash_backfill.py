@@ -162,3 +162,29 @@ def test_disk_full_fails_fast_then_resumes(tmp_path, lake3):
         assert active_leftovers(cfg) == []
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_orchestrators_die_with_their_coordinator(tmp_path, lake3):
+    """SIGKILL of the coordinator alone: PR_SET_PDEATHSIG takes its orchestrators down too, and
+    the data-dir lock (shared with them) is free only once they are gone."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    cfg = make_config(tmp_path / "data", lake3, 2, 2 * RS + 1, parallel_ranges=2)
+    p = start_coordinator(tmp_path, cfg)
+    deadline = time.monotonic() + 60
+    kids = []
+    while time.monotonic() < deadline and len(kids) < 2:
+        time.sleep(0.05)
+        kids = [c for c in psutil.Process(p.pid).children() if "orchestration.worker" in " ".join(c.cmdline())]
+    assert len(kids) == 2, "orchestrators did not start"
+    os.kill(p.pid, signal.SIGKILL)  # the coordinator only, not its group
+    p.wait()
+    gone, alive = psutil.wait_procs(kids, timeout=20)
+    assert not alive, f"orchestrators outlived the coordinator: {[k.pid for k in alive]}"
+    wait_group_gone(p.pid)
+    assert run_to_end(tmp_path, cfg) == 0
+    check_backfill_result(cfg, lake3, 2, 2 * RS + 1)

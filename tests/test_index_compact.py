@@ -100,3 +100,16 @@ def test_empty_and_torn_spill(tmp_path):
         compact_shard(tmp_path / "spill", 2, tmp_path / "sorted")
     with pytest.raises(ValueError):
         compact_shard(tmp_path / "spill", 16, tmp_path / "sorted")
+
+
+@pytest.mark.parametrize("mem_limit", [1 << 30, 20_000])
+def test_compaction_stops_at_checkpointed_count(tmp_path, mem_limit):
+    rng = np.random.default_rng(4)
+    recs = _records(rng, 1500)
+    _write_spill(tmp_path / "spill", 3, recs)
+    p = compact_shard(tmp_path / "spill", 3, tmp_path / "sorted", mem_limit_bytes=mem_limit, n_records=1200)
+    n, salt, out = _read_sorted(p)
+    assert n == 1200
+    _assert_sorted_permutation(out, recs[:1200], salt)
+    with pytest.raises(CorruptStoreError, match="1501"):
+        compact_shard(tmp_path / "spill", 3, tmp_path / "sorted", n_records=1501)

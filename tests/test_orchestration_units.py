@@ -28,6 +28,16 @@ def test_lock_is_exclusive_and_released(tmp_path):
         pass
 
 
+def test_lock_waits_for_a_dying_holder(tmp_path):
+    import threading
+
+    a = DataDirLock(tmp_path).acquire()
+    threading.Timer(0.3, a.release).start()
+    b = DataDirLock(tmp_path).acquire(wait_s=30)  # succeeds once the holder lets go
+    assert b.fd is not None
+    b.release()
+
+
 def test_lock_held_by_other_process(tmp_path):
     code = (
         "import sys,time; from rpcbackfill.orchestration.lock import DataDirLock;"

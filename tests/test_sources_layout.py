@@ -78,6 +78,10 @@ def test_key_properties(seq, lpb, bpp, legacy):
         assert pstart <= start and end <= pend and pend - pstart + 1 == lpb * bpp
     # every ledger of the same file maps to the same key
     assert object_key(start, s) == key and object_key(end, s) == key
+    # a key never contradicts its own schema, and does contradict a different layout
+    assert layout.first_key_contradicting([".config.json", key], s) is None
+    other = LakeSchema("net", lpb + 1, bpp)
+    assert layout.first_key_contradicting([key], other) == (None if object_key(start, other) == key else key)
 
 
 def test_parse_names_reject_inconsistent():

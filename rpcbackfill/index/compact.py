@@ -97,10 +97,15 @@ def compact_shard(
     out_dir: Path | str,
     *,
     mem_limit_bytes: int = DEFAULT_MEM_LIMIT,
+    n_records: int | None = None,
     salt: int | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Write ``{out_dir}/cf-{x}.sorted`` from ``{spill_dir}/cf-{x}.spill`` atomically; return its path."""
+    """Write ``{out_dir}/cf-{x}.sorted`` from ``{spill_dir}/cf-{x}.spill`` atomically; return its path.
+
+    ``n_records`` (the checkpointed ``cf_counts[x]``) compacts exactly that many records: a
+    longer file is cut there (uncommitted tail), a shorter one is CorruptStoreError.  Default:
+    the whole file."""
     if not 0 <= shard < 16:
         raise ValueError(f"shard must be 0..15, got {shard}")
     mem_limit_bytes = max(int(mem_limit_bytes), MIN_MEM_LIMIT)
@@ -114,6 +119,10 @@ def compact_shard(
     if size % RECORD:
         raise CorruptStoreError(f"spill shard {src} is {size} bytes, not a multiple of {RECORD}")
     n = size // RECORD
+    if n_records is not None:
+        if n_records > n:
+            raise CorruptStoreError(f"spill shard {src} holds {n} records, checkpoint says {n_records}")
+        n = n_records
     with io_errors(out_dir, "creating directory"):
         out_dir.mkdir(parents=True, exist_ok=True)
     cap = max(1, mem_limit_bytes // BYTES_PER_RECORD_IN_SORT)
@@ -121,7 +130,7 @@ def compact_shard(
         out.write(sortedfile.pack_header(n, salt))
         if n <= cap:
             with io_errors(src, "reading"), open(src, "rb") as f:
-                recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD).copy()
+                recs = np.frombuffer(f.read(n * RECORD), dtype=np.uint8).reshape(-1, RECORD).copy()
             _check_cancel(cancel, f"compacting {src}")
             recs = _sort_records(recs, salt, src)
             out.write(recs)
@@ -131,7 +140,7 @@ def compact_shard(
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             try:
-                written = _partition_and_sort([src], n, salt, 0, cap, work, out, cancel, src, mem_limit_bytes)
+                written = _partition_and_sort([(src, n)], n, salt, 0, cap, work, out, cancel, src, mem_limit_bytes)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if written != n:
@@ -141,9 +150,10 @@ def compact_shard(
     return dst
 
 
-def _partition_and_sort(sources: list[Path], n: int, salt: int, used_bits: int, cap: int, work: Path,
+def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used_bits: int, cap: int, work: Path,
                         out: AtomicFile, cancel, where: Path, mem_limit: int) -> int:
-    """Partition ``sources`` on hash bits [used_bits, used_bits+b) and sort each partition into ``out``."""
+    """Partition the first ``count`` records of each (path, count) source on hash bits
+    [used_bits, used_bits+b) and sort each partition into ``out``."""
     parts = 2
     while parts * cap < n * 5 // 4:  # 25% slack for uneven partitions
         parts *= 2
@@ -157,13 +167,15 @@ def _partition_and_sort(sources: list[Path], n: int, salt: int, used_bits: int, 
     paths = [work / f"p{used_bits}-{i:05d}" for i in range(parts)]
     files = [open(p, "wb", buffering=buf_bytes) for p in paths]
     try:
-        for s in sources:
+        for s, count in sources:
             with open(s, "rb") as f:
-                while True:
+                left = count
+                while left:
                     _check_cancel(cancel, f"compacting {where}")
-                    blk = f.read(block * RECORD)
+                    blk = f.read(min(block, left) * RECORD)
                     if not blk:
-                        break
+                        raise CorruptStoreError(f"{s}: ended {left} records early")
+                    left -= len(blk) // RECORD
                     if len(blk) % RECORD:
                         raise CorruptStoreError(f"{s}: trailing partial record")
                     recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, RECORD)
@@ -181,7 +193,7 @@ def _partition_and_sort(sources: list[Path], n: int, salt: int, used_bits: int, 
     finally:
         for fh in files:
             fh.close()
-    for s in sources:
+    for s, _ in sources:
         if s.parent == work:
             s.unlink()
     written = 0
@@ -192,7 +204,8 @@ def _partition_and_sort(sources: list[Path], n: int, salt: int, used_bits: int, 
             pth.unlink()
             continue
         if m > cap and used_bits + bits < 64:
-            written += _partition_and_sort([pth], m, salt, used_bits + bits, cap, work, out, cancel, where, mem_limit)
+            written += _partition_and_sort([(pth, m)], m, salt, used_bits + bits, cap, work, out, cancel, where,
+                                           mem_limit)
             continue
         with open(pth, "rb") as f:
             recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD).copy()

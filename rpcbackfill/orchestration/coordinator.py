@@ -30,7 +30,7 @@ from ..errors import InputError, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import COMPLETE, FAILED, MetaStore, RangeInfo, resume_state
 from .lock import DataDirLock
-from .progress import Progress, TerminalBar
+from .progress import Progress, TerminalBar, tree_rss_bytes
 from .protocol import ALLOWED_CALLS, Channel, ChannelClosed
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class CoordinatorOptions:
     stop_grace_s: float = 30.0  # after a stop request, SIGKILL orchestrators still alive after this
     progress_bar: bool | None = None  # None = only when stderr is a terminal
     http_host: str = "127.0.0.1"
+    lock_wait_s: float = 2.0  # a just-killed run's orchestrators may hold the lock this long
     worker_env: dict = field(default_factory=dict)  # extra environment for orchestrators (tests)
 
 
@@ -73,6 +74,7 @@ class Coordinator:
         self._infos: dict[int, RangeInfo] = {}
         self._range_ids: list[int] = []
         self._state = "starting"
+        self._bar: TerminalBar | None = None
         self.http_port: int | None = None
 
     # --- public ---------------------------------------------------------------------------
@@ -91,7 +93,7 @@ class Coordinator:
             raise InputError(f"parallel_ranges must be >= 1, got {bf.parallel_ranges}")
         old_handlers = self._install_signals()
         try:
-            self._lock = DataDirLock(self.config.service.data_dir).acquire()
+            self._lock = DataDirLock(self.config.service.data_dir).acquire(self.options.lock_wait_s)
             self.meta = MetaStore(self.config.meta_store.path, self.config.rocksdb)
             ids = self.meta.init_backfill(bf.start_ledger, bf.end_ledger, bf.range_size)
             self._range_ids = ids
@@ -159,6 +161,7 @@ class Coordinator:
             "ledgers_done": sum(r["ledgers_done"] for r in ranges),
             "ledgers_total": sum(r["ledgers_total"] for r in ranges),
             "tx_count": sum(r["tx_count"] for r in ranges),
+            "rss_bytes": tree_rss_bytes(),
         }
 
     def _start_http(self) -> None:
@@ -231,10 +234,20 @@ class Coordinator:
                 pass
         elif kind == "progress":
             self.progress.update(m[1])
+        elif kind == "log":
+            rec = logging.makeLogRecord(m[1])
+            logger = logging.getLogger(rec.name)
+            if logger.isEnabledFor(rec.levelno):
+                self._bar_clear()
+                logger.handle(rec)
         elif kind in ("done", "failed", "cancelled"):
             w.outcome = m
         else:
             log.warning("range %d: unknown message %r", w.rid, kind)
+
+    def _bar_clear(self) -> None:
+        if self._bar is not None:
+            self._bar.clear()
 
     def _pump(self, timeout: float) -> None:
         for key, _ in self._sel.select(timeout):
@@ -299,7 +312,7 @@ class Coordinator:
         not_before = {rid: 0.0 for rid in todo}
         failed: dict[int, str] = {}
         self._state = "running"
-        bar = TerminalBar(self.progress, self.options.progress_bar)
+        bar = self._bar = TerminalBar(self.progress, self.options.progress_bar)
         next_line = time.monotonic() + self.options.progress_interval_s
         t0 = time.monotonic()
         log.info(

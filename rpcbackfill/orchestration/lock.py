@@ -11,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
 from ..errors import DataDirLockedError
@@ -25,24 +26,33 @@ class DataDirLock:
         self.path = Path(data_dir) / ".lock"
         self.fd: int | None = None
 
-    def acquire(self) -> DataDirLock:
+    def acquire(self, wait_s: float = 0.0) -> DataDirLock:
+        """Take the lock; retry for up to ``wait_s`` seconds (the orchestrators of a coordinator
+        that was just killed need a moment to die), then raise DataDirLockedError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = ""
+        deadline = time.monotonic() + wait_s
+        while True:
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DataDirLockedError(
-                    f"data directory {self.path.parent} is in use by another process"
-                    + (f" (pid {holder})" if holder else "")
-                ) from None
-            raise
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                busy = e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                if busy and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = ""
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                except OSError:
+                    pass
+                os.close(fd)
+                if busy:
+                    raise DataDirLockedError(
+                        f"data directory {self.path.parent} is in use by another process"
+                        + (f" (pid {holder})" if holder else "")
+                    ) from None
+                raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

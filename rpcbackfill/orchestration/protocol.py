@@ -7,6 +7,7 @@ Worker -> coordinator
     ("call", req_id, method, args)      apply a meta-store update; the worker blocks until
                                         ("ack", req_id, None) or ("err", req_id, message)
     ("progress", snapshot_dict)         fire-and-forget progress for status/progress lines
+    ("log", record_fields)              a log record, re-emitted through the coordinator's handlers
     ("done", None)                      the range is COMPLETE (after the ack of complete_range)
     ("failed", error_class_name, message, fatal)
     ("cancelled", message)              stopped on request

@@ -119,6 +119,36 @@ class Link:
             raise MetaStoreError(m[2])
 
 
+class LinkLogHandler(logging.Handler):
+    """Forwards log records to the coordinator as ("log", fields); stderr if the link is gone."""
+
+    def __init__(self, link: Link, rid: int):
+        super().__init__()
+        self.link = link
+        self.prefix = f"[range {rid} pid {os.getpid()}] "
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {
+                "name": record.name,
+                "levelno": record.levelno,
+                "levelname": record.levelname,
+                "msg": self.prefix + record.getMessage(),
+                "created": record.created,
+                "msecs": record.msecs,
+                "process": record.process,
+                "threadName": record.threadName,
+                "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else None,
+            }
+            if self.link.closed:
+                raise ChannelClosed("link closed")
+            self.link.send(("log", fields))
+        except ChannelClosed:
+            sys.stderr.write(f"{record.levelname} {self.prefix}{record.name}: {record.getMessage()}\n")
+        except Exception:
+            self.handleError(record)
+
+
 class LinkMeta:
     """MetaStore-shaped proxy: each update is applied (and synced) by the coordinator."""
 
@@ -150,15 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     if start[0] != "start":
         return 1
     _, config, info, opts = start
-    # This is a process entry point: route this process's logs to stderr like the coordinator.
-    logging.basicConfig(
-        level=opts.get("log_level", logging.INFO),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s [range {info.id} pid {os.getpid()}] %(name)s: %(message)s",
-    )
     from .orchestrator import OrchestratorOptions, RangeOrchestrator
 
     link = Link(chan, cancel)
+    # This is a process entry point: its log records travel to the coordinator, which emits
+    # them through the handlers the CLI configured (text or JSON), tagged with the range.
+    root = logging.getLogger()
+    root.setLevel(opts.get("log_level", logging.INFO))
+    root.addHandler(LinkLogHandler(link, info.id))
     link.start_reader()
     orch = RangeOrchestrator(
         config,

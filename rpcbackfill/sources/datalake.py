@@ -174,9 +174,16 @@ class DataLakeSource:
             raw = self._with_retries(lambda: self._store.get(layout.MANIFEST_NAME), f"{url}/{layout.MANIFEST_NAME}")
         except ObjectMissing:
             raise LakeConfigError(f"{url}: lake manifest {layout.MANIFEST_NAME} not found") from None
-        ext = layout.detect_ext_from_names(self._with_retries(lambda: self._store.list_keys(16), url))
+        keys = self._with_retries(lambda: self._store.list_keys(16), url)
+        ext = layout.detect_ext_from_names(keys)
         self._ext_detected = ext is not None
         schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=f"{url}/{layout.MANIFEST_NAME}")
+        bad_key = layout.first_key_contradicting(keys, schema)
+        if bad_key is not None:
+            raise LakeConfigError(
+                f"{url}: object {bad_key} contradicts the manifest (ledgersPerBatch {schema.ledgers_per_batch}, "
+                f"batchesPerPartition {schema.batches_per_partition})"
+            )
         if schema.network_passphrase != self.network_passphrase:
             raise LakeConfigError(
                 f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "

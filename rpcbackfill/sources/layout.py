@@ -21,6 +21,7 @@ generator and benchmarks); the readers live in ``sources.datalake``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -239,6 +240,23 @@ def detect_ext_from_names(names: Iterable[str]) -> str | None:
         parsed = parse_file_name(name.rsplit("/", 1)[-1])
         if parsed:
             return parsed[2]
+    return None
+
+
+def first_key_contradicting(keys: Iterable[str], schema: LakeSchema) -> str | None:
+    """The first lake-file key in ``keys`` whose name could not come from ``schema``, or None.
+
+    A key contradicts the schema when it is not the name ``object_key`` gives its own start
+    ledger (wrong span, misaligned start, partition directory present/absent/wrong).  Keys
+    that are not lake files (manifest, notes) are ignored.
+    """
+    for key in keys:
+        parsed = parse_file_name(key.rsplit("/", 1)[-1])
+        if parsed is None:
+            continue
+        start = parsed[0]
+        if key != object_key(start, dataclasses.replace(schema, file_ext=parsed[2])):
+            return key
     return None
 
 
