@@ -89,9 +89,9 @@ def row(name, n, t, zst_bytes, note):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ledgers", type=int, default=20000, help="ledgers per local run (default 20000)")
+    ap.add_argument("--ledgers", type=int, default=10000, help="ledgers per local run (default 10000)")
     ap.add_argument("--gcs-ledgers", type=int, default=300, help="ledgers per emulator run (default 300)")
-    ap.add_argument("--core-ledgers", type=int, default=5000, help="ledgers per captive-core run (default 5000)")
+    ap.add_argument("--core-ledgers", type=int, default=3000, help="ledgers per captive-core run (default 3000)")
     ap.add_argument("--kind", choices=("small", "pubnet"), default="small")
     ap.add_argument("--workers", type=int, default=8, help="num_workers (default 8)")
     ap.add_argument("--buffer", type=int, default=100, help="buffer_size in files (default 100)")

@@ -506,10 +506,6 @@ def main(argv=None) -> int:
           f"({lstats['transactions'] / lstats['ledgers']:.1f}/ledger), raw {lstats['raw_bytes'] / lstats['ledgers'] / 1024:.0f} "
           f"KiB/ledger, zstd ratio {lstats['raw_bytes'] / lstats['compressed_bytes']:.2f}", flush=True)
 
-    k = min(args.stage_ledgers, n_ledgers)
-    first, last = FIRST, FIRST + k - 1
-    files = lake_files(lake, first, last)
-    lcms = [decompress(f)[12:] for _, f in files]
     results: list[StageResult] = []
 
     def attempt(name, fn):
@@ -524,6 +520,14 @@ def main(argv=None) -> int:
         for x in r if isinstance(r, tuple) else (r,):
             results.append(x)
 
+    # first, while this process is still small: its peak RSS is part of the result
+    attempt("pipeline", lambda: stage_pipeline(args.work, lake, lstats, args.backfill_runs or args.runs,
+                                               args.source_workers))
+
+    k = min(args.stage_ledgers, n_ledgers)
+    first, last = FIRST, FIRST + k - 1
+    files = lake_files(lake, first, last)
+    lcms = [decompress(f)[12:] for _, f in files]
     attempt("zstd_floor", lambda: stage_zstd_floor(files, args.runs))
     attempt("lake_read", lambda: stage_lake_read(lake, first, last, args.runs, args.source_workers))
     attempt("tx_hashes", lambda: stage_tx_hashes(lcms, args.runs, args.sdk_sample))
@@ -540,12 +544,10 @@ def main(argv=None) -> int:
         while len(keys) < args.index_keys:  # uniform like real hashes; spread over the range
             keys.append((hashlib.sha256(b"pad" + i.to_bytes(8, "little")).digest(), FIRST + i % RANGE_SIZE))
             i += 1
-        return stage_index(keys[: max(args.index_keys, len(keys))], FIRST, args.work, args.runs)
+        return stage_index(keys, FIRST, args.work, args.runs)
 
     attempt("index", index_keys)
     del lcms, files
-    attempt("pipeline", lambda: stage_pipeline(args.work, lake, lstats, args.backfill_runs or args.runs,
-                                               args.source_workers))
     bruns = args.backfill_runs or args.runs
     attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 1, 1, bruns, args.source_workers))
     if args.ranges == 2:

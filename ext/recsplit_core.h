@@ -914,71 +914,98 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
     return rec & 0xffffff;
 }
 
-/* Batched lookup: keys are processed in windows of RS_BATCH_WINDOW; each stage issues the
- * prefetches for the next one across the whole window (bucket directory -> seed bits -> value),
- * so the cache misses of different keys overlap instead of being paid one after the other.
+/* Batched lookup, software-pipelined over windows of RS_BATCH_WINDOW keys:
+ *   prepare(w):   hash the keys, read the bucket directory (Elias-Fano), prefetch each bucket's
+ *                 seed bits;
+ *   walk(w-1):    walk the splitting trees of the previous window, all keys in lockstep (one
+ *                 node per key per pass, so the dependent chains of different keys overlap),
+ *                 prefetch each key's value slot;
+ *   finish(w-2):  read the values two windows later, when their cache lines have arrived.
  * out[i] = base + value, or 0 when key i is certainly absent. */
 #ifndef RS_BATCH_WINDOW
 #define RS_BATCH_WINDOW 32
 #endif
 
-static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
-    uint64_t h2[RS_BATCH_WINDOW], c0[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW], bk[RS_BATCH_WINDOW];
+typedef struct {
+    uint64_t h2[RS_BATCH_WINDOW], slot[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW];
     uint32_t m[RS_BATCH_WINDOW];
+    uint64_t first;
+    uint32_t n;
+} rs_window;
+
+static inline void rs_win_prepare(const rs_index *ix, const uint8_t *keys, uint64_t first, uint32_t wn,
+                                  rs_window *w) {
+    uint64_t bk[RS_BATCH_WINDOW];
+    w->first = first;
+    w->n = wn;
+    for (uint32_t j = 0; j < wn; j++) {
+        const uint8_t *k = keys + 32 * (first + j);
+        bk[j] = rs_bucket_of(rs_hash_bucket(&ix->K, k), ix->n_buckets);
+        w->h2[j] = rs_hash_split(&ix->K, k);
+        __builtin_prefetch(&ix->ef_keys.samples[bk[j] / RS_EF_SAMPLE]);
+        __builtin_prefetch(&ix->ef_bits.samples[bk[j] / RS_EF_SAMPLE]);
+    }
+    for (uint32_t j = 0; j < wn; j++) {
+        uint64_t a, b, end;
+        rs_ef_get2(&ix->ef_keys, bk[j], &a, &b);
+        w->slot[j] = a;
+        w->m[j] = (uint32_t)(b - a);
+        if (w->m[j] == 0) continue;
+        rs_ef_get2(&ix->ef_bits, bk[j], &w->start[j], &end);
+        /* the whole bucket's seeds: a walk touches most of its cache lines */
+        for (uint64_t line = w->start[j] >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
+    }
+}
+
+static inline void rs_win_walk(const rs_index *ix, rs_window *w) {
+    rs_walk walks[RS_BATCH_WINDOW];
+    uint32_t active[RS_BATCH_WINDOW], na = 0;
+    for (uint32_t j = 0; j < w->n; j++)
+        if (w->m[j]) {
+            rs_walk_init(&walks[j], w->start[j], w->m[j], w->h2[j]);
+            active[na++] = j;
+        }
+    while (na) {
+        uint32_t keep = 0;
+        for (uint32_t a = 0; a < na; a++) {
+            uint32_t j = active[a];
+            if (rs_walk_step(ix->bits, &walks[j])) {
+                w->slot[j] += walks[j].base;
+                __builtin_prefetch(&ix->vals[w->slot[j]]);
+            } else {
+                active[keep++] = j;
+            }
+        }
+        na = keep;
+    }
+}
+
+static inline void rs_win_finish(const rs_index *ix, const rs_window *w, uint32_t *out, uint32_t base) {
+    for (uint32_t j = 0; j < w->n; j++) {
+        uint32_t v = 0;
+        if (w->m[j]) {
+            uint32_t rec = ix->vals[w->slot[j]];
+            if ((rec >> 24) == rs_fingerprint(&ix->K, w->h2[j])) v = base + (rec & 0xffffff);
+        }
+        out[w->first + j] = v;
+    }
+}
+
+static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
     if (ix->n_keys == 0) {
         memset(out, 0, n * 4);
         return;
     }
-    for (uint64_t w0 = 0; w0 < n; w0 += RS_BATCH_WINDOW) {
-        uint32_t wn = (uint32_t)(n - w0 < RS_BATCH_WINDOW ? n - w0 : RS_BATCH_WINDOW);
-        const uint8_t *kw = keys + w0 * 32;
-        for (uint32_t j = 0; j < wn; j++) {
-            bk[j] = rs_bucket_of(rs_hash_bucket(&ix->K, kw + 32 * j), ix->n_buckets);
-            h2[j] = rs_hash_split(&ix->K, kw + 32 * j);
-            __builtin_prefetch(&ix->ef_keys.samples[bk[j] / RS_EF_SAMPLE]);
-            __builtin_prefetch(&ix->ef_bits.samples[bk[j] / RS_EF_SAMPLE]);
+    rs_window win[3];
+    uint64_t nw = (n + RS_BATCH_WINDOW - 1) / RS_BATCH_WINDOW;
+    for (uint64_t i = 0; i < nw + 2; i++) {
+        if (i < nw) {
+            uint64_t first = i * RS_BATCH_WINDOW;
+            uint32_t wn = (uint32_t)(n - first < RS_BATCH_WINDOW ? n - first : RS_BATCH_WINDOW);
+            rs_win_prepare(ix, keys, first, wn, &win[i % 3]);
         }
-        for (uint32_t j = 0; j < wn; j++) {
-            uint64_t a, b;
-            rs_ef_get2(&ix->ef_keys, bk[j], &a, &b);
-            c0[j] = a;
-            m[j] = (uint32_t)(b - a);
-            if (m[j] == 0) continue;
-            uint64_t end;
-            rs_ef_get2(&ix->ef_bits, bk[j], &start[j], &end);
-            /* the whole bucket's seeds: a traversal touches most of its cache lines */
-            for (uint64_t line = start[j] >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
-        }
-        /* walk all trees of the window in lockstep: one node per key per pass, so the
-         * dependent chains of different keys overlap */
-        rs_walk walks[RS_BATCH_WINDOW];
-        uint32_t active[RS_BATCH_WINDOW], na = 0;
-        for (uint32_t j = 0; j < wn; j++)
-            if (m[j]) {
-                rs_walk_init(&walks[j], start[j], m[j], h2[j]);
-                active[na++] = j;
-            }
-        while (na) {
-            uint32_t keep = 0;
-            for (uint32_t a = 0; a < na; a++) {
-                uint32_t j = active[a];
-                if (rs_walk_step(ix->bits, &walks[j])) {
-                    c0[j] += walks[j].base;
-                    __builtin_prefetch(&ix->vals[c0[j]]);
-                } else {
-                    active[keep++] = j;
-                }
-            }
-            na = keep;
-        }
-        for (uint32_t j = 0; j < wn; j++) {
-            uint32_t v = 0;
-            if (m[j]) {
-                uint32_t rec = ix->vals[c0[j]];
-                if ((rec >> 24) == rs_fingerprint(&ix->K, h2[j])) v = base + (rec & 0xffffff);
-            }
-            out[w0 + j] = v;
-        }
+        if (i >= 1 && i - 1 < nw) rs_win_walk(ix, &win[(i - 1) % 3]);
+        if (i >= 2 && i - 2 < nw) rs_win_finish(ix, &win[(i - 2) % 3], out, base);
     }
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -85,26 +86,36 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     rng = random.Random(20261123)
     cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
     kills = 0
-    # 1) random SIGKILLs of the process tree while it ingests / checkpoints / transitions
-    for _ in range(6):
+    # 1) SIGKILLs of the process tree at random moments spread over the whole backfill: each
+    #    run is killed at the first status poll (random 20-120 ms apart) after the committed
+    #    ledgers pass a random target, so the kill lands in ingestion, a checkpoint or a
+    #    transition regardless of how fast the machine is.
+    targets = sorted(rng.randrange(500, 3 * RS - 2000) for _ in range(6))
+    for target in targets:
         p = start_coordinator(tmp_path, cfg)
-        try:
-            p.wait(timeout=rng.uniform(0.8, 3.5))
-        except subprocess.TimeoutExpired:
-            pass
+        while p.poll() is None:
+            time.sleep(rng.uniform(0.02, 0.12))
+            try:
+                done = api.status(cfg)["ledgers_done"]
+            except Exception:  # meta store not created yet / being created
+                continue
+            if done >= target:
+                break
         if p.poll() is None:
             kill_tree(p)
             kills += 1
         else:
             wait_group_gone(p.pid)
-    # 2) one deterministic kill at every fault point (skipped if the run is past that point)
+    # 2) one deterministic kill at every fault point (a point the run is already past is skipped)
+    fault_kills = 0
     for point in FAULT_POINTS:
         p = start_coordinator(tmp_path, cfg, env={"RPCBACKFILL_TEST_CRASH_AT": f"{point}:1"})
         code = p.wait(timeout=240)
         wait_group_gone(p.pid)
         if code == -9:
-            kills += 1
-    assert kills >= 6, f"only {kills} runs were actually killed"
+            fault_kills += 1
+    assert kills >= 5, f"only {kills} of the random kills happened before the run finished"
+    assert fault_kills >= len(FAULT_POINTS) - 2, f"only {fault_kills} fault points were reached"
     # 3) the final run finishes
     assert run_to_end(tmp_path, cfg) == 0
 
@@ -188,3 +199,47 @@ def test_orchestrators_die_with_their_coordinator(tmp_path, lake3):
     wait_group_gone(p.pid)
     assert run_to_end(tmp_path, cfg) == 0
     check_backfill_result(cfg, lake3, 2, 2 * RS + 1)
+
+
+def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
+    """Captive-core backend (the stand-in of tests/fake_stellar_core.py): kill -9 of the tree
+    while core streams leaves no core process behind; the re-run resumes and completes."""
+    import dataclasses
+    import os
+    import sys
+    import time
+
+    import psutil
+
+    from rpcbackfill.config import CaptiveCoreConfig
+
+    pid_file = tmp_path / "core.pid"
+    core_cfg = tmp_path / "core.cfg"
+    core_cfg.write_text(f'FAKE_LAKE = "{lake3}"\nFAKE_DB = "{tmp_path / "core.db"}"\nFAKE_PID_FILE = "{pid_file}"\n')
+    fake = Path(__file__).resolve().parent / "fake_stellar_core.py"
+    base = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
+    cfg = dataclasses.replace(base, backfill=dataclasses.replace(
+        base.backfill, ledger_backend="captive_core",
+        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg)))
+    env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    p = start_coordinator(tmp_path, cfg, env=env)
+    deadline = time.monotonic() + 90
+    core_pid = None
+    while time.monotonic() < deadline and p.poll() is None:
+        if pid_file.exists() and pid_file.read_text().strip():
+            core_pid = int(pid_file.read_text())
+            st = api.status(cfg)["ranges"][0]
+            if (st["ledger"]["last_committed_ledger"] or 0) >= 1001:
+                break
+        time.sleep(0.05)
+    assert core_pid is not None and p.poll() is None, "core never started streaming"
+    kill_tree(p)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and psutil.pid_exists(core_pid) \
+            and psutil.Process(core_pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(core_pid) or psutil.Process(core_pid).status() == psutil.STATUS_ZOMBIE, \
+        f"captive core {core_pid} outlived the killed backfill"
+    assert run_to_end(tmp_path, cfg, env=env) == 0
+    check_backfill_result(cfg, lake3, 2, RS + 1)
+    assert active_leftovers(cfg) == []

@@ -359,3 +359,18 @@ def test_cli_v0_lake_and_progress(tmp_path, templates):
     assert [x.split(" ledgers")[0] for x in buf.getvalue().splitlines()][-4:] == [
         f"generate-lake: {i}/5" for i in range(2, 6)
     ]
+
+
+def test_generate_lake_cancel(tmp_path, templates):
+    from rpcbackfill.errors import Cancelled
+
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled, match="before ledger 5"):
+        generate_lake(tmp_path / "lake", 2, 50, tx_per_ledger=2.0, progress=progress, cancel=cancel, fsync=False)
+    assert not (tmp_path / "lake" / ".config.json").exists()  # an incomplete lake has no manifest
+    assert threading.active_count() < 50 and not any(t.name == "lakegen-prefetch" for t in threading.enumerate())

@@ -163,3 +163,14 @@ def test_split_batch_errors(fixture_ledgers):
     # empty batch cannot exist: end >= start means at least one ledger
     with pytest.raises(XdrError):
         lcm.split_batch(struct.pack(">III", 5, 4, 0))
+
+
+def test_concurrent_threads_agree(fixture_ledgers):
+    # the GIL is released while parsing: threads scanning the same buffers must not interfere
+    from concurrent.futures import ThreadPoolExecutor
+
+    sample = fixture_ledgers[::7]
+    want = [lcm.ledger_info(f.lcm) for f in sample]
+    with ThreadPoolExecutor(4) as ex:
+        for _ in range(3):
+            assert list(ex.map(lambda f: lcm.ledger_info(f.lcm), sample)) == want

@@ -22,7 +22,6 @@ from helpers_orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
-    fast_options,
     free_port,
     kill_tree,
     make_config,

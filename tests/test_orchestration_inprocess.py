@@ -85,7 +85,7 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_OPS)
 def test_state_machine_random_walk(tmp_path_factory, ops):
     """Whatever sequence of updates is attempted, the stored states only move along the spec's

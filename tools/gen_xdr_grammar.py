@@ -422,7 +422,7 @@ class Analysis:
         """Named types on a cycle of the type graph (Tarjan's SCC)."""
         index, low, stack, on, out = {}, {}, [], set(), set()
         counter = [0]
-        sys.setrecursionlimit(10000)
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))  # DFS depth ~ number of types
 
         def strong(v):
             index[v] = low[v] = counter[0]
@@ -511,6 +511,8 @@ class Analysis:
         if isinstance(d, Array):
             if not d.fixed:
                 return None
+            if d.n > 8 and self.pure_size(d.elem) is None:
+                return None  # would unroll n element checks: keep the loop instead
             e = self.const_size(d.elem)
             return None if e is None else e * d.n
         if isinstance(d, Void):
@@ -838,21 +840,12 @@ class Emitter:
             flush()
             return lines
         if isinstance(d, Union):
-            dt = d.dtype
-            if isinstance(dt, Ref):
-                if not isinstance(self.g.defs[dt.name], Enum):
-                    dt = self.g.defs[dt.name]  # typedef'd int
-                else:
-                    dt = Prim("int")
-            if not (isinstance(dt, Prim) and dt.kind in ("int", "uint", "bool")):
-                raise SyntaxError(f"unsupported discriminant {d.dtype}")
+            ctype = self._disc_ctype(d)
             v = self.fresh("disc")
-            ctype = "uint32_t" if dt.kind == "uint" else "int32_t"
             lines = ["XS_NEED(4);", f"{ctype} {v} = ({ctype})xs_u32(p); p += 4;", f"switch ({v}) {{"]
             for values, _, arm in d.arms:
                 for val in values:
-                    lit = f"{val}u" if ctype == "uint32_t" else (f"{val}" if val >= -0x7FFFFFFF else "INT32_MIN")
-                    lines.append(f"case {lit}:")
+                    lines.append(f"case {self._lit(val, ctype)}:")
                 lines += ["    {"] + ["        " + x for x in self.emit(arm, mode, tid)] + ["    }", "    break;"]
             lines.append("default:")
             if d.default is not None:

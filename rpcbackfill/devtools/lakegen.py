@@ -46,6 +46,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import Cancelled
+
 from .templates import (
     ENVELOPE_TYPE_TX_FEE_BUMP,
     ENVELOPE_TYPE_TX_V0,
@@ -376,11 +378,14 @@ def generate_lake(
     fsync: bool = True,
     zstd_level: int = 3,
     lcm_version: int = 1,
+    cancel: threading.Event | None = None,
 ) -> LakeStats:
     """Write a Galexie-layout lake of generated ledgers ``first..last`` under ``root``.
 
-    ``progress(ledgers_done, ledgers_total)`` is called after every ledger.  The manifest is
-    written last (by ``write_lake``), so a lake with a manifest is complete.
+    ``progress(ledgers_done, ledgers_total)`` is called (in the caller's thread) after every
+    ledger handed to the writer.  Setting ``cancel`` stops before the next ledger with
+    ``rpcbackfill.errors.Cancelled``; files already written stay, but the manifest is written
+    last (by ``write_lake``), so only a lake with a manifest is complete.
     """
     from ..sources.layout import LakeSchema, write_lake
 
@@ -398,15 +403,18 @@ def generate_lake(
     txs = 0
 
     def counted() -> Iterator[tuple[int, bytes]]:
+        # runs in the caller's thread: progress and cancellation are seen there
         nonlocal txs
-        for n, (seq, lcm, k) in enumerate(gen.ledgers(first, last), 1):
+        for n, (seq, lcm, k) in enumerate(_prefetch(gen.ledgers(first, last), PREFETCH_LEDGERS), 1):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"lake generation into {root} cancelled before ledger {seq}")
             txs += k
             yield seq, lcm
             if progress is not None:
                 progress(n, total)
 
     t0 = time.perf_counter()
-    ws = write_lake(root, _prefetch(counted(), PREFETCH_LEDGERS), schema, level=zstd_level, fsync=fsync)
+    ws = write_lake(root, counted(), schema, level=zstd_level, fsync=fsync)
     secs = time.perf_counter() - t0
     log.info("generated lake %s: ledgers %d-%d, %d txs, %d files in %.1fs", root, first, last, txs, ws.files, secs)
     return LakeStats(

@@ -266,9 +266,11 @@ class Coordinator:
         for rid, w in list(self._workers.items()):
             if w.proc.poll() is None:
                 continue
-            # drain whatever it sent before exiting
+            # drain whatever it sent before exiting (non-blocking: a leaked copy of the socket
+            # in some grandchild must not hang the coordinator)
             try:
                 self._sel.get_key(w.chan.sock)
+                w.chan.sock.setblocking(False)
                 while True:
                     msgs = w.chan.recv_ready()
                     for m in msgs:
