@@ -16,7 +16,8 @@ ledgers spread over a 10M-ledger range.  Rows:
   ``bytes/key`` adds the same 4-byte payload ours stores (``mphf bits/key`` shows it bare).
 * ``cmph-chd`` / ``cmph-bdz`` (libcmph, Debian libcmph-dev): a small C driver
   (benchmarks/peers/cmph_peer.c) compiled at run time; MPHF only, payload added likewise;
-  lookups are one cmph_search_packed call per key from C.
+  lookups are one cmph_search_packed call per key from C; ``peak MiB`` is the driver's peak RSS
+  minus the key buffer it loads.
 
 Build and lookup times are CPU seconds (so other load on the machine does not count) divided
 by keys; every figure is the median of ``--runs`` runs.  Build memory is measured in a forked
@@ -244,18 +245,16 @@ def run_cmph(recs: np.ndarray, work: Path, runs: int, algo: str) -> dict | str:
                 f.write(np.ascontiguousarray(recs[i : i + (1 << 22), :32]).tobytes())
     out = {k: [] for k in ("build", "bytes", "peak", "single")}
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         r = subprocess.run([str(exe), str(kf), str(n), algo], capture_output=True, text=True)
         if r.returncode:
             return f"cmph {algo} failed: {r.stderr.strip()[:200]}"
         j = json.loads(r.stdout)
         if j["check"] != n * (n - 1) // 2:
             return f"cmph {algo} is not a minimal perfect hash on these keys"
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         out["build"].append(j["build_ns"])
         out["single"].append(j["lookup_ns"])
         out["bytes"].append(j["bytes"])
-        out["peak"].append((max(peak, before) * 1024 - n * 32) / 2**20)  # minus the key buffer it loads
+        out["peak"].append((j["maxrss_kib"] * 1024 - j["key_bytes"]) / 2**20)  # minus the keys it loads
     r = {k: median(v) for k, v in out.items()}
     r["bits"] = r["bytes"] * 8 / n
     r["bpk"] = r["bytes"] / n + PAYLOAD

@@ -104,12 +104,26 @@ OFF_TXSET_HASH = 36
 OFF_CLOSE_TIME = 68
 
 
+PACKAGED_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_data"
+
+
 def default_templates_dir() -> Path:
-    """``$RPCBACKFILL_FIXTURES`` or ``<checkout>/../shared/fixtures`` (where CI keeps them)."""
+    """``$RPCBACKFILL_FIXTURES``, else ``<checkout>/../shared/fixtures`` (where CI keeps them),
+    else the copy of the same template ledgers shipped in the package (``templates_data/``)."""
     env = os.environ.get("RPCBACKFILL_FIXTURES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+    if (shared / PUBNET_TTP_FILE).is_file() and (shared / PUBNET_V1_FILE).is_file():
+        return shared
+    return PACKAGED_TEMPLATES_DIR
+
+
+def _read_ttp_text(ttp: Path) -> str:
+    """The base64 template file, plain or zstd-compressed (``.zst`` suffix, as packaged)."""
+    if ttp.is_file():
+        return ttp.read_text()
+    return _decompress(ttp.with_name(ttp.name + ".zst").read_bytes()).decode("ascii")
 
 
 def network_id(passphrase: str) -> bytes:
@@ -289,7 +303,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
     d = Path(templates_dir)
     ttp, v1file = d / PUBNET_TTP_FILE, d / PUBNET_V1_FILE
     for p in (ttp, v1file):
-        if not p.is_file():
+        if not p.is_file() and not (p is ttp and ttp.with_name(ttp.name + ".zst").is_file()):
             raise FileNotFoundError(
                 f"template ledger {p} not found (set RPCBACKFILL_FIXTURES or pass templates_dir)"
             )
@@ -297,7 +311,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
 
     txs: list[TxTemplate] = []
     skel_v0 = None
-    for i, line in enumerate(ttp.read_text().split()):
+    for i, line in enumerate(_read_ttp_text(ttp).split()):
         lcm = base64.b64decode(line)
         where = f"{ttp.name} line {i + 1}"
         got = templates_from_lcm(lcm, PUBNET_PASSPHRASE, where)
