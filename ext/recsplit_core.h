@@ -906,7 +906,10 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
     uint64_t c0, c1;
     rs_ef_get2(&ix->ef_keys, bk, &c0, &c1);
     if (c1 == c0) return -1;
-    uint64_t start = rs_ef_get(&ix->ef_bits, bk);
+    uint64_t start, end;
+    rs_ef_get2(&ix->ef_bits, bk, &start, &end);
+    /* fetch the bucket's seed lines in parallel instead of one by one during the walk */
+    for (uint64_t line = start >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
     uint64_t h2 = rs_hash_split(&ix->K, key);
     uint64_t p = c0 + rs_position(ix->bits, start, (uint32_t)(c1 - c0), h2);
     uint32_t rec = ix->vals[p];
@@ -923,7 +926,7 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
  *   finish(w-2):  read the values two windows later, when their cache lines have arrived.
  * out[i] = base + value, or 0 when key i is certainly absent. */
 #ifndef RS_BATCH_WINDOW
-#define RS_BATCH_WINDOW 32
+#define RS_BATCH_WINDOW 64 /* keys per pipeline window: measured 64 > 32 > 128 on this machine */
 #endif
 
 typedef struct {

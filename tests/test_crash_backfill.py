@@ -40,10 +40,12 @@ FAULT_POINTS = [
     "checkpoint_synced",  # data durable, checkpoint not written
     "checkpoint_acked",
     "chunk_finished",  # chunk final files published, checkpoint not yet written
-    "verify_chunk",
+    # transition: the txhash sub-flow's steps first -- they take milliseconds and run beside
+    # the (slower) chunk verification, which would otherwise finish them before it is killed
     "compact",
     "build",
     "verify_shard",
+    "verify_chunk",
     "before_delete",
     "before_complete",  # active stores deleted, COMPLETE not yet written
 ]
@@ -86,18 +88,29 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     rng = random.Random(20261123)
     cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
     kills = 0
-    # 1) SIGKILLs of the process tree at random moments spread over the whole backfill: each
-    #    run is killed at the first status poll (random 20-120 ms apart) after the committed
-    #    ledgers pass a random target, so the kill lands in ingestion, a checkpoint or a
-    #    transition regardless of how fast the machine is.
-    targets = sorted(rng.randrange(500, 3 * RS - 2000) for _ in range(6))
-    for target in targets:
+    fault_kills = []
+
+    def fault_run(point: str) -> None:
+        p = start_coordinator(tmp_path, cfg, env={"RPCBACKFILL_TEST_CRASH_AT": f"{point}:1"})
+        code = p.wait(timeout=240)
+        wait_group_gone(p.pid)
+        if code == -9:
+            fault_kills.append(point)
+
+    # 1) a deterministic kill at each ingestion fault point (first checkpoint, first chunk)
+    for point in FAULT_POINTS[:3]:
+        fault_run(point)
+    # 2) SIGKILLs of the process tree at random moments: each run is killed at the first
+    #    status poll (random 20-120 ms apart) after the committed ledgers pass a random
+    #    target, so the kill lands in ingestion, a checkpoint or a transition whatever the
+    #    machine's speed; targets stay below 25,000 so range 2 still has work afterwards.
+    for target in sorted(rng.randrange(3500, 25_000) for _ in range(6)):
         p = start_coordinator(tmp_path, cfg)
         while p.poll() is None:
             time.sleep(rng.uniform(0.02, 0.12))
             try:
                 done = api.status(cfg)["ledgers_done"]
-            except Exception:  # meta store not created yet / being created
+            except Exception:  # meta store being created
                 continue
             if done >= target:
                 break
@@ -106,17 +119,12 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
             kills += 1
         else:
             wait_group_gone(p.pid)
-    # 2) one deterministic kill at every fault point (a point the run is already past is skipped)
-    fault_kills = 0
-    for point in FAULT_POINTS:
-        p = start_coordinator(tmp_path, cfg, env={"RPCBACKFILL_TEST_CRASH_AT": f"{point}:1"})
-        code = p.wait(timeout=240)
-        wait_group_gone(p.pid)
-        if code == -9:
-            fault_kills += 1
     assert kills >= 5, f"only {kills} of the random kills happened before the run finished"
-    assert fault_kills >= len(FAULT_POINTS) - 2, f"only {fault_kills} fault points were reached"
-    # 3) the final run finishes
+    # 3) a deterministic kill at each transition fault point (range 2 at the latest gets there)
+    for point in FAULT_POINTS[3:]:
+        fault_run(point)
+    assert fault_kills == FAULT_POINTS, f"fault points reached: {fault_kills}"
+    # 4) the final run finishes
     assert run_to_end(tmp_path, cfg) == 0
 
     assert _chunk_files(store_digest(cfg)) == _chunk_files(store_digest(reference))
