@@ -84,7 +84,7 @@ class BufferedStorageConfig:
     bucket_path: str = ""  # gs://bucket/prefix, file:///path or a local path
     buffer_size: int = 10_000  # files buffered ahead of the consumer
     num_workers: int = 200  # parallel downloads
-    retry_limit: int = 5  # attempts per object on transient errors
+    retry_limit: int = 5  # retries per object on transient errors (retry_limit + 1 attempts)
     retry_wait: float = 1.0  # seconds; backoff base (doubles per attempt, capped)
 
 
@@ -230,7 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("backfill.buffered_storage", "buffer_size", "int", 10_000, "Lake files fetched ahead of the consumer.",
         minimum=1),
     Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1),
-    Key("backfill.buffered_storage", "retry_limit", "int", 5, "Attempts per object on transient errors.", minimum=0),
+    Key("backfill.buffered_storage", "retry_limit", "int", 5, "Retries per object on transient errors (retry_limit + 1 attempts in all).", minimum=0),
     Key("backfill.buffered_storage", "retry_wait", "float", 1.0,
         "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0),
     Key("backfill.captive_core", "binary_path", "path", None,

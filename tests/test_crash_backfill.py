@@ -123,7 +123,12 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     # 3) a deterministic kill at each transition fault point (range 2 at the latest gets there)
     for point in FAULT_POINTS[3:]:
         fault_run(point)
-    assert fault_kills == FAULT_POINTS, f"fault points reached: {fault_kills}"
+    # The two transition sub-flows run side by side, so under CPU contention one may finish its
+    # steps before the other is killed: a step may legitimately be past by its turn.  The
+    # ingestion points and the final two steps are always reachable (range 2 is still ingesting).
+    must = FAULT_POINTS[:3] + FAULT_POINTS[-2:]
+    assert set(must) <= set(fault_kills), f"fault points reached: {fault_kills}"
+    assert len(fault_kills) >= len(FAULT_POINTS) - 1, f"fault points reached: {fault_kills}"
     # 4) the final run finishes
     assert run_to_end(tmp_path, cfg) == 0
 
@@ -152,9 +157,16 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
         wait_group_gone(p.pid)
     st = api.status(cfg)["ranges"][0]
     assert st["state"] == "TRANSITIONING" and st["txhash"]["phase"] == "COMPLETE"
+    # what an atomic writer killed mid-write leaves behind (pid 99999 is long gone)
+    stale = [Path(cfg.immutable_stores.txhash_base) / "0000" / "index" / ".cf-3.idx.tmp-99999",
+             Path(cfg.immutable_stores.ledgers_base) / "chunks" / "0000" / "000000.data.tmp-99999"]
+    for p in stale:
+        p.write_bytes(b"partial")
     assert run_to_end(tmp_path, cfg) == 0
     check_backfill_result(cfg, lake3, 2, RS + 1)
     assert active_leftovers(cfg) == []
+    assert not any(p.exists() for p in stale)
+    assert not [k for k in store_digest(cfg) if ".tmp-" in k]
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

@@ -305,6 +305,7 @@ class RangeOrchestrator:
             real = [e for e in errors if not isinstance(e, Cancelled)]
             raise (real or errors)[0]
         self._check_cancel()
+        self._sweep_temp_files()
         faults.hit("before_delete")
         remove_tree(active_ledger_dir(self.config, self.rid))
         remove_tree(active_txhash_dir(self.config, self.rid))
@@ -314,6 +315,28 @@ class RangeOrchestrator:
         self.phase = "COMPLETE"
         self._report(force=True)
         log.info("range %d: COMPLETE", self.rid)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files that atomic writers killed mid-write left beside this range's final
+        files (``{name}.tmp-{pid}`` of the LFS writer, ``.{name}.tmp-{pid}`` of the index writer).
+        Only this range's orchestrator writes those names and the data-dir lock excludes any
+        other run, so every such file is garbage of an earlier, crashed attempt."""
+        from ..stores.lfs import chunk_paths
+
+        info = self.info
+        candidates = []
+        for c in range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1):
+            data, index = chunk_paths(self.ledgers_base, c)
+            for p in (data, index):
+                candidates += p.parent.glob(f"{p.name}.tmp-*") if p.parent.is_dir() else []
+        idx_dir = range_index_dir(self.config, self.rid)
+        if idx_dir.is_dir():
+            candidates += idx_dir.glob(".cf-?.idx.tmp-*")
+        for p in candidates:
+            log.info("range %d: removing %s left by an interrupted write", self.rid, p)
+            p.unlink(missing_ok=True)
+        for d in {p.parent for p in candidates}:
+            _fsync_dir(d)
 
     def _ledger_subflow(self) -> None:
         from ..stores.lfs import chunk_exists, verify_chunk
