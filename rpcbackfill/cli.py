@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from .config import (
     load_config,
 )
 from .errors import ConfigError, InputError, NotImplementedFeatureError, RpcBackfillError
+from .fsutil import atomic_write
 from .ledgermath import FIRST_LEDGER
 from .logsetup import configure_logging, debug_enabled
 
@@ -462,24 +462,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write(path, text.encode("utf-8"))
 
 
 class _StdoutClosed(Exception):

@@ -32,7 +32,7 @@ import numpy as np
 from .. import _recsplit
 from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError, IndexBuildError, UnsupportedFormatError
 from . import sortedfile
-from ._fsio import AtomicFile, io_errors
+from ..fsutil import AtomicFile, io_errors
 
 log = logging.getLogger(__name__)
 

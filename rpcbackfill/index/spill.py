@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .._spill import Router
 from ..errors import CorruptStoreError
-from ._fsio import fsync_dir, io_errors
+from ..fsutil import fsync_dir, io_errors
 
 log = logging.getLogger(__name__)
 

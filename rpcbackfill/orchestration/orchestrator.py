@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import shutil
 import threading
 import time
@@ -43,6 +42,7 @@ from ..errors import (
     LedgerSequenceError,
     MetaStoreError,
 )
+from ..fsutil import fsync_dir
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     BUILDING_RECSPLIT,
@@ -86,19 +86,11 @@ def shard_index_path(config: Config, rid: int, shard: str) -> Path:
     return range_index_dir(config, rid) / f"cf-{shard}.idx"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_tree(path: Path) -> None:
     """Delete ``path`` (if present) and make the deletion durable."""
     if path.exists():
         shutil.rmtree(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def as_disk_full(e: OSError) -> DiskFullError | None:
@@ -336,7 +328,7 @@ class RangeOrchestrator:
             log.info("range %d: removing %s left by an interrupted write", self.rid, p)
             p.unlink(missing_ok=True)
         for d in {p.parent for p in candidates}:
-            _fsync_dir(d)
+            fsync_dir(d)
 
     def _ledger_subflow(self) -> None:
         from ..stores.lfs import chunk_exists, verify_chunk

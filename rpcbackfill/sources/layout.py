@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +34,8 @@ from typing import Iterable
 import zstandard
 
 from ..errors import LakeConfigError
+from ..fsutil import atomic_write as _atomic_write
+from ..fsutil import fsync_dir as _sync_dir
 
 log = logging.getLogger(__name__)
 
@@ -321,33 +322,9 @@ class LakeWriteStats:
     compressed_bytes: int  # bytes written to lake files
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True, fsync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` via temp file → fsync → rename (→ fsync of the directory)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if fsync and fsync_dir:
-        _fsync_dir(path.parent)
+    _atomic_write(path, data, fsync=fsync, sync_dir=fsync_dir)
 
 
 def write_manifest(root: str | os.PathLike, schema: LakeSchema, *, fsync: bool = True) -> Path:
@@ -429,9 +406,9 @@ def write_lake(
         flush()
     if fsync:
         for d in sorted(dirty_dirs, key=lambda p: len(p.parts), reverse=True):
-            _fsync_dir(d)
+            _sync_dir(d)
         if dirty_dirs:
-            _fsync_dir(root)
+            _sync_dir(root)
     if manifest:
         write_manifest(root, schema, fsync=fsync)
     if first is None:

@@ -24,7 +24,6 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,13 +34,13 @@ import zstandard
 from ..errors import (
     Cancelled,
     CorruptStoreError,
-    DiskFullError,
     LedgerSequenceError,
     NotFoundError,
     StoreError,
     UnsupportedFormatError,
     XdrError,
 )
+from ..fsutil import atomic_write, fsync_dir, io_errors, unlink_quiet, write_all
 from ..ledgermath import CHUNK_SIZE, FIRST_LEDGER, chunk_first_ledger, chunk_last_ledger, chunk_of_ledger
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,6 @@ assert _PARTIAL_HEADER.size == 16 and _RECORD.size == 16 == _RECORD_DTYPE.itemsi
 
 _DATA_BUFFER = 1 << 20  # userspace write buffer of the data partial (frames are ~10-500 KiB)
 _RESUME_READ = 8 << 20  # read size while re-checking CRCs of a partial on resume
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 # --- small value types -------------------------------------------------------------------------
@@ -160,60 +158,19 @@ def remove_chunk(ledgers_base: str | os.PathLike, chunk_id: int) -> None:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-@contextmanager
 def _io(path: Path | str, what: str):
-    """Turn OSError into the typed store errors (ENOSPC/EDQUOT -> DiskFullError)."""
-    try:
-        yield
-    except OSError as e:
-        if isinstance(e, FileNotFoundError) and what.startswith("open"):
-            raise
-        if e.errno in _DISK_FULL:
-            raise DiskFullError(f"no space left on device while {what} {path}") from e
-        raise StoreError(f"{what} {path} failed: {e.strerror or e}") from e
+    """Typed store errors for OS calls; a missing file on open propagates as FileNotFoundError."""
+    return io_errors(path, what, passthrough_not_found=what.startswith("open"))
 
 
-def _fsync_dir(d: Path) -> None:
-    with _io(d, "fsync directory"):
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_all(fd: int, data, path: Path) -> None:
-    mv = memoryview(data)
-    with _io(path, "writing"):
-        while mv:
-            n = os.write(fd, mv)
-            mv = mv[n:]
+_fsync_dir = fsync_dir
+_write_all = write_all
+_unlink_quiet = unlink_quiet
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """temp -> fsync -> rename -> fsync dir."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with _io(tmp, "creating"):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, data, tmp)
-        with _io(tmp, "fsync"):
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quiet(tmp)
-        raise
-    os.close(fd)
-    with _io(path, "renaming into place"):
-        os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _unlink_quiet(p: Path) -> None:
-    try:
-        p.unlink()
-    except FileNotFoundError:
-        pass
+    """temp (``name.tmp-PID``) -> fsync -> rename -> fsync dir."""
+    atomic_write(path, data, hidden=False)
 
 
 def compress_ledger(lcm: bytes, level: int = ZSTD_LEVEL) -> bytes:
