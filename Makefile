@@ -14,6 +14,8 @@ BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.h)
 
 DEMO_LAKE := demo-data/lake
 DEMO_CONFIG := config/demo.toml
+# Mean transactions per demo ledger (pubnet ranges 3-5 average ~300; 100 keeps the demo to a few minutes).
+DEMO_TX_PER_LEDGER ?= 100
 
 .PHONY: help demo test venv example-config clean-demo clean
 
@@ -47,7 +49,8 @@ demo: $(VENV)/.installed-main
 	@if [ ! -f $(DEMO_LAKE)/.config.json ]; then \
 		echo "generating the demo data lake in $(DEMO_LAKE)"; \
 		rm -rf $(DEMO_LAKE).partial && \
-		$(RPC) dev generate-lake --output $(DEMO_LAKE).partial --first 2 --last 20001 --seed 1 && \
+		$(RPC) dev generate-lake --output $(DEMO_LAKE).partial --first 2 --last 20001 --seed 1 \
+			--tx-per-ledger $(DEMO_TX_PER_LEDGER) --no-fsync && sync && \
 		rm -rf $(DEMO_LAKE) && mv $(DEMO_LAKE).partial $(DEMO_LAKE); \
 	fi
 	$(RPC) --backfill --start-ledger 2 --end-ledger 20001 --config-path $(DEMO_CONFIG)
