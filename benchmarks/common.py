@@ -196,7 +196,9 @@ class TreeSampler:
     ``peak_rss`` is the largest *sum* of RSS over the tree seen at one sample (what the
     machine must hold); ``write_bytes`` sums, per process, the last ``write_bytes`` counter seen
     (block-layer writes; a process's writes after its last sample are missed, so this is a
-    lower bound -- combine with on-disk sizes).
+    lower bound -- combine with on-disk sizes).  Caveat: a process's counter also includes the
+    children it has reaped, so for a tree whose parent waits for its children the sum counts
+    the children twice; prefer ``getrusage(RUSAGE_CHILDREN).ru_oublock`` for whole trees.
     """
 
     def __init__(self, pid: int, interval: float = 0.05):

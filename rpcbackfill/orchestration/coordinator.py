@@ -199,6 +199,15 @@ class Coordinator:
         env = dict(os.environ)
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # numpy's OpenBLAS starts one busy-polling thread per core at import; orchestrators do no
+        # linear algebra, and with parallel_ranges those threads steal cycles from the other
+        # ranges.  An operator's explicit setting wins.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            env.setdefault(var, "1")
+        # glibc malloc: keep ~1 MB ledger buffers in the heap instead of mmap/munmap (and the
+        # page faults of fresh pages) per ledger; memory stays bounded by the source's buffer.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 << 20))
         env.update(self.options.worker_env)
         child_fd = child_sock.fileno()
         cmd = [sys.executable, "-m", "rpcbackfill.orchestration.worker", str(child_fd), str(os.getpid())]
