@@ -136,6 +136,16 @@ cdef int _scan_whole(const uint8_t *p, Py_ssize_t n, xs_ctx *c) noexcept nogil:
     return 0
 
 
+cdef int _scan_whole_or_raise(_View v, xs_ctx *c) except -1:
+    """Scan ``v`` (exactly one LedgerCloseMeta) without the GIL; XdrError if malformed."""
+    cdef int rc
+    with nogil:
+        rc = _scan_whole(v.ptr, v.size, c)
+    if rc != 0:
+        raise _error(c, "LedgerCloseMeta", v.size)
+    return 0
+
+
 def lcm_length(buf, Py_ssize_t offset=0):
     """Number of bytes the LedgerCloseMeta starting at ``offset`` of ``buf`` occupies (validated)."""
     cdef _View v = _View(buf)
@@ -156,14 +166,10 @@ def ledger_sequence(buf):
     """Ledger sequence of one LedgerCloseMeta (the whole value is validated)."""
     cdef _View v = _View(buf)
     cdef xs_ctx c
-    cdef int rc
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
     try:
-        with nogil:
-            rc = _scan_whole(v.ptr, v.size, &c)
-        if rc != 0:
-            raise _error(&c, "LedgerCloseMeta", v.size)
+        _scan_whole_or_raise(v, &c)
         return xs_u32(c.slot[XS_SLOT_SEQ])
     finally:
         xs_free(&c)
@@ -173,14 +179,10 @@ def header_hashes(buf):
     """(LedgerHeaderHistoryEntry.hash, header.previousLedgerHash) of one LedgerCloseMeta."""
     cdef _View v = _View(buf)
     cdef xs_ctx c
-    cdef int rc
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
     try:
-        with nogil:
-            rc = _scan_whole(v.ptr, v.size, &c)
-        if rc != 0:
-            raise _error(&c, "LedgerCloseMeta", v.size)
+        _scan_whole_or_raise(v, &c)
         return (
             PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
             PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_PREV_HASH], 32),
@@ -194,14 +196,10 @@ def tx_hashes(buf):
     right after its outer hash) of one LedgerCloseMeta (the whole value is validated)."""
     cdef _View v = _View(buf)
     cdef xs_ctx c
-    cdef int rc
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
     try:
-        with nogil:
-            rc = _scan_whole(v.ptr, v.size, &c)
-        if rc != 0:
-            raise _error(&c, "LedgerCloseMeta", v.size)
+        _scan_whole_or_raise(v, &c)
         return (
             xs_u32(c.slot[XS_SLOT_SEQ]),
             PyBytes_FromStringAndSize(<const char *>c.hashes, <Py_ssize_t>(c.n_hashes * 32)),
@@ -214,14 +212,10 @@ def ledger_info(buf):
     """Everything in one pass: (seq, header hash, previous ledger hash, tx hashes as in tx_hashes)."""
     cdef _View v = _View(buf)
     cdef xs_ctx c
-    cdef int rc
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
     try:
-        with nogil:
-            rc = _scan_whole(v.ptr, v.size, &c)
-        if rc != 0:
-            raise _error(&c, "LedgerCloseMeta", v.size)
+        _scan_whole_or_raise(v, &c)
         return (
             xs_u32(c.slot[XS_SLOT_SEQ]),
             PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
@@ -239,17 +233,13 @@ def tx_hashes_into(buf, out, Py_ssize_t out_offset=0):
     cdef _View v = _View(buf)
     cdef Py_buffer ob
     cdef xs_ctx c
-    cdef int rc
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     PyObject_GetBuffer(out, &ob, PyBUF_WRITABLE)
     xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
     try:
         if out_offset < 0 or out_offset > ob.len:
             raise ValueError(f"out_offset {out_offset} outside output buffer of {ob.len} bytes")
-        with nogil:
-            rc = _scan_whole(v.ptr, v.size, &c)
-        if rc != 0:
-            raise _error(&c, "LedgerCloseMeta", v.size)
+        _scan_whole_or_raise(v, &c)
         if <size_t>(ob.len - out_offset) < c.n_hashes * 32:
             raise ValueError(
                 f"output buffer too small: ledger {xs_u32(c.slot[XS_SLOT_SEQ])} has {c.n_hashes} hashes, "

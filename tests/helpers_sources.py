@@ -186,49 +186,8 @@ def upload_lake(client, bucket: str, prefix: str, root) -> int:
 # --- reference scanner (stellar-sdk) ---------------------------------------------------------
 
 
-class SdkLcm:
-    """The ``rpcbackfill.lcm`` contract implemented with stellar-sdk (used only while the native
-    module is not built; slow but the reference)."""
-
-    @staticmethod
-    def split_batch(buf):
-        from rpcbackfill.errors import XdrError
-
-        try:
-            from conftest import sdk_split_batch
-
-            start, end, metas = sdk_split_batch(bytes(buf))
-        except Exception as e:
-            raise XdrError(f"bad batch: {e}") from None
-        if len(metas) != end - start + 1 or [sdk_seq_and_hashes(m)[0] for m in metas] != list(range(start, end + 1)):
-            raise XdrError("batch count/sequence mismatch")
-        return start, end, metas
-
-    @staticmethod
-    def ledger_sequence(buf):
-        from rpcbackfill.errors import XdrError
-
-        try:
-            return sdk_seq_and_hashes(bytes(buf))[0]
-        except Exception as e:
-            raise XdrError(f"bad LCM: {e}") from None
-
-    @staticmethod
-    def header_hashes(buf):
-        from rpcbackfill.errors import XdrError
-
-        try:
-            _, h, p = sdk_seq_and_hashes(bytes(buf))
-        except Exception as e:
-            raise XdrError(f"bad LCM: {e}") from None
-        return h, p
-
-
 def lcm_impl():
-    """The native scanner when built, else the stellar-sdk reference (reported by the tests)."""
-    try:
-        from rpcbackfill import lcm
+    """The native scanner (``rpcbackfill.lcm``): part of every build, no fallback."""
+    from rpcbackfill import lcm
 
-        return lcm
-    except ImportError:
-        return SdkLcm
+    return lcm

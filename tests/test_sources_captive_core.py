@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_sources import Resequencer, SdkLcm, lcm_impl, small_templates
+from helpers_sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -22,7 +22,7 @@ from rpcbackfill.errors import (
     SourceConfigError,
     SourceError,
 )
-from rpcbackfill.sources import _native, open_source
+from rpcbackfill.sources import open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 
@@ -31,13 +31,6 @@ FAKE = HERE / "fake_stellar_core.py"
 NET = PUBNET_PASSPHRASE
 # the fake's "#!/usr/bin/env python3" must find this interpreter (with zstandard etc.)
 ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-
-
-@pytest.fixture(autouse=True)
-def _scanner(monkeypatch):
-    impl = lcm_impl()
-    if impl is SdkLcm:
-        monkeypatch.setattr(_native, "lcm_module", lambda: impl)
 
 
 @pytest.fixture(scope="module")

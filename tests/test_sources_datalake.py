@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gcs_fault_proxy import FaultProxy
-from helpers_sources import Emulator, Resequencer, SdkLcm, lcm_impl, small_templates, upload_lake
+from helpers_sources import Emulator, Resequencer, small_templates, upload_lake
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -18,21 +18,13 @@ from rpcbackfill.errors import (
     MissingLedgerError,
     SourceError,
 )
-from rpcbackfill.sources import _native, layout, open_source
+from rpcbackfill.sources import layout, open_source
 from rpcbackfill.sources.base import LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from rpcbackfill.sources.objstore import LocalStore
 
 NET = PUBNET_PASSPHRASE
-
-
-@pytest.fixture(autouse=True)
-def _scanner(monkeypatch):
-    # The native scanner when built; the stellar-sdk reference otherwise (same contract).
-    impl = lcm_impl()
-    if impl is SdkLcm:
-        monkeypatch.setattr(_native, "lcm_module", lambda: impl)
 
 
 @pytest.fixture(scope="module")

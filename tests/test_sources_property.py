@@ -13,9 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_sources import Resequencer, SdkLcm, lcm_impl, small_templates
+from helpers_sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig
-from rpcbackfill.sources import _native
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
@@ -25,13 +24,6 @@ FAKE = Path(__file__).resolve().parent / "fake_stellar_core.py"
 ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 CHECKPOINT = 64  # the fake core replays from a multiple of this (like stellar-core's checkpoints)
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-@pytest.fixture(autouse=True)
-def _scanner(monkeypatch):
-    impl = lcm_impl()
-    if impl is SdkLcm:
-        monkeypatch.setattr(_native, "lcm_module", lambda: impl)
 
 
 @pytest.fixture(scope="module")
