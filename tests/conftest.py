@@ -117,3 +117,17 @@ def fixture_ledgers(fixtures_dir) -> list[FixtureLedger]:
     if _CACHE is None:
         _CACHE = load_fixture_ledgers()
     return _CACHE
+
+
+@pytest.fixture
+def restore_root_logging():
+    """In-process CLI runs install a log handler on the root logger; take it away afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)

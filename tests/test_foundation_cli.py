@@ -44,18 +44,7 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
     )
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """In-process runs install a log handler on the root logger; take it away afterwards."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,7 @@ import pytest
 from rpcbackfill.logsetup import configure_logging
 
 
-@pytest.fixture(autouse=True)
-def _restore_root():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 
 def test_json_lines_carry_fixed_and_extra_fields():
