@@ -6,6 +6,7 @@ short transition phases that random SIGKILL timing would almost never hit.  Poin
 ``ingest``, ``chunk_finished``, ``checkpoint_synced`` (data durable, checkpoint not yet
 written), ``checkpoint_acked``, ``verify_chunk``, ``compact``, ``build``, ``verify_shard``,
 ``before_delete``, ``before_complete``.  Unset in production: ``hit`` is then a dict lookup.
+With ``RPCBACKFILL_TEST_CRASH_LOG=FILE`` the point that fires is appended to FILE first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import os
 import signal
 
 ENV = "RPCBACKFILL_TEST_CRASH_AT"
+# Optional: a file the firing point's name is appended to before the kill, so a test that arms
+# several points learns which one fired.
+LOG_ENV = "RPCBACKFILL_TEST_CRASH_LOG"
 
 
 def _parse(spec: str) -> dict[str, int]:
@@ -33,6 +37,14 @@ def hit(point: str) -> None:
         return
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] == _targets[point]:
+        log_path = os.environ.get(LOG_ENV)
+        if log_path:
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, (point + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         try:
             os.killpg(os.getpgid(0), signal.SIGKILL)
         finally:
