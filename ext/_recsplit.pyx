@@ -128,11 +128,8 @@ def golomb_params(uint32_t m):
     return rs_golomb_k[m], rs_fixed_bits[m], rs_nodes[m]
 
 
-def bucket_hashes(const uint8_t[::1] records, uint64_t bucket_salt):
-    """Salted bucket hash (uint64) of each 36-byte record's 32-byte key, GIL released."""
-    cdef Py_ssize_t n = records.shape[0] // REC
-    if records.shape[0] % REC:
-        raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
+cdef object _bucket_hashes(const uint8_t[::1] buf, Py_ssize_t stride, Py_ssize_t n, uint64_t bucket_salt):
+    """Salted bucket hash of the 32-byte key at the start of each of ``n`` ``stride``-byte items."""
     out = np.empty(n, dtype=np.uint64)
     cdef uint64_t[::1] o = out
     cdef rs_keys K
@@ -141,22 +138,22 @@ def bucket_hashes(const uint8_t[::1] records, uint64_t bucket_salt):
     if n:
         with nogil:
             for i in range(n):
-                o[i] = rs_hash_bucket(&K, &records[i * REC])
+                o[i] = rs_hash_bucket(&K, &buf[i * stride])
     return out
+
+
+def bucket_hashes(const uint8_t[::1] records, uint64_t bucket_salt):
+    """Salted bucket hash (uint64) of each 36-byte record's 32-byte key, GIL released."""
+    cdef Py_ssize_t n = records.shape[0] // REC
+    if records.shape[0] % REC:
+        raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
+    return _bucket_hashes(records, REC, n, bucket_salt)
 
 
 def key_hashes(const uint8_t[::1] keys, uint64_t bucket_salt):
     """Salted bucket hash of each 32-byte key (tests)."""
     cdef Py_ssize_t n = keys.shape[0] // 32
-    out = np.empty(n, dtype=np.uint64)
-    cdef uint64_t[::1] o = out
-    cdef rs_keys K
-    cdef Py_ssize_t i
-    rs_keys_init(&K, bucket_salt, 0)
-    with nogil:
-        for i in range(n):
-            o[i] = rs_hash_bucket(&K, &keys[i * 32])
-    return out
+    return _bucket_hashes(keys, 32, n, bucket_salt)
 
 
 cdef object _u64_array(const uint64_t *p, uint64_t n):

@@ -576,18 +576,17 @@ def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: boo
         binary = values["backfill.captive_core.binary_path"]
         conf = values["backfill.captive_core.config_path"]
         need = "is required when backfill.ledger_backend is captive_core"
-        if binary is None:
-            problems.append(f"backfill.captive_core.binary_path {need}")
-        elif not binary.is_file():
-            problems.append(f"backfill.captive_core.binary_path {binary} does not exist or is not a file")
-        elif not os.access(binary, os.X_OK):
-            problems.append(f"backfill.captive_core.binary_path {binary} is not executable")
-        if conf is None:
-            problems.append(f"backfill.captive_core.config_path {need}")
-        elif not conf.is_file():
-            problems.append(f"backfill.captive_core.config_path {conf} does not exist or is not a file")
-        elif not os.access(conf, os.R_OK):
-            problems.append(f"backfill.captive_core.config_path {conf} is not readable")
+        for name, path, mode, ability in (
+            ("binary_path", binary, os.X_OK, "executable"),
+            ("config_path", conf, os.R_OK, "readable"),
+        ):
+            key = f"backfill.captive_core.{name}"
+            if path is None:
+                problems.append(f"{key} {need}")
+            elif not path.is_file():
+                problems.append(f"{key} {path} does not exist or is not a file")
+            elif not os.access(path, mode):
+                problems.append(f"{key} {path} is not {ability}")
     return range_problems
 
 
