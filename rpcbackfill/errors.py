@@ -101,6 +101,12 @@ class CoreProcessError(SourceError):
     """Captive stellar-core exited early, or could not be started."""
 
 
+class CorePreflightError(SourceError):
+    """Captive core cannot do the requested backfill, found before any range starts: stellar-core
+    older than protocol 23, a range beyond the history archive's latest checkpoint, or an operator
+    stellar-core file that is unreadable or sets a key the driver owns."""
+
+
 class LedgerSequenceError(SourceError):
     """Ledgers arrived out of order, with a gap, or with a broken hash chain."""
 

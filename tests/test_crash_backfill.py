@@ -246,16 +246,20 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
 
     import psutil
 
-    from rpcbackfill.config import CaptiveCoreConfig
+    from core_configs import make_archive
+    from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig
 
     pid_file = tmp_path / "core.pid"
     core_cfg = tmp_path / "core.cfg"
-    core_cfg.write_text(f'FAKE_LAKE = "{lake3}"\nFAKE_DB = "{tmp_path / "core.db"}"\nFAKE_PID_FILE = "{pid_file}"\n')
+    core_cfg.write_text(f'FAKE_LAKE = "{lake3}"\nFAKE_PID_FILE = "{pid_file}"\n')
     fake = Path(__file__).resolve().parent / "fake_stellar_core.py"
+    archive = make_archive(tmp_path / "archive", RS + 63, PUBNET_PASSPHRASE)
     base = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
     cfg = dataclasses.replace(base, backfill=dataclasses.replace(
         base.backfill, ledger_backend="captive_core",
-        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg)))
+        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg,
+                                       storage_path=tmp_path / "data" / "captive-core",
+                                       history_archive_urls=(f"file://{archive}",))))
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     p = start_coordinator(tmp_path, cfg, env=env)
     deadline = time.monotonic() + 90

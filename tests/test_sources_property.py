@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core_configs import make_archive
 from helpers_sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
@@ -71,7 +72,9 @@ def test_captive_core_yields_exact_range(reseq, case):
         ledgers = _write(Path(d) / "lake", reseq, lpb, bpp, lake_first, lake_last)
         cfgp = Path(d) / "core.cfg"
         cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_LAKE="{Path(d) / "lake"}"\nFAKE_CHECKPOINT="{CHECKPOINT}"\n')
-        cc = CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp)
+        archive = make_archive(Path(d) / "archive", 1 << 30, NET)
+        cc = CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp, storage_path=Path(d) / "core",
+                               history_archive_urls=(f"file://{archive}",))
         with CaptiveCoreSource(cc, threading.Event(), network_passphrase=NET, env=ENV) as src:
             src.prepare_range(first, last)
             got = [src.get_ledger(q) for q in range(first, last + 1)]

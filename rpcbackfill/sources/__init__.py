@@ -37,5 +37,6 @@ def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:
     if backend == "captive_core":
         from .captive_core import CaptiveCoreSource
 
-        return CaptiveCoreSource(config.backfill.captive_core, cancel, network_passphrase=passphrase)
+        return CaptiveCoreSource(config.backfill.captive_core, cancel, network_passphrase=passphrase,
+                                 range_size=config.backfill.range_size)
     raise ConfigError(f"backfill.ledger_backend must be 'buffered_storage' or 'captive_core', got {backend!r}")
