@@ -41,6 +41,9 @@ cfg or -- overriding it -- the environment):
                    bad_hash | ignore_sigint | exit_after_last | hang | newdb_fail
   FAKE_FAIL_AT     ledger where the failure happens (default: the middle of the stream)
   FAKE_CHECKPOINT  checkpoint frequency (default 64)
+  FAKE_BARRIER     a directory: catchup, holding its bucket lock, waits there until
+                   FAKE_BARRIER_N catchups (default 2) have arrived -- proof that that many cores
+                   ran at the same time (refused after 60 s otherwise)
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ import struct
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
@@ -196,11 +200,22 @@ def archive_state(command: str) -> dict:
         local.unlink()
 
 
+def wait_at_barrier(d: Path, n: int, timeout: float = 60.0) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{os.getpid()}.{os.getcwd().replace(os.sep, '_')}").write_text("")
+    deadline = time.monotonic() + timeout
+    while len(list(d.iterdir())) < n:
+        if time.monotonic() > deadline:
+            raise Refused(f"barrier: only {len(list(d.iterdir()))} of {n} catchups ran at the same time")
+        time.sleep(0.02)
+    log(f"barrier: {n} catchups running at the same time")
+
+
 def lake_ledgers(lake: str, first: int, last: int):
     """(seq, lcm) for first..last from a local lake (layout from its manifest)."""
     import zstandard
-
     from helpers_sources import lcm_impl
+
     from rpcbackfill.sources import layout
 
     schema = layout.read_manifest(lake)
@@ -299,6 +314,8 @@ def run(cfg: dict, cmd: list[str]) -> int:
     fail_at = int(cfg.get("FAKE_FAIL_AT") or (start + to) // 2)
     if "FAKE_PID_FILE" in cfg:
         Path(cfg["FAKE_PID_FILE"]).write_text(str(os.getpid()))
+    if cfg.get("FAKE_BARRIER"):
+        wait_at_barrier(Path(cfg["FAKE_BARRIER"]), int(cfg.get("FAKE_BARRIER_N", "2")))
     stopping = {"sigint": False}
 
     def on_sigint(signum, frame):

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from core_configs import CORE_ENV, FAKE_CORE, make_archive
 from helpers_sources import Resequencer, small_templates
+
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
-    CoreProcessError,
     CorePreflightError,
+    CoreProcessError,
     LedgerSequenceError,
     SourceConfigError,
     SourceError,
