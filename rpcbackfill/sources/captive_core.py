@@ -37,7 +37,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import PUBNET_PASSPHRASE, CaptiveCoreConfig, Config
 from ..errors import (
@@ -106,7 +106,7 @@ class CaptiveCoreSource:
         self.stop_timeout = stop_timeout
         self.new_db_timeout = new_db_timeout
         self.env = env
-        self._lcm = None
+        self._lcm: Any = None  # rpcbackfill.lcm, loaded by prepare_range
         self._first = self._last = 0
         self._next_seq: int | None = None
         self._closed = False
@@ -131,22 +131,6 @@ class CaptiveCoreSource:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _binary(self) -> Path:
-        b = self.config.binary_path
-        if not b:
-            raise SourceConfigError("captive_core.binary_path is not set")
-        if not Path(b).is_file() or not os.access(b, os.X_OK):
-            raise SourceConfigError(f"captive_core.binary_path {b} is not an executable file")
-        return Path(b).resolve()
-
-    def core_toml(self) -> CoreToml:
-        """The operator's file merged with what the driver owns (``CorePreflightError`` if unusable)."""
-        c = self.config.config_path
-        if not c:
-            raise SourceConfigError("captive_core.config_path is not set")
-        return CoreToml.load(c, network_passphrase=self.network_passphrase,
-                             history_archive_urls=self.config.history_archive_urls)
-
     def prepare_range(self, first: int, last: int) -> None:
         if self._closed:
             raise SourceError("prepare_range on a closed CaptiveCoreSource")
@@ -154,8 +138,8 @@ class CaptiveCoreSource:
             raise SourceError("CaptiveCoreSource.prepare_range called twice (one bounded range per source)")
         if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
             raise SourceError(f"invalid ledger range [{first}, {last}]")
-        binary = self._binary()
-        toml = self.core_toml()
+        binary = core_binary(self.config)
+        toml = load_core_toml(self.config, self.network_passphrase)
         for note in toml.notes:
             log.debug("captive core config: %s", note)
         rid = range_of_ledger(first, self.range_size)
@@ -398,7 +382,25 @@ class CaptiveCoreSource:
             remove_work_dir(self.work_dir)  # the range no longer needs core: free the bucket list
 
 
-# --- private working directories -----------------------------------------------------------------
+# --- configuration and private working directories ----------------------------------------------
+
+
+def core_binary(config: CaptiveCoreConfig) -> Path:
+    b = config.binary_path
+    if not b:
+        raise SourceConfigError("captive_core.binary_path is not set")
+    if not Path(b).is_file() or not os.access(b, os.X_OK):
+        raise SourceConfigError(f"captive_core.binary_path {b} is not an executable file")
+    return Path(b).resolve()
+
+
+def load_core_toml(config: CaptiveCoreConfig, network_passphrase: str) -> CoreToml:
+    """The operator's file merged with what the driver owns (``CorePreflightError`` if unusable)."""
+    if not config.config_path:
+        raise SourceConfigError("captive_core.config_path is not set")
+    return CoreToml.load(config.config_path, network_passphrase=network_passphrase,
+                         history_archive_urls=config.history_archive_urls)
+
 
 
 def range_work_dir(config: CaptiveCoreConfig, rid: int) -> Path:
@@ -461,11 +463,9 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     todo = [r for r in ranges if r.state != "COMPLETE"]
     if not todo:
         return
-    source = CaptiveCoreSource(cc, network_passphrase=config.service.network_passphrase,
-                               range_size=config.backfill.range_size)
     try:
-        binary = source._binary()
-        toml = source.core_toml()
+        binary = core_binary(cc)
+        toml = load_core_toml(cc, config.service.network_passphrase)
     except SourceConfigError as e:
         raise CorePreflightError(str(e)) from None
     for note in toml.notes:
