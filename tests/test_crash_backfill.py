@@ -279,6 +279,8 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
         time.sleep(0.05)
     assert not psutil.pid_exists(core_pid) or psutil.Process(core_pid).status() == psutil.STATUS_ZOMBIE, \
         f"captive core {core_pid} outlived the killed backfill"
+    assert (tmp_path / "data" / "captive-core" / "0000").is_dir()  # the killed range's core directory
     assert run_to_end(tmp_path, cfg, env=env) == 0
     check_backfill_result(cfg, lake3, 2, RS + 1)
     assert active_leftovers(cfg) == []
+    assert list((tmp_path / "data" / "captive-core").iterdir()) == []  # cleaned on resume, removed when done
