@@ -10,7 +10,9 @@ refused here too.
 Checks, with real core's messages (src/main/Config.cpp, Application.cpp, BucketManager.cpp,
 HistoryArchiveManager.cpp, Database.cpp of stellar-core):
 
-- the config is TOML; ``NETWORK_PASSPHRASE`` is required;
+- the config is TOML; an entry real core does not know (tests/stellar_core_config_keys.txt,
+  taken from its Config.cpp) is refused, except this stand-in's own ``FAKE_*``;
+  ``NETWORK_PASSPHRASE`` is required;
 - ``VALIDATORS`` entries need NAME, a valid PUBLIC_KEY, HOME_DOMAIN and a QUALITY (their own or
   their HOME_DOMAINS entry's); HIGH/CRITICAL ones need HISTORY and at least 3 per home domain;
 - the generated quorum set has one inner set per home domain; ``FAILURE_SAFETY`` (default -1:
@@ -111,8 +113,17 @@ def strkey_ok(key: str) -> bool:
         return key.startswith("G") and len(key) == 56
 
 
+def known_keys() -> frozenset[str]:
+    lines = (HERE / "stellar_core_config_keys.txt").read_text().splitlines()
+    return frozenset(x.strip() for x in lines if x.strip() and not x.startswith("#"))
+
+
 def check_config(cfg: dict) -> None:
     """The start-up checks of real core's Config::load (see the module docstring)."""
+    known = known_keys()
+    for key in cfg:
+        if key not in known and not key.startswith("FAKE_"):
+            raise Refused(f"Unknown configuration entry: '{key}'")
     if not cfg.get("NETWORK_PASSPHRASE"):
         raise Refused("NETWORK_PASSPHRASE not configured")
     domains = {}

@@ -51,6 +51,7 @@ def test_version_reports_the_ledger_protocol(tmp_path):
     "text, message",
     [
         ('HTTP_PORT = 0\n', "NETWORK_PASSPHRASE not configured"),
+        (f'NETWORK_PASSPHRASE = "{NET}"\nHTTP_PROT = 0\n', "Unknown configuration entry: 'HTTP_PROT'"),
         (f'NETWORK_PASSPHRASE = "{NET}"\n', "no validators defined in VALIDATORS/QUORUM_SET"),
     ],
 )
@@ -137,3 +138,18 @@ def test_generated_config_from_the_shipped_example_is_accepted(tmp_path):
     r = core(tmp_path, "--conf", str(gen), "--console", "new-db")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "stellar.db").exists() and (tmp_path / "buckets" / "stellar-core.lock").exists()
+
+
+def test_every_key_the_driver_writes_is_a_real_core_entry(tmp_path):
+    from rpcbackfill.sources.core_config import (
+        DEFAULT_KEYS,
+        FORCED_KEYS,
+        META_FLAGS,
+        REFUSED_KEYS,
+    )
+
+    known = {x for x in (Path(__file__).parent / "stellar_core_config_keys.txt").read_text().split()
+             if x.isupper()}
+    written = set(CoreToml.load(REPO / "config" / "captive-core.example.toml", network_passphrase=NET).for_range())
+    written |= {*REFUSED_KEYS, *FORCED_KEYS, *META_FLAGS, *DEFAULT_KEYS, "HISTORY", "QUORUM_SET"}
+    assert written - known == set()
