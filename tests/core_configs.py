@@ -54,13 +54,14 @@ def validator_key(i: int) -> str:
     return Keypair.from_raw_ed25519_seed(bytes([i + 1]) * 32).public_key
 
 
-def pubnet_shaped(history: str, *, orgs: int = 5, per_org: int = 3, extra: str = "") -> str:
+def pubnet_shaped(history: str, *, orgs: int = 5, per_org: int = 3, extra: str = "", http_port: int = 11626) -> str:
     """A stellar-core file as operators keep for stellar-rpc: HOME_DOMAINS of HIGH quality and
     VALIDATORS with HISTORY (``history`` is the get-command template with ``{name}``), the
-    ports and FAILURE_SAFETY of a real node, and no DATABASE / BUCKET_DIR_PATH."""
+    ports and FAILURE_SAFETY of a real node, and no DATABASE / BUCKET_DIR_PATH.  Tests that run
+    the stand-in on such a file directly pass ``http_port=0`` (or a free port): it listens there."""
     lines = [
         'NETWORK_PASSPHRASE = "Public Global Stellar Network ; September 2015"',
-        "HTTP_PORT = 11626",
+        f"HTTP_PORT = {http_port}",
         "PEER_PORT = 11725",
         "FAILURE_SAFETY = 1",
         extra,

@@ -18,6 +18,9 @@ HistoryArchiveManager.cpp, Database.cpp of stellar-core):
 - the generated quorum set has one inner set per home domain; ``FAILURE_SAFETY`` (default -1:
   computed as n - (n - (n-1)//3), i.e. 0 below 4 organisations) of 0 without
   ``UNSAFE_QUORUM = true`` is refused ("SCP unsafe"); no VALIDATORS and no QUORUM_SET is refused;
+- new-db and catchup listen on ``HTTP_PORT`` (default 11626; 127.0.0.1 unless
+  ``PUBLIC_HTTP_PORT``) for the process's life, like real core's command handler: two cores
+  with one port fail ("bind: Address already in use"); ``HTTP_PORT = 0`` disables it;
 - new-db and catchup take an exclusive flock on ``BUCKET_DIR_PATH``/stellar-core.lock (default
   ``buckets``, relative to the working directory) for the process's life;
 - new-db creates ``DATABASE`` (``sqlite3://PATH``; the default ``sqlite3://:memory:`` keeps
@@ -167,6 +170,30 @@ def check_config(cfg: dict) -> None:
         raise Refused("SCP unsafe")
 
 
+_http_socket = None
+
+
+def listen_http(cfg: dict) -> None:
+    """Real core's CommandHandler binds HTTP_PORT as the application starts (before new-db)."""
+    global _http_socket
+    import socket
+
+    port = int(cfg.get("HTTP_PORT", 11626))
+    if port == 0:
+        return
+    host = "0.0.0.0" if cfg.get("PUBLIC_HTTP_PORT", False) is True else "127.0.0.1"
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+        s.listen()
+    except OSError as e:
+        s.close()
+        raise Refused(f"bind: {e.strerror}") from None
+    log(f"Listening on {host}:{port} for HTTP requests")
+    _http_socket = s
+
+
 def lock_buckets(cfg: dict) -> int:
     """Real core's BucketManager: exclusive, non-blocking flock held until the process exits."""
     d = Path(cfg.get("BUCKET_DIR_PATH", "buckets"))
@@ -299,6 +326,7 @@ def run(cfg: dict, cmd: list[str]) -> int:
     failure = cfg.get("FAKE_FAILURE", "")
     db = database_path(cfg)
     if cmd == ["new-db"]:
+        listen_http(cfg)
         lock_buckets(cfg)
         log("creating database")
         if failure == "newdb_fail":
@@ -309,6 +337,7 @@ def run(cfg: dict, cmd: list[str]) -> int:
         return 0
     if len(cmd) != 4 or cmd[0] != "catchup" or cmd[2] != "--metadata-output-stream" or cmd[3] != "fd:3":
         return usage("expected catchup TO/COUNT --metadata-output-stream fd:3")
+    listen_http(cfg)
     lock_buckets(cfg)
     if db is None or not db.exists():
         raise Refused("No DB schema version found, try stellar-core new-db")

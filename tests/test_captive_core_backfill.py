@@ -173,7 +173,7 @@ def test_two_cores_in_one_directory_fail_on_the_bucket_lock(tmp_path):
     """The issue's failure, reproduced with the stand-in: what sharing one working directory did."""
     archive = make_archive(tmp_path / "archive", LATEST_CHECKPOINT, NET)
     cfg = tmp_path / "core.cfg"
-    cfg.write_text(pubnet_shaped(f"cp {archive}/{{0}} {{1}}", extra='DATABASE = "sqlite3://stellar.db"'))
+    cfg.write_text(pubnet_shaped(f"cp {archive}/{{0}} {{1}}", extra='DATABASE = "sqlite3://stellar.db"', http_port=0))
     conf = [str(FAKE_CORE), "--conf", str(cfg), "--console"]
     catchup = ["catchup", "100/10", "--metadata-output-stream", "fd:3"]
     assert subprocess.run(conf + ["new-db"], cwd=tmp_path, env=CORE_ENV, capture_output=True, check=False).returncode == 0

@@ -63,27 +63,27 @@ def test_refused_configs(tmp_path, text, message):
 def test_quorum_of_fewer_than_four_orgs_needs_unsafe_quorum(tmp_path, archive):
     # the shipped example before this driver: one home domain, no UNSAFE_QUORUM -> real core's refusal
     for orgs in (1, 3):
-        cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), orgs=orgs).replace("FAILURE_SAFETY = 1\n", ""))
+        cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=orgs).replace("FAILURE_SAFETY = 1\n", ""))
         r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
         assert r.returncode == 1, r.stderr
         assert "Can't have FAILURE_SAFETY=0 unless you also set UNSAFE_QUORUM=true" in r.stderr
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), orgs=4).replace("FAILURE_SAFETY = 1\n", ""))
+    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=4).replace("FAILURE_SAFETY = 1\n", ""))
     assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), orgs=5, extra="").replace(
+    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=5, extra="").replace(
         "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"))
     r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
     assert r.returncode == 1 and "FAILURE_SAFETY=0" in r.stderr
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), orgs=1, extra="UNSAFE_QUORUM = true").replace(
+    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=1, extra="UNSAFE_QUORUM = true").replace(
         "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"))
     assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
 
 
 def test_high_quality_validators_need_history_and_redundancy(tmp_path, archive):
-    text = pubnet_shaped(history(archive), orgs=4)
+    text = pubnet_shaped(history(archive), http_port=0, orgs=4)
     cfg = write(tmp_path / "c.cfg", text.replace(f'HISTORY = "{history(archive)}"\n', "", 1))
     r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
     assert r.returncode == 1 and "critical and high quality must have an archive" in r.stderr
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), orgs=4, per_org=2))
+    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=4, per_org=2))
     r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
     assert r.returncode == 1 and "must have redundancy of at least 3" in r.stderr
 
@@ -116,7 +116,7 @@ def test_catchup_needs_new_db_archive_and_the_bucket_lock(tmp_path, archive):
 
 
 def test_log_file_in_the_working_directory_unless_disabled(tmp_path, archive):
-    text = pubnet_shaped(history(archive), orgs=4)
+    text = pubnet_shaped(history(archive), http_port=0, orgs=4)
     cfg = write(tmp_path / "c.cfg", text)
     (tmp_path / "w1").mkdir()
     assert core(tmp_path / "w1", "--conf", str(cfg), "--console", "new-db").returncode == 0
@@ -153,3 +153,31 @@ def test_every_key_the_driver_writes_is_a_real_core_entry(tmp_path):
     written = set(CoreToml.load(REPO / "config" / "captive-core.example.toml", network_passphrase=NET).for_range())
     written |= {*REFUSED_KEYS, *FORCED_KEYS, *META_FLAGS, *DEFAULT_KEYS, "HISTORY", "QUORUM_SET"}
     assert written - known == set()
+
+
+def test_two_cores_on_one_http_port(tmp_path, archive):
+    """Real core's command handler listens on HTTP_PORT (default 11626) from start-up: parallel
+    cores need HTTP_PORT = 0 (which the driver sets)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=port, extra='DATABASE = "sqlite3://db"'))
+    assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
+    (tmp_path / "w2").mkdir()
+    first = subprocess.Popen([str(FAKE_CORE), "--conf", str(cfg), "--console", "catchup", "100/10",
+                              "--metadata-output-stream", "fd:3"], cwd=tmp_path, env={**CORE_ENV, "FAKE_FAILURE": "hang"},
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        for line in first.stderr:
+            if "hanging before streaming" in line:
+                break
+        else:
+            pytest.fail("the first core did not start")
+        second = core(tmp_path / "w2", "--conf", str(cfg), "--console", "new-db")
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 1 and "bind: Address already in use" in second.stderr
