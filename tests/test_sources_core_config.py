@@ -164,3 +164,30 @@ def test_dumps_special_values():
     text = dumps(doc)
     assert tomllib.loads(text) == doc
     assert "[[A]]" in text and "[[A.B]]" in text and '[HISTORY."h.0"]' in text
+
+
+# --- the archive's latest checkpoint (pre-flight) ---------------------------------------------------
+
+
+def test_archive_latest_ledger_over_http_and_file(tmp_path):
+    from core_configs import make_archive, serve_dir
+
+    from rpcbackfill.sources.captive_core import archive_latest_ledger
+
+    archive = make_archive(tmp_path / "a", 12345, NET)
+    assert archive_latest_ledger(f"file://{archive}", NET) == 12345
+    with serve_dir(tmp_path) as url:
+        assert archive_latest_ledger(f"{url}/a", NET) == 12345
+        assert archive_latest_ledger(f"{url}/a/", NET) == 12345
+        with pytest.raises(CorePreflightError, match=r"cannot read history archive state .*/b/\.well-known/stellar-history\.json: HTTP 404"):
+            archive_latest_ledger(f"{url}/b", NET)
+        with pytest.raises(CorePreflightError, match="is of network 'Public Global"):
+            archive_latest_ledger(f"{url}/a", TESTNET_PASSPHRASE)
+    state = archive / ".well-known" / "stellar-history.json"
+    for body, why in (("{", "not valid"), ('{"version": 2}', "not valid: 'currentLedger'"),
+                      ('{"currentLedger": "63"}', "currentLedger is '63'"), ("[]", "not valid")):
+        state.write_text(body)
+        with pytest.raises(CorePreflightError, match=why):
+            archive_latest_ledger(f"file://{archive}", NET)
+    with pytest.raises(CorePreflightError, match="cannot read history archive state"):
+        archive_latest_ledger(f"file://{tmp_path / 'absent'}", NET)
