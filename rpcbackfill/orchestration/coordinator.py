@@ -29,7 +29,7 @@ from ..config import Config
 from ..errors import InputError, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import COMPLETE, FAILED, MetaStore, RangeInfo, resume_state
-from ..sources.captive_core import preflight as captive_core_preflight
+from ..sources import preflight
 from .lock import DataDirLock
 from .progress import Progress, TerminalBar, tree_rss_bytes
 from .protocol import ALLOWED_CALLS, Channel, ChannelClosed
@@ -106,7 +106,7 @@ class Coordinator:
                     self.meta.set_range_state(rid, to)
                     info = self.meta.range_info(rid)
                 self._set_info(info)
-            captive_core_preflight(self.config, list(self._infos.values()))
+            preflight(self.config, list(self._infos.values()))  # exit 1 at once if the source cannot serve them
             self._start_http()
             return self._loop()
         finally:

@@ -6,7 +6,9 @@
 - ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
-Layout math and the local lake writer live in ``sources.layout``.
+``preflight(config, ranges)`` checks, once before any range starts, that the source can serve
+the ranges still to do (captive core: ``captive_core.preflight``).  Layout math and the local
+lake writer live in ``sources.layout``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,22 @@ from ..errors import ConfigError
 from .base import LedgerSource
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from collections.abc import Iterable
 
-__all__ = ["LedgerSource", "open_source"]
+    from ..config import Config
+    from .captive_core import RangeLike
+
+__all__ = ["LedgerSource", "open_source", "preflight"]
+
+
+def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
+    """Raise a one-line ``SourceError`` (exit 1) when the configured source cannot serve the
+    ranges still to do; ``ranges`` are the coordinator's ``RangeInfo``s (COMPLETE ones included:
+    captive core removes their leftover directories)."""
+    if config.backfill.ledger_backend == "captive_core":
+        from .captive_core import preflight as captive_core_preflight
+
+        captive_core_preflight(config, ranges)
 
 
 def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:

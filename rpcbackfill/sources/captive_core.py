@@ -439,29 +439,38 @@ class RangeLike(Protocol):
     id: int
     start_ledger: int
     end_ledger: int
-    state: str | None
+    state: Any  # a state name, or an enum whose value is one
+
+
+def _state(r: RangeLike) -> str | None:
+    return getattr(r.state, "value", r.state)
+
+
+# Range states whose ledgers still come from core (a TRANSITIONING range only reads local stores).
+_NEEDS_CORE = (None, "PENDING", "INGESTING")
 
 
 def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     """Checks made once before any range starts; ``CorePreflightError`` (one line, exit 1) when
-    captive core cannot do this backfill.  A no-op unless ``ledger_backend = "captive_core"``.
+    captive core cannot do this backfill.  A no-op unless ``ledger_backend = "captive_core"``;
+    only the directory sweep when no range still needs core.
 
     - the operator's stellar-core file is readable and sets no key the driver owns;
     - ``stellar-core version`` reports ledger protocol >= ``MIN_CORE_PROTOCOL``;
-    - no range still to do ends beyond the latest checkpoint of the first history archive
-      (its ``.well-known/stellar-history.json``; http(s):// and file:// archives);
-    - private directories left by COMPLETE ranges are removed.
+    - no range still to ingest (PENDING/INGESTING) ends beyond the latest checkpoint of the first
+      history archive (its ``.well-known/stellar-history.json``; http(s):// and file:// archives);
+    - private directories left by ranges past ingestion (TRANSITIONING, COMPLETE) are removed.
     """
     if config.backfill.ledger_backend != "captive_core":
         return
     cc = config.backfill.captive_core
     ranges = list(ranges)
     for r in ranges:
-        if r.state == "COMPLETE" and cc.storage_path is not None:
+        if _state(r) not in _NEEDS_CORE and cc.storage_path is not None:
             d = range_work_dir(cc, r.id)
             if d.exists():
                 remove_work_dir(d)
-    todo = [r for r in ranges if r.state != "COMPLETE"]
+    todo = [r for r in ranges if _state(r) in _NEEDS_CORE]
     if not todo:
         return
     try:
