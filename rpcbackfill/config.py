@@ -249,8 +249,8 @@ KEYS: tuple[Key, ...] = (
         "buckets), removed when the range's catchup has finished. Needs room for one bucket list per range "
         "running at a time.", commented=True),
     Key("backfill.captive_core", "history_archive_urls", "urls", (),
-        "History archives (http(s):// or file:///) written into the generated stellar-core config when "
-        "config_path has no HISTORY of its own; the first is also the archive checked before the backfill starts.",
+        "History archives (http(s):// or file:///) for captive core when config_path names none of its own "
+        "(no [HISTORY.*] get, no VALIDATORS HISTORY); ignored otherwise.",
         example=("https://history.stellar.org/prd/core-live/core_live_001",), commented=True),
 )
 

@@ -48,7 +48,7 @@ cfg or -- overriding it -- the environment):
   FAKE_CHECKPOINT  checkpoint frequency (default 64)
   FAKE_BARRIER     a directory: catchup, holding its bucket lock, waits there until
                    FAKE_BARRIER_N catchups (default 2) have arrived -- proof that that many cores
-                   ran at the same time (refused after 60 s otherwise)
+                   ran at the same time (refused after 180 s otherwise)
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def archive_state(command: str) -> dict:
         local.unlink()
 
 
-def wait_at_barrier(d: Path, n: int, timeout: float = 60.0) -> None:
+def wait_at_barrier(d: Path, n: int, timeout: float = 180.0) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{os.getpid()}.{os.getcwd().replace(os.sep, '_')}").write_text("")
     deadline = time.monotonic() + timeout

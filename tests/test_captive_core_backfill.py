@@ -62,6 +62,12 @@ def stellar_rpc(cfg: Path, env: dict[str, str], *, end: int = LAST, timeout: flo
                           capture_output=True, text=True, env=e, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
+def without_history(text: str) -> str:
+    """Validators without HISTORY (LOW quality: real core wants an archive for HIGH ones)."""
+    text = text.replace('QUALITY = "HIGH"', 'QUALITY = "LOW"')
+    return "\n".join(line for line in text.splitlines() if not line.startswith("HISTORY")) + "\n"
+
+
 def error_lines(r: subprocess.CompletedProcess) -> list[str]:
     return [line for line in r.stderr.splitlines() if line.startswith("error:")]
 
@@ -126,7 +132,8 @@ def test_preflight_failures_exit_1_before_any_range(tmp_path, case):
                                           if case == "owned_key" else ""))
         if case == "old_protocol":
             env["FAKE_PROTOCOL"] = "22"
-        if case == "file_archive_beyond":
+        if case == "file_archive_beyond":  # a file without archives: history_archive_urls supply them
+            operator.write_text(without_history(pubnet_shaped(history)))
             extra = f'history_archive_urls = ["file://{archive}"]'
         r = stellar_rpc(rpc_config(tmp_path, operator, extra=extra), env, timeout=30)
     errors = error_lines(r)
@@ -159,10 +166,8 @@ def test_history_archive_urls_fill_a_file_without_history(tmp_path, lake3):
     """history_archive_urls fill an operator file without HISTORY (validators of LOW quality);
     file:// archives become `cp` commands."""
     archive = make_archive(tmp_path / "archive", LATEST_CHECKPOINT, NET)
-    text = pubnet_shaped("unused").replace('QUALITY = "HIGH"', 'QUALITY = "LOW"')
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("HISTORY"))
     operator = tmp_path / "captive-core.cfg"
-    operator.write_text(text)
+    operator.write_text(without_history(pubnet_shaped("unused")))
     cfg = rpc_config(tmp_path, operator, extra=f'history_archive_urls = ["file://{archive}"]')
     r = stellar_rpc(cfg, {"FAKE_LAKE": str(lake3)}, end=RS + 1)
     assert r.returncode == 0, r.stderr[-3000:]

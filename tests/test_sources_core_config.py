@@ -95,9 +95,10 @@ def test_history_archive_urls_fill_a_file_without_history(tmp_path):
     assert ct.archive_url == "https://a.example/x"
     # no quorum at all: a placeholder quorum set core can start with
     assert ct.values["QUORUM_SET"]["VALIDATORS"] == [core_config.PLACEHOLDER_VALIDATOR]
-    # a file with its own archives keeps them; history_archive_urls only choose the checked one
+    # a file with its own archives keeps them (and has them checked); history_archive_urls are not used
     ct = load(tmp_path, pubnet_shaped(HIST), ("https://b.example",))
-    assert "HISTORY" not in ct.values and ct.archive_url == "https://b.example"
+    assert "HISTORY" not in ct.values and ct.archive_url == "https://archive.example/org0_0"
+    assert any("history_archive_urls not used" in n for n in ct.notes)
 
 
 def test_history_table_archives_come_first(tmp_path):

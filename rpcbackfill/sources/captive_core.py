@@ -491,8 +491,8 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
         )
     log.info("captive core: %s (%s, ledger protocol %d)", binary, build, protocol)
     if toml.archive_url is None:
-        log.warning("captive core: cannot tell the first history archive's URL from %s; "
-                    "set history_archive_urls to have ranges checked against it", toml.source)
+        log.warning("captive core: cannot tell the first history archive's URL from its command in %s; "
+                    "ranges are not checked against it", toml.source)
         return
     latest = archive_latest_ledger(toml.archive_url, config.service.network_passphrase)
     beyond = [r for r in todo if r.end_ledger > latest]

@@ -90,7 +90,7 @@ class CoreToml:
     source: Path
     values: dict[str, Any]
     notes: tuple[str, ...]  # keys overridden or added, for the log
-    archive_url: str | None  # the first history archive as a URL, None when it cannot be told
+    archive_url: str | None  # the first history archive core uses, as a URL; None when it cannot be told
 
     @classmethod
     def load(
@@ -140,6 +140,8 @@ class CoreToml:
             values.setdefault(key, default)
 
         commands = history_get_commands(values)
+        if commands and history_archive_urls:
+            notes.append(f"history_archive_urls not used: {path} names its own history archives")
         if not commands:
             if not history_archive_urls:
                 raise CorePreflightError(
@@ -152,8 +154,7 @@ class CoreToml:
         if "VALIDATORS" not in values and "QUORUM_SET" not in values:
             values["QUORUM_SET"] = {"THRESHOLD_PERCENT": 100, "VALIDATORS": [PLACEHOLDER_VALIDATOR]}
             notes.append("no VALIDATORS or QUORUM_SET: a placeholder QUORUM_SET was added (unused by catchup)")
-        archive = history_archive_urls[0] if history_archive_urls else archive_url_of(commands[0])
-        return cls(path, values, tuple(notes), archive)
+        return cls(path, values, tuple(notes), archive_url_of(commands[0]))
 
     def for_range(self) -> dict[str, Any]:
         """The full configuration of one range.  Core runs with its private directory as the
