@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger  # noqa: E402
 from rpcbackfill.stores import lfs  # noqa: E402
 
-FIXTURES = Path(os.environ.get("RPCBACKFILL_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
 def _record_marked(stream: bytes) -> list[bytes]:
@@ -53,7 +53,7 @@ def _record_marked(stream: bytes) -> list[bytes]:
 
 
 def load_payloads() -> list[bytes]:
-    """Real LedgerCloseMeta XDR from the shared fixtures (no XDR decoding needed)."""
+    """Real LedgerCloseMeta XDR from tests/fixtures/ (no XDR decoding needed)."""
     out = [base64.b64decode(x) for x in (FIXTURES / "ttp-ledgers-base64.txt").read_text().split()]
     for p in sorted(FIXTURES.glob("galexie-load-test*.xdr.zst*")):
         out += _record_marked(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(p.read_bytes())).read())

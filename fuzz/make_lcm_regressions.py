@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""(Re)create the hand-made hostile inputs of tests/regressions/lcm/ from the shared fixtures.
+"""(Re)create the hand-made hostile inputs of tests/regressions/lcm/ from the test fixtures (tests/fixtures/).
 
 Fuzzer crashers are added to the same directory by fuzz/fuzz_lcm.py (``crash-*.bin``); this script
 only writes the ``*.bin`` files named below and is deterministic.

@@ -1,11 +1,10 @@
-"""Shared test fixtures: the real ledgers in ../shared/fixtures (read-only oracle)."""
+"""Shared test fixtures: the real ledgers in tests/fixtures/ (read-only oracle)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import zstandard
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("RPCBACKFILL_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = REPO / "tests" / "fixtures"  # provenance: tests/fixtures/README.md
 
 
 @dataclass(frozen=True)
@@ -106,13 +105,13 @@ _CACHE: list[FixtureLedger] | None = None
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"fixtures not found at {FIXTURES} (set RPCBACKFILL_FIXTURES)")
+        pytest.fail(f"fixtures not found at {FIXTURES}")
     return FIXTURES
 
 
 @pytest.fixture(scope="session")
 def fixture_ledgers(fixtures_dir) -> list[FixtureLedger]:
-    """Every real ledger of ../shared/fixtures, raw bytes plus expected hashes where known."""
+    """Every real ledger of tests/fixtures/, raw bytes plus expected hashes where known."""
     global _CACHE
     if _CACHE is None:
         _CACHE = load_fixture_ledgers()

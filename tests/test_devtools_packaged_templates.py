@@ -1,5 +1,5 @@
 """The template ledgers shipped in the package (for `make demo` on a fresh machine) are the
-same ledgers as the shared fixtures, and yield the same templates."""
+same ledgers as the test fixtures (tests/fixtures/), and yield the same templates."""
 
 from __future__ import annotations
 
@@ -24,7 +24,5 @@ def test_packaged_ledger_bytes_identical_to_fixtures(fixtures_dir):
     assert [base64.b64decode(x) for x in packaged_lines] == [base64.b64decode(x) for x in shared_lines]
 
 
-def test_default_dir_falls_back_to_packaged(monkeypatch, tmp_path):
-    monkeypatch.delenv("RPCBACKFILL_FIXTURES", raising=False)
-    monkeypatch.setattr(t, "__file__", str(tmp_path / "a" / "b" / "c" / "templates.py"))
-    assert t.default_templates_dir() == t.PACKAGED_TEMPLATES_DIR
+def test_default_templates_are_the_packaged_ones():
+    assert t.load_pubnet_templates() is t._load_pubnet_templates(str(t.PACKAGED_TEMPLATES_DIR.resolve()))

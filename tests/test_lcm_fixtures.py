@@ -1,4 +1,4 @@
-"""rpcbackfill.lcm on the real ledgers of ../shared/fixtures, against expected.json and stellar-sdk."""
+"""rpcbackfill.lcm on the real ledgers of tests/fixtures/, against expected.json and stellar-sdk."""
 
 from __future__ import annotations
 
