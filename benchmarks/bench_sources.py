@@ -5,7 +5,7 @@ emulator, and from captive core (the stand-in in tests/, serving a pre-recorded 
     python benchmarks/bench_sources.py --ledgers 100000 --gcs-ledgers 10000 --kind pubnet --json out.json
 
 Ledgers are real fixture LedgerCloseMeta re-sequenced into a consecutive hash chain
-(tests/helpers_sources.py).  ``--kind small`` cycles small test ledgers (~3 KB); ``--kind pubnet``
+(tests/lib/).  ``--kind small`` cycles small test ledgers (~3 KB); ``--kind pubnet``
 repeats the real pubnet ledger 53312000 (~370 KB, 163 transactions).
 
 Columns: ``xdr MB/s`` counts LedgerCloseMeta bytes delivered to the consumer, ``zst MB/s`` the
@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, add_common_args, format_machine, machine_info, print_table, timed_runs, write_json  # noqa: E402
 
 TESTS = REPO / "tests"
-sys.path.insert(0, str(TESTS))
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig  # noqa: E402
 from rpcbackfill.sources.captive_core import CaptiveCoreSource  # noqa: E402
@@ -42,8 +41,8 @@ FIRST = 2
 
 
 def templates(kind: str) -> list[bytes]:
-    from conftest import load_fixture_ledgers
-    from helpers_sources import small_templates
+    from tests.lib.fixtures import load_fixture_ledgers
+    from tests.lib.sources import small_templates
 
     fl = load_fixture_ledgers()
     if kind == "pubnet":
@@ -104,7 +103,7 @@ def main() -> int:
         args.gcs_ledgers = min(args.gcs_ledgers, 300)
         args.core_ledgers = min(args.core_ledgers, 2000)
 
-    from helpers_sources import Emulator, Resequencer, upload_lake
+    from tests.lib.sources import Emulator, Resequencer, upload_lake
 
     info = machine_info()
     print(format_machine(info))

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
-from conftest import load_fixture_ledgers  # noqa: E402
+from tests.lib.fixtures import load_fixture_ledgers  # noqa: E402
 
 from rpcbackfill import _lcm  # noqa: E402
 

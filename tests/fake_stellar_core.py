@@ -62,7 +62,7 @@ def lake_ledgers(lake: str, first: int, last: int):
     """(seq, lcm) for first..last from a local lake (layout from its manifest)."""
     import zstandard
 
-    from helpers_sources import lcm_impl
+    from tests.lib.sources import lcm_impl
     from rpcbackfill.sources import layout
 
     schema = layout.read_manifest(lake)
@@ -78,7 +78,7 @@ def lake_ledgers(lake: str, first: int, last: int):
 
 def stream_ledgers(path: str, first: int, last: int):
     """(seq, lcm) for first..last from a record-marked stream file (sequence read from the header)."""
-    from helpers_sources import lcm_impl
+    from tests.lib.sources import lcm_impl
 
     lcm = lcm_impl()
     with open(path, "rb") as f:
@@ -165,7 +165,7 @@ def main() -> int:
                 out.write(struct.pack(">I", len(lcm)) + lcm)  # record mark bit missing
                 continue
             if failure == "bad_hash":
-                from helpers_sources import _analyse
+                from tests.lib.sources import _analyse
 
                 t = _analyse(lcm)
                 b = bytearray(lcm)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
@@ -71,7 +71,7 @@ def _chunk_files(digest: dict[str, str]) -> dict[str, str]:
 
 def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     """Per range: ledgers and per-shard hash counts, straight from the lake."""
-    from helpers_orchestration import lake_ledgers
+    from tests.lib.orchestration import lake_ledgers
 
     out = {}
     for seq, raw in lake_ledgers(lake, 2, LAST):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rpcbackfill import _lcm, lcm
 from rpcbackfill.errors import XdrError
 
-from lcm_support import REPO, HypothesisChooser, RandomChooser, RandomXdr, load_generator
+from tests.lib.lcm_support import REPO, HypothesisChooser, RandomChooser, RandomXdr, load_generator
 
 gen = load_generator()
 GRAMMAR = gen.load_grammar()

@@ -14,7 +14,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_lfs_helpers import full_chunk, make_ledgers, reseq, templates, write_chunk  # noqa: F401
+from tests.lib.lfs import full_chunk, make_ledgers, reseq, templates, write_chunk  # noqa: F401
 
 from rpcbackfill.errors import CorruptStoreError, NotFoundError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger

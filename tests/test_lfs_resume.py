@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from test_lfs_helpers import full_chunk, make_ledgers, templates  # noqa: F401
+from tests.lib.lfs import full_chunk, make_ledgers, templates  # noqa: F401
 
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger

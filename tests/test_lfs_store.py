@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_lfs_helpers import (  # noqa: F401
+from tests.lib.lfs import (  # noqa: F401
     copy_base,
     full_chunk,
    

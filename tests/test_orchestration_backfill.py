@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from tests.lib.net import free_port
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
-    free_port,
     kill_tree,
     make_config,
     make_lake,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_orchestration import RS, active_leftovers, check_backfill_result, make_config, make_lake
+from tests.lib.orchestration import RS, active_leftovers, check_backfill_result, make_config, make_lake
 from rpcbackfill.errors import Cancelled, MetaStoreError
 from rpcbackfill.meta.store import (
     LEDGER_PHASES,

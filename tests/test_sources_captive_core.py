@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_sources import Resequencer, small_templates
+from tests.lib.sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from gcs_fault_proxy import FaultProxy
-from helpers_sources import Emulator, Resequencer, small_templates, upload_lake
+from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.sources import Emulator, Resequencer, small_templates, upload_lake
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -428,7 +428,7 @@ def test_gcs_anonymous_fallback(monkeypatch, tmp_path):
 
 
 def test_gcs_unreachable_endpoint_retries_then_fails(monkeypatch):
-    from helpers_sources import free_port
+    from tests.lib.net import free_port
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nothing listens
     with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=2), NET) as src:

@@ -11,8 +11,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_sources import Resequencer, sdk_seq_and_hashes, small_templates
-from conftest import sdk_split_batch
+from tests.lib.sources import Resequencer, small_templates
+from tests.lib.oracle import sdk_seq_and_hashes
+from tests.lib.oracle import sdk_split_batch
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE
 from rpcbackfill.errors import LakeConfigError
 from rpcbackfill.sources import layout

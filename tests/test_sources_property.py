@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_sources import Resequencer, small_templates
+from tests.lib.sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.datalake import DataLakeSource

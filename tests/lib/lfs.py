@@ -1,7 +1,7 @@
 """Helpers shared by the LFS tests: real fixture ledgers re-sequenced to fill chunks.
 
 ``reseq`` patches a LedgerCloseMeta's header.ledgerSeq; it is checked against stellar-sdk
-(decode, set ``ledger_seq``, re-encode) for every fixture template in ``test_reseq_matches_sdk``.
+(decode, set ``ledger_seq``, re-encode) in tests/test_testlib.py.
 """
 
 from __future__ import annotations
@@ -107,22 +107,3 @@ def full_chunk(tmp_path_factory, templates):
 def copy_base(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
-
-
-# --- self-checks of the helpers -----------------------------------------------------------------
-
-
-def test_seq_parser_matches_sdk(fixture_ledgers):
-    for f in fixture_ledgers:
-        assert fast_seq(f.lcm) == f.seq, f.source  # f.seq was decoded by stellar-sdk
-
-
-def test_reseq_matches_sdk(fixture_ledgers):
-    seen = set()
-    for f in fixture_ledgers:
-        # sdk re-encoding of the 1-2 MB ledgers is slow; every version/ext arm has small examples
-        if f.lcm in seen or len(f.lcm) > 50_000:
-            continue
-        seen.add(f.lcm)
-        new = 123_456_789 if f.seq != 123_456_789 else 42
-        assert reseq(f.lcm, new) == sdk_reseq(f.lcm, new), f.source

@@ -1,6 +1,6 @@
 """Shared helpers for the orchestration and crash tests.
 
-Also a tiny entry point: ``python tests/helpers_orchestration.py CONFIG.pickle`` runs a
+Also a tiny entry point: ``python -m tests.lib.orchestration CONFIG.pickle`` runs a
 coordinator over a pickled (Config, CoordinatorOptions) and exits with its code -- the crash
 tests start it in its own session so that ``killpg(SIGKILL)`` kills the whole process tree.
 """
@@ -12,13 +12,13 @@ import hashlib
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+
 RS = 10_000  # range_size used by the tests: 1 chunk per range
 
 
@@ -46,12 +46,6 @@ def with_port(config, port: int):
     return dataclasses.replace(config, service=dataclasses.replace(config.service, http_port=port))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fast_options(**kw):
     from rpcbackfill.orchestration.coordinator import CoordinatorOptions
 
@@ -72,7 +66,7 @@ def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, 
     e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.pop("RPCBACKFILL_TEST_CRASH_AT", None)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(blob)], env=e,
+    return subprocess.Popen([sys.executable, "-m", "tests.lib.orchestration", str(blob)], env=e,
                             start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
 
 

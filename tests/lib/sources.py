@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from .net import free_port
+
 
 @dataclass(frozen=True)
 class _Template:
@@ -90,25 +92,7 @@ def small_templates(fixture_ledgers, limit: int = 8, max_size: int = 10_000) -> 
     return out
 
 
-def sdk_seq_and_hashes(lcm: bytes) -> tuple[int, bytes, bytes]:
-    """(ledgerSeq, hash, previousLedgerHash) decoded by stellar-sdk (reference)."""
-    from stellar_sdk import xdr
-
-    m = xdr.LedgerCloseMeta.from_xdr_bytes(lcm)
-    body = {0: m.v0, 1: m.v1, 2: m.v2}[m.v]
-    e = body.ledger_header
-    return e.header.ledger_seq.uint32, e.hash.hash, e.header.previous_ledger_hash.hash
-
-
 # --- GCS emulator --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Emulator:
