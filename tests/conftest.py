@@ -37,3 +37,25 @@ def restore_root_logging():
         if h not in handlers:
             root.removeHandler(h)
     root.setLevel(level)
+
+
+# --- LFS tests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sample_ledgers() -> list[bytes]:
+    """A few small generated ledgers (both LedgerCloseMeta versions) for tests that need some
+    valid LedgerCloseMeta bytes, whatever their sequence."""
+    from tests.lib.ledgers import ledger_bytes
+
+    out = ledger_bytes(2, 6)
+    assert {lcm[:4] for lcm in out} == {b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"}
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_chunk(tmp_path_factory):
+    """A finished, full chunk 3 (ledgers 30002..40001): (base, ledgers, stats); copy before mutating."""
+    from tests.lib.lfs import build_full_chunk
+
+    return build_full_chunk(tmp_path_factory.mktemp("fullchunk"))

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tests.lib.lfs import full_chunk, make_ledgers, templates  # noqa: F401
+from tests.lib.lfs import make_ledgers
 
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
@@ -23,8 +23,8 @@ FIRST = chunk_first_ledger(6)
 
 
 @pytest.fixture(scope="module")
-def ledgers(templates):
-    return make_ledgers(templates, FIRST, N)
+def ledgers():
+    return make_ledgers(FIRST, N)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     """Real processes killed (os._exit) at several points, each resumed by the next one."""
     payload = tmp_path / "payload"
@@ -124,7 +125,7 @@ def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     assert json.loads(prog.read_text())["ledgers"] == N
 
 
-def test_resume_full_chunk(tmp_path, templates, full_chunk):
+def test_resume_full_chunk(tmp_path, full_chunk):
     base_ref, ledgers, stats = full_chunk
     first = chunk_first_ledger(3)
     w = lfs.ChunkWriter(tmp_path / "b", 3, tmp_path / "w")

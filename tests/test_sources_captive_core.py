@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lib.sources import Resequencer, small_templates
+from tests.lib.ledgers import chain as make_chain
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -34,8 +34,8 @@ ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.e
 
 
 @pytest.fixture(scope="module")
-def chain(fixture_ledgers):
-    return dict(Resequencer(small_templates(fixture_ledgers)).ledgers(2, 300))
+def chain():
+    return dict(make_chain(2, 300))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from tests.lib.gcs_fault_proxy import FaultProxy
-from tests.lib.sources import Emulator, Resequencer, small_templates, upload_lake
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.sources import Emulator, upload_lake
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -28,14 +29,9 @@ NET = PUBNET_PASSPHRASE
 
 
 @pytest.fixture(scope="module")
-def reseq(fixture_ledgers):
-    return Resequencer(small_templates(fixture_ledgers))
-
-
-@pytest.fixture(scope="module")
-def chain(reseq):
+def chain():
     """Ledgers 2..401, consecutive and hash-chained."""
-    return dict(reseq.ledgers(2, 400))
+    return dict(make_chain(2, 400))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import REPO
+from .lake import lake_ledgers
 
 RS = 10_000  # range_size used by the tests: 1 chunk per range
 
@@ -113,22 +114,6 @@ def store_digest(config) -> dict[str, str]:
             if p.is_file():
                 out[str(p.relative_to(config.service.data_dir))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def lake_ledgers(lake: Path, first: int, last: int):
-    """(seq, lcm) straight from the lake via the real source (the oracle for the stores)."""
-    import threading
-
-    from rpcbackfill.config import BufferedStorageConfig
-    from rpcbackfill.config import PUBNET_PASSPHRASE
-    from rpcbackfill.sources.datalake import DataLakeSource
-
-    src = DataLakeSource(BufferedStorageConfig(bucket_path=str(lake), num_workers=4, buffer_size=64),
-                         PUBNET_PASSPHRASE, threading.Event())
-    with src:
-        src.prepare_range(first, last)
-        for seq in range(first, last + 1):
-            yield seq, src.get_ledger(seq)
 
 
 def check_backfill_result(config, lake: Path, first: int, last: int, api_samples: int = 5) -> tuple[int, int]:
