@@ -35,6 +35,7 @@ import atheris  # noqa: E402
 
 with atheris.instrument_imports():
     import stellar_sdk.xdr  # noqa: F401  (coverage signal: the SDK's decoder)
+
     from rpcbackfill import lcm
     from rpcbackfill.errors import XdrError
 

@@ -14,9 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.lib.fixtures import load_fixture_ledgers  # noqa: E402
-
 from rpcbackfill import _lcm  # noqa: E402
+from tests.lib.fixtures import load_fixture_ledgers  # noqa: E402
 
 OUT = REPO / "tests" / "regressions" / "lcm"
 u32 = lambda v: struct.pack(">I", v & 0xFFFFFFFF)  # noqa: E731

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from rpcbackfill import lcm
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
 from tests.lib.orchestration import (
     RS,
     active_leftovers,
@@ -27,9 +30,6 @@ from tests.lib.orchestration import (
     store_digest,
     wait_group_gone,
 )
-from rpcbackfill import lcm
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
 
 LAST = 3 * RS + 1
 

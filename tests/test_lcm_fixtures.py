@@ -9,12 +9,10 @@ import pytest
 
 from rpcbackfill import lcm
 from rpcbackfill.errors import XdrError
-
 from tests.lib import FIXTURES
 from tests.lib.fixtures import zstd_decompress
-from tests.lib.oracle import sdk_split_batch
 from tests.lib.lcm_support import make_batch
-from tests.lib.oracle import sdk_reference
+from tests.lib.oracle import sdk_reference, sdk_split_batch
 
 
 def test_fixture_set_is_the_expected_one(fixture_ledgers):

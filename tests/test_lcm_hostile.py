@@ -10,7 +10,6 @@ import pytest
 
 from rpcbackfill import _lcm, lcm
 from rpcbackfill.errors import XdrError
-
 from tests.lib.lcm_support import REGRESSIONS
 from tests.lib.oracle import sdk_reference
 

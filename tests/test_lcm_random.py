@@ -12,7 +12,6 @@ from stellar_sdk import xdr
 
 from rpcbackfill import lcm
 from rpcbackfill.errors import XdrError
-
 from tests.lib.lcm_support import HypothesisChooser, RandomChooser, RandomXdr, make_batch
 from tests.lib.oracle import sdk_reference
 

@@ -14,11 +14,10 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.lib.lfs import make_ledgers, write_chunk
-
 from rpcbackfill.errors import CorruptStoreError, NotFoundError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.stores import lfs
+from tests.lib.lfs import make_ledgers, write_chunk
 
 
 def test_chunk_paths_layout(tmp_path):

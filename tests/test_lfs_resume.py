@@ -11,11 +11,10 @@ import textwrap
 
 import pytest
 
-from tests.lib.lfs import make_ledgers
-
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.stores import lfs
+from tests.lib.lfs import make_ledgers
 
 N = 200  # ledgers per test chunk (finished with allow_partial) -- keeps crash loops fast
 SYNC_EVERY = 50
@@ -98,7 +97,7 @@ _CHILD = textwrap.dedent(
                 json.dump({"chunk_id": p.chunk_id, "ledgers": p.ledgers, "data_bytes": p.data_bytes}, f)
             os.replace(tmp, prog_file)  # the "checkpoint"
     w.finish(allow_partial=True)
-    """
+    """  # noqa: UP031  (a code template: its own braces would need doubling for format())
     % (FIRST, SYNC_EVERY)
 )
 

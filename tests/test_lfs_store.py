@@ -10,9 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.lib.ledgers import ledger_at
-from tests.lib.lfs import copy_base, make_ledgers, write_chunk
-
 from rpcbackfill.errors import (
     Cancelled,
     CorruptStoreError,
@@ -23,6 +20,8 @@ from rpcbackfill.errors import (
 )
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
 from rpcbackfill.stores import lfs
+from tests.lib.ledgers import ledger_at
+from tests.lib.lfs import copy_base, make_ledgers, write_chunk
 
 
 def test_random_access(full_chunk):

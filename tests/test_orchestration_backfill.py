@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from rpcbackfill.errors import NotFoundError
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
 from tests.lib.net import free_port
 from tests.lib.orchestration import (
     RS,
@@ -32,9 +35,6 @@ from tests.lib.orchestration import (
     wait_group_gone,
     with_port,
 )
-from rpcbackfill.errors import NotFoundError
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
 
 LAST = 3 * RS + 1
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.lib.ledgers import chain as make_chain
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -25,6 +24,7 @@ from rpcbackfill.errors import (
 from rpcbackfill.sources import open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.ledgers import chain as make_chain
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_stellar_core.py"

@@ -8,9 +8,6 @@ import time
 
 import pytest
 
-from tests.lib.gcs_fault_proxy import FaultProxy
-from tests.lib.ledgers import chain as make_chain
-from tests.lib.sources import Emulator, upload_lake
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -24,6 +21,9 @@ from rpcbackfill.sources.base import LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from rpcbackfill.sources.objstore import LocalStore
+from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.sources import Emulator, upload_lake
 
 NET = PUBNET_PASSPHRASE
 

@@ -11,14 +11,13 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.lib.ledgers import chain as make_chain
-from tests.lib.ledgers import iter_chain
-from tests.lib.oracle import sdk_seq_and_hashes
-from tests.lib.oracle import sdk_split_batch
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE
 from rpcbackfill.errors import LakeConfigError
 from rpcbackfill.sources import layout
 from rpcbackfill.sources.layout import LakeSchema, batch_start, object_key, write_lake
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.ledgers import iter_chain
+from tests.lib.oracle import sdk_seq_and_hashes, sdk_split_batch
 
 
 def _decompress(data: bytes) -> bytes:

@@ -9,15 +9,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.lib.ledgers import iter_chain
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.ledgers import iter_chain
 
 NET = PUBNET_PASSPHRASE
 FAKE = Path(__file__).resolve().parent / "fake_stellar_core.py"

@@ -100,7 +100,7 @@ def test_chain_is_deterministic_and_takes_a_previous_hash():
     assert chain(40, 5) == chain(40, 5)
     assert ledger_at(44) == chain(44, 1)[0][1]
     anchor = hashlib.sha256(b"x").digest()
-    (_, m), = chain(7, 1, prev_hash=anchor)
+    ((_, m),) = chain(7, 1, prev_hash=anchor)
     assert sdk_seq_and_hashes(m)[2] == anchor
     assert chain(7, 3, versions=(1,))[1][1][:4] == b"\x00\x00\x00\x01"
 
@@ -114,8 +114,11 @@ def test_lake_reader_matches_written_chain_and_the_source(tmp_path):
     write_lake(tmp_path, iter(ledgers), schema, fsync=False)
     assert list(lake_ledgers(tmp_path, 2, 91)) == ledgers
     assert list(lake_ledgers(tmp_path, 13, 30)) == ledgers[11:29]
-    src = DataLakeSource(BufferedStorageConfig(bucket_path=str(tmp_path), num_workers=2, buffer_size=4),
-                         PUBNET_PASSPHRASE, threading.Event())
+    src = DataLakeSource(
+        BufferedStorageConfig(bucket_path=str(tmp_path), num_workers=2, buffer_size=4),
+        PUBNET_PASSPHRASE,
+        threading.Event(),
+    )
     with src:
         src.prepare_range(13, 30)
         assert [(q, src.get_ledger(q)) for q in range(13, 31)] == ledgers[11:29]

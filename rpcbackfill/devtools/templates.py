@@ -131,6 +131,7 @@ def template_hashes(t: TxTemplate, env: bytes | bytearray | memoryview, passphra
     mv = memoryview(env)
     a, b = t.body
     if t.kind == ENVELOPE_TYPE_TX_FEE_BUMP:
+        assert t.inner is not None  # every fee bump has an inner transaction
         ia, ib = t.inner
         return hashlib.sha256(p_fb + mv[a:b]).digest(), hashlib.sha256(p_tx + mv[ia:ib]).digest()
     if t.kind == ENVELOPE_TYPE_TX_V0:
@@ -314,5 +315,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
     lcm = batch.ledger_close_metas[0].to_xdr_bytes()
     txs += templates_from_lcm(lcm, PUBNET_PASSPHRASE, v1file.name)
     skel = skeleton(lcm, v1file.name)
+    if skel_v0 is None:
+        raise XdrError(f"{ttp}: no LedgerCloseMeta V0 with at least {MIN_TEMPLATE_TXS} transactions")
     log.debug("loaded %d template transactions from %s", len(txs), d)
     return TemplateSet(tuple(txs), skel, skel_v0)

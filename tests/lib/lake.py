@@ -10,8 +10,8 @@ backfill checks and by the fake stellar-core.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from rpcbackfill import lcm
 from rpcbackfill.sources import layout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import struct
 import sys
+
 from . import REPO
 
 REGRESSIONS = REPO / "tests" / "regressions" / "lcm"

@@ -14,8 +14,8 @@ in tests/test_devtools_lakegen.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
-from typing import Iterator, Sequence
 
 from rpcbackfill.devtools.lakegen import GenOptions, LedgerGenerator, anchor_hash
 

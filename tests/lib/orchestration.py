@@ -161,8 +161,8 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
 
 
 def store_get(config, seq: int) -> bytes:
-    from rpcbackfill.stores.lfs import ChunkReader
     from rpcbackfill.ledgermath import chunk_of_ledger
+    from rpcbackfill.stores.lfs import ChunkReader
 
     with ChunkReader(config.immutable_stores.ledgers_base, chunk_of_ledger(seq)) as r:
         return r.get(seq)

@@ -9,7 +9,8 @@ rpcbackfill.sources.captive_core (which these helpers are tested against, not bu
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 RECORD_MARK = 0x80000000
 _WORD = struct.Struct(">I")

@@ -37,7 +37,7 @@ class Emulator:
             except OSError:
                 if time.monotonic() > deadline:
                     self.close()
-                    raise RuntimeError("emulator did not start within 30 s")
+                    raise RuntimeError("emulator did not start within 30 s") from None
                 time.sleep(0.05)
 
     def client(self, host: str | None = None):
