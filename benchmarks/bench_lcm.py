@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the native LedgerCloseMeta scanner (rpcbackfill.lcm) on the shared fixture ledgers.
+"""Benchmark the native LedgerCloseMeta scanner (rpcbackfill.lcm) on the fixture ledgers of tests/fixtures/.
 
     python benchmarks/bench_lcm.py [--runs 7] [--min-time 0.3] [--sdk-time 3] [--threads 2] [--json PATH]
 

@@ -10,18 +10,18 @@ from rpcbackfill.devtools import templates as t
 
 def test_packaged_templates_equal_fixture_templates(fixtures_dir):
     packaged = t._load_pubnet_templates(str(t.PACKAGED_TEMPLATES_DIR))
-    shared = t._load_pubnet_templates(str(fixtures_dir))
-    assert len(packaged.txs) == len(shared.txs) > 0
-    assert packaged.txs == shared.txs
-    assert packaged.skeleton == shared.skeleton
+    fixture = t._load_pubnet_templates(str(fixtures_dir))
+    assert len(packaged.txs) == len(fixture.txs) > 0
+    assert packaged.txs == fixture.txs
+    assert packaged.skeleton == fixture.skeleton
 
 
 def test_packaged_ledger_bytes_identical_to_fixtures(fixtures_dir):
     d = t.PACKAGED_TEMPLATES_DIR
     assert (d / t.PUBNET_V1_FILE).read_bytes() == (fixtures_dir / t.PUBNET_V1_FILE).read_bytes()
     packaged_lines = t._read_ttp_text(d / t.PUBNET_TTP_FILE).split()
-    shared_lines = (fixtures_dir / t.PUBNET_TTP_FILE).read_text().split()
-    assert [base64.b64decode(x) for x in packaged_lines] == [base64.b64decode(x) for x in shared_lines]
+    fixture_lines = (fixtures_dir / t.PUBNET_TTP_FILE).read_text().split()
+    assert [base64.b64decode(x) for x in packaged_lines] == [base64.b64decode(x) for x in fixture_lines]
 
 
 def test_default_templates_are_the_packaged_ones():
