@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from core_configs import CORE_ENV, FAKE_CORE, make_archive, pubnet_shaped, serve_dir
-from helpers_orchestration import RS, active_leftovers, check_backfill_result, make_lake
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, load_config
+from tests.lib.core import CORE_ENV, FAKE_CORE, make_archive, pubnet_shaped, serve_dir
+from tests.lib.orchestration import RS, active_leftovers, check_backfill_result, make_lake
 
 REPO = Path(__file__).resolve().parents[1]
 NET = PUBNET_PASSPHRASE
@@ -52,14 +52,23 @@ config_path = "{operator_cfg}"
     return p
 
 
-def stellar_rpc(cfg: Path, env: dict[str, str], *, end: int = LAST, timeout: float = 300) -> subprocess.CompletedProcess:
+def stellar_rpc(
+    cfg: Path, env: dict[str, str], *, end: int = LAST, timeout: float = 300
+) -> subprocess.CompletedProcess:
     e = {k: v for k, v in CORE_ENV.items() if not k.startswith(("STELLAR_RPC_", "FAKE_"))}
     e["PYTHONPATH"] = str(REPO)
     e.update(env)
     script = Path(sys.executable).parent / "stellar-rpc"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "rpcbackfill"]
-    return subprocess.run(cmd + ["--backfill", "--start-ledger", "2", "--end-ledger", str(end), "--config-path", str(cfg)],
-                          capture_output=True, text=True, env=e, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        cmd + ["--backfill", "--start-ledger", "2", "--end-ledger", str(end), "--config-path", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def without_history(text: str) -> str:
@@ -128,8 +137,9 @@ def test_preflight_failures_exit_1_before_any_range(tmp_path, case):
     with serve_dir(archive) as url:
         history = f"curl -sf {url}/{{0}} -o {{1}}"
         operator = tmp_path / "captive-core.cfg"
-        operator.write_text(pubnet_shaped(history, extra='BUCKET_DIR_PATH = "/var/lib/core/buckets"'
-                                          if case == "owned_key" else ""))
+        operator.write_text(
+            pubnet_shaped(history, extra='BUCKET_DIR_PATH = "/var/lib/core/buckets"' if case == "owned_key" else "")
+        )
         if case == "old_protocol":
             env["FAKE_PROTOCOL"] = "22"
         if case == "file_archive_beyond":  # a file without archives: history_archive_urls supply them
@@ -142,7 +152,7 @@ def test_preflight_failures_exit_1_before_any_range(tmp_path, case):
     expect = {
         "old_protocol": "ledger protocol 22; captive core needs protocol 23 or later",
         "beyond_archive": f"range 1 (ledgers 10002-20001) ends beyond ledger 10047, the latest checkpoint of "
-                          f"history archive {url}",
+        f"history archive {url}",
         "file_archive_beyond": f"ends beyond ledger 10047, the latest checkpoint of history archive file://{archive}",
         "owned_key": "sets BUCKET_DIR_PATH: rpcbackfill gives every range its own BUCKET_DIR_PATH",
     }[case]
@@ -181,9 +191,17 @@ def test_two_cores_in_one_directory_fail_on_the_bucket_lock(tmp_path):
     cfg.write_text(pubnet_shaped(f"cp {archive}/{{0}} {{1}}", extra='DATABASE = "sqlite3://stellar.db"', http_port=0))
     conf = [str(FAKE_CORE), "--conf", str(cfg), "--console"]
     catchup = ["catchup", "100/10", "--metadata-output-stream", "fd:3"]
-    assert subprocess.run(conf + ["new-db"], cwd=tmp_path, env=CORE_ENV, capture_output=True, check=False).returncode == 0
-    first = subprocess.Popen(conf + catchup, cwd=tmp_path, env={**CORE_ENV, "FAKE_FAILURE": "hang"},
-                             stderr=subprocess.PIPE, text=True, pass_fds=())
+    assert (
+        subprocess.run(conf + ["new-db"], cwd=tmp_path, env=CORE_ENV, capture_output=True, check=False).returncode == 0
+    )
+    first = subprocess.Popen(
+        conf + catchup,
+        cwd=tmp_path,
+        env={**CORE_ENV, "FAKE_FAILURE": "hang"},
+        stderr=subprocess.PIPE,
+        text=True,
+        pass_fds=(),
+    )
     try:
         assert first.stderr is not None
         for line in first.stderr:  # by this line the first core holds the bucket lock

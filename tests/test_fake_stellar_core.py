@@ -9,19 +9,27 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from core_configs import CORE_ENV, FAKE_CORE, make_archive, pubnet_shaped
 
 from rpcbackfill.config import PUBNET_PASSPHRASE
 from rpcbackfill.sources.core_config import CoreToml
 from rpcbackfill.sources.core_runner import core_version
+from tests.lib.core import CORE_ENV, FAKE_CORE, make_archive, pubnet_shaped
 
 REPO = Path(__file__).resolve().parents[1]
 NET = PUBNET_PASSPHRASE
 
 
 def core(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(FAKE_CORE), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          env={**CORE_ENV, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [str(FAKE_CORE), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**CORE_ENV, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def write(p: Path, text: str) -> Path:
@@ -50,7 +58,7 @@ def test_version_reports_the_ledger_protocol(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('HTTP_PORT = 0\n', "NETWORK_PASSPHRASE not configured"),
+        ("HTTP_PORT = 0\n", "NETWORK_PASSPHRASE not configured"),
         (f'NETWORK_PASSPHRASE = "{NET}"\nHTTP_PROT = 0\n', "Unknown configuration entry: 'HTTP_PROT'"),
         (f'NETWORK_PASSPHRASE = "{NET}"\n', "no validators defined in VALIDATORS/QUORUM_SET"),
     ],
@@ -63,18 +71,31 @@ def test_refused_configs(tmp_path, text, message):
 def test_quorum_of_fewer_than_four_orgs_needs_unsafe_quorum(tmp_path, archive):
     # the shipped example before this driver: one home domain, no UNSAFE_QUORUM -> real core's refusal
     for orgs in (1, 3):
-        cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=orgs).replace("FAILURE_SAFETY = 1\n", ""))
+        cfg = write(
+            tmp_path / "c.cfg",
+            pubnet_shaped(history(archive), http_port=0, orgs=orgs).replace("FAILURE_SAFETY = 1\n", ""),
+        )
         r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
         assert r.returncode == 1, r.stderr
         assert "Can't have FAILURE_SAFETY=0 unless you also set UNSAFE_QUORUM=true" in r.stderr
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=4).replace("FAILURE_SAFETY = 1\n", ""))
+    cfg = write(
+        tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=4).replace("FAILURE_SAFETY = 1\n", "")
+    )
     assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=5, extra="").replace(
-        "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"))
+    cfg = write(
+        tmp_path / "c.cfg",
+        pubnet_shaped(history(archive), http_port=0, orgs=5, extra="").replace(
+            "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"
+        ),
+    )
     r = core(tmp_path, "--conf", str(cfg), "--console", "new-db")
     assert r.returncode == 1 and "FAILURE_SAFETY=0" in r.stderr
-    cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=0, orgs=1, extra="UNSAFE_QUORUM = true").replace(
-        "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"))
+    cfg = write(
+        tmp_path / "c.cfg",
+        pubnet_shaped(history(archive), http_port=0, orgs=1, extra="UNSAFE_QUORUM = true").replace(
+            "FAILURE_SAFETY = 1", "FAILURE_SAFETY = 0"
+        ),
+    )
     assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
 
 
@@ -89,9 +110,11 @@ def test_high_quality_validators_need_history_and_redundancy(tmp_path, archive):
 
 
 def test_catchup_needs_new_db_archive_and_the_bucket_lock(tmp_path, archive):
-    base = f'NETWORK_PASSPHRASE = "{NET}"\nUNSAFE_QUORUM = true\nFAILURE_SAFETY = 0\nLOG_FILE_PATH = ""\n' \
-           f'DATABASE = "sqlite3://db.sqlite"\n[QUORUM_SET]\nTHRESHOLD_PERCENT = 100\n' \
-           f'VALIDATORS = ["GBU6VL6FNFBXQ3TIH7WU7YUSPVTHW54L4DOYBWENOCQCV2JSUYE7JAZB"]\n'
+    base = (
+        f'NETWORK_PASSPHRASE = "{NET}"\nUNSAFE_QUORUM = true\nFAILURE_SAFETY = 0\nLOG_FILE_PATH = ""\n'
+        f'DATABASE = "sqlite3://db.sqlite"\n[QUORUM_SET]\nTHRESHOLD_PERCENT = 100\n'
+        f'VALIDATORS = ["GBU6VL6FNFBXQ3TIH7WU7YUSPVTHW54L4DOYBWENOCQCV2JSUYE7JAZB"]\n'
+    )
     catchup = ("--console", "catchup", "100/10", "--metadata-output-stream", "fd:3")
     no_archive = write(tmp_path / "a.cfg", base)
     r = core(tmp_path, "--conf", str(no_archive), *catchup)
@@ -100,8 +123,9 @@ def test_catchup_needs_new_db_archive_and_the_bucket_lock(tmp_path, archive):
     r = core(tmp_path, "--conf", str(no_archive), *catchup)
     assert r.returncode == 1 and "No GET-enabled history archive in config" in r.stderr
     with_archive = write(tmp_path / "b.cfg", base + f'\n[HISTORY.h0]\nget = "{history(archive)}"\n')
-    r = core(tmp_path, "--conf", str(with_archive), "--console", "catchup", "2000/10",
-             "--metadata-output-stream", "fd:3")
+    r = core(
+        tmp_path, "--conf", str(with_archive), "--console", "catchup", "2000/10", "--metadata-output-stream", "fd:3"
+    )
     assert r.returncode == 1 and "newer than the archive's latest checkpoint 1023" in r.stderr
     # another process holds the bucket lock: what two ranges sharing one directory ran into
     fd = os.open(tmp_path / "buckets" / "stellar-core.lock", os.O_RDWR)
@@ -148,8 +172,7 @@ def test_every_key_the_driver_writes_is_a_real_core_entry(tmp_path):
         REFUSED_KEYS,
     )
 
-    known = {x for x in (Path(__file__).parent / "stellar_core_config_keys.txt").read_text().split()
-             if x.isupper()}
+    known = {x for x in (Path(__file__).parent / "stellar_core_config_keys.txt").read_text().split() if x.isupper()}
     written = set(CoreToml.load(REPO / "config" / "captive-core.example.toml", network_passphrase=NET).for_range())
     written |= {*REFUSED_KEYS, *FORCED_KEYS, *META_FLAGS, *DEFAULT_KEYS, "HISTORY", "QUORUM_SET"}
     assert written - known == set()
@@ -166,9 +189,13 @@ def test_two_cores_on_one_http_port(tmp_path, archive):
     cfg = write(tmp_path / "c.cfg", pubnet_shaped(history(archive), http_port=port, extra='DATABASE = "sqlite3://db"'))
     assert core(tmp_path, "--conf", str(cfg), "--console", "new-db").returncode == 0
     (tmp_path / "w2").mkdir()
-    first = subprocess.Popen([str(FAKE_CORE), "--conf", str(cfg), "--console", "catchup", "100/10",
-                              "--metadata-output-stream", "fd:3"], cwd=tmp_path, env={**CORE_ENV, "FAKE_FAILURE": "hang"},
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [str(FAKE_CORE), "--conf", str(cfg), "--console", "catchup", "100/10", "--metadata-output-stream", "fd:3"],
+        cwd=tmp_path,
+        env={**CORE_ENV, "FAKE_FAILURE": "hang"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert first.stderr is not None
         for line in first.stderr:

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from core_configs import CORE_ENV, FAKE_CORE, make_archive
-from helpers_sources import Resequencer, small_templates
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
@@ -27,6 +25,8 @@ from rpcbackfill.errors import (
 from rpcbackfill.sources import open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.core import CORE_ENV, FAKE_CORE, make_archive
+from tests.lib.ledgers import chain as make_chain
 
 HERE = Path(__file__).resolve().parent
 FAKE = FAKE_CORE
@@ -36,8 +36,8 @@ ARCHIVE_LATEST = 319  # a checkpoint ledger after the chain's last (300)
 
 
 @pytest.fixture(scope="module")
-def chain(fixture_ledgers):
-    return dict(Resequencer(small_templates(fixture_ledgers)).ledgers(2, 300))
+def chain():
+    return dict(make_chain(2, 300))
 
 
 @pytest.fixture(scope="module")

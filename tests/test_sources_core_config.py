@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
-import tomllib
-from core_configs import pubnet_shaped
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,12 @@ from rpcbackfill.sources.core_config import (
     archive_url_of,
     dumps,
 )
+from tests.lib.core import pubnet_shaped
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 NET = PUBNET_PASSPHRASE
 HIST = "curl -sf https://archive.example/{name}/{0} -o {1}"
@@ -160,8 +165,15 @@ def test_dumps_round_trips_through_tomllib(doc):
 
 
 def test_dumps_special_values():
-    doc = {"s": 'a "quoted" \\ back\tslash\n\x01\x7f', "weird key": 1, "inf": math.inf, "ninf": -math.inf,
-           "HISTORY": {"h.0": {"get": "curl {0} -o {1}"}}, "empty": {}, "A": [{"B": [{"C": 1}]}]}
+    doc = {
+        "s": 'a "quoted" \\ back\tslash\n\x01\x7f',
+        "weird key": 1,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "HISTORY": {"h.0": {"get": "curl {0} -o {1}"}},
+        "empty": {},
+        "A": [{"B": [{"C": 1}]}],
+    }
     text = dumps(doc)
     assert tomllib.loads(text) == doc
     assert "[[A]]" in text and "[[A.B]]" in text and '[HISTORY."h.0"]' in text
@@ -171,22 +183,28 @@ def test_dumps_special_values():
 
 
 def test_archive_latest_ledger_over_http_and_file(tmp_path):
-    from core_configs import make_archive, serve_dir
-
     from rpcbackfill.sources.captive_core import archive_latest_ledger
+    from tests.lib.core import make_archive, serve_dir
 
     archive = make_archive(tmp_path / "a", 12345, NET)
     assert archive_latest_ledger(f"file://{archive}", NET) == 12345
     with serve_dir(tmp_path) as url:
         assert archive_latest_ledger(f"{url}/a", NET) == 12345
         assert archive_latest_ledger(f"{url}/a/", NET) == 12345
-        with pytest.raises(CorePreflightError, match=r"cannot read history archive state .*/b/\.well-known/stellar-history\.json: HTTP 404"):
+        with pytest.raises(
+            CorePreflightError,
+            match=r"cannot read history archive state .*/b/\.well-known/stellar-history\.json: HTTP 404",
+        ):
             archive_latest_ledger(f"{url}/b", NET)
         with pytest.raises(CorePreflightError, match="is of network 'Public Global"):
             archive_latest_ledger(f"{url}/a", TESTNET_PASSPHRASE)
     state = archive / ".well-known" / "stellar-history.json"
-    for body, why in (("{", "not valid"), ('{"version": 2}', "not valid: 'currentLedger'"),
-                      ('{"currentLedger": "63"}', "currentLedger is '63'"), ("[]", "not valid")):
+    for body, why in (
+        ("{", "not valid"),
+        ('{"version": 2}', "not valid: 'currentLedger'"),
+        ('{"currentLedger": "63"}', "currentLedger is '63'"),
+        ("[]", "not valid"),
+    ):
         state.write_text(body)
         with pytest.raises(CorePreflightError, match=why):
             archive_latest_ledger(f"file://{archive}", NET)

@@ -38,7 +38,7 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
         captive_core_preflight(config, ranges)
 
 
-def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:
+def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
     """Build (but do not start) the source the configuration names.
 
     Nothing touches the network or spawns a process here; ``prepare_range`` does.

@@ -93,9 +93,7 @@ class CoreToml:
     archive_url: str | None  # the first history archive core uses, as a URL; None when it cannot be told
 
     @classmethod
-    def load(
-        cls, path: Path | str, *, network_passphrase: str, history_archive_urls: Sequence[str] = ()
-    ) -> CoreToml:
+    def load(cls, path: Path | str, *, network_passphrase: str, history_archive_urls: Sequence[str] = ()) -> CoreToml:
         path = Path(path)
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -191,7 +189,7 @@ def archive_get_command(url: str) -> str:
     """The ``get`` command for an http(s):// or file:/// archive URL ({0}: remote, {1}: local file)."""
     url = url.rstrip("/")
     if url.startswith("file://"):
-        return f"cp {shlex.quote(url[len('file://'):])}/{{0}} {{1}}"
+        return f"cp {shlex.quote(url[len('file://') :])}/{{0}} {{1}}"
     return f"curl -sf {shlex.quote(url)}/{{0}} -o {{1}}"
 
 

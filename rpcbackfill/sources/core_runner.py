@@ -241,8 +241,14 @@ def core_version(binary: Path, env: dict[str, str] | None = None, timeout: float
     The first ``ledger protocol version:`` line is core's own; later ones describe the
     Soroban hosts it embeds."""
     try:
-        r = subprocess.run([str(binary), "version"], capture_output=True, timeout=timeout, env=env, check=False,
-                           stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [str(binary), "version"],
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise CoreProcessError(f"{binary} version did not answer within {timeout:.0f} s") from None
     except OSError as e:

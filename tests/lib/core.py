@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-FAKE_CORE = HERE / "fake_stellar_core.py"
+FAKE_CORE = Path(__file__).resolve().parents[1] / "fake_stellar_core.py"
 # the fake's "#!/usr/bin/env python3" must find this interpreter (with zstandard etc.)
 CORE_ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
 
