@@ -11,6 +11,7 @@
 * ``sources``        the GCS emulator and lake upload
 * ``gcs_fault_proxy`` an HTTP proxy that injects faults between google-cloud-storage and the emulator
 * ``orchestration``  coordinator runs in their own process group, result checks
+* ``core``           captive core: history archives, operator stellar-core files, the stand-in's path
 * ``lcm_support``    grammar-driven random XDR for the scanner tests
 """
 
