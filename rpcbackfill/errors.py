@@ -104,7 +104,9 @@ class CoreProcessError(SourceError):
 class CorePreflightError(SourceError):
     """Captive core cannot do the requested backfill, found before any range starts: stellar-core
     older than protocol 23, a range beyond the history archive's latest checkpoint, or an operator
-    stellar-core file that is unreadable or sets a key the driver owns."""
+    stellar-core file that is unreadable or sets a key the driver owns.  A retry cannot fix it."""
+
+    retryable = False
 
 
 class LedgerSequenceError(SourceError):
