@@ -33,9 +33,11 @@ from .ledgermath import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_RANGE_SIZE,
     FIRST_LEDGER,
+    UINT32_MAX,
     check_range_size,
     ranges_between,
 )
+from .logsetup import LOG_FORMATS, LOG_LEVELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,8 +141,6 @@ ENV_PREFIX = "STELLAR_RPC_"
 #: Environment variable naming the TOML file (read by the CLI, not a configuration key).
 ENV_CONFIG_PATH = ENV_PREFIX + "CONFIG_PATH"
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
 LEDGER_BACKENDS = ("buffered_storage", "captive_core")
 
 SECTIONS = (
@@ -155,7 +155,6 @@ SECTIONS = (
 )
 
 _REQUIRED = object()  # marker: the key has no default
-UINT32_MAX = 2**32 - 1  # ledger sequences are XDR uint32
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     assert st["state"] == "TRANSITIONING" and st["txhash"]["phase"] == "COMPLETE"
     # what an atomic writer killed mid-write leaves behind (pid 99999 is long gone)
     stale = [Path(cfg.immutable_stores.txhash_base) / "0000" / "index" / ".cf-3.idx.tmp-99999",
-             Path(cfg.immutable_stores.ledgers_base) / "chunks" / "0000" / "000000.data.tmp-99999"]
+             Path(cfg.immutable_stores.ledgers_base) / "chunks" / "0000" / ".000000.data.tmp-99999"]
     for p in stale:
         p.write_bytes(b"partial")
     assert run_to_end(tmp_path, cfg) == 0

@@ -14,8 +14,8 @@ import threading
 import pytest
 import zstandard
 
+from rpcbackfill.config import PUBNET_PASSPHRASE as PUBNET
 from rpcbackfill.devtools.lakegen import (
-    PUBNET,
     GenOptions,
     LedgerGenerator,
     generate_lake,

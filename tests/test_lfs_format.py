@@ -287,14 +287,6 @@ def test_declared_size_limit(monkeypatch):
         lfs._decompress_frame(dctx, nocs, "t")
 
 
-def test_progress_encoding_roundtrip():
-    p = lfs.ChunkProgress(1999, 10000, 2**40 + 3)
-    assert lfs.ChunkProgress.decode(p.encode()) == p
-    assert len(p.encode()) == 16
-    with pytest.raises(CorruptStoreError):
-        lfs.ChunkProgress.decode(b"\0" * 12)
-
-
 def test_full_chunk_index_layout(full_chunk):
     base, ledgers, stats = full_chunk
     d, i = lfs.chunk_paths(base, 3)

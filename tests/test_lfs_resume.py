@@ -15,6 +15,7 @@ from test_lfs_helpers import full_chunk, make_ledgers, templates  # noqa: F401
 
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
+from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
 
 N = 200  # ledgers per test chunk (finished with allow_partial) -- keeps crash loops fast
@@ -63,7 +64,7 @@ def test_resume_at_many_points(tmp_path, ledgers, expected, tail):
         if tail != "none":
             w.close()  # flushes the unsynced tail into the partial, beyond the progress
         if tail == "garbage":
-            for p in lfs.partial_paths(work, 6):
+            for p in chunk_partial_paths(work, 6):
                 with open(p, "ab") as f:
                     f.write(os.urandom(77))
         del w
@@ -158,7 +159,7 @@ def _synced(tmp_path, ledgers, n=100):
 
 def test_truncated_partials_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    dp, op = lfs.partial_paths(tmp_path / "w", 6)
+    dp, op = chunk_partial_paths(tmp_path / "w", 6)
     os.truncate(dp, p.data_bytes - 1)
     with pytest.raises(CorruptStoreError, match=f"progress records {p.data_bytes}"):
         lfs.ChunkWriter(tmp_path / "b", 6, tmp_path / "w", resume=p)
@@ -170,14 +171,14 @@ def test_truncated_partials_refused(tmp_path, ledgers):
 
 def test_missing_partials_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    lfs.partial_paths(tmp_path / "w", 6)[0].unlink()
+    chunk_partial_paths(tmp_path / "w", 6)[0].unlink()
     with pytest.raises(CorruptStoreError, match="missing"):
         lfs.ChunkWriter(tmp_path / "b", 6, tmp_path / "w", resume=p)
 
 
 def test_flipped_byte_in_synced_data_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    dp, _ = lfs.partial_paths(tmp_path / "w", 6)
+    dp, _ = chunk_partial_paths(tmp_path / "w", 6)
     b = bytearray(dp.read_bytes())
     b[p.data_bytes // 2] ^= 0x01
     dp.write_bytes(bytes(b))
@@ -188,7 +189,7 @@ def test_flipped_byte_in_synced_data_refused(tmp_path, ledgers):
 @pytest.mark.parametrize("damage", ["magic", "version", "chunk", "offsets", "random"])
 def test_garbage_offsets_partial(tmp_path, ledgers, expected, damage):
     p = _synced(tmp_path, ledgers)
-    _, op = lfs.partial_paths(tmp_path / "w", 6)
+    _, op = chunk_partial_paths(tmp_path / "w", 6)
     b = bytearray(op.read_bytes())
     if damage == "magic":
         b[0] ^= 0xFF
@@ -280,7 +281,7 @@ def test_finished_chunk_never_rewritten(tmp_path, ledgers, expected, monkeypatch
     before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (d, i)]
     # Crash after finish() but before the checkpoint: the orchestrator replays from the last
     # checkpoint (150 ledgers) with stale partials lying around.
-    dp, op = lfs.partial_paths(work, 6)
+    dp, op = chunk_partial_paths(work, 6)
     dp.write_bytes(b"stale")
     op.write_bytes(b"stale")
     w = lfs.ChunkWriter(base, 6, work, resume=lfs.ChunkProgress(6, 150, _bytes(ledgers, 150)))

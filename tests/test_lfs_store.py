@@ -29,6 +29,7 @@ from rpcbackfill.errors import (
     UnsupportedFormatError,
 )
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
+from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
 
 
@@ -313,7 +314,7 @@ def test_writer_abort_removes_partials(tmp_path, templates):
     w = lfs.ChunkWriter(tmp_path, 2, tmp_path / "w")
     w.append(chunk_first_ledger(2), templates[0])
     w.sync()
-    dp, op = lfs.partial_paths(tmp_path / "w", 2)
+    dp, op = chunk_partial_paths(tmp_path / "w", 2)
     assert dp.exists() and op.exists()
     w.abort()
     assert not dp.exists() and not op.exists()
@@ -327,7 +328,7 @@ def test_disk_full_is_typed(tmp_path, templates):
     """A real ENOSPC: the data partial is /dev/full."""
     work = tmp_path / "w"
     work.mkdir()
-    dp, _ = lfs.partial_paths(work, 2)
+    dp, _ = chunk_partial_paths(work, 2)
     dp.symlink_to("/dev/full")
     from rpcbackfill.errors import DiskFullError
 

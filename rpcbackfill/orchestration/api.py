@@ -7,11 +7,11 @@ stores and open the meta store read-only, so they work beside a running backfill
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ..config import Config
 from ..errors import InputError, MetaStoreError, NotFoundError
 from ..ledgermath import FIRST_LEDGER
+from ..paths import DataDirLayout
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
         ranges = [meta.range_info(rid) for rid in meta.range_ids()]
     finally:
         meta.close()
-    base = Path(config.immutable_stores.txhash_base)
+    layout = DataDirLayout(config)
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
         for info in ranges:
             if info.state != COMPLETE:
                 continue
-            idx = TxHashIndex(base / f"{info.id:04d}", range_start=info.start_ledger)
+            idx = TxHashIndex(layout.txhash_range_dir(info.id), range_start=info.start_ledger)
             try:
                 seq = idx.lookup(tx_hash)
             finally:

@@ -40,8 +40,11 @@ from ..errors import (
     UnsupportedFormatError,
     XdrError,
 )
-from ..fsutil import atomic_write, fsync_dir, io_errors, unlink_quiet, write_all
+from ..fsutil import atomic_write, fsync_dir, io_errors, temp_path, unlink_quiet, write_all
 from ..ledgermath import CHUNK_SIZE, FIRST_LEDGER, chunk_first_ledger, chunk_last_ledger, chunk_of_ledger
+from ..paths import chunk_partial_paths, chunk_paths
+from ..records import ChunkProgress
+from ..zstdframe import ZSTD_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,6 @@ INDEX_HEADER_SIZE = 8  # byte0 version, byte1 offset width, 6 zero bytes
 # 4 GiB"; a chunk of exactly 2**32 bytes needs its last offset (= data size = 2**32) stored,
 # which does not fit in 32 bits, so the exact rule is: width 4 iff data size <= 2**32 - 1.
 MAX_WIDTH4_OFFSET = 2**32 - 1
-ZSTD_LEVEL = 3  # spec: zstd level 3, one frame per ledger, content size in the frame header
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Largest decompressed LedgerCloseMeta we accept when reading.  Real pubnet ledgers are a few
 # MiB at most; this bound only protects readers from hostile frames declaring huge sizes.
@@ -95,25 +97,6 @@ _RESUME_READ = 8 << 20  # read size while re-checking CRCs of a partial on resum
 
 
 @dataclass(frozen=True)
-class ChunkProgress:
-    """Durable progress of a partial chunk, as returned by ``ChunkWriter.sync()``."""
-
-    chunk_id: int
-    ledgers: int  # ledgers appended and fsynced (first ledger of the chunk onwards)
-    data_bytes: int  # bytes of .data.partial those ledgers occupy
-
-    def encode(self) -> bytes:
-        """16 bytes for the meta store: u32 chunk id, u32 ledgers, u64 data bytes (big-endian, spec section 4)."""
-        return struct.pack(">IIQ", self.chunk_id, self.ledgers, self.data_bytes)
-
-    @classmethod
-    def decode(cls, b: bytes) -> "ChunkProgress":
-        if len(b) != 16:
-            raise CorruptStoreError(f"chunk progress value must be 16 bytes, got {len(b)}")
-        return cls(*struct.unpack(">IIQ", b))
-
-
-@dataclass(frozen=True)
 class ChunkStats:
     ledgers: int
     data_bytes: int  # size of .data (compressed)
@@ -123,24 +106,10 @@ class ChunkStats:
 # --- paths -------------------------------------------------------------------------------------
 
 
-def chunk_paths(ledgers_base: str | os.PathLike, chunk_id: int) -> tuple[Path, Path]:
-    """``(data_path, index_path)`` of chunk ``chunk_id`` under ``ledgers_base``."""
-    if chunk_id < 0:
-        raise ValueError(f"chunk id must be >= 0, got {chunk_id}")
-    d = Path(ledgers_base) / "chunks" / f"{chunk_id // 1000:04d}"
-    return d / f"{chunk_id:06d}.data", d / f"{chunk_id:06d}.index"
-
-
 def chunk_exists(ledgers_base: str | os.PathLike, chunk_id: int) -> bool:
     """True when both final files of the chunk are present (not verified)."""
     data, index = chunk_paths(ledgers_base, chunk_id)
     return data.is_file() and index.is_file()
-
-
-def partial_paths(work_dir: str | os.PathLike, chunk_id: int) -> tuple[Path, Path]:
-    """``(data_partial, offsets_partial)`` of a chunk being written in ``work_dir``."""
-    w = Path(work_dir)
-    return w / f"{chunk_id:06d}.data.partial", w / f"{chunk_id:06d}.offsets.partial"
 
 
 def remove_chunk(ledgers_base: str | os.PathLike, chunk_id: int) -> None:
@@ -168,9 +137,7 @@ _write_all = write_all
 _unlink_quiet = unlink_quiet
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """temp (``name.tmp-PID``) -> fsync -> rename -> fsync dir."""
-    atomic_write(path, data, hidden=False)
+_atomic_write = atomic_write
 
 
 def compress_ledger(lcm: bytes, level: int = ZSTD_LEVEL) -> bytes:
@@ -307,7 +274,7 @@ class ChunkWriter:
         self.first_ledger = chunk_first_ledger(chunk_id)
         self.last_ledger = chunk_last_ledger(chunk_id)
         self.data_path, self.index_path = chunk_paths(ledgers_base, chunk_id)
-        self.data_partial, self.offsets_partial = partial_paths(work_dir, chunk_id)
+        self.data_partial, self.offsets_partial = chunk_partial_paths(work_dir, chunk_id)
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._compress = self._cctx.compress
         self._pack = _RECORD.pack
@@ -563,7 +530,7 @@ class ChunkWriter:
         if chunk_exists(self.ledgers_base, self.chunk_id):  # published by someone meanwhile
             raise StoreError(f"chunk {self.chunk_id}: final files appeared while writing; refusing to replace")
         index = encode_index(np.frombuffer(self._recs, dtype=_RECORD_DTYPE)["end"])
-        tmp = self.data_path.with_name(f"{self.data_path.name}.tmp-{os.getpid()}")
+        tmp = temp_path(self.data_path)
         _unlink_quiet(tmp)
         if self.data_path.exists():
             # An orphan .data from an interrupted publish (no index, so not a chunk).  It may be
