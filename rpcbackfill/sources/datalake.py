@@ -31,8 +31,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import zstandard
-
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
@@ -44,6 +42,7 @@ from ..errors import (
     TransientSourceError,
     XdrError,
 )
+from ..zstdframe import decompress_frame
 from . import _native, layout
 from .layout import LakeSchema
 from .objstore import LocalStore, ObjectMissing, open_store
@@ -67,10 +66,6 @@ LOCAL_MAX_WORKERS = 2
 # Measured (2 cores, 300 tx/ledger, one range): 32 MiB cost 10% less CPU per ledger than
 # 512 MiB (data still cached when consumed) and 4 MiB 2% more (allocator churn).
 LOCAL_MAX_BUFFER_BYTES = 32 << 20
-# Largest declared frame size decompressed in one shot (the buffer is allocated up front, so
-# keep a corrupt header from reserving much; bigger or unknown sizes stream).  Pubnet ledgers
-# are a few MB.
-_ONE_SHOT_MAX = 64 << 20
 # How often blocked threads re-check the cancel event (seconds).
 _POLL = 0.05
 # How long close() waits for workers (an in-flight HTTP request finishes on its own timeout).
@@ -82,40 +77,6 @@ class _Batch:
     start: int  # header startSequence: LCM j is ledger start + j
     lcms: list[bytes]
     nbytes: int
-
-
-_tls = threading.local()
-
-
-def decompress_frame(data: bytes, where: str) -> bytes:
-    """Decompress one zstd frame in streaming mode; truncation or trailing junk is transient."""
-    dctx = getattr(_tls, "dctx", None)
-    if dctx is None:  # one decompression context per thread, reused across files
-        dctx = _tls.dctx = zstandard.ZstdDecompressor()
-    # Fast path: a frame that declares its content size decompresses in one shot straight into
-    # an exactly sized buffer (the streaming path joins chunks: one more copy of ~1 MB per
-    # pubnet ledger).  Any error falls through to the streaming path, which says what is wrong.
-    try:
-        size = zstandard.frame_content_size(data)
-    except zstandard.ZstdError:
-        size = -1
-    if 0 <= size <= _ONE_SHOT_MAX:
-        try:
-            out = dctx.decompress(data, allow_extra_data=False)
-        except zstandard.ZstdError:
-            out = None
-        if out is not None and len(out) == size:
-            return out
-    try:
-        d = dctx.decompressobj()
-        out = d.decompress(data)
-    except zstandard.ZstdError as e:
-        raise TransientSourceError(f"{where}: corrupt zstd data ({e})") from None
-    if not d.eof:
-        raise TransientSourceError(f"{where}: truncated zstd frame ({len(data)} bytes read)")
-    if d.unused_data:
-        raise TransientSourceError(f"{where}: {len(d.unused_data)} unexpected bytes after the zstd frame")
-    return out
 
 
 class DataLakeSource:
@@ -345,7 +306,7 @@ class DataLakeSource:
             except ObjectMissing:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where)
+            raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
             try:
                 start, end, lcms = self._lcm.split_batch(raw)
             except XdrError as e:

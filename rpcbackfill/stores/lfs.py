@@ -44,7 +44,7 @@ from ..fsutil import atomic_write, fsync_dir, io_errors, temp_path, unlink_quiet
 from ..ledgermath import CHUNK_SIZE, FIRST_LEDGER, chunk_first_ledger, chunk_last_ledger, chunk_of_ledger
 from ..paths import chunk_partial_paths, chunk_paths
 from ..records import ChunkProgress
-from ..zstdframe import ZSTD_LEVEL
+from ..zstdframe import ZSTD_LEVEL, decompress_frame
 
 log = logging.getLogger(__name__)
 
@@ -203,39 +203,8 @@ def decode_index(raw: bytes, data_size: int, where: str = "index") -> np.ndarray
 
 
 def _decompress_frame(dctx: zstandard.ZstdDecompressor, frame, where: str) -> bytes:
-    """Decompress exactly one zstd frame, with or without content size; bounded output."""
-    try:
-        size = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError as e:
-        raise CorruptStoreError(f"{where}: not a zstd frame ({e})") from None
-    try:
-        if size >= 0:
-            if size > MAX_LEDGER_BYTES:
-                raise CorruptStoreError(f"{where}: frame declares {size} bytes, above the {MAX_LEDGER_BYTES} limit")
-            out = dctx.decompress(frame, allow_extra_data=False)
-            if len(out) != size:
-                raise CorruptStoreError(f"{where}: frame decompressed to {len(out)} bytes, header says {size}")
-            return out
-        # No content size in the header: stream, feeding small input slices so the output
-        # can overshoot the limit by at most one slice's worth before we stop.
-        obj = dctx.decompressobj()
-        parts, total, mv = [], 0, memoryview(frame)
-        for i in range(0, len(mv), 4096):
-            out = obj.decompress(mv[i : i + 4096])
-            if out:
-                parts.append(out)
-                total += len(out)
-                if total > MAX_LEDGER_BYTES:
-                    raise CorruptStoreError(f"{where}: frame decompresses beyond the {MAX_LEDGER_BYTES} limit")
-            if obj.eof:
-                if i + 4096 < len(mv) or obj.unused_data:
-                    raise CorruptStoreError(f"{where}: bytes after the end of the zstd frame")
-                break
-        if not obj.eof:
-            raise CorruptStoreError(f"{where}: truncated zstd frame")
-        return b"".join(parts)
-    except zstandard.ZstdError as e:
-        raise CorruptStoreError(f"{where}: zstd frame does not decompress ({e})") from None
+    """One stored frame -> its LedgerCloseMeta; corrupt or oversized frames are CorruptStoreError."""
+    return decompress_frame(frame, where, CorruptStoreError, max_size=MAX_LEDGER_BYTES, dctx=dctx)
 
 
 def _default_ledger_sequence() -> Callable[[bytes], int]:
