@@ -19,6 +19,7 @@ from test_lfs_helpers import full_chunk, make_ledgers, reseq, templates, write_c
 from rpcbackfill.errors import CorruptStoreError, NotFoundError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import format as lfs_format
 
 
 def test_chunk_paths_layout(tmp_path):
@@ -237,7 +238,7 @@ def test_hostile_offsets_over_real_data(tmp_path_factory, small_chunk_bytes, dat
 def test_hostile_frames_decompress_or_typed_error(frame):
     dctx = zstandard.ZstdDecompressor()
     try:
-        out = lfs._decompress_frame(dctx, frame, "test")
+        out = lfs_format.decompress_ledger(dctx, frame, "test")
     except CorruptStoreError:
         return
     assert isinstance(out, bytes)
@@ -265,26 +266,26 @@ def test_trailing_bytes_in_frame_detected():
     x = b"ledger" * 100
     f = lfs.compress_ledger(x)
     dctx = zstandard.ZstdDecompressor()
-    assert lfs._decompress_frame(dctx, f, "t") == x
+    assert lfs_format.decompress_ledger(dctx, f, "t") == x
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, f + b"\0\0", "t")
+        lfs_format.decompress_ledger(dctx, f + b"\0\0", "t")
     nocs = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(x)
-    assert lfs._decompress_frame(dctx, nocs, "t") == x
+    assert lfs_format.decompress_ledger(dctx, nocs, "t") == x
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, nocs + b"\0", "t")
+        lfs_format.decompress_ledger(dctx, nocs + b"\0", "t")
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, nocs[:-3], "t")
+        lfs_format.decompress_ledger(dctx, nocs[:-3], "t")
 
 
 def test_declared_size_limit(monkeypatch):
     x = b"a" * 5000
-    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 4096)
+    monkeypatch.setattr(lfs_format, "MAX_LEDGER_BYTES", 4096)
     dctx = zstandard.ZstdDecompressor()
     with pytest.raises(CorruptStoreError, match="limit"):
-        lfs._decompress_frame(dctx, lfs.compress_ledger(x), "t")
+        lfs_format.decompress_ledger(dctx, lfs.compress_ledger(x), "t")
     nocs = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(x)
     with pytest.raises(CorruptStoreError, match="limit"):
-        lfs._decompress_frame(dctx, nocs, "t")
+        lfs_format.decompress_ledger(dctx, nocs, "t")
 
 
 def test_full_chunk_index_layout(full_chunk):

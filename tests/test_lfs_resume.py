@@ -8,15 +8,18 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from test_lfs_helpers import full_chunk, make_ledgers, templates  # noqa: F401
 
-from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
+import rpcbackfill
+from rpcbackfill.errors import CorruptStoreError, LedgerSequenceError, StoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import writer as lfs_writer
 
 N = 200  # ledgers per test chunk (finished with allow_partial) -- keeps crash loops fast
 SYNC_EVERY = 50
@@ -109,7 +112,7 @@ def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     payload = tmp_path / "payload"
     payload.write_bytes(b"".join(len(x).to_bytes(4, "little") + x for x in ledgers))
     base, work, prog = tmp_path / "b", tmp_path / "w", tmp_path / "progress.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lfs.Path(lfs.__file__).parents[2])] + sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(rpcbackfill.__file__).parents[1])] + sys.path))
     for crash_at in (0, 37, 50, 51, 149, 199, N + 1):  # N + 1: no crash, finish
         r = subprocess.run(
             [sys.executable, "-c", _CHILD, str(base), str(work), str(payload), str(prog), str(crash_at),
@@ -255,13 +258,13 @@ def test_crash_between_data_and_index_publish(tmp_path, ledgers, expected, monke
     def crash(*a, **kw):
         raise KeyboardInterrupt("simulated crash before the index rename")
 
-    monkeypatch.setattr(lfs, "_atomic_write", crash)
+    monkeypatch.setattr(lfs_writer, "atomic_write", crash)
     with pytest.raises(KeyboardInterrupt):
         w.finish(allow_partial=True)
     monkeypatch.undo()
     d, i = lfs.chunk_paths(base, 6)
     assert d.exists() and not i.exists() and not lfs.chunk_exists(base, 6)
-    with pytest.raises(lfs.StoreError):
+    with pytest.raises(StoreError):
         w.append(FIRST + N, ledgers[0])  # the failed writer refuses further use
     # Resume from the last checkpoint: the partial is intact (the data was hard-linked).
     assert checkpoints[150] == lfs.ChunkProgress(6, 150, _bytes(ledgers, 150))
@@ -294,7 +297,7 @@ def test_finished_chunk_never_rewritten(tmp_path, ledgers, expected, monkeypatch
     for k in range(150, N):
         w.append(FIRST + k, ledgers[k])
     assert w.sync() == lfs.ChunkProgress(6, N, len(expected))  # progress read from the final index
-    with pytest.raises(lfs.LedgerSequenceError, match="past the end"):
+    with pytest.raises(LedgerSequenceError, match="past the end"):
         w.append(FIRST + N, ledgers[0])
     stats = w.finish(allow_partial=True)
     assert stats == lfs.ChunkStats(N, len(expected), sum(map(len, ledgers)))

@@ -31,6 +31,7 @@ from rpcbackfill.errors import (
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
 from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import reader as lfs_reader
 
 
 def test_random_access(full_chunk):
@@ -41,7 +42,11 @@ def test_random_access(full_chunk):
         assert (r.first_ledger, r.last_ledger, len(r)) == (first, chunk_last_ledger(3), CHUNK_SIZE)
         for i in [0, CHUNK_SIZE - 1, *rng.sample(range(CHUNK_SIZE), 300)]:
             assert r.get(first + i) == ledgers[i]
-        assert r.get_frame(first + 5) == lfs.compress_ledger(ledgers[5])
+        offs = r.frame_offsets
+        assert len(offs) == CHUNK_SIZE + 1 and offs[-1] == r.data_bytes
+        with open(r.data_path, "rb") as f:  # ledger 5's stored frame is exactly its compression
+            f.seek(offs[5])
+            assert f.read(offs[6] - offs[5]) == lfs.compress_ledger(ledgers[5])
         for bad in (first - 1, chunk_last_ledger(3) + 1, 0):
             with pytest.raises(NotFoundError, match=str(bad)):
                 r.get(bad)
@@ -345,7 +350,7 @@ def test_disk_full_is_typed(tmp_path, templates):
 def test_oversized_frame_not_read(full_chunk, monkeypatch):
     """An index claiming a frame larger than any ledger is refused before reading it."""
     base, ledgers, _ = full_chunk
-    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 64)
+    monkeypatch.setattr(lfs_reader, "MAX_LEDGER_BYTES", 64)
     with lfs.ChunkReader(base, 3) as r:
         with pytest.raises(CorruptStoreError, match="frame of"):
             r.get(chunk_first_ledger(3))

@@ -34,8 +34,7 @@ from typing import Iterable
 import zstandard
 
 from ..errors import LakeConfigError
-from ..fsutil import atomic_write as _atomic_write
-from ..fsutil import fsync_dir as _sync_dir
+from ..fsutil import atomic_write, fsync_dir
 from ..ledgermath import UINT32_MAX
 from ..zstdframe import ZSTD_LEVEL
 
@@ -320,11 +319,6 @@ class LakeWriteStats:
     compressed_bytes: int  # bytes written to lake files
 
 
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True, fsync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` via temp file → fsync → rename (→ fsync of the directory)."""
-    _atomic_write(path, data, fsync=fsync, sync_dir=fsync_dir)
-
-
 def write_manifest(root: str | os.PathLike, schema: LakeSchema, *, fsync: bool = True) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -379,7 +373,7 @@ def write_lake(
         path = root / object_key(cur_first, schema)
         if path.parent != root:
             path.parent.mkdir(exist_ok=True)
-        atomic_write(path, data, fsync=fsync, fsync_dir=False)
+        atomic_write(path, data, fsync=fsync, sync_dir=False)
         dirty_dirs.add(path.parent)
         files += 1
         raw += len(batch)
@@ -404,9 +398,9 @@ def write_lake(
         flush()
     if fsync:
         for d in sorted(dirty_dirs, key=lambda p: len(p.parts), reverse=True):
-            _sync_dir(d)
+            fsync_dir(d)
         if dirty_dirs:
-            _sync_dir(root)
+            fsync_dir(root)
     if manifest:
         write_manifest(root, schema, fsync=fsync)
     if first is None:
