@@ -12,7 +12,8 @@ Path rules (documented in docs/configuration.md):
   against ``service.data_dir``, whatever its source.  ``~`` is expanded everywhere.
 
 Every key is declared once in ``KEYS``; validation, environment names, the example file
-(``example_config_text``) and the reference in docs/configuration.md all derive from it.
+(``example_config_text``) and the reference table of docs/configuration.md (``reference_table``,
+kept identical by a test) all derive from it.
 """
 
 from __future__ import annotations
@@ -665,9 +666,10 @@ def example_config_text() -> str:
     return "\n".join(out) + "\n"
 
 
-def reference_rows() -> list[tuple[str, str, str, str]]:
-    """(key, default, environment variable, meaning) for every key, for docs/configuration.md."""
-    rows = []
+def reference_table() -> str:
+    """The "Reference" table of docs/configuration.md (key, default, environment variable,
+    meaning), one row per ``KEYS`` entry; a test keeps the document identical to it."""
+    lines = ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
     for key in KEYS:
         if key.default is _REQUIRED:
             default = "required"
@@ -678,5 +680,5 @@ def reference_rows() -> list[tuple[str, str, str, str]]:
         else:
             default = f"`{_toml_literal(key.default)}`"
         meaning = key.doc + (f" One of: {', '.join(key.choices)}." if key.choices else "")
-        rows.append((f"`{key.dotted}`", default, f"`{key.env}`", meaning))
-    return rows
+        lines.append(f"| `{key.dotted}` | {default} | `{key.env}` | {meaning} |")
+    return "\n".join(lines) + "\n"

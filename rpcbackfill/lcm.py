@@ -39,8 +39,7 @@ from ._lcm import (
     tx_hashes,
     tx_hashes_into,
 )
-
-HASH_SIZE = 32  # bytes per transaction hash (SHA-256)
+from .records import HASH_SIZE  # bytes per transaction hash (SHA-256), re-exported
 
 
 def iter_hashes(hashes: bytes) -> list[bytes]:

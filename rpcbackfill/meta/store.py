@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import InputError, MetaStoreError
-from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger
+from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger, range_of_ledger
 from ..records import NSHARDS, SHARD_DIGITS, ChunkProgress
 
 log = logging.getLogger(__name__)
@@ -285,8 +285,8 @@ class MetaStore:
                 f"range_size {range_size} differs from {g['range_size']} recorded in {self.path}; "
                 "range_size may never change for an existing data directory"
             )
-        first_id = (start - 2) // range_size
-        last_id = (end - 2) // range_size
+        first_id = range_of_ledger(start, range_size)
+        last_id = range_of_ledger(end, range_size)
         gs = start if g["backfill_start_ledger"] is None else min(start, g["backfill_start_ledger"])
         ge = end if g["backfill_end_ledger"] is None else max(end, g["backfill_end_ledger"])
         puts = {

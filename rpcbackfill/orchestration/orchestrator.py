@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import lcm
 from ..config import Config
 from ..errors import (
     Cancelled,
@@ -43,6 +44,7 @@ from ..errors import (
     MetaStoreError,
 )
 from ..fsutil import fsync_dir
+from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     BUILDING_RECSPLIT,
@@ -60,6 +62,8 @@ from ..meta.store import (
 )
 from ..paths import DataDirLayout
 from ..records import HASH_SIZE, SHARD_DIGITS
+from ..sources import open_source
+from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
 
 log = logging.getLogger(__name__)
@@ -162,10 +166,6 @@ class RangeOrchestrator:
     # --- ingestion ---------------------------------------------------------------------------
 
     def _ingest(self) -> None:
-        from .. import lcm
-        from ..index import TxHashSpill
-        from ..sources import open_source
-
         info = self.info
         first, last = info.start_ledger, info.end_ledger
         ldir = self.layout.active_ledger_dir(self.rid)
@@ -228,8 +228,6 @@ class RangeOrchestrator:
 
     def _open_writer(self, c: int, seq: int, ldir: Path):
         """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
-        from ..stores.lfs import ChunkWriter, chunk_exists
-
         if chunk_exists(self.ledgers_base, c):
             # Finished before the crash but after the last checkpoint: never rewrite it.
             log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c)
@@ -305,8 +303,6 @@ class RangeOrchestrator:
             fsync_dir(d)
 
     def _ledger_subflow(self) -> None:
-        from ..stores.lfs import chunk_exists, verify_chunk
-
         info = self.info
         if info.ledger_phase == WRITING_LFS:
             chunks = list(range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1))
@@ -323,8 +319,6 @@ class RangeOrchestrator:
             info.ledger_phase = IMMUTABLE
 
     def _txhash_subflow(self) -> None:
-        from ..index import build_shard, compact_shard, verify_shard
-
         info = self.info
         tdir = self.layout.active_txhash_dir(self.rid)
         sorted_dir = self.layout.sorted_dir(self.rid)

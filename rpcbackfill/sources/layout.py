@@ -48,7 +48,6 @@ FILE_EXTS = (FILE_EXT, LEGACY_FILE_EXT)
 SUPPORTED_COMPRESSION = ("zstd",)
 # XDR header of a LedgerCloseMetaBatch: uint32 startSequence, uint32 endSequence, uint32 count.
 _BATCH_HEADER = struct.Struct(">III")
-BATCH_HEADER_SIZE = _BATCH_HEADER.size
 
 # e.g. "FD050F7F--50000000.xdr.zst" or "FFFFFFBF--0-63.xdr.zstd"
 _FILE_RE = re.compile(r"^([0-9A-F]{8})--(\d+)(?:-(\d+))?(\.xdr\.zstd?)$")
@@ -98,11 +97,6 @@ def batch_start(seq: int, schema: LakeSchema) -> int:
     """First ledger of the file boundary that holds ``seq`` (what its name is made of)."""
     _check_seq(seq)
     return seq // schema.ledgers_per_batch * schema.ledgers_per_batch
-
-
-def batch_end(seq: int, schema: LakeSchema) -> int:
-    """Last ledger of the file boundary that holds ``seq``."""
-    return batch_start(seq, schema) + schema.ledgers_per_batch - 1
 
 
 def partition_prefix(seq: int, schema: LakeSchema) -> str:
@@ -295,15 +289,6 @@ def encode_batch(start: int, lcms: list[bytes]) -> bytes:
     _check_seq(start)
     _check_seq(end)
     return b"".join([_BATCH_HEADER.pack(start, end, len(lcms)), *lcms])
-
-
-def batch_header(buf: bytes) -> tuple[int, int, int]:
-    """``(startSequence, endSequence, count)`` read from a batch's first 12 bytes."""
-    if len(buf) < BATCH_HEADER_SIZE:
-        from ..errors import XdrError
-
-        raise XdrError(f"LedgerCloseMetaBatch truncated: {len(buf)} bytes, header needs {BATCH_HEADER_SIZE}")
-    return _BATCH_HEADER.unpack_from(buf, 0)
 
 
 # --- local writer ---------------------------------------------------------------------------
