@@ -170,7 +170,7 @@ def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) 
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for s in range(first, last + 1):
-                raw += len(src.get_ledger(s))
+                raw += len(src.get_ledger(s).lcm)
         return raw
 
     t = timed_runs(run, runs)
@@ -330,7 +330,6 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
     subprocesses): source -> tx hashes -> LFS chunk + spill (checkpoint syncs every 1000
     ledgers) -> chunk publish -> compact -> RecSplit build -> verify.  Isolates the cost of
     the components from the orchestration's."""
-    from rpcbackfill import lcm as L
     from rpcbackfill.config import BufferedStorageConfig
     from rpcbackfill.sources.datalake import DataLakeSource
     from rpcbackfill.stores import lfs
@@ -349,10 +348,9 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for seq in range(first, last + 1):
-                b = src.get_ledger(seq)
-                w.append(seq, b)
-                _, hs = L.tx_hashes(b)
-                spill.add(seq, hs)
+                ledger = src.get_ledger(seq)  # parsed once by the source, as in the orchestrator
+                w.append(seq, ledger.lcm)
+                spill.add(seq, ledger.tx_hashes)
                 if (seq - 1) % 1000 == 0:  # checkpoint: both stores durable
                     w.sync()
                     spill.sync()

@@ -134,7 +134,7 @@ def lake_ledgers(lake: Path, first: int, last: int):
     with src:
         src.prepare_range(first, last)
         for seq in range(first, last + 1):
-            yield seq, src.get_ledger(seq)
+            yield seq, src.get_ledger(seq).lcm
 
 
 def check_backfill_result(config, lake: Path, first: int, last: int, api_samples: int = 5) -> tuple[int, int]:

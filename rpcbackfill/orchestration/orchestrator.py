@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import lcm
 from ..config import Config
 from ..errors import (
     Cancelled,
@@ -199,19 +198,18 @@ class RangeOrchestrator:
                 self._report(force=True)
                 for seq in range(lc + 1, last + 1):
                     self._check_cancel()
-                    buf = source.get_ledger(seq)
-                    got, hashes = lcm.tx_hashes(buf)
-                    if got != seq:
-                        raise LedgerSequenceError(f"range {self.rid}: source returned ledger {got} for {seq}")
+                    ledger = source.get_ledger(seq)  # parsed once, by the source
+                    if ledger.seq != seq:
+                        raise LedgerSequenceError(f"range {self.rid}: source returned ledger {ledger.seq} for {seq}")
                     c = chunk_of_ledger(seq)
                     if c != writer_chunk:
                         writer = self._open_writer(c, seq, ldir)
                         writer_chunk = c
                     if writer is not None:
-                        writer.append(seq, buf)
-                    spill.add(seq, hashes)
+                        writer.append(seq, ledger.lcm)
+                    spill.add(seq, ledger.tx_hashes)
                     self.ledgers_done = seq - first + 1
-                    self.tx_done += len(hashes) // HASH_SIZE
+                    self.tx_done += len(ledger.tx_hashes) // HASH_SIZE
                     faults.hit("ingest")
                     if seq == chunk_last_ledger(c) and writer is not None:
                         writer.finish()

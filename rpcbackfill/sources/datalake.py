@@ -9,7 +9,7 @@
 
 Pipeline.  File *i* of the range (boundary ``batch_starts(first, last)[i]``) is claimed by
 the next free worker, downloaded, decompressed in streaming mode (frames may omit the
-content size), split with ``rpcbackfill.lcm.split_batch`` and parked in ``ready[i]``; the
+content size), split (and scanned once) with ``rpcbackfill.lcm.scan_batch`` and parked in ``ready[i]``; the
 consumer takes ``ready`` in index order.  At most ``buffer_size`` files are claimed but not
 yet consumed, and new downloads also wait while the parked batches exceed
 ``max_buffer_bytes``, so memory is bounded whatever the range length.
@@ -43,7 +43,9 @@ from ..errors import (
     XdrError,
 )
 from ..zstdframe import decompress_frame
-from . import _native, layout
+from .. import lcm
+from . import layout
+from .base import Ledger
 from .layout import LakeSchema
 from .objstore import LocalStore, ObjectMissing, open_store
 
@@ -75,7 +77,7 @@ _JOIN_TIMEOUT = 5.0
 @dataclass
 class _Batch:
     start: int  # header startSequence: LCM j is ledger start + j
-    lcms: list[bytes]
+    ledgers: list[Ledger]
     nbytes: int
 
 
@@ -114,8 +116,6 @@ class DataLakeSource:
         self._own_store = store is None
         self.schema: LakeSchema | None = None
         self._ext_detected = False
-        self._lcm = None
-
         # One lock guards the pipeline state below; the consumer waits on _cv (a file became
         # ready), workers wait on _room (the consumer freed a slot).
         self._mu = threading.Lock()
@@ -190,7 +190,6 @@ class DataLakeSource:
             if bad:
                 raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
         self.schema = schema
-        self._lcm = _native.lcm_module()
 
     def prepare_range(self, first: int, last: int) -> None:
         if self._closed:
@@ -308,7 +307,7 @@ class DataLakeSource:
             self._count("bytes_downloaded", len(data))
             raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
             try:
-                start, end, lcms = self._lcm.split_batch(raw)
+                start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
             except XdrError as e:
                 raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
@@ -317,9 +316,10 @@ class DataLakeSource:
                     f"needed {lo}-{hi}"
                 )
             if lo != start or hi != end:  # drop ledgers outside the range early
-                lcms = lcms[lo - start : hi - start + 1]
+                found = found[lo - start : hi - start + 1]
             self._count("files")
-            return _Batch(lo, lcms, sum(len(x) for x in lcms))
+            ledgers = [Ledger(*x) for x in found]
+            return _Batch(lo, ledgers, sum(len(x.lcm) for x in ledgers))
 
         return self._with_retries(attempt, where)
 
@@ -364,7 +364,7 @@ class DataLakeSource:
 
     # --- consumer ------------------------------------------------------------------------------
 
-    def get_ledger(self, seq: int) -> bytes:
+    def get_ledger(self, seq: int) -> Ledger:
         if self._next_seq is None:
             raise SourceError("get_ledger before prepare_range")
         if self._closed:
@@ -375,11 +375,11 @@ class DataLakeSource:
             raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")
         self._check_cancel()
         cur = self._cur
-        if cur is None or seq >= cur.start + len(cur.lcms):
+        if cur is None or seq >= cur.start + len(cur.ledgers):
             cur = self._cur = self._take_next()
-        lcm = cur.lcms[seq - cur.start]
+        ledger = cur.ledgers[seq - cur.start]
         self._next_seq = seq + 1
-        return lcm
+        return ledger
 
     def _take_next(self) -> _Batch:
         with self._cv:

@@ -266,7 +266,7 @@ class ChunkWriter:
 
     # -- writing
 
-    def append(self, seq: int, lcm: bytes) -> None:
+    def append(self, seq: int, lcm: bytes | memoryview) -> None:
         """Compress and append ledger ``seq`` (must be ``next_ledger``)."""
         if seq != self.first_ledger + self._n:
             self._check_open()
