@@ -145,10 +145,7 @@ class ChunkWriter:
                     f"({len(self._final_offsets) - 1} ledgers)"
                 )
             self._size = self._final_offsets[self._n]
-            for p in (self.data_partial, self.offsets_partial):
-                unlink_quiet(p)
-            if self.work_dir.is_dir():
-                fsync_dir(self.work_dir)
+            self._remove_partials()
             log.info("chunk %d already finished; appends will only be sequence-checked", chunk_id)
             return
 
@@ -399,18 +396,20 @@ class ChunkWriter:
             os.replace(tmp, self.data_path)
         fsync_dir(final_dir)
         atomic_write(self.index_path, index)  # the chunk now exists
+        self._remove_partials()
+
+    def _remove_partials(self) -> None:
+        """Delete both partial files (if present), durably."""
         for p in (self.data_partial, self.offsets_partial):
             unlink_quiet(p)
-        fsync_dir(self.work_dir)
+        if self.work_dir.is_dir():
+            fsync_dir(self.work_dir)
 
     def abort(self) -> None:
         """Drop everything written for this chunk (partials removed). Final files are untouched."""
         self._close_files()
         if self._state in (_State.OPEN, _State.FAILED, _State.CLOSED):
-            for p in (self.data_partial, self.offsets_partial):
-                unlink_quiet(p)
-            if self.work_dir.is_dir():
-                fsync_dir(self.work_dir)
+            self._remove_partials()
         if self._state is not _State.FINISHED:
             self._state = _State.ABORTED
 
