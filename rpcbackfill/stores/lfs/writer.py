@@ -17,6 +17,7 @@ import os
 import shutil
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import zstandard
@@ -117,7 +118,7 @@ class ChunkWriter:
         self._cctx = zstandard.ZstdCompressor(level=level)
         self._compress = self._cctx.compress
         self._pack = PARTIAL_RECORD.pack
-        self._data = None  # buffered file object of the data partial
+        self._data: BinaryIO | None = None  # buffered file object of the data partial (open state)
         self._offs_fd = -1
         self._recs = bytearray()  # one PARTIAL_RECORD per appended ledger
         self._recs_synced = 0  # bytes of _recs already written to the offsets partial
@@ -210,19 +211,19 @@ class ChunkWriter:
         endl = ends.tolist()
         with _io(self.data_partial, "reading"), open(self.data_partial, "rb", buffering=0) as f:
             buf, base, s = bytearray(), 0, 0  # buf holds file bytes [base, base + len(buf))
-            for i, e in enumerate(endl):
-                while base + len(buf) < e:
-                    more = f.read(max(READ_AHEAD, e - base - len(buf)))
+            for i, end in enumerate(endl):
+                while base + len(buf) < end:
+                    more = f.read(max(READ_AHEAD, end - base - len(buf)))
                     if not more:
                         raise CorruptStoreError(f"{where}: {self.data_partial} shrank while resuming")
                     buf += more
                 with memoryview(buf) as mv:
-                    ok = zlib.crc32(mv[s - base : e - base]) == crcs[i]
+                    ok = zlib.crc32(mv[s - base : end - base]) == crcs[i]
                 if not ok:
                     raise CorruptStoreError(
                         f"{where}: ledger {self.first_ledger + i} frame fails its CRC in {self.data_partial}"
                     )
-                s = e
+                s = end
                 if s - base >= READ_AHEAD:  # drop consumed bytes
                     del buf[: s - base]
                     base = s
@@ -236,7 +237,7 @@ class ChunkWriter:
         with _io(self.offsets_partial, "opening"):
             self._offs_fd = os.open(self.offsets_partial, os.O_WRONLY | os.O_APPEND)
         with _io(self.data_partial, "fsync"):
-            os.fsync(self._data.fileno())
+            os.fsync(fd)
             os.fsync(self._offs_fd)
         self._recs = bytearray(raw[PARTIAL_HEADER.size :])
         self._recs_synced = len(self._recs)
@@ -276,7 +277,7 @@ class ChunkWriter:
         if st is _State.OPEN:
             frame = self._compress(lcm)
             try:
-                self._data.write(frame)
+                self._data.write(frame)  # type: ignore[union-attr]  # open state: the file is open
             except OSError as e:
                 self._state = _State.FAILED
                 with _io(self.data_partial, "writing"):
@@ -306,8 +307,8 @@ class ChunkWriter:
             try:
                 # fdatasync: the partials' data and sizes must be durable, their mtimes need not.
                 with _io(self.data_partial, "syncing"):
-                    self._data.flush()
-                    os.fdatasync(self._data.fileno())
+                    self._data.flush()  # type: ignore[union-attr]  # open state: the file is open
+                    os.fdatasync(self._data.fileno())  # type: ignore[union-attr]
                 if len(self._recs) > self._recs_synced:
                     write_all(self._offs_fd, memoryview(self._recs)[self._recs_synced :], self.offsets_partial)
                     with _io(self.offsets_partial, "fsync"):
@@ -343,7 +344,7 @@ class ChunkWriter:
             return stats
         try:
             self.sync()
-            self._data.close()
+            self._data.close()  # type: ignore[union-attr]  # open state: the file is open
             os.close(self._offs_fd)
             self._data, self._offs_fd = None, -1
             self._publish()
