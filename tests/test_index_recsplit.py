@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 
 from rpcbackfill import _recsplit
 from rpcbackfill.errors import CorruptStoreError, IndexBuildError, UnsupportedFormatError
-from rpcbackfill.index import ShardIndex, TxHashIndex, TxHashSpill, build_shard, compact_shard, recsplit, verify_shard
-from rpcbackfill.index import sortedfile
+from rpcbackfill.index import (
+    ShardIndex,
+    TxHashIndex,
+    TxHashSpill,
+    build_shard,
+    compact_shard,
+    recsplit,
+    sortedfile,
+    verify_shard,
+)
 from rpcbackfill.paths import index_shard_path as shard_index_path
 from rpcbackfill.paths import spill_shard_path as shard_file
 
