@@ -90,7 +90,7 @@ def range_dir_name(rid: int) -> str:
 class DataDirLayout:
     """The paths of the configured stores, per range, chunk and shard."""
 
-    def __init__(self, config: "Config"):
+    def __init__(self, config: Config):
         self.ledgers_base = Path(config.immutable_stores.ledgers_base)
         self.txhash_base = Path(config.immutable_stores.txhash_base)
         self.active_ledgers = Path(config.active_stores.ledger_path)
@@ -131,8 +131,11 @@ class DataDirLayout:
     def interrupted_writes(self, rid: int, first_ledger: int, last_ledger: int) -> list[Path]:
         """Temp files a killed atomic writer left beside the final files of range ``rid``
         (chunks of ledgers ``first_ledger..last_ledger`` and the range's index shards)."""
-        finals = {p for c in range(chunk_of_ledger(first_ledger), chunk_of_ledger(last_ledger) + 1)
-                  for p in self.chunk_paths(c)}
+        finals = {
+            p
+            for c in range(chunk_of_ledger(first_ledger), chunk_of_ledger(last_ledger) + 1)
+            for p in self.chunk_paths(c)
+        }
         finals |= {self.index_shard(rid, x) for x in range(NSHARDS)}
         found: list[Path] = []
         for d in sorted({p.parent for p in finals}):

@@ -68,8 +68,9 @@ def decompress_frame(
         raise error(f"{where}: corrupt zstd frame ({e})") from None
 
 
-def _stream(dctx: zstandard.ZstdDecompressor, mv: memoryview, where: str, error: type[Exception],
-            max_size: int | None) -> bytes:
+def _stream(
+    dctx: zstandard.ZstdDecompressor, mv: memoryview, where: str, error: type[Exception], max_size: int | None
+) -> bytes:
     obj = dctx.decompressobj()
     step = _BOUNDED_SLICE if max_size is not None else max(len(mv), 1)
     parts: list[bytes] = []

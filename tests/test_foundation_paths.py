@@ -45,8 +45,10 @@ def test_shard_of_routes_like_the_spill(tmp_path):
 
 
 def test_file_names(tmp_path):
-    assert chunk_paths(tmp_path, 1234) == (tmp_path / "chunks" / "0001" / "001234.data",
-                                           tmp_path / "chunks" / "0001" / "001234.index")
+    assert chunk_paths(tmp_path, 1234) == (
+        tmp_path / "chunks" / "0001" / "001234.data",
+        tmp_path / "chunks" / "0001" / "001234.index",
+    )
     assert chunk_partial_paths(tmp_path, 7) == (tmp_path / "000007.data.partial", tmp_path / "000007.offsets.partial")
     assert spill_shard_path(tmp_path, 11) == tmp_path / "cf-b.spill"
     assert sorted_shard_path(tmp_path, 0) == tmp_path / "cf-0.sorted"

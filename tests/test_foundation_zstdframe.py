@@ -26,8 +26,11 @@ def test_round_trip_and_caller_error_class(error, bounded):
     for frame in _frames():
         assert zstdframe.decompress_frame(frame, "t", error, max_size=bounded) == DATA
         assert zstdframe.decompress_frame(memoryview(frame), "t", error, max_size=bounded) == DATA
-        for bad, why in ((frame + b"\0\0", "after the end|corrupt"), (frame[:-3], "truncated|corrupt"),
-                         (b"\0" * 8, "not a zstd frame")):
+        for bad, why in (
+            (frame + b"\0\0", "after the end|corrupt"),
+            (frame[:-3], "truncated|corrupt"),
+            (b"\0" * 8, "not a zstd frame"),
+        ):
             with pytest.raises(error, match=why):
                 zstdframe.decompress_frame(bad, "where", error, max_size=bounded)
 

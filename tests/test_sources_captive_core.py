@@ -173,13 +173,13 @@ def test_out_of_order_and_close(tmp_path, lake, chain):
     src.prepare_range(50, 80)
     assert src.get_ledger(50).lcm == chain[50]
     with pytest.raises(LedgerSequenceError, match="expected ledger 51"):
-        src.get_ledger(52).lcm
+        src.get_ledger(52)
     pid = src.pid
     src.close()
     src.close()
     assert wait_gone(pid)
     with pytest.raises(SourceError, match="closed"):
-        src.get_ledger(51).lcm
+        src.get_ledger(51)
 
 
 def test_cancel_is_prompt(tmp_path, lake):
@@ -189,7 +189,7 @@ def test_cancel_is_prompt(tmp_path, lake):
     threading.Timer(0.3, cancel.set).start()
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
-        src.get_ledger(100).lcm
+        src.get_ledger(100)
     assert time.monotonic() - t0 < 5
     pid = src.pid
     assert wait_gone(pid)
@@ -239,7 +239,7 @@ def test_cancel_while_consumer_idle_stops_core(tmp_path, lake, chain):
     cancel.set()  # nobody is inside get_ledger: the reader must stop core by itself
     assert wait_gone(pid, 5)
     with pytest.raises(Cancelled):
-        src.get_ledger(3).lcm
+        src.get_ledger(3)
     src.close()
 
 
@@ -286,4 +286,4 @@ def test_failure_selected_by_environment(tmp_path, lake):
         src.prepare_range(30, 40)
         assert src.get_ledger(30).lcm and src.get_ledger(31).lcm and src.get_ledger(32).lcm
         with pytest.raises(CoreProcessError, match="before ledger 33; exit code 7"):
-            src.get_ledger(33).lcm
+            src.get_ledger(33)

@@ -228,18 +228,18 @@ def test_retries_exhausted(tmp_path, chain):
 def test_out_of_order_and_lifecycle(lake, chain):
     src = DataLakeSource(cfg(lake), NET)
     with pytest.raises(SourceError, match="before prepare_range"):
-        src.get_ledger(2).lcm
+        src.get_ledger(2)
     src.prepare_range(10, 20)
     assert src.get_ledger(10).lcm == chain[10]
     with pytest.raises(LedgerSequenceError, match="expected ledger 11"):
-        src.get_ledger(12).lcm
+        src.get_ledger(12)
     with pytest.raises(SourceError, match="twice"):
         src.prepare_range(10, 20)
     src.close()
     src.close()  # idempotent
     assert not any(t.is_alive() for t in src._threads)
     with pytest.raises(SourceError, match="closed"):
-        src.get_ledger(11).lcm
+        src.get_ledger(11)
 
 
 def test_buffer_is_bounded(tmp_path, chain):
@@ -280,7 +280,7 @@ def test_cancel_stops_workers_promptly(tmp_path, chain):
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
         for q in range(3, 60):
-            src.get_ledger(q).lcm
+            src.get_ledger(q)
     assert time.monotonic() - t0 < 5
     stall.set()
     src.close()
@@ -296,11 +296,11 @@ def test_cancel_during_backoff(tmp_path, chain):
     cancel = threading.Event()
     src = DataLakeSource(cfg(tmp_path, retry_limit=10, retry_wait=20.0), NET, cancel, store=store)
     src.prepare_range(2, 9)
-    src.get_ledger(2).lcm
-    src.get_ledger(3).lcm
+    src.get_ledger(2)
+    src.get_ledger(3)
     threading.Timer(0.2, cancel.set).start()
     with pytest.raises(Cancelled):
-        src.get_ledger(4).lcm
+        src.get_ledger(4)
     src.close()
     assert not any(t.is_alive() for t in src._threads)
 

@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import lcm as lcm_scanner
 from ..config import CaptiveCoreConfig
 from ..errors import (
     Cancelled,
@@ -43,7 +44,6 @@ from ..errors import (
     SourceError,
     XdrError,
 )
-from .. import lcm as lcm_scanner
 from .base import Ledger
 
 log = logging.getLogger(__name__)

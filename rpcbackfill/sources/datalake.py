@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .. import lcm
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
@@ -43,7 +44,6 @@ from ..errors import (
     XdrError,
 )
 from ..zstdframe import decompress_frame
-from .. import lcm
 from . import layout
 from .base import Ledger
 from .layout import LakeSchema

@@ -154,8 +154,10 @@ def verify_chunk(
     with ChunkReader(ledgers_base, chunk_id) as r:
         where = str(r.index_path)
         if r.index_width != index_width(r.data_bytes):
-            raise CorruptStoreError(f"{where}: offset width {r.index_width} for {r.data_bytes} data bytes "
-                                    f"(canonical is {index_width(r.data_bytes)})")
+            raise CorruptStoreError(
+                f"{where}: offset width {r.index_width} for {r.data_bytes} data bytes "
+                f"(canonical is {index_width(r.data_bytes)})"
+            )
         if expect_ledgers is not None and len(r) != expect_ledgers:
             raise CorruptStoreError(f"{where}: holds {len(r)} ledgers, expected {expect_ledgers}")
         raw = 0
@@ -167,8 +169,9 @@ def verify_chunk(
             except (XdrError, ValueError, IndexError, struct.error) as e:
                 raise CorruptStoreError(f"{r.data_path}: ledger {seq} is not a LedgerCloseMeta ({e})") from None
             if got != seq:
-                raise CorruptStoreError(f"{r.data_path}: ledger at position {seq - r.first_ledger} has sequence "
-                                        f"{got}, expected {seq}")
+                raise CorruptStoreError(
+                    f"{r.data_path}: ledger at position {seq - r.first_ledger} has sequence {got}, expected {seq}"
+                )
             raw += len(lcm)
         return ChunkStats(len(r), r.data_bytes, raw)
 

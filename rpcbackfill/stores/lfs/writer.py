@@ -169,8 +169,11 @@ class ChunkWriter:
         self._data = open(fd, "wb", buffering=_DATA_BUFFER)
         with _io(self.offsets_partial, "creating"):
             self._offs_fd = os.open(self.offsets_partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        write_all(self._offs_fd, PARTIAL_HEADER.pack(PARTIAL_MAGIC, PARTIAL_VERSION, PARTIAL_RECORD.size, self.chunk_id),
-                   self.offsets_partial)
+        write_all(
+            self._offs_fd,
+            PARTIAL_HEADER.pack(PARTIAL_MAGIC, PARTIAL_VERSION, PARTIAL_RECORD.size, self.chunk_id),
+            self.offsets_partial,
+        )
         with _io(self.offsets_partial, "fsync"):
             os.fsync(self._offs_fd)
         fsync_dir(self.work_dir)
@@ -182,8 +185,9 @@ class ChunkWriter:
             dsize = self.data_partial.stat().st_size
             osize = self.offsets_partial.stat().st_size
         except FileNotFoundError as e:
-            raise CorruptStoreError(f"{where}: {e.filename} is missing but progress records {p.ledgers} ledgers") \
-                from None
+            raise CorruptStoreError(
+                f"{where}: {e.filename} is missing but progress records {p.ledgers} ledgers"
+            ) from None
         if dsize < p.data_bytes:
             raise CorruptStoreError(f"{where}: {self.data_partial} has {dsize} bytes, progress records {p.data_bytes}")
         if osize < want_offs:
@@ -288,9 +292,7 @@ class ChunkWriter:
             self._n += 1
         elif st is _State.COMPLETE:
             if self._n + 1 >= len(self._final_offsets):
-                raise LedgerSequenceError(
-                    f"chunk {self.chunk_id}: ledger {seq} is past the end of the finished chunk"
-                )
+                raise LedgerSequenceError(f"chunk {self.chunk_id}: ledger {seq} is past the end of the finished chunk")
             self._n += 1
             self._size = self._final_offsets[self._n]
         else:
