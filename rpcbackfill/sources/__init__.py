@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import LedgerSource
+from .base import Ledger, LedgerSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from .captive_core import RangeLike
 
-__all__ = ["LedgerSource", "open_source", "preflight"]
+__all__ = ["Ledger", "LedgerSource", "open_source", "preflight"]
 
 
 def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
