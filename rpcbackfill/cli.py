@@ -39,7 +39,13 @@ from .config import (
     example_config_text,
     load_config,
 )
-from .errors import ConfigError, InputError, NotImplementedFeatureError, RpcBackfillError
+from .errors import (
+    CheckFailedError,
+    ConfigError,
+    InputError,
+    NotImplementedFeatureError,
+    RpcBackfillError,
+)
 from .fsutil import atomic_write
 from .ledgermath import FIRST_LEDGER
 from .logsetup import configure_logging, debug_enabled
@@ -366,6 +372,29 @@ def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
 
     st = api.status(cfg)
     _out((json.dumps(st, indent=2, default=str) if as_json else format_status(st)) + "\n")
+    return 0
+
+
+@cli.command()
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Look up N random transaction hashes per index shard instead of every one (quicker).")
+@click.option("--against-source", is_flag=True,
+              help="Also compare every stored ledger with the configured source (the data lake).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_common_options
+@click.pass_context
+def verify(ctx: click.Context, sample: int | None, against_source: bool, as_json: bool, **common: Any) -> int:
+    """Re-check every chunk, index shard and key of the data directory from the files alone.
+
+    Exit 0 when everything is sound, 1 with a report naming each bad chunk, shard and ledger.
+    """
+    cfg = _load(ctx, common)
+    from .orchestration.verify import VerifyOptions, verify_data_dir
+
+    report = verify_data_dir(cfg, VerifyOptions(sample=sample, against_source=against_source))
+    _out((json.dumps(report.to_json(), indent=2) if as_json else report.format_text()) + "\n")
+    if not report.clean:
+        raise CheckFailedError(f"verify found {len(report.problems)} problems in {cfg.service.data_dir}")
     return 0
 
 

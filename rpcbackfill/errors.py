@@ -140,6 +140,10 @@ class RangeFailedError(RpcBackfillError):
     """One or more ranges ended FAILED."""
 
 
+class CheckFailedError(RpcBackfillError):
+    """A check command (``verify``, ``detect-gaps``) found problems; its report is on stdout."""
+
+
 class SourceConfigError(SourceError):
     """A ledger source's own configuration is unusable (captive-core binary or cfg missing,
     cfg passphrase contradicting the configured network)."""
