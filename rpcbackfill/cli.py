@@ -398,6 +398,42 @@ def verify(ctx: click.Context, sample: int | None, against_source: bool, as_json
     return 0
 
 
+@cli.command("detect-gaps")
+@click.option("--start-ledger", type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX), required=True, metavar="S",
+              help="First ledger to look for.")
+@click.option("--end-ledger", type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX), required=True, metavar="E",
+              help="Last ledger to look for.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_common_options
+@click.pass_context
+def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json: bool, **common: Any) -> int:
+    """List the ledgers in [S, E] whose objects are missing from the configured data lake.
+
+    One list call per lake partition; nothing is downloaded.  Exit 0 when none is missing, else 1.
+    """
+    if end_ledger < start_ledger:
+        raise InputError(f"--end-ledger ({end_ledger}) must not be less than --start-ledger ({start_ledger})")
+    cfg = _load(ctx, common)
+    bucket_path = cfg.backfill.buffered_storage.bucket_path
+    if not bucket_path:
+        raise InputError("detect-gaps needs a data lake: set [backfill.buffered_storage] bucket_path")
+    from .sources.gaps import detect_gaps as find_gaps
+    from .sources.objstore import open_store
+
+    store = open_store(bucket_path)
+    try:
+        report = find_gaps(store, start_ledger, end_ledger)
+    finally:
+        store.close()
+    _out((json.dumps(report.to_json(), indent=2) if as_json else report.format_text()) + "\n")
+    if report.missing:
+        raise CheckFailedError(
+            f"{report.ledgers_missing} ledgers ({len(report.missing_keys)} objects) of {start_ledger}-{end_ledger} "
+            f"are missing from the lake {report.lake}"
+        )
+    return 0
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 
