@@ -44,6 +44,7 @@ from .errors import (
     ConfigError,
     InputError,
     NotImplementedFeatureError,
+    RangeFailedError,
     RpcBackfillError,
 )
 from .fsutil import atomic_write
@@ -366,12 +367,19 @@ def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -
 @_common_options
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
-    """Per-range state and progress of the data directory."""
+    """Per-range state and progress of the data directory (exit 1 when a range FAILED)."""
     cfg = _load(ctx, common)
     from .orchestration import api
 
     st = api.status(cfg)
     _out((json.dumps(st, indent=2, default=str) if as_json else format_status(st)) + "\n")
+    failed = [r for r in st.get("ranges", []) if isinstance(r, dict) and r.get("state") == "FAILED"]
+    if failed:
+        raise RangeFailedError(
+            f"{len(failed)} range{'s' * (len(failed) > 1)} FAILED ("
+            + ", ".join(f"range {r.get('id')}: {r.get('error') or 'no error recorded'}" for r in failed)
+            + "); re-run the backfill to resume"
+        )
     return 0
 
 
