@@ -207,3 +207,21 @@ def test_against_source_names_a_ledger_that_differs(backfilled, tmp_path):
     assert rc == 1, err[-2000:]
     assert [(p["kind"], p["ledger"]) for p in rep["problems"]] == [("source", 777)]
     assert rep["ranges"][0]["ledgers_compared"] == 10_000
+
+
+def test_swapped_shards_fail_the_key_checks(copy):
+    """Two intact shard files of the same range swapped: checksums pass, the key checks do not."""
+    cfg, data = copy
+    d = data / "immutable/txhash/0000/index"
+    a, b = d / "cf-3.idx", d / "cf-4.idx"
+    tmp = d / "swap"
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+    rc, rep, _ = verify(cfg)
+    assert rc == 1
+    kinds = {(p["kind"], p.get("shard")) for p in rep["problems"]}
+    assert kinds == {("key", "3"), ("key", "4"), ("shard", "3"), ("shard", "4")}
+    counts = [p for p in rep["problems"] if p["kind"] == "shard"]
+    assert all("keys but the range's ledgers have" in p["message"] for p in counts)
+    assert rep["ranges"][0]["shards_checked"] == 16 and rep["ranges"][1]["ok"]
