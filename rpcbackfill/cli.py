@@ -4,6 +4,8 @@
     stellar-rpc get-ledger-by-sequence SEQ [--base64]
     stellar-rpc get-transaction-by-hash HEX
     stellar-rpc status [--json]
+    stellar-rpc verify [--sample N] [--against-source] [--json]
+    stellar-rpc detect-gaps --start-ledger S --end-ledger E [--json]
     stellar-rpc version | gen-config-file | dev ...
 
 Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``
