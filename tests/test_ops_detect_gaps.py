@@ -137,3 +137,21 @@ def test_gcs_lake_one_list_per_partition(pristine, tmp_path):
         if proxy is not None:
             proxy.close()
         emu.close()
+
+
+def test_lake_without_partitions_is_listed_once(tmp_path):
+    from rpcbackfill.devtools.lakegen import generate_lake
+
+    lake = tmp_path / "flat"
+    generate_lake(lake, 2, 200, seed=2, tx_per_ledger=0.5, ledgers_per_batch=1, batches_per_partition=1,
+                  fsync=False)
+    schema = layout.read_manifest(lake)
+    gone = [layout.object_key(s, schema) for s in (2, 50, 51, 200)]
+    for k in gone:
+        (lake / k).unlink()
+    r = cli("detect-gaps", "--start-ledger", "2", "--end-ledger", "200", "--json",
+            "--config-path", str(write_config(tmp_path, str(lake))))
+    assert r.returncode == 1, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["list_calls"] == 1 and sorted(rep["missing_keys"]) == sorted(gone)
+    assert [(m["start"], m["end"]) for m in rep["missing"]] == [(2, 2), (50, 51), (200, 200)]

@@ -225,3 +225,24 @@ def test_swapped_shards_fail_the_key_checks(copy):
     counts = [p for p in rep["problems"] if p["kind"] == "shard"]
     assert all("keys but the range's ledgers have" in p["message"] for p in counts)
     assert rep["ranges"][0]["shards_checked"] == 16 and rep["ranges"][1]["ok"]
+
+
+def test_unfinished_range_and_range_size_mismatch(copy):
+    cfg, data = copy
+    from rpcbackfill.meta.store import MetaStore
+
+    meta = MetaStore(data / "meta" / "rocksdb")
+    try:
+        meta.init_backfill(2, 30001, 10_000)  # range 2 recorded, nothing on disk yet
+    finally:
+        meta.close()
+    rc, rep, _ = verify(cfg, "--sample", "1")
+    assert rc == 1
+    assert [r["range"] for r in rep["ranges"]] == [0, 1, 2] and rep["ranges"][2]["meta_state"] == "PENDING"
+    problems = [(p["kind"], p.get("chunk"), p.get("shard")) for p in rep["problems"]]
+    assert problems[0] == ("range", None, None) and "not finished" in rep["problems"][0]["message"]
+    assert ("chunk", 2, None) in problems and sum(k == "shard" for k, _, _ in problems) == 16
+    assert all(p["range"] == 2 for p in rep["problems"])
+    # a configuration with another range_size is refused before any check
+    r = cli("verify", "--config-path", str(cfg), "--set", "backfill.range_size=20000")
+    assert r.returncode == 2 and "range_size 10000" in r.stderr
