@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from gcs_fault_proxy import FaultProxy
-from helpers_orchestration import REPO, make_lake
-from helpers_sources import Emulator, upload_lake
 
 from rpcbackfill.sources import layout
+from tests.lib import REPO
+from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.orchestration import make_lake
+from tests.lib.sources import Emulator, upload_lake
 
 FIRST, LAST = 2, 3001  # 8 ledgers per object, 64 objects (512 ledgers) per partition: 6 partitions
 
@@ -26,13 +27,16 @@ def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProces
     for k in [k for k in env if k.startswith("STELLAR_RPC_")]:
         del env[k]
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "rpcbackfill", *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rpcbackfill", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
 
 
 def write_config(root: Path, bucket_path: str) -> Path:
     cfg = root / "gaps.toml"
-    cfg.write_text(f'[service]\ndata_dir = "data"\n[backfill.buffered_storage]\nbucket_path = {json.dumps(bucket_path)}\n')
+    cfg.write_text(
+        f'[service]\ndata_dir = "data"\n[backfill.buffered_storage]\nbucket_path = {json.dumps(bucket_path)}\n'
+    )
     return cfg
 
 
@@ -66,13 +70,24 @@ def expand(missing: list[dict]) -> set[int]:
 
 
 def test_complete_lake_has_no_gaps(pristine, tmp_path):
-    r = cli("detect-gaps", "--start-ledger", str(FIRST), "--end-ledger", str(LAST), "--json",
-            "--config-path", str(write_config(tmp_path, str(pristine))))
+    r = cli(
+        "detect-gaps",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(LAST),
+        "--json",
+        "--config-path",
+        str(write_config(tmp_path, str(pristine))),
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["complete"] is True and rep["missing"] == [] and rep["missing_keys"] == []
-    assert rep["objects_expected"] == rep["objects_found"] == len(layout.batch_starts(FIRST, LAST,
-                                                                                     layout.read_manifest(pristine)))
+    assert (
+        rep["objects_expected"]
+        == rep["objects_found"]
+        == len(layout.batch_starts(FIRST, LAST, layout.read_manifest(pristine)))
+    )
     assert rep["list_calls"] == 6
 
 
@@ -108,8 +123,15 @@ def test_bad_arguments_exit_2(pristine, tmp_path):
     assert r.returncode == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = cli("detect-gaps", "--start-ledger", "2", "--end-ledger", "10",
-            "--config-path", str(write_config(tmp_path, str(empty))))
+    r = cli(
+        "detect-gaps",
+        "--start-ledger",
+        "2",
+        "--end-ledger",
+        "10",
+        "--config-path",
+        str(write_config(tmp_path, str(empty))),
+    )
     assert r.returncode == 2 and "manifest" in r.stderr
 
 
@@ -123,8 +145,17 @@ def test_gcs_lake_one_list_per_partition(pristine, tmp_path):
         upload_lake(emu.client(), "gaps", "pubnet", lake)
         proxy = FaultProxy("127.0.0.1", emu.port)
         cfg = write_config(tmp_path, "gs://gaps/pubnet")
-        r = cli("detect-gaps", "--start-ledger", str(FIRST), "--end-ledger", str(LAST), "--json",
-                "--config-path", str(cfg), env_extra={"STORAGE_EMULATOR_HOST": proxy.host})
+        r = cli(
+            "detect-gaps",
+            "--start-ledger",
+            str(FIRST),
+            "--end-ledger",
+            str(LAST),
+            "--json",
+            "--config-path",
+            str(cfg),
+            env_extra={"STORAGE_EMULATOR_HOST": proxy.host},
+        )
         assert r.returncode == 1, r.stderr
         rep = json.loads(r.stdout)
         assert sorted(rep["missing_keys"]) == sorted(removed)
@@ -143,14 +174,21 @@ def test_lake_without_partitions_is_listed_once(tmp_path):
     from rpcbackfill.devtools.lakegen import generate_lake
 
     lake = tmp_path / "flat"
-    generate_lake(lake, 2, 200, seed=2, tx_per_ledger=0.5, ledgers_per_batch=1, batches_per_partition=1,
-                  fsync=False)
+    generate_lake(lake, 2, 200, seed=2, tx_per_ledger=0.5, ledgers_per_batch=1, batches_per_partition=1, fsync=False)
     schema = layout.read_manifest(lake)
     gone = [layout.object_key(s, schema) for s in (2, 50, 51, 200)]
     for k in gone:
         (lake / k).unlink()
-    r = cli("detect-gaps", "--start-ledger", "2", "--end-ledger", "200", "--json",
-            "--config-path", str(write_config(tmp_path, str(lake))))
+    r = cli(
+        "detect-gaps",
+        "--start-ledger",
+        "2",
+        "--end-ledger",
+        "200",
+        "--json",
+        "--config-path",
+        str(write_config(tmp_path, str(lake))),
+    )
     assert r.returncode == 1, r.stderr
     rep = json.loads(r.stdout)
     assert rep["list_calls"] == 1 and sorted(rep["missing_keys"]) == sorted(gone)

@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_orchestration import REPO, check_backfill_result, make_lake
 
 from rpcbackfill.config import format_duration, parse_duration
 from rpcbackfill.sources import layout
+from tests.lib import REPO
+from tests.lib.orchestration import check_backfill_result, make_lake
 
 FIRST, LAST = 2, 20001
 
@@ -40,20 +41,49 @@ def backfill(cfg: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run(
-        [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST), "--end-ledger", str(LAST),
-         "--config-path", str(cfg), *extra],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "rpcbackfill",
+            "--backfill",
+            "--start-ledger",
+            str(FIRST),
+            "--end-ledger",
+            str(LAST),
+            "--config-path",
+            str(cfg),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
 
 
 def digest(data: Path) -> dict[str, str]:
     base = data / "immutable"
-    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(base.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(base.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("6h", 21600), ("1h30m", 5400),
-                                               ("2d", 172800), ("45", 45), ("1.5s", 1.5), (" 6H ", 21600)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("30m", 1800),
+        ("6h", 21600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("45", 45),
+        ("1.5s", 1.5),
+        (" 6H ", 21600),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
@@ -99,9 +129,13 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
     assert last.startswith("error: max_duration 3s elapsed") and "re-running the same command continues" in last
     assert "re-run the same command to continue" in r.stderr  # the log line says so too
     # not finished: range 1 cannot have completed
-    st = subprocess.run([sys.executable, "-m", "rpcbackfill", "status", "--json", "--config-path", str(cfg)],
-                        capture_output=True, text=True, check=False,
-                        env={**os.environ, "PYTHONPATH": str(REPO)})
+    st = subprocess.run(
+        [sys.executable, "-m", "rpcbackfill", "status", "--json", "--config-path", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     states = {x["id"]: x["state"] for x in json.loads(st.stdout)["ranges"]}
     assert states[1] != "COMPLETE"
 
@@ -110,8 +144,9 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
     # chunks: byte-identical to the uninterrupted run
     got, want = digest(run / "data"), digest(ref / "data")
     assert sorted(got) == sorted(want) and len(want) == 2 * 2 + 2 * 16  # 2 chunks (.data/.index), 2 x 16 shards
-    assert {k: v for k, v in got.items() if k.startswith("ledgers/")} == \
-        {k: v for k, v in want.items() if k.startswith("ledgers/")}
+    assert {k: v for k, v in got.items() if k.startswith("ledgers/")} == {
+        k: v for k, v in want.items() if k.startswith("ledgers/")
+    }
     # index shards: RecSplit draws its salts at random on every build (docs/recsplit-format.md), so
     # two uninterrupted runs differ in .idx bytes too; the same keys must map to the same ledgers
     from rpcbackfill.config import default_config
@@ -120,8 +155,10 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
     for rid in (0, 1):
         for x in range(16):
             rel = f"immutable/txhash/{rid:04d}/index/cf-{x:x}.idx"
-            with ShardIndex(run / "data" / rel, verify_checksum=True) as a, \
-                    ShardIndex(ref / "data" / rel, verify_checksum=True) as b:
+            with (
+                ShardIndex(run / "data" / rel, verify_checksum=True) as a,
+                ShardIndex(ref / "data" / rel, verify_checksum=True) as b,
+            ):
                 assert (a.n_keys, a.range_start) == (b.n_keys, b.range_start)
     cfg_obj = default_config(run / "data", range_size=10_000)
     n_ledgers, n_hashes = check_backfill_result(cfg_obj, lake, FIRST, LAST)

@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_orchestration import REPO
 
 from rpcbackfill import lcm
+from tests.lib import REPO
 
 README = REPO / "README.md"
 MARKER = "<!-- post-demo commands:"
@@ -66,8 +66,11 @@ def demo(tmp_path_factory) -> Path:
     exe.write_text(f'#!/bin/sh\nexec {sys.executable} -m rpcbackfill "$@"\n')
     exe.chmod(0o755)
     seed, _, backfill = makefile_demo_params()
-    r = run(f".venv/bin/stellar-rpc dev generate-lake --output demo-data/lake --first 2 --last 20001 --seed {seed} "
-            "--tx-per-ledger 1 --no-fsync --quiet", root)
+    r = run(
+        f".venv/bin/stellar-rpc dev generate-lake --output demo-data/lake --first 2 --last 20001 --seed {seed} "
+        "--tx-per-ledger 1 --no-fsync --quiet",
+        root,
+    )
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     r = run(f".venv/bin/stellar-rpc {backfill}", root)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
@@ -126,8 +129,11 @@ def test_readme_post_demo_commands_work_as_written(demo):
         elif verb == "detect-gaps":
             assert "none missing" in out
         if want_rc == 3:
-            assert re.fullmatch(r"error: ledger \d+ is not in this data directory: range \d+ \(ledgers \d+-\d+\) "
-                                r"has not been backfilled\n", err.splitlines(keepends=True)[-1])
+            assert re.fullmatch(
+                r"error: ledger \d+ is not in this data directory: range \d+ \(ledgers \d+-\d+\) "
+                r"has not been backfilled\n",
+                err.splitlines(keepends=True)[-1],
+            )
     assert {"status", "get-ledger-by-sequence", "get-transaction-by-hash", "verify", "detect-gaps"} <= seen
 
 
@@ -149,9 +155,9 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     r = run(".venv/bin/stellar-rpc get-ledger-by-sequence 25000 --base64 --config-path config/demo.toml", tmp_path)
     assert r.returncode == 3
     assert r.stderr.decode().splitlines()[-1] == (
-        "error: ledger 25000 is not in this data directory: range 2 (ledgers 20002-30001) is INGESTING")
-    r = run(".venv/bin/stellar-rpc get-transaction-by-hash " + "ab" * 32 + " --config-path config/demo.toml",
-            tmp_path)
+        "error: ledger 25000 is not in this data directory: range 2 (ledgers 20002-30001) is INGESTING"
+    )
+    r = run(".venv/bin/stellar-rpc get-transaction-by-hash " + "ab" * 32 + " --config-path config/demo.toml", tmp_path)
     assert r.returncode == 3
     assert "is not in this data directory (searched COMPLETE ranges 0, 1; range 2 is INGESTING)" in r.stderr.decode()
     r = run(".venv/bin/stellar-rpc status --config-path config/demo.toml", tmp_path)
@@ -165,10 +171,12 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     assert r.returncode == 1
     assert "FAILED" in r.stdout.decode()
     assert r.stderr.decode().splitlines()[-1] == (
-        "error: 1 range FAILED (range 2: missing object in the lake); re-run the backfill to resume")
+        "error: 1 range FAILED (range 2: missing object in the lake); re-run the backfill to resume"
+    )
     # a ledger of a deleted chunk in a COMPLETE range points at verify
     for ext in ("data", "index"):
         (data / f"immutable/ledgers/chunks/0000/000001.{ext}").unlink()
     r = run(".venv/bin/stellar-rpc get-ledger-by-sequence 12345 --base64 --config-path config/demo.toml", tmp_path)
-    assert r.returncode == 3 and "range 1 (ledgers 10002-20001) is COMPLETE but its chunk is missing" in \
-        r.stderr.decode()
+    assert (
+        r.returncode == 3 and "range 1 (ledgers 10002-20001) is COMPLETE but its chunk is missing" in r.stderr.decode()
+    )

@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_orchestration import REPO, make_lake
+
+from tests.lib import REPO
+from tests.lib.orchestration import make_lake
 
 FIRST, LAST = 2, 20001
 
@@ -42,8 +44,15 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for k in [k for k in env if k.startswith("STELLAR_RPC_")]:
         del env[k]
-    return subprocess.run([sys.executable, "-m", "rpcbackfill", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "rpcbackfill", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +196,16 @@ def test_against_source_names_a_ledger_that_differs(backfilled, tmp_path):
     from rpcbackfill.devtools.lakegen import generate_lake
     from rpcbackfill.sources import layout
 
-    other = generate_lake(tmp_path / "other", 777, 777, seed=99, tx_per_ledger=2.0, ledgers_per_batch=8,
-                          batches_per_partition=64, fsync=False)
+    other = generate_lake(
+        tmp_path / "other",
+        777,
+        777,
+        seed=99,
+        tx_per_ledger=2.0,
+        ledgers_per_batch=8,
+        batches_per_partition=64,
+        fsync=False,
+    )
     assert other.ledgers == 1
     lake2 = tmp_path / "lake2"
     shutil.copytree(lake, lake2)

@@ -168,8 +168,11 @@ class VerifyReport:
             f"{sum(r.chunks_checked for r in self.ranges)} chunks, "
             f"{sum(r.ledgers_checked for r in self.ranges)} good ledgers, "
             f"{sum(r.keys_checked for r in self.ranges)} keys looked up ({keys})"
-            + (f", {sum(r.ledgers_compared for r in self.ranges)} ledgers compared with the source"
-               if self.against_source else "")
+            + (
+                f", {sum(r.ledgers_compared for r in self.ranges)} ledgers compared with the source"
+                if self.against_source
+                else ""
+            )
             + f", {self.elapsed_s:.1f}s"
         ]
         for r in self.ranges:
@@ -305,8 +308,14 @@ class _Verifier:
         eta = f", ETA {left / rate:.0f}s" if rate > 0 and left > 0 else ""
         log.info(
             "verify: range %d chunk %d done: %d/%d ledgers (%.1f%%), %.0f ledgers/s%s, %d problems so far",
-            rr.range_id, chunk, self._ledgers_done, self._ledgers_total,
-            100.0 * self._ledgers_done / max(1, self._ledgers_total), rate, eta, len(self.problems),
+            rr.range_id,
+            chunk,
+            self._ledgers_done,
+            self._ledgers_total,
+            100.0 * self._ledgers_done / max(1, self._ledgers_total),
+            rate,
+            eta,
+            len(self.problems),
         )
 
     # -- shards --
@@ -328,8 +337,13 @@ class _Verifier:
                 out.append(None)
                 continue
             if ix.range_start != rr.first_ledger:
-                self.add(rr, "shard", f"belongs to the range starting at ledger {ix.range_start}, "
-                         f"expected {rr.first_ledger}", shard=sx, path=str(path))
+                self.add(
+                    rr,
+                    "shard",
+                    f"belongs to the range starting at ledger {ix.range_start}, expected {rr.first_ledger}",
+                    shard=sx,
+                    path=str(path),
+                )
                 ix.close()
                 out.append(None)
                 continue
@@ -345,8 +359,13 @@ class _Verifier:
         data, index = chunk_paths(self.ledgers_base, c)
         missing = [p.name for p in (data, index) if not p.is_file()]
         if missing:
-            self.add(rr, "chunk", f"chunk file{'s' * (len(missing) > 1)} {' and '.join(missing)} "
-                     f"missing (ledgers {first}-{last})", chunk=c, path=str(data.parent))
+            self.add(
+                rr,
+                "chunk",
+                f"chunk file{'s' * (len(missing) > 1)} {' and '.join(missing)} missing (ledgers {first}-{last})",
+                chunk=c,
+                path=str(data.parent),
+            )
             for seq in range(first, last + 1):
                 yield seq, None
             return
@@ -361,11 +380,23 @@ class _Verifier:
         rr.chunks_checked += 1
         with reader:
             if reader.index_width != index_width(reader.data_bytes):
-                self.add(rr, "chunk", f"offset width {reader.index_width} is not the canonical "
-                         f"{index_width(reader.data_bytes)} for {reader.data_bytes} data bytes", chunk=c, path=str(index))
+                self.add(
+                    rr,
+                    "chunk",
+                    f"offset width {reader.index_width} is not the canonical "
+                    f"{index_width(reader.data_bytes)} for {reader.data_bytes} data bytes",
+                    chunk=c,
+                    path=str(index),
+                )
             if len(reader) != CHUNK_SIZE:
-                self.add(rr, "chunk", f"holds {len(reader)} ledgers, a finished chunk holds {CHUNK_SIZE} "
-                         f"(ledgers {reader.last_ledger + 1}-{last} are absent)", chunk=c, path=str(index))
+                self.add(
+                    rr,
+                    "chunk",
+                    f"holds {len(reader)} ledgers, a finished chunk holds {CHUNK_SIZE} "
+                    f"(ledgers {reader.last_ledger + 1}-{last} are absent)",
+                    chunk=c,
+                    path=str(index),
+                )
             nxt = first  # the next ledger the reader should produce
             bad = 0
             try:
@@ -383,14 +414,20 @@ class _Verifier:
                     except RpcBackfillError as e2:
                         bad += 1
                         if bad <= MAX_PROBLEMS_PER_CHUNK:
-                            self.add(rr, "ledger", f"stored frame is unreadable: {e2}", chunk=c, ledger=seq,
-                                     path=str(data))
+                            self.add(
+                                rr, "ledger", f"stored frame is unreadable: {e2}", chunk=c, ledger=seq, path=str(data)
+                            )
                         yield seq, None
                         continue
                     yield seq, raw
                 if bad > MAX_PROBLEMS_PER_CHUNK:
-                    self.add(rr, "chunk", f"{bad - MAX_PROBLEMS_PER_CHUNK} more unreadable ledgers not listed",
-                             chunk=c, path=str(data))
+                    self.add(
+                        rr,
+                        "chunk",
+                        f"{bad - MAX_PROBLEMS_PER_CHUNK} more unreadable ledgers not listed",
+                        chunk=c,
+                        path=str(data),
+                    )
             seq = max(nxt, reader.last_ledger + 1)
             for s in range(seq, last + 1):
                 yield s, None
@@ -399,8 +436,13 @@ class _Verifier:
 
     def verify_range(self, rid: int, rs: int, meta_state: str | None) -> RangeReport:
         rr = RangeReport(rid, range_first_ledger(rid, rs), range_last_ledger(rid, rs), meta_state=meta_state)
-        log.info("verify: range %d (ledgers %d-%d)%s", rid, rr.first_ledger, rr.last_ledger,
-                 f", meta store state {meta_state}" if meta_state else "")
+        log.info(
+            "verify: range %d (ledgers %d-%d)%s",
+            rid,
+            rr.first_ledger,
+            rr.last_ledger,
+            f", meta store state {meta_state}" if meta_state else "",
+        )
         if meta_state is not None and meta_state != "COMPLETE":
             self.add(rr, "range", f"not finished: the meta store records it as {meta_state}")
         shards = self.open_shards(rr)
@@ -410,8 +452,13 @@ class _Verifier:
             for ix in shards:
                 if ix is not None:
                     ix.close()
-        log.info("verify: range %d: %s (%d ledgers, %d keys looked up)", rid,
-                 "ok" if rr.problems == 0 else f"{rr.problems} problems", rr.ledgers_checked, rr.keys_checked)
+        log.info(
+            "verify: range %d: %s (%d ledgers, %d keys looked up)",
+            rid,
+            "ok" if rr.problems == 0 else f"{rr.problems} problems",
+            rr.ledgers_checked,
+            rr.keys_checked,
+        )
         return rr
 
     def _scan_range(self, rr: RangeReport, shards: list[ShardIndex | None]) -> None:
@@ -423,8 +470,11 @@ class _Verifier:
                 picks.append(None)
             else:
                 n = ix.n_keys
-                picks.append(np.sort(self.rng.choice(n, size=min(sample, n), replace=False)) if n else
-                             np.zeros(0, dtype=np.int64))
+                picks.append(
+                    np.sort(self.rng.choice(n, size=min(sample, n), replace=False))
+                    if n
+                    else np.zeros(0, dtype=np.int64)
+                )
         wrong = np.zeros(NSHARDS, dtype=np.int64)
         pend_keys: list[bytes] = []
         pend_seqs: list[np.ndarray] = []
@@ -461,9 +511,15 @@ class _Verifier:
                     wrong[x] += 1
                     if wrong[x] <= MAX_KEY_PROBLEMS_PER_SHARD:
                         g = int(got[i])
-                        self.add(rr, "key", f"transaction {bytes(keys[sel[i]]).hex()} of ledger {int(want[i])} "
-                                 + ("is not found" if g == 0 else f"resolves to ledger {g}"),
-                                 shard=f"{x:x}", ledger=int(want[i]), path=str(ix.path))
+                        self.add(
+                            rr,
+                            "key",
+                            f"transaction {bytes(keys[sel[i]]).hex()} of ledger {int(want[i])} "
+                            + ("is not found" if g == 0 else f"resolves to ledger {g}"),
+                            shard=f"{x:x}",
+                            ledger=int(want[i]),
+                            path=str(ix.path),
+                        )
 
         source = self._open_source(rr)
         try:
@@ -480,13 +536,25 @@ class _Verifier:
                         got_seq, hashes = lcm.tx_hashes(raw)
                     except (XdrError, ValueError) as e:
                         complete = False
-                        self.add(rr, "ledger", f"stored bytes are not a valid LedgerCloseMeta: {e}", chunk=c,
-                                 ledger=seq, path=str(chunk_paths(self.ledgers_base, c)[0]))
+                        self.add(
+                            rr,
+                            "ledger",
+                            f"stored bytes are not a valid LedgerCloseMeta: {e}",
+                            chunk=c,
+                            ledger=seq,
+                            path=str(chunk_paths(self.ledgers_base, c)[0]),
+                        )
                         continue
                     if got_seq != seq:
                         complete = False
-                        self.add(rr, "ledger", f"holds ledger sequence {got_seq}, expected {seq}", chunk=c,
-                                 ledger=seq, path=str(chunk_paths(self.ledgers_base, c)[0]))
+                        self.add(
+                            rr,
+                            "ledger",
+                            f"holds ledger sequence {got_seq}, expected {seq}",
+                            chunk=c,
+                            ledger=seq,
+                            path=str(chunk_paths(self.ledgers_base, c)[0]),
+                        )
                         continue
                     rr.ledgers_checked += 1
                     if hashes:
@@ -504,11 +572,22 @@ class _Verifier:
                 source.close()
         for x, ix in enumerate(shards):
             if wrong[x] > MAX_KEY_PROBLEMS_PER_SHARD:
-                self.add(rr, "key", f"{int(wrong[x]) - MAX_KEY_PROBLEMS_PER_SHARD} more wrong lookups not listed",
-                         shard=f"{x:x}", path=str(ix.path) if ix is not None else None)
+                self.add(
+                    rr,
+                    "key",
+                    f"{int(wrong[x]) - MAX_KEY_PROBLEMS_PER_SHARD} more wrong lookups not listed",
+                    shard=f"{x:x}",
+                    path=str(ix.path) if ix is not None else None,
+                )
             if ix is not None and complete and ix.n_keys != counts[x]:
-                self.add(rr, "shard", f"holds {ix.n_keys} keys but the range's ledgers have {int(counts[x])} "
-                         f"transaction hashes in this shard", shard=f"{x:x}", path=str(ix.path))
+                self.add(
+                    rr,
+                    "shard",
+                    f"holds {ix.n_keys} keys but the range's ledgers have {int(counts[x])} "
+                    f"transaction hashes in this shard",
+                    shard=f"{x:x}",
+                    path=str(ix.path),
+                )
         if not complete:
             log.info("verify: range %d has unreadable ledgers: per-shard key counts not compared", rr.range_id)
 
@@ -546,31 +625,45 @@ class _Verifier:
         rr.ledgers_compared += 1
         mine_d, theirs_d = hashlib.sha256(raw).hexdigest(), hashlib.sha256(theirs).hexdigest()
         if mine_d != theirs_d:
-            self.add(rr, "source", f"stored ledger differs from the source (sha256 {mine_d[:16]}... "
-                     f"stored, {theirs_d[:16]}... in the source)", chunk=chunk_of_ledger(seq), ledger=seq)
+            self.add(
+                rr,
+                "source",
+                f"stored ledger differs from the source (sha256 {mine_d[:16]}... "
+                f"stored, {theirs_d[:16]}... in the source)",
+                chunk=chunk_of_ledger(seq),
+                ledger=seq,
+            )
         return source
 
     def run(self) -> VerifyReport:
         rs, ranges = discover(self.config)
         report = VerifyReport(str(self.config.service.data_dir), rs, self.options.sample, self.options.against_source)
         self._ledgers_total = len(ranges) * rs
-        log.info("verify: data directory %s: %d ranges to check (%s), %s%s", self.config.service.data_dir,
-                 len(ranges), ", ".join(map(str, ranges)) or "none",
-                 "every key" if self.options.sample is None else f"{self.options.sample} keys per shard",
-                 ", against the source" if self.options.against_source else "")
+        log.info(
+            "verify: data directory %s: %d ranges to check (%s), %s%s",
+            self.config.service.data_dir,
+            len(ranges),
+            ", ".join(map(str, ranges)) or "none",
+            "every key" if self.options.sample is None else f"{self.options.sample} keys per shard",
+            ", against the source" if self.options.against_source else "",
+        )
         if not ranges:
             self.problems.append(Problem("range", "nothing to verify: no chunks, no index and no recorded ranges"))
         for rid, state in ranges.items():
             report.ranges.append(self.verify_range(rid, rs, state))
         report.problems = self.problems
         report.elapsed_s = time.monotonic() - self._t0
-        log.info("verify: done in %.1fs: %s", report.elapsed_s,
-                 "clean" if report.clean else f"{len(report.problems)} problems")
+        log.info(
+            "verify: done in %.1fs: %s",
+            report.elapsed_s,
+            "clean" if report.clean else f"{len(report.problems)} problems",
+        )
         return report
 
 
-def verify_data_dir(config: Config, options: VerifyOptions | None = None,
-                    cancel: threading.Event | None = None) -> VerifyReport:
+def verify_data_dir(
+    config: Config, options: VerifyOptions | None = None, cancel: threading.Event | None = None
+) -> VerifyReport:
     """Check the data directory of ``config``; never raises for damage (it is in the report)."""
     opts = options or VerifyOptions()
     if opts.sample is not None and opts.sample < 1:

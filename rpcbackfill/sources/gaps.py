@@ -68,8 +68,11 @@ class GapReport:
         lines = [
             f"lake {self.lake}: ledgers {self.start_ledger}-{self.end_ledger}, {self.objects_expected} objects "
             f"expected ({self.ledgers_per_batch} ledgers per object), {self.list_calls} list calls, "
-            + (f"{len(self.missing_keys)} objects missing ({self.ledgers_missing} ledgers)" if self.missing
-               else "none missing")
+            + (
+                f"{len(self.missing_keys)} objects missing ({self.ledgers_missing} ledgers)"
+                if self.missing
+                else "none missing"
+            )
         ]
         if self.missing:
             lines.append("missing ledgers: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in self.missing))
@@ -98,12 +101,19 @@ def _prefixes(start: int, end: int, schema: layout.LakeSchema) -> list[str]:
 def detect_gaps(store, start: int, end: int) -> GapReport:
     """List the lake's partitions over ``[start, end]`` and report every missing object."""
     if start < FIRST_LEDGER or end < start or end > layout.MAX_UINT32:
-        raise InputError(f"--start-ledger/--end-ledger must satisfy 2 <= start <= end <= {layout.MAX_UINT32}, "
-                         f"got {start}-{end}")
+        raise InputError(
+            f"--start-ledger/--end-ledger must satisfy 2 <= start <= end <= {layout.MAX_UINT32}, got {start}-{end}"
+        )
     t0 = time.monotonic()
     schema = _read_schema(store)
-    report = GapReport(getattr(store, "url", "lake"), start, end, schema.ledgers_per_batch,
-                       schema.batches_per_partition, schema.file_ext)
+    report = GapReport(
+        getattr(store, "url", "lake"),
+        start,
+        end,
+        schema.ledgers_per_batch,
+        schema.batches_per_partition,
+        schema.file_ext,
+    )
     present: set[int] = set()
     exts: set[str] = set()
     prefixes = _prefixes(start, end, schema)
@@ -137,8 +147,16 @@ def detect_gaps(store, start: int, end: int) -> GapReport:
         else:
             report.missing.append((a, z))
     report.elapsed_s = time.monotonic() - t0
-    log.info("detect-gaps: %s ledgers %d-%d: %d of %d objects present, %d list calls, %.1fs", report.lake, start,
-             end, report.objects_found, report.objects_expected, report.list_calls, report.elapsed_s)
+    log.info(
+        "detect-gaps: %s ledgers %d-%d: %d of %d objects present, %d list calls, %.1fs",
+        report.lake,
+        start,
+        end,
+        report.objects_found,
+        report.objects_expected,
+        report.list_calls,
+        report.elapsed_s,
+    )
     return report
 
 
