@@ -387,10 +387,18 @@ def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
 
 
 @cli.command()
-@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Look up N random transaction hashes per index shard instead of every one (quicker).")
-@click.option("--against-source", is_flag=True,
-              help="Also compare every stored ledger with the configured source (the data lake).")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Look up N random transaction hashes per index shard instead of every one (quicker).",
+)
+@click.option(
+    "--against-source",
+    is_flag=True,
+    help="Also compare every stored ledger with the configured source (the data lake).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_common_options
 @click.pass_context
@@ -410,10 +418,20 @@ def verify(ctx: click.Context, sample: int | None, against_source: bool, as_json
 
 
 @cli.command("detect-gaps")
-@click.option("--start-ledger", type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX), required=True, metavar="S",
-              help="First ledger to look for.")
-@click.option("--end-ledger", type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX), required=True, metavar="E",
-              help="Last ledger to look for.")
+@click.option(
+    "--start-ledger",
+    type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX),
+    required=True,
+    metavar="S",
+    help="First ledger to look for.",
+)
+@click.option(
+    "--end-ledger",
+    type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX),
+    required=True,
+    metavar="E",
+    help="Last ledger to look for.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_common_options
 @click.pass_context

@@ -392,12 +392,12 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
             return None
     elif key.kind == "duration":
         if isinstance(val, bool) or not isinstance(val, (int, float, str)):
-            problems.append(f"{what} must be a duration such as \"90s\", \"30m\" or \"6h\", got {val!r}")
+            problems.append(f'{what} must be a duration such as "90s", "30m" or "6h", got {val!r}')
             return None
         try:
             val = parse_duration(val) if isinstance(val, str) else float(val)
         except ValueError:
-            problems.append(f"{what} must be a duration such as \"90s\", \"30m\" or \"6h\", got {v.value!r}")
+            problems.append(f'{what} must be a duration such as "90s", "30m" or "6h", got {v.value!r}')
             return None
         if not math.isfinite(val):
             problems.append(f"{what} must be a finite duration, got {v.value!r}")
