@@ -174,10 +174,11 @@ def test_deleted_chunk_is_found_without_the_meta_store_too(copy):
 
 def test_corrupt_frame_names_the_ledger(copy):
     cfg, data = copy
-    from rpcbackfill.stores.lfs import ChunkReader
+    from rpcbackfill.stores.lfs import decode_index
 
-    with ChunkReader(data / "immutable/ledgers", 0) as r:
-        start = int(r._offs[4999])  # first byte of ledger 2 + 4999 = 5001
+    chunk = data / "immutable/ledgers/chunks/0000/000000"
+    offsets = decode_index(chunk.with_suffix(".index").read_bytes(), chunk.with_suffix(".data").stat().st_size)
+    start = int(offsets[4999])  # first byte of ledger 2 + 4999 = 5001
     path = data / "immutable/ledgers/chunks/0000/000000.data"
     with open(path, "r+b") as f:
         f.seek(start)
