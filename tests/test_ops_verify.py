@@ -213,11 +213,10 @@ def test_against_source_names_a_ledger_that_differs(backfilled, tmp_path):
     schema = layout.read_manifest(lake2)
     key = layout.object_key(777, schema)
     # the file boundary holds 776..783; rebuild it with 777 swapped
-    from rpcbackfill.lcm import split_batch
-    from rpcbackfill.sources.datalake import decompress_frame
+    from tests.lib.lake import lake_ledgers
 
-    _, _, lcms = split_batch(decompress_frame((lake2 / key).read_bytes(), key))
-    _, _, mine = split_batch(decompress_frame((tmp_path / "other" / key).read_bytes(), key))
+    lcms = [raw for _, raw in lake_ledgers(lake2, 776, 783)]
+    mine = [raw for _, raw in lake_ledgers(tmp_path / "other", 777, 777)]
     lcms[777 - 776] = mine[0]
     (lake2 / key).write_bytes(layout.compress_batch(layout.encode_batch(776, lcms)))
     cfg2 = write_config(tmp_path, lake2)

@@ -39,7 +39,6 @@ from .. import lcm
 from ..config import Config
 from ..errors import Cancelled, InputError, MetaStoreError, RpcBackfillError, XdrError
 from ..index.recsplit import ShardIndex
-from ..index.txhash_index import NSHARDS, shard_index_path
 from ..ledgermath import (
     CHUNK_SIZE,
     chunk_first_ledger,
@@ -49,7 +48,9 @@ from ..ledgermath import (
     range_last_ledger,
     range_of_ledger,
 )
-from ..stores.lfs import ChunkReader, chunk_paths, decode_index, index_width
+from ..paths import DataDirLayout
+from ..records import NSHARDS, shard_digit
+from ..stores.lfs import ChunkReader, decode_index, index_width
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +216,13 @@ def _meta_hints(config: Config) -> tuple[int | None, dict[int, str | None]]:
 
 
 def _ranges_on_disk(config: Config, range_size: int) -> set[int]:
+    layout = DataDirLayout(config)
     found: set[int] = set()
-    txbase = Path(config.immutable_stores.txhash_base)
-    if txbase.is_dir():
-        for e in os.scandir(txbase):
+    if layout.txhash_base.is_dir():
+        for e in os.scandir(layout.txhash_base):
             if e.is_dir() and _RANGE_DIR_RE.match(e.name):
                 found.add(int(e.name))
-    chunks = Path(config.immutable_stores.ledgers_base) / "chunks"
+    chunks = layout.chunk_paths(0)[0].parent.parent  # {ledgers_base}/chunks: one directory per 1000 chunks
     if chunks.is_dir():
         for d in os.scandir(chunks):
             if not d.is_dir():
@@ -278,8 +279,8 @@ class _Verifier:
         self.config = config
         self.options = options
         self.cancel = cancel or threading.Event()
-        self.ledgers_base = Path(config.immutable_stores.ledgers_base)
-        self.txhash_base = Path(config.immutable_stores.txhash_base)
+        self.layout = DataDirLayout(config)
+        self.ledgers_base = self.layout.ledgers_base
         self.rng = np.random.default_rng(options.seed)
         self.problems: list[Problem] = []
         self._last_log = time.monotonic()
@@ -322,10 +323,9 @@ class _Verifier:
 
     def open_shards(self, rr: RangeReport) -> list[ShardIndex | None]:
         out: list[ShardIndex | None] = []
-        range_dir = self.txhash_base / f"{rr.range_id:04d}"
         for x in range(NSHARDS):
-            path = shard_index_path(range_dir, x)
-            sx = f"{x:x}"
+            path = self.layout.index_shard(rr.range_id, x)
+            sx = shard_digit(x)
             if not path.is_file():
                 self.add(rr, "shard", "index shard file is missing", shard=sx, path=str(path))
                 out.append(None)
@@ -356,7 +356,7 @@ class _Verifier:
     def chunk_ledgers(self, rr: RangeReport, c: int) -> Iterator[tuple[int, bytes | None]]:
         """``(seq, lcm or None)`` for every ledger of chunk ``c`` in order; problems recorded."""
         first, last = chunk_first_ledger(c), chunk_last_ledger(c)
-        data, index = chunk_paths(self.ledgers_base, c)
+        data, index = self.layout.chunk_paths(c)
         missing = [p.name for p in (data, index) if not p.is_file()]
         if missing:
             self.add(
@@ -516,7 +516,7 @@ class _Verifier:
                             "key",
                             f"transaction {bytes(keys[sel[i]]).hex()} of ledger {int(want[i])} "
                             + ("is not found" if g == 0 else f"resolves to ledger {g}"),
-                            shard=f"{x:x}",
+                            shard=shard_digit(x),
                             ledger=int(want[i]),
                             path=str(ix.path),
                         )
@@ -542,7 +542,7 @@ class _Verifier:
                             f"stored bytes are not a valid LedgerCloseMeta: {e}",
                             chunk=c,
                             ledger=seq,
-                            path=str(chunk_paths(self.ledgers_base, c)[0]),
+                            path=str(self.layout.chunk_paths(c)[0]),
                         )
                         continue
                     if got_seq != seq:
@@ -553,7 +553,7 @@ class _Verifier:
                             f"holds ledger sequence {got_seq}, expected {seq}",
                             chunk=c,
                             ledger=seq,
-                            path=str(chunk_paths(self.ledgers_base, c)[0]),
+                            path=str(self.layout.chunk_paths(c)[0]),
                         )
                         continue
                     rr.ledgers_checked += 1
@@ -576,7 +576,7 @@ class _Verifier:
                     rr,
                     "key",
                     f"{int(wrong[x]) - MAX_KEY_PROBLEMS_PER_SHARD} more wrong lookups not listed",
-                    shard=f"{x:x}",
+                    shard=shard_digit(x),
                     path=str(ix.path) if ix is not None else None,
                 )
             if ix is not None and complete and ix.n_keys != counts[x]:
@@ -585,7 +585,7 @@ class _Verifier:
                     "shard",
                     f"holds {ix.n_keys} keys but the range's ledgers have {int(counts[x])} "
                     f"transaction hashes in this shard",
-                    shard=f"{x:x}",
+                    shard=shard_digit(x),
                     path=str(ix.path),
                 )
         if not complete:
@@ -613,7 +613,7 @@ class _Verifier:
     def _compare(self, rr: RangeReport, source, seq: int, raw: bytes | None):
         """Compare ledger ``seq`` with the source; the source, or None once it failed."""
         try:
-            theirs = source.get_ledger(seq)
+            theirs = bytes(source.get_ledger(seq).lcm)
         except Cancelled:
             raise
         except RpcBackfillError as e:

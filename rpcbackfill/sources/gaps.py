@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, LakeConfigError
-from ..ledgermath import FIRST_LEDGER
+from ..ledgermath import FIRST_LEDGER, UINT32_MAX
 from . import layout
 from .objstore import ObjectMissing
 
@@ -100,9 +100,9 @@ def _prefixes(start: int, end: int, schema: layout.LakeSchema) -> list[str]:
 
 def detect_gaps(store, start: int, end: int) -> GapReport:
     """List the lake's partitions over ``[start, end]`` and report every missing object."""
-    if start < FIRST_LEDGER or end < start or end > layout.MAX_UINT32:
+    if start < FIRST_LEDGER or end < start or end > UINT32_MAX:
         raise InputError(
-            f"--start-ledger/--end-ledger must satisfy 2 <= start <= end <= {layout.MAX_UINT32}, got {start}-{end}"
+            f"--start-ledger/--end-ledger must satisfy 2 <= start <= end <= {UINT32_MAX}, got {start}-{end}"
         )
     t0 = time.monotonic()
     schema = _read_schema(store)
