@@ -248,8 +248,11 @@ class HistoryReader:
             raise LedgerUnavailable("the reader is closed")
         if not self.available(seq):
             raise LedgerUnavailable(f"ledger {seq} is not available")
-        frame = self._chunk(chunk_of_ledger(seq)).frame(seq)
-        return self._decompress(frame, seq)
+        try:
+            chunk = self._chunk(chunk_of_ledger(seq))
+        except LedgerDamaged as e:
+            raise LedgerDamaged(f"ledger {seq}: {e}") from None
+        return self._decompress(chunk.frame(seq), seq)
 
     def _decompress(self, frame: bytes, seq: int) -> bytes:
         where = f"ledger {seq}"
