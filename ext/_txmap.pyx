@@ -11,8 +11,10 @@ ext/_lcm.pyx); every later read is bounds-checked again.  The GIL is released wh
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp
 
 from rpcbackfill.errors import XdrError
 
@@ -36,7 +38,6 @@ cdef extern from "_lcm_grammar.h" nogil:
     void xs_free(xs_ctx *c)
     const uint8_t *xs_fail(xs_ctx *c, int code, const uint8_t *at, int type_id)
     uint32_t xs_u32(const uint8_t *p)
-    const uint8_t *xs_skip_LedgerCloseMeta(const uint8_t *p, xs_ctx *c, int depth)
     ctypedef const uint8_t *(*xs_skip_fn)(const uint8_t *, xs_ctx *, int) noexcept nogil
     const xs_skip_fn xs_skip_table[]
     const int xs_const_size[]
@@ -56,6 +57,12 @@ cdef int T_RESULT = _IDS["TransactionResult"]
 cdef int T_CHANGES = _IDS["LedgerEntryChanges"]
 cdef int T_META = _IDS["TransactionMeta"]
 cdef int T_EXT_POINT = _IDS["ExtensionPoint"]
+cdef int T_TXSET = _IDS["TransactionSet"]
+cdef int T_GTXSET = _IDS["GeneralizedTransactionSet"]
+cdef int T_UPGRADE_META = _IDS["UpgradeEntryMeta"]
+cdef int T_SCP_ENTRY = _IDS["SCPHistoryEntry"]
+cdef int T_LEDGER_KEY = _IDS["LedgerKey"]
+cdef int T_LEDGER_ENTRY = _IDS["LedgerEntry"]
 
 # Fields of one envelope record (int64 each).
 DEF ENV_FIELDS = 7      # start, end, envelope type, tx start, tx end, inner tx start, inner tx end
@@ -81,6 +88,8 @@ cdef struct walk_t:
     int64_t header_start
     int64_t header_end
     int err  # 0 ok, 1 malformed (ctx has details), 2 out of memory, 3 structure
+    const uint8_t *want  # 32-byte hash to look for (outer or fee-bump inner), or NULL
+    Py_ssize_t found  # apply index of ``want``, -1 if absent
 
 
 cdef inline const uint8_t *skip(int t, const uint8_t *p, xs_ctx *c) noexcept nogil:
@@ -270,6 +279,11 @@ cdef const uint8_t *processing(const uint8_t *p, xs_ctx *c, walk_t *w) noexcept 
             return xs_fail(c, XS_E_TRUNC, s, -1)
         t[2] = (s + 32) - base
         t[10] = <int32_t>xs_u32(s + 40)
+        if w.want != NULL and w.found < 0:
+            if memcmp(s, w.want, 32) == 0:
+                w.found = w.n_tx
+            elif (t[10] == 1 or t[10] == -13) and c.end - s >= 76 and memcmp(s + 44, w.want, 32) == 0:
+                w.found = w.n_tx
         p = skip(T_RESULT, s + 32, c)
         if p == NULL:
             return NULL
@@ -296,19 +310,23 @@ cdef const uint8_t *processing(const uint8_t *p, xs_ctx *c, walk_t *w) noexcept 
     return p
 
 
+cdef const uint8_t *skip_array(int t, const uint8_t *p, xs_ctx *c) noexcept nogil:
+    """T x<>: count, then each element (validated)."""
+    cdef uint32_t n = 0, i = 0
+    p = u32_at(p, c, &n)
+    while p != NULL and i < n:
+        p = skip(t, p, c)
+        i += 1
+    return p
+
+
 cdef int walk(const uint8_t *start, const uint8_t *end, xs_ctx *c, walk_t *w) noexcept nogil:
+    """One pass over the whole value: every byte is either walked here or validated by a
+    generated skip function; nothing may follow the value."""
     cdef const uint8_t *p = start
     cdef const uint8_t *q
     cdef const uint8_t *q2
     cdef uint32_t v = 0
-    q = xs_skip_LedgerCloseMeta(p, c, XS_MAX_DEPTH)  # validate the whole value first
-    if q == NULL:
-        w.err = 1
-        return -1
-    if q != end:
-        xs_fail(c, XS_E_TRAIL, q, -1)
-        w.err = 1
-        return -1
     p = u32_at(p, c, &v)
     if p == NULL or v > 2:
         w.err = 1 if p == NULL else 3
@@ -335,22 +353,37 @@ cdef int walk(const uint8_t *start, const uint8_t *end, xs_ctx *c, walk_t *w) no
         return -1
     w.seq = xs_u32(q2 + 64)
     p = q
+    # the tx set: validated by the grammar first, then walked for the envelopes
+    q = skip(T_TXSET if v == 0 else T_GTXSET, p, c)
+    if q == NULL:
+        w.err = 1
+        return -1
     if v == 0:  # TransactionSet { previousLedgerHash; txs<> }
-        if c.end - p < 32:
-            xs_fail(c, XS_E_TRUNC, p, -1)
-            w.err = 1
-            return -1
         p = envelopes(p + 32, c, w)
     else:
         p = generalized_tx_set(p, c, w)
+    if p == NULL or p != q:
+        if w.err == 0:
+            w.err = 1 if p == NULL else 3
+        return -1
+    p = processing(p, c, w)
+    p = skip_array(T_UPGRADE_META, p, c)
+    p = skip_array(T_SCP_ENTRY, p, c)
+    if p != NULL and v >= 1:
+        if end - p < 8:
+            xs_fail(c, XS_E_TRUNC, p, -1)
+            p = NULL
+        else:
+            p = skip_array(T_LEDGER_KEY, p + 8, c)  # totalByteSizeOfLiveSorobanState; evictedKeys
+            if v == 1:
+                p = skip_array(T_LEDGER_ENTRY, p, c)  # unused
     if p == NULL:
         if w.err == 0:
             w.err = 1
         return -1
-    p = processing(p, c, w)
-    if p == NULL:
-        if w.err == 0:
-            w.err = 1
+    if p != end:
+        xs_fail(c, XS_E_TRAIL, p, -1)
+        w.err = 1
         return -1
     return 0
 
@@ -372,31 +405,43 @@ _REASONS = (
 )
 
 
-def ledger_map(buf):
+def ledger_map(buf, want=None):
     """Map one LedgerCloseMeta.
 
-    Returns ``(version, protocol, seq, close_time, header_start, header_end, envelopes, txs)``:
-    ``envelopes`` is a list of 7-tuples ``(start, end, envelope_type, tx_start, tx_end,
-    inner_tx_start, inner_tx_end)`` in tx-set order (inner_* are -1 except for fee bumps);
-    ``txs`` a list of 11-tuples ``(start, end, result_start, result_end, fee_start, fee_end,
-    meta_start, meta_end, post_start, post_end, result_code)`` in apply order.  The result pair's
-    transaction hash is the 32 bytes before ``result_start``.  Raises XdrError when malformed.
+    Returns ``(version, protocol, seq, close_time, header_start, header_end, envelopes, txs,
+    found)``: ``envelopes`` is bytes of native int64, 7 per envelope in tx-set order
+    ``(start, end, envelope_type, tx_start, tx_end, inner_tx_start, inner_tx_end)`` (inner_* are
+    -1 except for fee bumps); ``txs`` bytes of int64, 11 per ``txProcessing`` entry in apply order
+    ``(start, end, result_start, result_end, fee_start, fee_end, meta_start, meta_end,
+    post_start, post_end, result_code)`` -- read both with ``memoryview(...).cast("q")``.  The
+    result pair's transaction hash is the 32 bytes before ``result_start``.  ``found`` is the
+    apply index of the transaction whose hash or fee-bump inner hash is ``want`` (32 bytes),
+    -1 if none or ``want`` is None.  Raises XdrError when malformed.
     """
     cdef Py_buffer view
+    cdef Py_buffer wview
+    cdef bint have_want = False
     cdef xs_ctx c
     cdef walk_t w
     cdef int rc
     cdef const uint8_t *p
-    cdef size_t i
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     w.env = NULL
     w.tx = NULL
     w.n_env = w.cap_env = w.n_tx = w.cap_tx = 0
     w.err = 0
     w.version = -1
+    w.want = NULL
+    w.found = -1
     p = <const uint8_t *>view.buf
     xs_init(&c, p, p + view.len, NULL, 0)
     try:
+        if want is not None:
+            PyObject_GetBuffer(want, &wview, PyBUF_SIMPLE)
+            have_want = True
+            if wview.len != 32:
+                raise ValueError(f"want must be a 32-byte hash, got {wview.len} bytes")
+            w.want = <const uint8_t *>wview.buf
         with nogil:
             rc = walk(p, p + view.len, &c, &w)
         if rc != 0:
@@ -409,11 +454,15 @@ def ledger_map(buf):
             if 0 <= c.err_type < XS_NUM_TYPES:
                 where = " (in " + xs_type_names[c.err_type].decode() + ")"
             raise XdrError(f"malformed LedgerCloseMeta: {reason} at byte {c.err_off} of {view.len}{where}")
-        envs = [tuple([w.env[i * ENV_FIELDS + k] for k in range(ENV_FIELDS)]) for i in range(w.n_env)]
-        txs = [tuple([w.tx[i * TX_FIELDS + k] for k in range(TX_FIELDS)]) for i in range(w.n_tx)]
-        return (w.version, w.protocol, w.seq, w.close_time, w.header_start, w.header_end, envs, txs)
+        envs = PyBytes_FromStringAndSize(<const char *>w.env, <Py_ssize_t>(w.n_env * ENV_FIELDS * sizeof(int64_t))) \
+            if w.n_env else b""
+        txs = PyBytes_FromStringAndSize(<const char *>w.tx, <Py_ssize_t>(w.n_tx * TX_FIELDS * sizeof(int64_t))) \
+            if w.n_tx else b""
+        return (w.version, w.protocol, w.seq, w.close_time, w.header_start, w.header_end, envs, txs, w.found)
     finally:
         free(w.env)
         free(w.tx)
         xs_free(&c)
+        if have_want:
+            PyBuffer_Release(&wview)
         PyBuffer_Release(&view)

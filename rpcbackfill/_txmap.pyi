@@ -5,14 +5,5 @@ from __future__ import annotations
 from typing_extensions import Buffer
 
 def ledger_map(
-    buf: Buffer,
-) -> tuple[
-    int,
-    int,
-    int,
-    int,
-    int,
-    int,
-    list[tuple[int, int, int, int, int, int, int]],
-    list[tuple[int, int, int, int, int, int, int, int, int, int, int]],
-]: ...
+    buf: Buffer, want: Buffer | None = None
+) -> tuple[int, int, int, int, int, int, bytes, bytes, int]: ...

@@ -156,3 +156,18 @@ def test_damaged_chunk_fails_the_request_and_server_stays_up(cfg, tmp_path):
         assert rpc(srv.url, "getHealth")["result"]["status"] == "healthy"
     finally:
         srv.stop()
+
+
+def test_piece_encoder_matches_json():
+    from rpcbackfill.rpc.methods import RawJSON
+    from rpcbackfill.rpc.server import encode_pieces
+
+    docs = [{}, [], {"a": [1, {"b": [], "c": {}}], "d": "é\u2028", "e": None}, [{"x": 1.5}, [True, False]],
+            {"deep": [[[[[[{"z": [1]}]]]]]]}]
+    for doc in docs:
+        out: list[bytes] = []
+        encode_pieces(doc, out)
+        assert json.loads(b"".join(out)) == doc
+    out = []
+    encode_pieces({"r": {"m": RawJSON(b'"', b"QUJD", b'"')}}, out)
+    assert json.loads(b"".join(out)) == {"r": {"m": "QUJD"}}

@@ -44,13 +44,16 @@ def check_against_sdk(raw: bytes) -> tuple[int, int]:
         for i, p in enumerate(body.tx_processing):
             assert v.tx_hash(i) == p.result.transaction_hash.hash
             assert v.find(p.result.transaction_hash.hash) == i
+            assert LedgerView(raw, network_id(passphrase), want=p.result.transaction_hash.hash).found == i
             inner = p.result.result.result.inner_result_pair
             if inner is not None:
                 assert v.find(inner.transaction_hash.hash) == i
+                assert LedgerView(raw, network_id(passphrase), want=inner.transaction_hash.hash).found == i
         try:
             txs = v.txs()
         except LookupError:
             continue  # another network's ledger: its envelopes do not hash to its results
+        assert LedgerView(raw, network_id(passphrase), want=b"\xee" * 32).found is None
         for t, p in zip(txs, body.tx_processing):
             assert bytes(t.result) == p.result.result.to_xdr_bytes()
             assert bytes(t.meta) == p.tx_apply_processing.to_xdr_bytes()
@@ -100,9 +103,11 @@ def test_damaged_ledgers_raise_xdr_error(fixture_ledgers):
                 out = ledger_map(bytes(b))
             except XdrError:
                 continue
-            for env in out[6]:
-                assert 0 <= env[0] < env[1] <= len(b)
-            for t in out[7]:
+            envs, txs = memoryview(out[6]).cast("q").tolist(), memoryview(out[7]).cast("q").tolist()
+            for i in range(0, len(envs), 7):
+                assert 0 <= envs[i] < envs[i + 1] <= len(b)
+            for i in range(0, len(txs), 11):
+                t = txs[i : i + 11]
                 assert 0 <= t[0] <= t[2] <= t[3] <= t[6] <= t[7] <= t[1] <= len(b)
     with pytest.raises(XdrError):
         ledger_map(b"")

@@ -30,6 +30,8 @@ _SUCCESS_CODES = (TX_SUCCESS, TX_FEE_BUMP_INNER_SUCCESS)
 _TAG_TX = struct.pack(">I", ENVELOPE_TYPE_TX)
 _TAG_FEE_BUMP = struct.pack(">I", ENVELOPE_TYPE_TX_FEE_BUMP)
 _V0_AS_V1 = b"\0\0\0\0"  # a V0 source key becomes MuxedAccount KEY_TYPE_ED25519 in its V1 form
+_ENV_FIELDS = 7  # int64 per envelope in ledger_map's output
+_TX_FIELDS = 11  # int64 per txProcessing entry
 
 
 def network_id(passphrase: str) -> bytes:
@@ -42,20 +44,22 @@ class TxView:
     __slots__ = ("application_order", "envelope", "hash", "inner_hash", "ledger", "meta", "result", "result_code")
 
     def __init__(self, ledger: LedgerView, index: int):
-        t = ledger._txs[index]
+        if not 0 <= index < ledger.tx_count:
+            raise IndexError(f"ledger {ledger.seq} has {ledger.tx_count} transactions, not #{index}")
+        t = ledger._txs
+        o = index * _TX_FIELDS
+        rs, re_, ms, me, code = t[o + 2], t[o + 3], t[o + 6], t[o + 7], t[o + 10]
         buf = ledger.lcm
         self.ledger = ledger
         self.application_order = index + 1  # 1-based apply order
-        self.hash = bytes(buf[t[2] - HASH_SIZE : t[2]])
-        self.result_code = t[10]
+        self.hash = bytes(buf[rs - HASH_SIZE : rs])
+        self.result_code = code
         # TransactionResult: int64 feeCharged; int32 code; InnerTransactionResultPair (hash first)
         self.inner_hash = (
-            bytes(buf[t[2] + 12 : t[2] + 44])
-            if self.result_code in (TX_FEE_BUMP_INNER_SUCCESS, TX_FEE_BUMP_INNER_FAILED)
-            else None
+            bytes(buf[rs + 12 : rs + 44]) if code in (TX_FEE_BUMP_INNER_SUCCESS, TX_FEE_BUMP_INNER_FAILED) else None
         )
-        self.result = buf[t[2] : t[3]]
-        self.meta = buf[t[6] : t[7]]
+        self.result = buf[rs:re_]
+        self.meta = buf[ms:me]
         self.envelope = ledger.envelope_of(self.hash)
 
     @property
@@ -75,19 +79,29 @@ class LedgerView:
         "_envs",
         "_hashed",
         "_hdr",
+        "_n_env",
         "_nid_fb",
         "_nid_tx",
         "_txs",
         "close_time",
+        "found",
         "lcm",
         "protocol",
         "seq",
+        "tx_count",
         "version",
     )
 
-    def __init__(self, lcm: bytes, nid: bytes):
+    def __init__(self, lcm: bytes, nid: bytes, want: bytes | None = None):
+        """Map ``lcm``; ``want`` (a 32-byte hash) is looked for during the walk: ``found`` is its
+        0-based apply index (outer or fee-bump inner hash), or None."""
         self.lcm = memoryview(lcm)
-        (self.version, self.protocol, self.seq, self.close_time, hs, he, self._envs, self._txs) = ledger_map(lcm)
+        (self.version, self.protocol, self.seq, self.close_time, hs, he, envs, txs, found) = ledger_map(lcm, want)
+        self._envs = memoryview(envs).cast("q")
+        self._txs = memoryview(txs).cast("q")
+        self._n_env = len(self._envs) // _ENV_FIELDS
+        self.tx_count = len(self._txs) // _TX_FIELDS
+        self.found = found if found >= 0 else None
         self._hdr = (hs, he)
         self._nid_tx = hashlib.sha256(nid + _TAG_TX)
         self._nid_fb = hashlib.sha256(nid + _TAG_FEE_BUMP)
@@ -105,24 +119,20 @@ class LedgerView:
     def hash(self) -> bytes:
         return bytes(self.lcm[self._hdr[0] : self._hdr[0] + HASH_SIZE])
 
-    @property
-    def tx_count(self) -> int:
-        return len(self._txs)
-
     # --- transactions ------------------------------------------------------------------------
 
     def tx_hash(self, index: int) -> bytes:
-        s = self._txs[index][2]
+        s = self._txs[index * _TX_FIELDS + 2]
         return bytes(self.lcm[s - HASH_SIZE : s])
 
     def find(self, tx_hash: bytes) -> int | None:
         """Apply index (0-based) of the transaction with outer or (fee bump) inner hash ``tx_hash``."""
-        buf = self.lcm
-        for i, t in enumerate(self._txs):
-            s = t[2]
+        t, buf = self._txs, self.lcm
+        for i in range(self.tx_count):
+            s, code = t[i * _TX_FIELDS + 2], t[i * _TX_FIELDS + 10]
             if buf[s - HASH_SIZE : s] == tx_hash:
                 return i
-            if t[10] in (TX_FEE_BUMP_INNER_SUCCESS, TX_FEE_BUMP_INNER_FAILED) and buf[s + 12 : s + 44] == tx_hash:
+            if code in (TX_FEE_BUMP_INNER_SUCCESS, TX_FEE_BUMP_INNER_FAILED) and buf[s + 12 : s + 44] == tx_hash:
                 return i
         return None
 
@@ -130,10 +140,12 @@ class LedgerView:
         return TxView(self, index)
 
     def txs(self) -> list[TxView]:
-        return [TxView(self, i) for i in range(len(self._txs))]
+        return [TxView(self, i) for i in range(self.tx_count)]
 
-    def _envelope_hash(self, e: tuple) -> bytes:
-        kind, ts, te = e[2], e[3], e[4]
+    def _envelope_hash(self, i: int) -> bytes:
+        o = i * _ENV_FIELDS
+        e = self._envs
+        kind, ts, te = e[o + 2], e[o + 3], e[o + 4]
         if kind == ENVELOPE_TYPE_TX_FEE_BUMP:
             h = self._nid_fb.copy()
         else:
@@ -146,15 +158,13 @@ class LedgerView:
     def envelope_of(self, tx_hash: bytes) -> memoryview:
         """``TransactionEnvelope`` XDR whose (outer) hash is ``tx_hash``; LookupError if none."""
         i = self._env_by_hash.get(tx_hash)
-        envs = self._envs
-        while i is None and self._hashed < len(envs):
-            e = envs[self._hashed]
-            h = self._envelope_hash(e)
+        while i is None and self._hashed < self._n_env:
+            h = self._envelope_hash(self._hashed)
             self._env_by_hash[h] = self._hashed
             if h == tx_hash:
                 i = self._hashed
             self._hashed += 1
         if i is None:
             raise LookupError(f"ledger {self.seq}: no envelope in the tx set hashes to {tx_hash.hex()}")
-        e = envs[i]
-        return self.lcm[e[0] : e[1]]
+        o = i * _ENV_FIELDS
+        return self.lcm[self._envs[o] : self._envs[o + 1]]

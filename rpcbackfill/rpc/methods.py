@@ -17,6 +17,7 @@ Shapes (field names, number vs string encodings) follow stellar-rpc:
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import math
@@ -126,6 +127,27 @@ def b64(b) -> str:
     return base64.b64encode(b).decode("ascii")
 
 
+class RawJSON:
+    """A value already encoded as JSON bytes (``parts`` concatenated); the server writes it as is.
+
+    Whole ledgers are returned this way: a 1 MB LedgerCloseMeta becomes ~1.3 MB of base64, and
+    200 of them would otherwise be copied into one Python string, scanned by ``json.dumps`` and
+    encoded again."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: bytes):
+        self.parts = parts
+
+
+def b64_raw(b) -> RawJSON:
+    return RawJSON(b'"', binascii.b2a_base64(b, newline=False), b'"')
+
+
+class LargeResult(dict):
+    """A result holding ``RawJSON`` values (encoded by the server piece by piece)."""
+
+
 def _xdr_json(sdk_type: str, raw) -> Any:
     from stellar_sdk import xdr as sdk_xdr
 
@@ -216,14 +238,14 @@ class Methods:
         _params(params, set())
         r = self._require_data()
         v = r.ledger(r.latest_ledger)
-        return {
+        return LargeResult({
             "id": v.hash.hex(),
             "protocolVersion": v.protocol,
             "sequence": v.seq,
             "closeTime": str(v.close_time),
             "headerXdr": b64(v.header_xdr),
-            "metadataXdr": b64(v.lcm),
-        }
+            "metadataXdr": b64_raw(v.lcm),
+        })
 
     # --- getLedgers ---
 
@@ -265,11 +287,11 @@ class Methods:
                 item["metadataJson"] = _xdr_json("LedgerCloseMeta", v.lcm)
             else:
                 item["headerXdr"] = b64(v.header_xdr)
-                item["metadataXdr"] = b64(v.lcm)
+                item["metadataXdr"] = b64_raw(v.lcm)
             ledgers.append(item)
             last = seq
             seq += 1
-        out: dict[str, Any] = {"ledgers": ledgers}
+        out: dict[str, Any] = LargeResult(ledgers=ledgers)
         out.update(self._bounds(times_as_str=False))
         out["cursor"] = str(last)
         return out

@@ -281,11 +281,11 @@ class HistoryReader:
         except zstandard.ZstdError as e:
             raise LedgerDamaged(f"{where}: stored frame does not decompress ({e})") from None
 
-    def ledger(self, seq: int) -> LedgerView:
-        """The mapped ledger ``seq`` (decompressed and walked once)."""
+    def ledger(self, seq: int, want: bytes | None = None) -> LedgerView:
+        """The mapped ledger ``seq`` (decompressed and walked once; ``want``: see ``LedgerView``)."""
         raw = self.ledger_bytes(seq)
         try:
-            view = LedgerView(raw, self.nid)
+            view = LedgerView(raw, self.nid, want)
         except XdrError as e:
             raise LedgerDamaged(f"ledger {seq}: stored LedgerCloseMeta is malformed ({e})") from None
         if view.seq != seq:
@@ -308,10 +308,9 @@ class HistoryReader:
             seq = idx.lookup(tx_hash)  # type: ignore[attr-defined]
             if seq is None or not r.start <= seq <= r.end:
                 continue
-            view = self.ledger(seq)
-            i = view.find(tx_hash)
-            if i is not None:
-                return view, i
+            view = self.ledger(seq, want=tx_hash)
+            if view.found is not None:
+                return view, view.found
             log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
         return None
 

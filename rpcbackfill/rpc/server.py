@@ -10,6 +10,12 @@ reply's ``id`` is the request's when it is a string, an integer or a finite numb
 ``serve(config)`` binds ``[service] endpoint``, refreshes the served ranges from the meta store
 every ``refresh_interval_s`` and stops gracefully on SIGTERM/SIGINT: the listener closes,
 in-flight requests get ``shutdown_timeout_s`` to finish, then the stores are closed.
+
+With ``processes`` > 1 (default: one per CPU, at most 4) the parent binds the socket and forks
+that many server processes sharing it (the kernel spreads connections over them), so Python
+work -- HTTP parsing, JSON, envelope hashing -- runs on every core instead of under one GIL.
+The parent only supervises: SIGTERM/SIGINT is passed on to the children, which stop
+gracefully; a child dying on its own stops the others and the parent exits 1.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +40,10 @@ from .methods import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
+    LargeResult,
     Limits,
     Methods,
+    RawJSON,
     RpcError,
     safe_id,
 )
@@ -50,6 +60,7 @@ class ServerOptions:
     workers: int = 4  # threads that read ledgers
     refresh_interval_s: float = 2.0  # how often newly COMPLETE ranges are looked for
     shutdown_timeout_s: float = 10.0
+    processes: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)))
     limits: Limits = field(default_factory=Limits)
 
 
@@ -69,6 +80,40 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, port
 
 
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_pieces(obj: Any, out: list[bytes], depth: int = 5) -> None:
+    """JSON of ``obj`` as a list of byte strings; ``RawJSON`` values are copied in as they are.
+
+    RawJSON may only sit ``depth`` containers deep (batch -> reply -> result -> ledgers ->
+    ledger); deeper values are encoded by ``json.dumps`` in one piece."""
+    if isinstance(obj, RawJSON):
+        out.extend(obj.parts)
+    elif depth <= 0 or not isinstance(obj, (dict, list)) or not obj:
+        out.append(_dumps(obj))
+    elif isinstance(obj, dict):
+        sep = b"{"
+        for k, v in obj.items():
+            out.append(sep + _dumps(str(k)) + b":")
+            encode_pieces(v, out, depth - 1)
+            sep = b","
+        out.append(b"}")
+    else:
+        sep = b"["
+        for v in obj:
+            out.append(sep)
+            encode_pieces(v, out, depth - 1)
+            sep = b","
+        out.append(b"]")
+
+
+def _has_large(doc: Any) -> bool:
+    docs = doc if isinstance(doc, list) else [doc]
+    return any(isinstance(d, dict) and isinstance(d.get("result"), LargeResult) for d in docs)
+
+
 def _error(id_: Any, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": id_, "error": {"code": code, "message": message}}
 
@@ -86,7 +131,7 @@ class RpcApp:
         app.router.add_post("/", self.handle)
         return app
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -104,8 +149,8 @@ class RpcApp:
                 return self._reply(_error(None, INVALID_REQUEST,
                                           f"batch of {len(doc)} requests; at most {self.options.max_batch}"))
             out = await asyncio.gather(*(self._one(d) for d in doc))
-            return self._reply(out)
-        return self._reply(await self._one(doc))
+            return await self._reply_async(request, list(out))
+        return await self._reply_async(request, await self._one(doc))
 
     async def _one(self, req: Any) -> dict:
         if not isinstance(req, dict):
@@ -133,10 +178,23 @@ class RpcApp:
             return _error(id_, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
         return {"jsonrpc": "2.0", "id": id_, "result": result}
 
+    async def _reply_async(self, request: web.Request, doc: Any) -> web.StreamResponse:
+        if not _has_large(doc):
+            return self._reply(doc)
+        pieces: list[bytes] = []
+        encode_pieces(doc, pieces)  # large base64 values are not copied again
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/json"
+        resp.content_length = sum(len(p) for p in pieces)
+        await resp.prepare(request)
+        for i in range(0, len(pieces), 64):
+            await resp.write(b"".join(pieces[i : i + 64]))
+        await resp.write_eof()
+        return resp
+
     @staticmethod
     def _reply(doc: Any, status: int = 200) -> web.Response:
-        return web.Response(body=json.dumps(doc, separators=(",", ":"), allow_nan=False).encode(),
-                            status=status, content_type="application/json")
+        return web.Response(body=_dumps(doc), status=status, content_type="application/json")
 
 
 class Server:
@@ -153,22 +211,28 @@ class Server:
         self._refresher: asyncio.Task | None = None
         self.bound: tuple[str, int] | None = None
 
-    async def start(self) -> tuple[str, int]:
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Start serving on ``sock`` (already listening, shared by forked processes) or bind the endpoint."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.reader.refresh)
         self._runner = web.AppRunner(self.rpc.make_app(), access_log=None,
                                      shutdown_timeout=self.options.shutdown_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(self._runner, sock)
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         try:
             await site.start()
         except OSError as e:
             await self._runner.cleanup()
             raise InputError(f"cannot listen on {self.host}:{self.port}: {e.strerror or e}") from None
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.bound = sock.getsockname()[:2]
+        lsock = sock if sock is not None else site._server.sockets[0]  # type: ignore[union-attr]
+        self.bound = lsock.getsockname()[:2]
         self._refresher = asyncio.create_task(self._refresh_loop())
-        log.info("JSON-RPC listening on http://%s:%d/ (ledgers %d-%d)", self.bound[0], self.bound[1],
+        log.info("JSON-RPC %s on http://%s:%d/ (ledgers %d-%d)",
+                 "process ready" if sock is not None else "listening", self.bound[0], self.bound[1],
                  self.reader.oldest_ledger, self.reader.latest_ledger)
         return self.bound
 
@@ -200,19 +264,29 @@ class Server:
 def serve(config: Config, options: ServerOptions | None = None,
           ready: Callable[[tuple[str, int]], None] | None = None,
           stop_event: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop_event``, for in-process use); return the exit code 0."""
+    """Run until SIGTERM/SIGINT (or ``stop_event``, for in-process use: always one process);
+    return the exit code (0 after a graceful stop)."""
+    options = options or ServerOptions()
+    if stop_event is None and options.processes > 1 and hasattr(os, "fork"):
+        return _serve_forked(config, options, ready)
+    return _serve_one(config, options, ready, stop_event)
 
+
+def _serve_one(config: Config, options: ServerOptions,
+               ready: Callable[[tuple[str, int]], None] | None = None,
+               stop_event: threading.Event | None = None, sock: socket.socket | None = None) -> int:
     async def main() -> None:
         server = Server(config, options)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
+        watcher = None
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stopping.set)
                 installed.append(sig)
         try:
-            bound = await server.start()
+            bound = await server.start(sock)
             if ready is not None:
                 ready(bound)
             if stop_event is not None:
@@ -224,7 +298,7 @@ def serve(config: Config, options: ServerOptions | None = None,
                 watcher = asyncio.create_task(watch())
             await stopping.wait()
             log.info("stopping: finishing in-flight requests")
-            if stop_event is not None:
+            if watcher is not None:
                 watcher.cancel()
         finally:
             await server.stop()
@@ -233,3 +307,64 @@ def serve(config: Config, options: ServerOptions | None = None,
 
     asyncio.run(main())
     return 0
+
+
+def _serve_forked(config: Config, options: ServerOptions,
+                  ready: Callable[[tuple[str, int]], None] | None) -> int:
+    host, port = parse_endpoint(config.service.endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    bound = sock.getsockname()[:2]
+    pids: list[int] = []
+    for _ in range(options.processes):
+        pid = os.fork()
+        if pid == 0:  # child: serve on the shared socket, never return into the caller
+            code = 1
+            try:
+                code = _serve_one(config, options, sock=sock)
+            except BaseException:  # the child must reach os._exit
+                log.exception("server process failed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        pids.append(pid)
+    sock.close()  # the children hold it
+    log.info("JSON-RPC listening on http://%s:%d/ (%d processes)", bound[0], bound[1], len(pids))
+    if ready is not None:
+        ready(bound)
+    stopping = False
+
+    def stop_children(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in list(alive):
+            try:
+                os.kill(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    alive = set(pids)
+    old = {sig: signal.signal(sig, stop_children) for sig in (signal.SIGTERM, signal.SIGINT)}
+    rc = 0
+    try:
+        while alive:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            alive.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                log.error("server process %d exited with %d; stopping the others", pid, code)
+                rc = 1
+                stop_children(signal.SIGTERM, None)
+            elif code != 0:
+                rc = 1
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    log.info("JSON-RPC server stopped")
+    return rc
