@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,12 +53,15 @@ from .reader import HistoryReader
 log = logging.getLogger(__name__)
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     max_request_bytes: int = 64 * 1024  # a JSON-RPC read request is a few hundred bytes
     max_batch: int = 20  # requests in one batch
     request_timeout_s: float = 30.0  # per JSON-RPC request (each request of a batch)
-    workers: int = 4  # threads that read ledgers
+    workers: int = 2  # threads per process that read ledgers (zstd and the XDR walk release the GIL)
     refresh_interval_s: float = 2.0  # how often newly COMPLETE ranges are looked for
     shutdown_timeout_s: float = 10.0
     processes: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)))
@@ -282,6 +286,9 @@ def _serve_one(config: Config, options: ServerOptions,
         installed = []
         watcher = None
         if threading.current_thread() is threading.main_thread():
+            # a server process: hand the GIL over sooner than the default 5 ms, so the event
+            # loop is not kept waiting behind a worker thread's Python work
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stopping.set)
                 installed.append(sig)
