@@ -86,9 +86,24 @@ def ensure_data(work: Path, lake: Path) -> Path:
     if not (data / ".backfilled").exists():
         log(f"backfilling {lake} into {data}")
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        subprocess.run([sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST),
-                        "--end-ledger", str(FIRST + RANGE_SIZE - 1), "--config-path", str(cfg),
-                        "--log-level", "warning"], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rpcbackfill",
+                "--backfill",
+                "--start-ledger",
+                str(FIRST),
+                "--end-ledger",
+                str(FIRST + RANGE_SIZE - 1),
+                "--config-path",
+                str(cfg),
+                "--log-level",
+                "warning",
+            ],
+            check=True,
+            env=env,
+        )
         (data / ".backfilled").write_text("ok")
     return cfg
 
@@ -169,8 +184,13 @@ def tree_cpu(proc) -> float:
 class ServerProc:
     def __init__(self, cfg_path: Path):
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.p = subprocess.Popen([sys.executable, "-m", "rpcbackfill", "serve", "--config-path", str(cfg_path)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "rpcbackfill", "serve", "--config-path", str(cfg_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for line in self.p.stderr:
             m = LISTEN_RE.search(line)
             if m:
@@ -195,6 +215,7 @@ async def load(url: str, make_body, check, clients: int, max_requests: int, max_
     deadline = time.perf_counter() + max_seconds
     conn = aiohttp.TCPConnector(limit=clients, force_close=False)
     async with aiohttp.ClientSession(connector=conn) as s:
+
         async def worker():
             nonlocal sent, errors
             while sent < max_requests and time.perf_counter() < deadline:
@@ -212,8 +233,13 @@ async def load(url: str, make_body, check, clients: int, max_requests: int, max_
         wall = time.perf_counter() - t0
     lat.sort()
     return {
-        "clients": clients, "requests": len(lat), "errors": errors, "wall_s": wall, "rps": len(lat) / wall,
-        "p50_ms": lat[len(lat) // 2] * 1e3, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+        "clients": clients,
+        "requests": len(lat),
+        "errors": errors,
+        "wall_s": wall,
+        "rps": len(lat) / wall,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
     }
 
 
@@ -251,8 +277,9 @@ def main(argv=None) -> int:
 
     def tx_body():
         h, seq = hashes[rng.randrange(len(hashes))]
-        return json.dumps({"jsonrpc": "2.0", "id": next(ids), "method": "getTransaction",
-                           "params": {"hash": h}}).encode(), seq
+        return json.dumps(
+            {"jsonrpc": "2.0", "id": next(ids), "method": "getTransaction", "params": {"hash": h}}
+        ).encode(), seq
 
     def tx_check(data: bytes, seq: int) -> bool:
         r = json.loads(data).get("result") or {}
@@ -274,14 +301,19 @@ def main(argv=None) -> int:
         got = {"bytes": 0}
 
         def led_body():
-            return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getLedgers",
-                               "params": {"startLedger": next(starts), "pagination": {"limit": 200}}}).encode(), None
+            return json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "getLedgers",
+                    "params": {"startLedger": next(starts), "pagination": {"limit": 200}},
+                }
+            ).encode(), None
 
         def led_check(data: bytes, _):
             r = json.loads(data)["result"]
             # decoded size of each base64 field, without decoding 200 MB again in the client
-            got["bytes"] += sum(len(x["metadataXdr"]) // 4 * 3 - x["metadataXdr"][-2:].count("=")
-                                for x in r["ledgers"])
+            got["bytes"] += sum(len(x["metadataXdr"]) // 4 * 3 - x["metadataXdr"][-2:].count("=") for x in r["ledgers"])
             return len(r["ledgers"]) == 200
 
         led = asyncio.run(load(srv.url, led_body, led_check, 1, args.ledgers_requests, 120))
@@ -289,35 +321,79 @@ def main(argv=None) -> int:
     peak_rss = samp.peak_rss
     rc = srv.stop()
 
-    rows = [[f"getTransaction x{r['clients']}", r["requests"], r["errors"], f"{r['rps']:,.0f}", f"{r['p50_ms']:.2f}",
-             f"{r['p99_ms']:.2f}", f"{r['server_cpu_ms_per_req']:.2f}", f"{r['client_cpu_ms_per_req']:.2f}"]
-            for r in levels]
-    rows.append(["getLedgers limit 200 x1", led["requests"], led["errors"], f"{led['mb_per_s']:,.0f} MB/s",
-                 f"{led['p50_ms']:.0f}", f"{led['p99_ms']:.0f}", "-", "-"])
+    rows = [
+        [
+            f"getTransaction x{r['clients']}",
+            r["requests"],
+            r["errors"],
+            f"{r['rps']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['server_cpu_ms_per_req']:.2f}",
+            f"{r['client_cpu_ms_per_req']:.2f}",
+        ]
+        for r in levels
+    ]
+    rows.append(
+        [
+            "getLedgers limit 200 x1",
+            led["requests"],
+            led["errors"],
+            f"{led['mb_per_s']:,.0f} MB/s",
+            f"{led['p50_ms']:.0f}",
+            f"{led['p99_ms']:.0f}",
+            "-",
+            "-",
+        ]
+    )
     print()
-    table = print_table(rows, ["load", "requests", "errors", "req/s (or MB/s)", "p50 ms", "p99 ms",
-                               "server CPU ms/req", "client CPU ms/req"])
-    print(f"\nper request, in-process, median of 300: decompress one stored ledger (the floor) "
-          f"{floor['decompress_ms_p50']:.2f} ms ({floor['ledger_raw_kib_p50']:.0f} KiB raw, "
-          f"{floor['frame_kib_p50']:.0f} KiB stored); map it {floor['map_ms_p50']:.2f} ms; whole handler "
-          f"{floor['handler_ms_p50']:.2f} ms")
+    table = print_table(
+        rows,
+        ["load", "requests", "errors", "req/s (or MB/s)", "p50 ms", "p99 ms", "server CPU ms/req", "client CPU ms/req"],
+    )
+    print(
+        f"\nper request, in-process, median of 300: decompress one stored ledger (the floor) "
+        f"{floor['decompress_ms_p50']:.2f} ms ({floor['ledger_raw_kib_p50']:.0f} KiB raw, "
+        f"{floor['frame_kib_p50']:.0f} KiB stored); map it {floor['map_ms_p50']:.2f} ms; whole handler "
+        f"{floor['handler_ms_p50']:.2f} ms"
+    )
     print(f"server RSS: {idle_rss / MIB:.0f} MiB after start, {peak_rss / MIB:.0f} MiB peak; server exit code {rc}")
     by = {r["clients"]: r for r in levels}
     goals = []
     if 8 in by:
-        goals.append(["getTransaction/s at 8 clients", f"{by[8]['rps']:,.0f}", f">= {GOAL_RPS_8:,}",
-                      by[8]["rps"] >= GOAL_RPS_8])
-        goals.append(["p99 at 8 clients", f"{by[8]['p99_ms']:.2f} ms", f"<= {GOAL_P99_8_MS} ms",
-                      by[8]["p99_ms"] <= GOAL_P99_8_MS])
+        goals.append(
+            ["getTransaction/s at 8 clients", f"{by[8]['rps']:,.0f}", f">= {GOAL_RPS_8:,}", by[8]["rps"] >= GOAL_RPS_8]
+        )
+        goals.append(
+            [
+                "p99 at 8 clients",
+                f"{by[8]['p99_ms']:.2f} ms",
+                f"<= {GOAL_P99_8_MS} ms",
+                by[8]["p99_ms"] <= GOAL_P99_8_MS,
+            ]
+        )
     if 1 in by:
-        goals.append(["p50 at 1 client", f"{by[1]['p50_ms']:.2f} ms", f"<= {GOAL_P50_1_MS} ms",
-                      by[1]["p50_ms"] <= GOAL_P50_1_MS])
+        goals.append(
+            ["p50 at 1 client", f"{by[1]['p50_ms']:.2f} ms", f"<= {GOAL_P50_1_MS} ms", by[1]["p50_ms"] <= GOAL_P50_1_MS]
+        )
     print()
-    gtable = print_table([[g[0], g[1], g[2], "yes" if g[3] else "NO"] for g in goals],
-                         ["goal", "measured", "target", "met"])
-    write_json(args.json, {"machine": info, "lake": lstats, "levels": levels, "get_ledgers": led, "floor": floor,
-                           "server_rss_idle": idle_rss, "server_rss_peak": peak_rss, "table": table,
-                           "goals_table": gtable})
+    gtable = print_table(
+        [[g[0], g[1], g[2], "yes" if g[3] else "NO"] for g in goals], ["goal", "measured", "target", "met"]
+    )
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "lake": lstats,
+            "levels": levels,
+            "get_ledgers": led,
+            "floor": floor,
+            "server_rss_idle": idle_rss,
+            "server_rss_peak": peak_rss,
+            "table": table,
+            "goals_table": gtable,
+        },
+    )
     return 0 if all(r["errors"] == 0 for r in levels) and led["errors"] == 0 else 1
 
 

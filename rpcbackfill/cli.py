@@ -376,10 +376,10 @@ def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
 def serve(ctx: click.Context, **common: Any) -> int:
     """Serve the COMPLETE ranges over JSON-RPC on [service] endpoint until SIGTERM."""
     cfg = _load(ctx, common)
-    from .rpc.server import parse_endpoint, serve as run_server
+    from .rpc import server
 
-    parse_endpoint(cfg.service.endpoint)  # bad input: exit 2 before anything starts
-    return run_server(cfg)
+    server.parse_endpoint(cfg.service.endpoint)  # bad input: exit 2 before anything starts
+    return server.serve(cfg)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ import hashlib
 import json
 
 import pytest
-from helpers_serve import (
+from stellar_sdk import SorobanServer
+from stellar_sdk import xdr as sdk_xdr
+from stellar_sdk.exceptions import SorobanRpcErrorResponse
+from stellar_sdk.soroban_rpc import GetTransactionStatus
+
+from rpcbackfill import lcm
+from rpcbackfill.rpc.ledger import network_id
+from tests.lib.serve import (
     FIRST,
     LAST,
     ServerProcess,
@@ -21,13 +28,6 @@ from helpers_serve import (
     post,
     rpc,
 )
-from stellar_sdk import SorobanServer
-from stellar_sdk import xdr as sdk_xdr
-from stellar_sdk.exceptions import SorobanRpcErrorResponse
-from stellar_sdk.soroban_rpc import GetTransactionStatus
-
-from rpcbackfill import lcm
-from rpcbackfill.rpc.ledger import network_id
 
 PUBNET = "Public Global Stellar Network ; September 2015"
 _CLOSE: dict[int, int] = {}  # ledger -> close time, filled by the truth fixture
@@ -101,8 +101,11 @@ def test_get_ledgers_pages_through_both_ranges(client, truth):
     start = 10001 - 150  # pages cross the boundary between range 0 and range 1
     seen, cursor = [], None
     while len(seen) < 400:
-        page = client.get_ledgers(start_ledger=start, limit=200) if cursor is None else client.get_ledgers(
-            cursor=cursor, limit=200)
+        page = (
+            client.get_ledgers(start_ledger=start, limit=200)
+            if cursor is None
+            else client.get_ledgers(cursor=cursor, limit=200)
+        )
         assert page.oldest_ledger == FIRST and page.latest_ledger == LAST
         for item in page.ledgers:
             raw = ledgers[item.sequence]
@@ -159,8 +162,10 @@ def test_transactions_match_stellar_sdk_decoding(client, truth):
         assert base64.b64decode(r.result_xdr) == p.result.result.to_xdr_bytes()
         assert base64.b64decode(r.result_meta_xdr) == p.tx_apply_processing.to_xdr_bytes()
         assert _envelope_hash(r.envelope_xdr) == h
-        ok = p.result.result.result.code in (sdk_xdr.TransactionResultCode.txSUCCESS,
-                                             sdk_xdr.TransactionResultCode.txFEE_BUMP_INNER_SUCCESS)
+        ok = p.result.result.result.code in (
+            sdk_xdr.TransactionResultCode.txSUCCESS,
+            sdk_xdr.TransactionResultCode.txFEE_BUMP_INNER_SUCCESS,
+        )
         assert r.status == (GetTransactionStatus.SUCCESS if ok else GetTransactionStatus.FAILED)
         assert r.fee_bump == (p.result.result.result.inner_result_pair is not None)
         fee_bumps += r.fee_bump
@@ -234,10 +239,15 @@ def test_client_sees_rpc_errors(client):
 
 
 def test_raw_batch(server):
-    status, out = post(server.url, json.dumps([
-        {"jsonrpc": "2.0", "id": 1, "method": "getHealth"},
-        {"jsonrpc": "2.0", "id": "b", "method": "nope"},
-    ]))
+    status, out = post(
+        server.url,
+        json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": 1, "method": "getHealth"},
+                {"jsonrpc": "2.0", "id": "b", "method": "nope"},
+            ]
+        ),
+    )
     assert status == 200
     assert out[0]["id"] == 1 and out[0]["result"]["status"] == "healthy"
     assert out[1]["id"] == "b" and out[1]["error"]["code"] == -32601

@@ -6,7 +6,11 @@ import json
 import shutil
 
 import pytest
-from helpers_serve import (
+
+from rpcbackfill.ledgermath import chunk_of_ledger
+from rpcbackfill.rpc.server import ServerOptions
+from rpcbackfill.stores.lfs import chunk_paths, decode_index
+from tests.lib.serve import (
     FIRST,
     LAST,
     InThreadServer,
@@ -15,10 +19,6 @@ from helpers_serve import (
     rpc,
     with_endpoint,
 )
-
-from rpcbackfill.ledgermath import chunk_of_ledger
-from rpcbackfill.rpc.server import ServerOptions
-from rpcbackfill.stores.lfs import chunk_paths, decode_index
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +45,20 @@ def test_parse_errors(url, body):
     assert reply["id"] is None and err(reply)[0] == -32700
 
 
-@pytest.mark.parametrize("doc", [
-    5, "x", None, [], [1], {"id": 1, "method": "getHealth"}, {"jsonrpc": "1.0", "id": 1, "method": "getHealth"},
-    {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "2.0", "id": 1, "method": 7},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        5,
+        "x",
+        None,
+        [],
+        [1],
+        {"id": 1, "method": "getHealth"},
+        {"jsonrpc": "1.0", "id": 1, "method": "getHealth"},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "id": 1, "method": 7},
+    ],
+)
 def test_invalid_requests(url, doc):
     _, reply = post(url, json.dumps(doc))
     replies = reply if isinstance(reply, list) else [reply]
@@ -61,41 +71,57 @@ def test_unknown_method(url):
     assert code == -32601 and "sendTransaction" in msg
 
 
-@pytest.mark.parametrize(("method", "params", "reason"), [
-    ("getTransaction", None, "hash is required"),
-    ("getTransaction", {"hash": "zz"}, "hash length"),
-    ("getTransaction", {"hash": "g" * 64}, "not hexadecimal"),
-    ("getTransaction", {"hash": 5}, "hash is required"),
-    ("getTransaction", {"hash": "00" * 32, "xdrFormat": "xml"}, "xdrFormat"),
-    ("getTransaction", ["00" * 32], "params must be an object"),
-    ("getTransaction", {"hash": "00" * 32, "bogus": 1}, "bogus"),
-    ("getLedgers", {}, "startLedger is required"),
-    ("getLedgers", {"startLedger": "7"}, "startLedger must be an integer"),
-    ("getLedgers", {"startLedger": -1}, "startLedger must be within"),
-    ("getLedgers", {"startLedger": 2**40}, "startLedger must be within"),
-    ("getLedgers", {"startLedger": 1}, f"oldest ledger: {FIRST}"),
-    ("getLedgers", {"startLedger": LAST + 1}, f"latest ledger: {LAST}"),
-    ("getLedgers", {"startLedger": FIRST, "pagination": {"limit": 201}}, "must not exceed 200"),
-    ("getLedgers", {"startLedger": FIRST, "pagination": {"limit": True}}, "limit must be an integer"),
-    ("getLedgers", {"startLedger": FIRST, "pagination": {"cursor": "5"}}, "cannot both be set"),
-    ("getLedgers", {"pagination": {"cursor": "abc"}}, "invalid cursor"),
-    ("getLedgers", {"pagination": 5}, "pagination must be an object"),
-    ("getTransactions", {"startLedger": FIRST, "pagination": {"limit": 1000}}, "must not exceed 200"),
-    ("getTransactions", {"pagination": {"cursor": "-5"}}, "invalid cursor"),
-    ("getTransactions", {"startLedger": 0}, "startLedger is required"),
-    ("getHealth", {"x": 1}, "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    ("method", "params", "reason"),
+    [
+        ("getTransaction", None, "hash is required"),
+        ("getTransaction", {"hash": "zz"}, "hash length"),
+        ("getTransaction", {"hash": "g" * 64}, "not hexadecimal"),
+        ("getTransaction", {"hash": 5}, "hash is required"),
+        ("getTransaction", {"hash": "00" * 32, "xdrFormat": "xml"}, "xdrFormat"),
+        ("getTransaction", ["00" * 32], "params must be an object"),
+        ("getTransaction", {"hash": "00" * 32, "bogus": 1}, "bogus"),
+        ("getLedgers", {}, "startLedger is required"),
+        ("getLedgers", {"startLedger": "7"}, "startLedger must be an integer"),
+        ("getLedgers", {"startLedger": -1}, "startLedger must be within"),
+        ("getLedgers", {"startLedger": 2**40}, "startLedger must be within"),
+        ("getLedgers", {"startLedger": 1}, f"oldest ledger: {FIRST}"),
+        ("getLedgers", {"startLedger": LAST + 1}, f"latest ledger: {LAST}"),
+        ("getLedgers", {"startLedger": FIRST, "pagination": {"limit": 201}}, "must not exceed 200"),
+        ("getLedgers", {"startLedger": FIRST, "pagination": {"limit": True}}, "limit must be an integer"),
+        ("getLedgers", {"startLedger": FIRST, "pagination": {"cursor": "5"}}, "cannot both be set"),
+        ("getLedgers", {"pagination": {"cursor": "abc"}}, "invalid cursor"),
+        ("getLedgers", {"pagination": 5}, "pagination must be an object"),
+        ("getTransactions", {"startLedger": FIRST, "pagination": {"limit": 1000}}, "must not exceed 200"),
+        ("getTransactions", {"pagination": {"cursor": "-5"}}, "invalid cursor"),
+        ("getTransactions", {"startLedger": 0}, "startLedger is required"),
+        ("getHealth", {"x": 1}, "unknown parameter"),
+    ],
+)
 def test_invalid_params_name_the_reason(url, method, params, reason):
     code, msg = err(rpc(url, method, params))
     assert code == -32602
     assert reason in msg
 
 
-@pytest.mark.parametrize(("raw_id", "expect"), [
-    ("1", 1), ('"abc"', "abc"), ("null", None), ("NaN", None), ("Infinity", None), ("-Infinity", None),
-    ("1e999", None), ("123456789012345678901234567890", 123456789012345678901234567890), ("1.5", 1.5),
-    ('{"a": [1, {"b": 2}]}', None), ("[1, 2]", None), ("true", None), ('"\\ud800"', "\ud800"),
-])
+@pytest.mark.parametrize(
+    ("raw_id", "expect"),
+    [
+        ("1", 1),
+        ('"abc"', "abc"),
+        ("null", None),
+        ("NaN", None),
+        ("Infinity", None),
+        ("-Infinity", None),
+        ("1e999", None),
+        ("123456789012345678901234567890", 123456789012345678901234567890),
+        ("1.5", 1.5),
+        ('{"a": [1, {"b": 2}]}', None),
+        ("[1, 2]", None),
+        ("true", None),
+        ('"\\ud800"', "\ud800"),
+    ],
+)
 def test_any_id_gives_valid_json(url, raw_id, expect):
     status, reply = post(url, '{"jsonrpc": "2.0", "method": "getHealth", "id": ' + raw_id + "}")
     assert status == 200
@@ -162,8 +188,13 @@ def test_piece_encoder_matches_json():
     from rpcbackfill.rpc.methods import RawJSON
     from rpcbackfill.rpc.server import encode_pieces
 
-    docs = [{}, [], {"a": [1, {"b": [], "c": {}}], "d": "é\u2028", "e": None}, [{"x": 1.5}, [True, False]],
-            {"deep": [[[[[[{"z": [1]}]]]]]]}]
+    docs = [
+        {},
+        [],
+        {"a": [1, {"b": [], "c": {}}], "d": "é\u2028", "e": None},
+        [{"x": 1.5}, [True, False]],
+        {"deep": [[[[[[{"z": [1]}]]]]]]},
+    ]
     for doc in docs:
         out: list[bytes] = []
         encode_pieces(doc, out)
@@ -171,3 +202,56 @@ def test_piece_encoder_matches_json():
     out = []
     encode_pieces({"r": {"m": RawJSON(b'"', b"QUJD", b'"')}}, out)
     assert json.loads(b"".join(out)) == {"r": {"m": "QUJD"}}
+
+
+@pytest.mark.parametrize("endpoint", ["nohost", "127.0.0.1:http", "127.0.0.1:70000", ":8000"])
+def test_cli_rejects_bad_endpoint(cfg, endpoint):
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rpcbackfill",
+            "serve",
+            "--data-dir",
+            str(cfg.service.data_dir),
+            "--set",
+            f"service.endpoint={endpoint}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "endpoint" in lines[-1] and "Traceback" not in p.stderr
+
+
+def test_cli_port_in_use_is_input_error(cfg):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rpcbackfill",
+                "serve",
+                "--data-dir",
+                str(cfg.service.data_dir),
+                "--set",
+                f"service.endpoint=127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert p.returncode == 2
+    assert "cannot listen on 127.0.0.1" in p.stderr.strip().splitlines()[-1]

@@ -18,8 +18,11 @@ from rpcbackfill._txmap import ledger_map
 from rpcbackfill.errors import XdrError
 from rpcbackfill.rpc.ledger import LedgerView, network_id
 
-PASSPHRASES = ("Public Global Stellar Network ; September 2015", "Standalone Network ; February 2017",
-               "Test SDF Network ; September 2015")
+PASSPHRASES = (
+    "Public Global Stellar Network ; September 2015",
+    "Standalone Network ; February 2017",
+    "Test SDF Network ; September 2015",
+)
 
 
 def _sdk_hash(env: bytes, passphrase: str) -> bytes:

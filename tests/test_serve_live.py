@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 
-from helpers_orchestration import (
+from rpcbackfill import lcm
+from rpcbackfill.orchestration import api
+from rpcbackfill.rpc.server import ServerOptions
+from tests.lib.orchestration import (
     RS,
     make_config,
     run_to_end,
     start_coordinator,
     wait_group_gone,
 )
-from helpers_serve import (
+from tests.lib.serve import (
     DENSITY,
     LAST,
     SEED,
@@ -25,10 +28,6 @@ from helpers_serve import (
     rpc,
     with_endpoint,
 )
-
-from rpcbackfill import lcm
-from rpcbackfill.orchestration import api
-from rpcbackfill.rpc.server import ServerOptions
 
 
 def _range1_hashes() -> list[tuple[int, bytes]]:
@@ -40,7 +39,7 @@ def _range1_hashes() -> list[tuple[int, bytes]]:
 
 
 def test_ingesting_range_not_served_then_picked_up(tmp_path, tmp_path_factory):
-    from helpers_orchestration import make_lake
+    from tests.lib.orchestration import make_lake
 
     lake = make_lake(tmp_path_factory.getbasetemp() / "serve-lake", 2, LAST, seed=SEED, tx_per_ledger=DENSITY)
     data = tmp_path / "data"

@@ -238,14 +238,16 @@ class Methods:
         _params(params, set())
         r = self._require_data()
         v = r.ledger(r.latest_ledger)
-        return LargeResult({
-            "id": v.hash.hex(),
-            "protocolVersion": v.protocol,
-            "sequence": v.seq,
-            "closeTime": str(v.close_time),
-            "headerXdr": b64(v.header_xdr),
-            "metadataXdr": b64_raw(v.lcm),
-        })
+        return LargeResult(
+            {
+                "id": v.hash.hex(),
+                "protocolVersion": v.protocol,
+                "sequence": v.seq,
+                "closeTime": str(v.close_time),
+                "headerXdr": b64(v.header_xdr),
+                "metadataXdr": b64_raw(v.lcm),
+            }
+        )
 
     # --- getLedgers ---
 
@@ -355,8 +357,11 @@ class Methods:
         txs: list[dict] = []
         # TOID of the position before the first transaction returned: the cursor itself, or
         # "end of the ledger before start".
-        last_toid = (start << 32) | (after << _TOID_OP_BITS) if after else (
-            (max(start - 1, 0) << 32) | (_TOID_TX_MASK << _TOID_OP_BITS))
+        last_toid = (
+            (start << 32) | (after << _TOID_OP_BITS)
+            if after
+            else ((max(start - 1, 0) << 32) | (_TOID_TX_MASK << _TOID_OP_BITS))
+        )
         seq: int | None = start
         scanned = 0
         while seq is not None and seq <= latest and len(txs) < limit and scanned < self.limits.scan_ledgers_max:
@@ -382,13 +387,15 @@ class Methods:
             seq += 1
         out: dict[str, Any] = {"transactions": txs}
         b = self._bounds(times_as_str=False)
-        out.update({
-            "latestLedger": b["latestLedger"],
-            "latestLedgerCloseTimestamp": b["latestLedgerCloseTime"],
-            "oldestLedger": b["oldestLedger"],
-            "oldestLedgerCloseTimestamp": b["oldestLedgerCloseTime"],
-            "cursor": str(last_toid),
-        })
+        out.update(
+            {
+                "latestLedger": b["latestLedger"],
+                "latestLedgerCloseTimestamp": b["latestLedgerCloseTime"],
+                "oldestLedger": b["oldestLedger"],
+                "oldestLedgerCloseTimestamp": b["oldestLedgerCloseTime"],
+                "cursor": str(last_toid),
+            }
+        )
         return out
 
 

@@ -186,8 +186,11 @@ class HistoryReader:
             meta.close()
         self.last_refresh_error = None
         complete = sorted(
-            (ServedRange(i.id, i.start_ledger, i.end_ledger) for i in infos
-             if i.state == COMPLETE and i.start_ledger is not None and i.end_ledger is not None),
+            (
+                ServedRange(i.id, i.start_ledger, i.end_ledger)
+                for i in infos
+                if i.state == COMPLETE and i.start_ledger is not None and i.end_ledger is not None
+            ),
             key=lambda r: r.start,
         )
         if tuple(complete) == self._ranges:
@@ -206,8 +209,9 @@ class HistoryReader:
             self._indexes = opened
             self._ranges = tuple(ok)
         self._update_bounds()
-        log.info("serving %d COMPLETE range(s): ledgers %s", len(ok),
-                 ", ".join(f"{r.start}-{r.end}" for r in ok) or "none")
+        log.info(
+            "serving %d COMPLETE range(s): ledgers %s", len(ok), ", ".join(f"{r.start}-{r.end}" for r in ok) or "none"
+        )
         return True
 
     def _update_bounds(self) -> None:

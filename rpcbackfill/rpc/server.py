@@ -139,8 +139,9 @@ class RpcApp:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._reply(_error(None, INVALID_REQUEST,
-                                      f"request larger than {self.options.max_request_bytes} bytes"), status=413)
+            return self._reply(
+                _error(None, INVALID_REQUEST, f"request larger than {self.options.max_request_bytes} bytes"), status=413
+            )
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, too deep, too many digits
@@ -150,8 +151,9 @@ class RpcApp:
             if not doc:
                 return self._reply(_error(None, INVALID_REQUEST, "empty batch"))
             if len(doc) > self.options.max_batch:
-                return self._reply(_error(None, INVALID_REQUEST,
-                                          f"batch of {len(doc)} requests; at most {self.options.max_batch}"))
+                return self._reply(
+                    _error(None, INVALID_REQUEST, f"batch of {len(doc)} requests; at most {self.options.max_batch}")
+                )
             out = await asyncio.gather(*(self._one(d) for d in doc))
             return await self._reply_async(request, list(out))
         return await self._reply_async(request, await self._one(doc))
@@ -219,8 +221,9 @@ class Server:
         """Start serving on ``sock`` (already listening, shared by forked processes) or bind the endpoint."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.reader.refresh)
-        self._runner = web.AppRunner(self.rpc.make_app(), access_log=None,
-                                     shutdown_timeout=self.options.shutdown_timeout_s)
+        self._runner = web.AppRunner(
+            self.rpc.make_app(), access_log=None, shutdown_timeout=self.options.shutdown_timeout_s
+        )
         await self._runner.setup()
         site: web.BaseSite
         if sock is not None:
@@ -235,9 +238,14 @@ class Server:
         lsock = sock if sock is not None else site._server.sockets[0]  # type: ignore[union-attr]
         self.bound = lsock.getsockname()[:2]
         self._refresher = asyncio.create_task(self._refresh_loop())
-        log.info("JSON-RPC %s on http://%s:%d/ (ledgers %d-%d)",
-                 "process ready" if sock is not None else "listening", self.bound[0], self.bound[1],
-                 self.reader.oldest_ledger, self.reader.latest_ledger)
+        log.info(
+            "JSON-RPC %s on http://%s:%d/ (ledgers %d-%d)",
+            "process ready" if sock is not None else "listening",
+            self.bound[0],
+            self.bound[1],
+            self.reader.oldest_ledger,
+            self.reader.latest_ledger,
+        )
         return self.bound
 
     async def _refresh_loop(self) -> None:
@@ -265,9 +273,12 @@ class Server:
         log.info("JSON-RPC server stopped")
 
 
-def serve(config: Config, options: ServerOptions | None = None,
-          ready: Callable[[tuple[str, int]], None] | None = None,
-          stop_event: threading.Event | None = None) -> int:
+def serve(
+    config: Config,
+    options: ServerOptions | None = None,
+    ready: Callable[[tuple[str, int]], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT (or ``stop_event``, for in-process use: always one process);
     return the exit code (0 after a graceful stop)."""
     options = options or ServerOptions()
@@ -276,9 +287,13 @@ def serve(config: Config, options: ServerOptions | None = None,
     return _serve_one(config, options, ready, stop_event)
 
 
-def _serve_one(config: Config, options: ServerOptions,
-               ready: Callable[[tuple[str, int]], None] | None = None,
-               stop_event: threading.Event | None = None, sock: socket.socket | None = None) -> int:
+def _serve_one(
+    config: Config,
+    options: ServerOptions,
+    ready: Callable[[tuple[str, int]], None] | None = None,
+    stop_event: threading.Event | None = None,
+    sock: socket.socket | None = None,
+) -> int:
     async def main() -> None:
         server = Server(config, options)
         stopping = asyncio.Event()
@@ -297,6 +312,7 @@ def _serve_one(config: Config, options: ServerOptions,
             if ready is not None:
                 ready(bound)
             if stop_event is not None:
+
                 async def watch() -> None:
                     while not stop_event.is_set():
                         await asyncio.sleep(0.05)
@@ -316,8 +332,7 @@ def _serve_one(config: Config, options: ServerOptions,
     return 0
 
 
-def _serve_forked(config: Config, options: ServerOptions,
-                  ready: Callable[[tuple[str, int]], None] | None) -> int:
+def _serve_forked(config: Config, options: ServerOptions, ready: Callable[[tuple[str, int]], None] | None) -> int:
     host, port = parse_endpoint(config.service.endpoint)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:

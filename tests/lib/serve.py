@@ -18,7 +18,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from helpers_orchestration import RS, make_config, make_lake, run_to_end
+from .orchestration import RS, make_config, make_lake, run_to_end
 
 FIRST, LAST = 2, 2 * RS + 1
 SEED = 11
@@ -114,9 +114,19 @@ class ServerProcess:
 
     def __init__(self, cfg, extra_args=()):
         env = dict(os.environ)
-        args = [sys.executable, "-m", "rpcbackfill", "serve", "--data-dir", str(cfg.service.data_dir),
-                "--set", f"service.endpoint={cfg.service.endpoint}",
-                "--set", f"service.network_passphrase={cfg.service.network_passphrase}", *extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "rpcbackfill",
+            "serve",
+            "--data-dir",
+            str(cfg.service.data_dir),
+            "--set",
+            f"service.endpoint={cfg.service.endpoint}",
+            "--set",
+            f"service.network_passphrase={cfg.service.network_passphrase}",
+            *extra_args,
+        ]
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         for line in self.proc.stderr:  # the server logs the bound address once it listens
