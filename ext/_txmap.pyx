@@ -405,6 +405,38 @@ _REASONS = (
 )
 
 
+cdef const uint8_t *envelope_fee_source(const uint8_t *base, const int64_t *e, const uint8_t *end) noexcept nogil:
+    """The 32-byte ed25519 key of the account an envelope charges the fee to, or NULL."""
+    cdef const uint8_t *t = base + e[3]
+    cdef uint32_t kind = <uint32_t>e[2], mt
+    if kind == ENV_TYPE_TX_V0:  # TransactionV0: sourceAccountEd25519 first
+        return t if end - t >= 32 else NULL
+    if end - t < 4:
+        return NULL
+    mt = xs_u32(t)  # Transaction.sourceAccount / FeeBumpTransaction.feeSource: MuxedAccount
+    if mt == 0:  # KEY_TYPE_ED25519
+        return t + 4 if end - t >= 36 else NULL
+    if mt == 0x100:  # KEY_TYPE_MUXED_ED25519: uint64 id, then the key
+        return t + 12 if end - t >= 44 else NULL
+    return NULL
+
+
+cdef const uint8_t *fee_change_account(const uint8_t *base, const int64_t *t, const uint8_t *end) noexcept nogil:
+    """Account of the first fee-processing change (LedgerEntry of an ACCOUNT, ed25519 key), or NULL."""
+    cdef const uint8_t *p = base + t[4]
+    cdef const uint8_t *q = base + t[5]
+    cdef uint32_t ctype
+    if q > end or q - p < 52 or xs_u32(p) == 0:
+        return NULL
+    ctype = xs_u32(p + 4)  # LEDGER_ENTRY_CREATED 0 / UPDATED 1 / STATE 3 carry a LedgerEntry
+    if ctype != 0 and ctype != 1 and ctype != 3:
+        return NULL
+    # LedgerEntry { uint32 lastModifiedLedgerSeq; data: type ACCOUNT (0) -> AccountEntry { PublicKey accountID } }
+    if xs_u32(p + 12) != 0 or xs_u32(p + 16) != 0:
+        return NULL
+    return p + 20
+
+
 def ledger_map(buf, want=None):
     """Map one LedgerCloseMeta.
 
@@ -416,7 +448,10 @@ def ledger_map(buf, want=None):
     post_start, post_end, result_code)`` -- read both with ``memoryview(...).cast("q")``.  The
     result pair's transaction hash is the 32 bytes before ``result_start``.  ``found`` is the
     apply index of the transaction whose hash or fee-bump inner hash is ``want`` (32 bytes),
-    -1 if none or ``want`` is None.  Raises XdrError when malformed.
+    -1 if none or ``want`` is None.  ``candidates`` (a list of envelope indices) lists, for a found
+    transaction, the envelopes whose fee source is the account its fee processing charged --
+    the envelopes worth hashing first; empty when that account cannot be read.  Raises XdrError
+    when malformed.
     """
     cdef Py_buffer view
     cdef Py_buffer wview
@@ -425,6 +460,9 @@ def ledger_map(buf, want=None):
     cdef walk_t w
     cdef int rc
     cdef const uint8_t *p
+    cdef const uint8_t *acct
+    cdef const uint8_t *src
+    cdef size_t i
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     w.env = NULL
     w.tx = NULL
@@ -454,11 +492,20 @@ def ledger_map(buf, want=None):
             if 0 <= c.err_type < XS_NUM_TYPES:
                 where = " (in " + xs_type_names[c.err_type].decode() + ")"
             raise XdrError(f"malformed LedgerCloseMeta: {reason} at byte {c.err_off} of {view.len}{where}")
+        cands = []
+        if w.found >= 0:
+            acct = fee_change_account(p, w.tx + w.found * TX_FIELDS, p + view.len)
+            if acct != NULL:
+                for i in range(w.n_env):
+                    src = envelope_fee_source(p, w.env + i * ENV_FIELDS, p + view.len)
+                    if src != NULL and memcmp(src, acct, 32) == 0:
+                        cands.append(i)
         envs = PyBytes_FromStringAndSize(<const char *>w.env, <Py_ssize_t>(w.n_env * ENV_FIELDS * sizeof(int64_t))) \
             if w.n_env else b""
         txs = PyBytes_FromStringAndSize(<const char *>w.tx, <Py_ssize_t>(w.n_tx * TX_FIELDS * sizeof(int64_t))) \
             if w.n_tx else b""
-        return (w.version, w.protocol, w.seq, w.close_time, w.header_start, w.header_end, envs, txs, w.found)
+        return (w.version, w.protocol, w.seq, w.close_time, w.header_start, w.header_end, envs, txs, w.found,
+                cands)
     finally:
         free(w.env)
         free(w.tx)

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from typing_extensions import Buffer
 
-def ledger_map(buf: Buffer, want: Buffer | None = None) -> tuple[int, int, int, int, int, int, bytes, bytes, int]: ...
+def ledger_map(
+    buf: Buffer, want: Buffer | None = None
+) -> tuple[int, int, int, int, int, int, bytes, bytes, int, list[int]]: ...

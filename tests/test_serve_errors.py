@@ -255,3 +255,26 @@ def test_cli_port_in_use_is_input_error(cfg):
         )
     assert p.returncode == 2
     assert "cannot listen on 127.0.0.1" in p.stderr.strip().splitlines()[-1]
+
+
+def test_wrong_network_passphrase_is_a_clear_error(cfg):
+    import dataclasses
+
+    from rpcbackfill import lcm
+    from rpcbackfill.rpc.reader import HistoryReader
+
+    other = dataclasses.replace(
+        cfg, service=dataclasses.replace(cfg.service, network_passphrase="Test SDF Network ; September 2015")
+    )
+    srv = InThreadServer(other)
+    try:
+        reader = HistoryReader(cfg)
+        reader.refresh()
+        seq = next(s for s in range(FIRST, LAST) if reader.ledger(s).tx_count)
+        h = lcm.tx_hashes(reader.ledger_bytes(seq))[1][:32]
+        reader.close()
+        code, msg = err(rpc(srv.url, "getTransaction", {"hash": h.hex()}))
+        assert code == -32603 and "network_passphrase" in msg and f"ledger {seq}" in msg
+        assert rpc(srv.url, "getNetwork")["result"]["passphrase"] == "Test SDF Network ; September 2015"
+    finally:
+        srv.stop()

@@ -82,12 +82,20 @@ def test_fixture_ledgers_match_stellar_sdk(fixture_ledgers):
 def test_generated_ledgers_match_stellar_sdk(lcm_version):
     from rpcbackfill.devtools.lakegen import generate_ledgers
 
-    total = 0
+    total = by_fee_account = 0
+    nid = network_id(PASSPHRASES[0])
     for _, raw in generate_ledgers(100, 104, seed=3, tx_per_ledger=40, lcm_version=lcm_version):
         ver, n = check_against_sdk(raw)
         assert ver == lcm_version
         total += n
+        # the fee account read from the fee changes narrows the envelopes to hash
+        for i in range(LedgerView(raw, nid).tx_count):
+            v = LedgerView(raw, nid, want=LedgerView(raw, nid).tx_hash(i))
+            assert v.found == i
+            v.tx(i)
+            by_fee_account += v._hashed == 0  # found among the fee account's envelopes
     assert total > 50
+    assert by_fee_account == total
 
 
 def test_damaged_ledgers_raise_xdr_error(fixture_ledgers):

@@ -79,6 +79,7 @@ class LedgerView:
         "_envs",
         "_hashed",
         "_hdr",
+        "_cands",
         "_n_env",
         "_nid_fb",
         "_nid_tx",
@@ -96,7 +97,10 @@ class LedgerView:
         """Map ``lcm``; ``want`` (a 32-byte hash) is looked for during the walk: ``found`` is its
         0-based apply index (outer or fee-bump inner hash), or None."""
         self.lcm = memoryview(lcm)
-        (self.version, self.protocol, self.seq, self.close_time, hs, he, envs, txs, found) = ledger_map(lcm, want)
+        (self.version, self.protocol, self.seq, self.close_time, hs, he, envs, txs, found, cands) = ledger_map(
+            lcm, want
+        )
+        self._cands = cands  # envelopes charged to the found transaction's fee account: hashed first
         self._envs = memoryview(envs).cast("q")
         self._txs = memoryview(txs).cast("q")
         self._n_env = len(self._envs) // _ENV_FIELDS
@@ -158,6 +162,12 @@ class LedgerView:
     def envelope_of(self, tx_hash: bytes) -> memoryview:
         """``TransactionEnvelope`` XDR whose (outer) hash is ``tx_hash``; LookupError if none."""
         i = self._env_by_hash.get(tx_hash)
+        if i is None and self._cands:
+            for c in self._cands:  # usually one envelope: the only one from that account
+                if self._envelope_hash(c) == tx_hash:
+                    i = c
+                    break
+            self._cands = []
         while i is None and self._hashed < self._n_env:
             h = self._envelope_hash(self._hashed)
             self._env_by_hash[h] = self._hashed

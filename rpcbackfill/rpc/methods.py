@@ -181,6 +181,12 @@ class Methods:
         except LedgerDamaged as e:
             log.error("%s failed on damaged data: %s", method, e)
             raise RpcError(INTERNAL_ERROR, f"stored data is damaged: {e}") from None
+        except LookupError as e:  # a result without its envelope: wrong passphrase or bad data
+            log.error("%s: %s", method, e)
+            raise RpcError(
+                INTERNAL_ERROR,
+                f"{e} (is [service] network_passphrase {self.reader.passphrase!r} the network of this data?)",
+            ) from None
 
     # --- helpers ---
 
