@@ -15,7 +15,7 @@ Resources are opened once and reused by every request:
   error instead of a SIGBUS killing the server.
 
 Thread-safe: requests run in a thread pool (zstd decompression and the XDR walk release the
-GIL); each thread has its own zstd decompressor.
+GIL); ``zstdframe`` gives each thread its own zstd decompressor.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
-
 from ..config import Config
 from ..errors import (
     CorruptStoreError,
@@ -40,7 +38,9 @@ from ..errors import (
     XdrError,
 )
 from ..ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_of_ledger
-from ..stores.lfs import chunk_paths, decode_index
+from ..paths import DataDirLayout
+from ..stores.lfs import decode_index
+from ..zstdframe import decompress_frame
 from .ledger import LedgerView, network_id
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ class _Chunk:
 
     __slots__ = ("_fmt", "_offs", "_width", "chunk_id", "count", "fd", "first", "path")
 
-    def __init__(self, ledgers_base: Path, chunk_id: int):
-        data, index = chunk_paths(ledgers_base, chunk_id)
+    def __init__(self, layout: DataDirLayout, chunk_id: int):
+        data, index = layout.chunk_paths(chunk_id)
         self.chunk_id = chunk_id
         self.path = data
         self.fd = -1
@@ -124,8 +124,7 @@ class HistoryReader:
 
     def __init__(self, config: Config, *, max_open_chunks: int = 256):
         self.config = config
-        self.ledgers_base = Path(config.immutable_stores.ledgers_base)
-        self.txhash_base = Path(config.immutable_stores.txhash_base)
+        self.layout = DataDirLayout(config)
         self.meta_path = Path(config.meta_store.path)
         self.passphrase = config.service.network_passphrase
         self.nid = network_id(self.passphrase)
@@ -134,7 +133,6 @@ class HistoryReader:
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()
         self._indexes: dict[int, object] = {}  # range id -> TxHashIndex
         self._ranges: tuple[ServedRange, ...] = ()
-        self._tls = threading.local()
         self.oldest_close_time = 0
         self.latest_close_time = 0
         self.latest_protocol = 0
@@ -200,7 +198,7 @@ class HistoryReader:
         for r in complete:
             if r.id not in opened:
                 try:
-                    opened[r.id] = TxHashIndex(self.txhash_base / f"{r.id:04d}", range_start=r.start)
+                    opened[r.id] = TxHashIndex(self.layout.txhash_range_dir(r.id), range_start=r.start)
                 except (StoreError, OSError, ValueError) as e:
                     log.error("range %d is COMPLETE but its index cannot be opened; not served: %s", r.id, e)
                     continue
@@ -233,18 +231,12 @@ class HistoryReader:
             if c is not None:
                 self._chunks.move_to_end(chunk_id)
                 return c
-        c = _Chunk(self.ledgers_base, chunk_id)  # outside the lock: file I/O
+        c = _Chunk(self.layout, chunk_id)  # outside the lock: file I/O
         with self._lock:
             self._chunks[chunk_id] = c
             while len(self._chunks) > self.max_open_chunks:
                 self._chunks.popitem(last=False)
         return c
-
-    def _dctx(self) -> zstandard.ZstdDecompressor:
-        d = getattr(self._tls, "dctx", None)
-        if d is None:
-            d = self._tls.dctx = zstandard.ZstdDecompressor()
-        return d
 
     def ledger_bytes(self, seq: int) -> bytes:
         """Raw LedgerCloseMeta of ``seq``: LedgerUnavailable outside COMPLETE ranges, LedgerDamaged on bad data."""
@@ -259,31 +251,7 @@ class HistoryReader:
         return self._decompress(chunk.frame(seq), seq)
 
     def _decompress(self, frame: bytes, seq: int) -> bytes:
-        where = f"ledger {seq}"
-        try:
-            size = zstandard.frame_content_size(frame)
-            if size > MAX_LEDGER_BYTES:
-                raise LedgerDamaged(f"{where}: frame declares {size} bytes")
-            if size >= 0:
-                out = self._dctx().decompress(frame)
-                if len(out) != size:
-                    raise LedgerDamaged(f"{where}: frame decompressed to {len(out)} bytes, header says {size}")
-                return out
-            # no content size in the frame header: stream with a bound
-            obj = self._dctx().decompressobj()
-            parts, total = [], 0
-            mv = memoryview(frame)
-            for i in range(0, len(mv), 1 << 16):
-                part = obj.decompress(mv[i : i + (1 << 16)])
-                total += len(part)
-                if total > MAX_LEDGER_BYTES:
-                    raise LedgerDamaged(f"{where}: frame decompresses beyond {MAX_LEDGER_BYTES} bytes")
-                parts.append(part)
-            if not obj.eof:
-                raise LedgerDamaged(f"{where}: truncated zstd frame")
-            return b"".join(parts)
-        except zstandard.ZstdError as e:
-            raise LedgerDamaged(f"{where}: stored frame does not decompress ({e})") from None
+        return decompress_frame(frame, f"ledger {seq}", LedgerDamaged, max_size=MAX_LEDGER_BYTES)
 
     def ledger(self, seq: int, want: bytes | None = None) -> LedgerView:
         """The mapped ledger ``seq`` (decompressed and walked once; ``want``: see ``LedgerView``)."""

@@ -340,13 +340,20 @@ def _serve_forked(config: Config, options: ServerOptions, ready: Callable[[tuple
     except OSError as e:
         raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     bound = sock.getsockname()[:2]
+    rfd, wfd = os.pipe()  # each child writes one byte once it serves
     pids: list[int] = []
     for _ in range(options.processes):
         pid = os.fork()
         if pid == 0:  # child: serve on the shared socket, never return into the caller
             code = 1
             try:
-                code = _serve_one(config, options, sock=sock)
+                os.close(rfd)
+
+                def serving(_bound: tuple[str, int]) -> None:
+                    os.write(wfd, b"r")
+                    os.close(wfd)  # the parent sees EOF once every child has answered or died
+
+                code = _serve_one(config, options, ready=serving, sock=sock)
             except BaseException:  # the child must reach os._exit
                 log.exception("server process failed")
             finally:
@@ -354,9 +361,20 @@ def _serve_forked(config: Config, options: ServerOptions, ready: Callable[[tuple
                 os._exit(code)
         pids.append(pid)
     sock.close()  # the children hold it
-    log.info("JSON-RPC listening on http://%s:%d/ (%d processes)", bound[0], bound[1], len(pids))
-    if ready is not None:
-        ready(bound)
+    os.close(wfd)
+    started = 0
+    while started < len(pids):
+        b = os.read(rfd, len(pids) - started)
+        if not b:  # every child closed the pipe: at least one died before serving
+            break
+        started += len(b)
+    os.close(rfd)
+    if started == len(pids):
+        log.info("JSON-RPC listening on http://%s:%d/ (%d processes)", bound[0], bound[1], len(pids))
+        if ready is not None:
+            ready(bound)
+    else:
+        log.error("a server process exited before serving; stopping")
     stopping = False
 
     def stop_children(signum: int, _frame: object) -> None:
@@ -371,6 +389,9 @@ def _serve_forked(config: Config, options: ServerOptions, ready: Callable[[tuple
     alive = set(pids)
     old = {sig: signal.signal(sig, stop_children) for sig in (signal.SIGTERM, signal.SIGINT)}
     rc = 0
+    if started < len(pids):
+        rc = 1
+        stop_children(signal.SIGTERM, None)
     try:
         while alive:
             try:
