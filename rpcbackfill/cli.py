@@ -460,6 +460,18 @@ def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json:
     return 0
 
 
+@cli.command()
+@_common_options
+@click.pass_context
+def serve(ctx: click.Context, **common: Any) -> int:
+    """Serve the COMPLETE ranges over JSON-RPC on [service] endpoint until SIGTERM."""
+    cfg = _load(ctx, common)
+    from .rpc import server
+
+    server.parse_endpoint(cfg.service.endpoint)  # bad input: exit 2 before anything starts
+    return server.serve(cfg)
+
+
 # --- helpers ---------------------------------------------------------------------------------------
 
 

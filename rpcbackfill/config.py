@@ -55,6 +55,7 @@ class ServiceConfig:
     data_dir: Path
     network_passphrase: str = PUBNET_PASSPHRASE
     http_port: int = 8080  # 0 disables the HTTP endpoint
+    endpoint: str = "127.0.0.1:8000"  # JSON-RPC listen address of `stellar-rpc serve`
     log_level: str = "info"  # debug|info|warning|error
     log_format: str = "text"  # text|json
 
@@ -193,6 +194,8 @@ KEYS: tuple[Key, ...] = (
         "Network passphrase; a data lake whose manifest names another network is refused."),
     Key("service", "http_port", "int", 8080, "Port of the progress/health HTTP endpoint; 0 disables it.",
         minimum=0, maximum=65535),
+    Key("service", "endpoint", "str", "127.0.0.1:8000",
+        "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),
     Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),
     Key("service", "log_format", "choice", "text",
         "text: human-readable lines; json: one JSON object per line (ts, level, logger, msg, extra fields).",
