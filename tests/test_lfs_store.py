@@ -1,4 +1,4 @@
-"""LFS chunk reader, verifier and cross-chunk store over real (re-sequenced) fixture ledgers."""
+"""LFS chunk reader, verifier and cross-chunk store over generated ledgers (tests.lib.ledgers)."""
 
 from __future__ import annotations
 
