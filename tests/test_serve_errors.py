@@ -286,3 +286,26 @@ def test_wrong_network_passphrase_is_a_clear_error(cfg):
         assert rpc(srv.url, "getNetwork")["result"]["passphrase"] == "Test SDF Network ; September 2015"
     finally:
         srv.stop()
+
+
+def test_get_transactions_reads_a_bounded_number_of_ledgers(cfg, url):
+    from rpcbackfill.rpc.methods import Limits
+
+    srv = InThreadServer(cfg, ServerOptions(limits=Limits(scan_ledgers_max=3)))
+    try:
+        start, seen = FIRST, []
+        page = rpc(srv.url, "getTransactions", {"startLedger": start, "pagination": {"limit": 200}})["result"]
+        for _ in range(5):
+            ledgers = {t["ledger"] for t in page["transactions"]}
+            cursor_ledger = int(page["cursor"]) >> 32
+            assert all(start <= s < start + 3 for s in ledgers)  # at most 3 ledgers read per request
+            assert cursor_ledger == start + 2  # the cursor continues after the last ledger read
+            seen += [(t["ledger"], t["applicationOrder"]) for t in page["transactions"]]
+            start += 3
+            page = rpc(srv.url, "getTransactions", {"pagination": {"cursor": page["cursor"], "limit": 200}})["result"]
+        full = rpc(url, "getTransactions", {"startLedger": FIRST, "pagination": {"limit": 200}})  # no cap
+        assert (
+            seen and seen == [(t["ledger"], t["applicationOrder"]) for t in full["result"]["transactions"]][: len(seen)]
+        )
+    finally:
+        srv.stop()
