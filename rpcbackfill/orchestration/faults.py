@@ -11,6 +11,7 @@ With ``RPCBACKFILL_TEST_CRASH_LOG=FILE`` the point that fires is appended to FIL
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 
@@ -39,12 +40,14 @@ def hit(point: str) -> None:
     if _counts[point] == _targets[point]:
         log_path = os.environ.get(LOG_ENV)
         if log_path:
+            # One firing per process group: orchestrators running side by side can reach the same
+            # point at the same moment.  The first takes the lock and kills the group while
+            # holding it (the lock goes only with the process, after every member got SIGKILL),
+            # so a sibling waiting here dies without logging a second firing.
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, (point + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, (point + "\n").encode())
+            os.fsync(fd)
         try:
             os.killpg(os.getpgid(0), signal.SIGKILL)
         finally:
