@@ -64,7 +64,7 @@ def fast_options(**kw):
 
 
 def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, log_level: str = "INFO",
-                      stderr=None) -> subprocess.Popen:
+                      stderr=None, cwd: Path | None = None) -> subprocess.Popen:
     """The coordinator in a new session (its own process group), as ``stellar-rpc`` would run."""
     blob = tmp / f"coord-{time.monotonic_ns()}.pickle"
     blob.write_bytes(pickle.dumps((config, options or fast_options(), log_level)))
@@ -73,7 +73,20 @@ def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, 
     e.pop("RPCBACKFILL_TEST_CRASH_AT", None)
     e.update(env or {})
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(blob)], env=e,
-                            start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
+                            start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL, cwd=cwd)
+
+
+def wait_held(hold_dir: Path, point: str, proc: subprocess.Popen, n: int = 1, timeout: float = 120.0) -> list[int]:
+    """Until ``n`` range processes hold at fault point ``point`` (see faults.py); the deadline
+    only guards against a hang, the test acts on the hold itself."""
+    from rpcbackfill.orchestration import faults
+
+    deadline = time.monotonic() + timeout
+    while len(pids := faults.held(hold_dir, point)) < n:
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {n} range(s) held at {point}"
+        assert time.monotonic() < deadline, f"no range held at {point} within {timeout}s"
+        time.sleep(0.02)
+    return pids
 
 
 def wait_group_gone(pgid: int, timeout: float = 20.0) -> None:

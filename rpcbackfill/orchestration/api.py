@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import InputError, MetaStoreError, NotFoundError
 from ..ledgermath import FIRST_LEDGER
+from .status import RangeStatus, StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     """
     from .. import lcm
     from ..index import TxHashIndex
-    from ..meta.store import COMPLETE
+    from ..meta.store import RangeState
     from ..stores.lfs import LedgerStore
 
     if len(tx_hash) != 32:
@@ -69,7 +70,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     base = Path(config.immutable_stores.txhash_base)
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
         for info in ranges:
-            if info.state != COMPLETE:
+            if info.state != RangeState.COMPLETE:
                 continue
             idx = TxHashIndex(base / f"{info.id:04d}", range_start=info.start_ledger)
             try:
@@ -88,31 +89,15 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")
 
 
-def status(config: Config) -> dict:
-    """Per-range state and progress read from the meta store (JSON-serialisable)."""
+def status(config: Config) -> StatusReport:
+    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON)."""
     meta = _open_meta(config)
     try:
         g = meta.global_info()
-        ranges = [meta.range_info(rid).to_json() for rid in meta.range_ids()]
+        ranges = [RangeStatus.of(meta.range_info(rid)) for rid in meta.range_ids()]
     finally:
         meta.close()
-    for r in ranges:
-        total = r["end_ledger"] - r["start_ledger"] + 1
-        r["ledgers_total"] = total
-        r["ledgers_done"] = r["ledger"]["count"]
-        r["percent"] = round(100.0 * r["ledger"]["count"] / total, 2) if total else 0.0
-    states = [r["state"] for r in ranges]
-    return {
-        "mode": g["mode"],
-        "start_ledger": g["backfill_start_ledger"],
-        "end_ledger": g["backfill_end_ledger"],
-        "range_size": g["range_size"],
-        "complete": bool(ranges) and all(s == "COMPLETE" for s in states),
-        "counts": {s: states.count(s) for s in sorted(set(states))},
-        "ledgers_done": sum(r["ledgers_done"] for r in ranges),
-        "tx_count": sum(r["txhash"]["count"] for r in ranges),
-        "ranges": ranges,
-    }
+    return StatusReport.of(g["mode"], g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"], ranges)
 
 
-__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status"]
+__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status", "StatusReport"]
