@@ -9,6 +9,7 @@ the ingest of parallel ranges shares one GIL -- not the production executor.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -58,7 +59,7 @@ class InProcessRunner:
         cancel = threading.Event()
         orch = self._make(
             self.settings.config,
-            item.info,
+            copy.deepcopy(item.info),  # the task's own record, as if it had crossed a process boundary
             ForwardingMeta(rid, lambda u: self._update(rid, u)),
             cancel,
             progress=lambda snap: self._q.put(("progress", rid, snap, None)),
