@@ -23,8 +23,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -211,6 +212,7 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
         **{"backfill.start_ledger": start_ledger, "backfill.end_ledger": end_ledger},
     )
     b = cfg.backfill
+    assert b.start_ledger is not None and b.end_ledger is not None  # for_backfill: _load requires both
     ranges = ranges_between(b.start_ledger, b.end_ledger, b.range_size)
     log.info(
         "starting backfill of ledgers %d-%d (ranges %d-%d) into %s",

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from rpcbackfill import lcm
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api, faults
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
@@ -28,9 +31,6 @@ from helpers_orchestration import (
     wait_group_gone,
     wait_held,
 )
-from rpcbackfill import lcm
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api, faults
 
 LAST = 3 * RS + 1
 
@@ -72,7 +72,7 @@ def _chunk_files(digest: dict[str, str]) -> dict[str, str]:
 
 def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     """Per range: ledgers and per-shard hash counts, straight from the lake."""
-    from helpers_orchestration import lake_ledgers
+    from tests.lib.lake import lake_ledgers
 
     out = {}
     for seq, raw in lake_ledgers(lake, 2, LAST):
@@ -85,6 +85,7 @@ def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     return out
 
 
+@pytest.mark.slow
 def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     rng = random.Random(20261123)
     cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
@@ -166,6 +167,7 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
         m.close()
 
 
+@pytest.mark.slow
 def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     """A kill at every transition point of one range in turn, each run resuming the last.  The
     two transition sub-flows run side by side; holding one of them at a point (it waits there

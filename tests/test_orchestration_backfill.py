@@ -19,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from rpcbackfill.errors import NotFoundError
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api, faults
+from tests.lib.net import free_port
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
-    free_port,
     kill_tree,
     make_config,
     make_lake,
@@ -34,9 +37,6 @@ from helpers_orchestration import (
     wait_held,
     with_port,
 )
-from rpcbackfill.errors import NotFoundError
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api, faults
 
 LAST = 3 * RS + 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from helpers_orchestration import RS, active_leftovers, check_backfill_result, fast_options, make_config, make_lake
 from rpcbackfill import errors
 from rpcbackfill.errors import MetaStoreError
 from rpcbackfill.meta.store import Checkpoint, MetaStore, RangeState
@@ -15,6 +14,7 @@ from rpcbackfill.orchestration.executor import Outcome
 from rpcbackfill.orchestration.inprocess_runner import InProcessRunner
 from rpcbackfill.orchestration.orchestrator import RangeOrchestrator
 from rpcbackfill.orchestration.updates import ForwardingMeta, SaveCheckpoint, StartIngesting
+from tests.lib.orchestration import RS, active_leftovers, check_backfill_result, fast_options, make_config, make_lake
 
 LAST = 2 * RS + 1
 
@@ -92,8 +92,9 @@ def test_coordinator_inprocess_runner_retry_fatal_and_complete(tmp_path, lake3):
             orch.run = lambda: (_ for _ in ()).throw(ModuleNotFoundError("No module named 'rpcbackfill._lcm'"))
         return orch
 
-    coord = Coordinator(cfg, fast_options(),
-                        runner=lambda settings, host: InProcessRunner(settings, host, orchestrator))
+    coord = Coordinator(
+        cfg, fast_options(), runner=lambda settings, host: InProcessRunner(settings, host, orchestrator)
+    )
     assert coord.run() == 1
     assert calls == {0: 2, 1: 1}
     st = api.status(cfg)

@@ -16,8 +16,8 @@ from rpcbackfill.errors import DataDirLockedError
 from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, StatusServer
 from rpcbackfill.orchestration.lock import DataDirLock
 from rpcbackfill.orchestration.progress import Progress, ProgressSnapshot, TerminalBar, fmt_eta
-from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 from rpcbackfill.orchestration.protocol import Channel, ChannelClosed
+from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 
 
 def test_lock_is_exclusive_and_released(tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -275,7 +276,7 @@ class MetaStore:
         v = self._get(key)
         return None if v is None else decode_uint(v)
 
-    def _write(self, puts: dict[bytes, bytes], deletes: tuple[bytes, ...] | list[bytes] = ()) -> None:
+    def _write(self, puts: dict[bytes, bytes], deletes: Iterable[bytes] = ()) -> None:
         if self.read_only:
             raise MetaStoreError(f"meta store {self.path} is open read-only")
         from rocksdict import WriteBatch
@@ -292,7 +293,7 @@ class MetaStore:
 
     def dump(self) -> dict[str, bytes]:
         """Every key and raw value (tests, debugging)."""
-        return {bytes(k).decode(): bytes(v) for k, v in self._db.items()}
+        return {bytes(k).decode(): bytes(v) for k, v in self._db.items()}  # type: ignore[arg-type]  # raw mode: bytes
 
     # --- global -------------------------------------------------------------------------------
 

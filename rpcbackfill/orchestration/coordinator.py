@@ -18,8 +18,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..config import Config
 from ..errors import InputError, MetaStoreError

@@ -13,8 +13,9 @@ import copy
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import Cancelled, MetaStoreError, RpcBackfillError
 from .executor import Outcome, RunnerHost, RunnerSettings, WorkItem

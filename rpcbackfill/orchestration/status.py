@@ -108,8 +108,15 @@ class StatusReport:
     rss_bytes: int | None = None
 
     @classmethod
-    def of(cls, mode: str | None, start: int | None, end: int | None, range_size: int | None,
-           ranges: list[RangeStatus], **live: Any) -> StatusReport:
+    def of(
+        cls,
+        mode: str | None,
+        start: int | None,
+        end: int | None,
+        range_size: int | None,
+        ranges: list[RangeStatus],
+        **live: Any,
+    ) -> StatusReport:
         states = [str(r.state) for r in ranges]
         return cls(
             mode=mode,

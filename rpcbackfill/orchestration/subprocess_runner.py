@@ -211,6 +211,11 @@ class SubprocessRunner:
     @staticmethod
     def _lost(rid: int, code: int) -> Outcome:
         if code == IMPORT_FAILED_EXIT:
-            return Outcome(rid, "failed", "ImportError",
-                           "the range process could not import rpcbackfill (its error is logged above)", False)
+            return Outcome(
+                rid,
+                "failed",
+                "ImportError",
+                "the range process could not import rpcbackfill (its error is logged above)",
+                False,
+            )
         return Outcome(rid, "failed", "ProcessExit", f"orchestrator exited with code {code} without a report")

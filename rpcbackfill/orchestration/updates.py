@@ -15,8 +15,8 @@ raises ``MetaStoreError`` with its refusal).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import MetaStoreError
 from ..meta.store import (
