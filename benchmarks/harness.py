@@ -15,7 +15,10 @@ generated once by ``rpcbackfill.devtools.lakegen`` and cached under ``--work``. 
 * ``index``       spill -> compact -> RecSplit build -> verify -> lookups (bytes/key, ns/key);
 * ``backfill``    ``stellar-rpc --backfill`` as a subprocess over the whole lake: wall, CPU,
                   peak RSS of the process tree, disk bytes written; ``parallel_ranges`` 1 vs 2
-                  when ``--ranges 2``.
+                  when ``--ranges 2``;
+* ``serve``       ``stellar-rpc serve`` over the first range, loaded on loopback by
+                  benchmarks/bench_serve.py (getTransaction at 1/8/64 clients, getLedgers MB/s,
+                  server RSS, the per-request decompression floor).
 
 "Per core" numbers divide the work by CPU seconds (user + system of every process involved),
 so they do not depend on how many cores were free.  Every figure is the median of ``--runs``
@@ -53,10 +56,14 @@ from common import (  # noqa: E402
     write_json,
 )
 
-PUBNET = "Public Global Stellar Network ; September 2015"
-RANGE_SIZE = 10_000  # smallest legal range_size (spec section 1): one chunk per range
-FIRST = 2
-ZSTD_LEVEL = 3
+from rpcbackfill.config import PUBNET_PASSPHRASE as PUBNET  # noqa: E402
+from rpcbackfill.ledgermath import CHUNK_SIZE, FIRST_LEDGER  # noqa: E402
+from rpcbackfill.paths import index_shard_path, range_index_dir  # noqa: E402
+from rpcbackfill.records import NSHARDS  # noqa: E402
+from rpcbackfill.zstdframe import ZSTD_LEVEL  # noqa: E402
+
+RANGE_SIZE = CHUNK_SIZE  # smallest legal range_size (spec section 1): one chunk per range
+FIRST = FIRST_LEDGER
 
 # goals of the issue, reported against (not asserted)
 GOAL_FLOOR_RATIO = 0.6
@@ -166,7 +173,7 @@ def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) 
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for s in range(first, last + 1):
-                raw += len(src.get_ledger(s))
+                raw += len(src.get_ledger(s).lcm)
         return raw
 
     t = timed_runs(run, runs)
@@ -288,21 +295,19 @@ def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, run
             spill.add(s, b"".join(seqs[s]))
         counts = spill.sync()
         spill.close()
-        idx_dir = base / "range" / "index"
-        idx_dir.mkdir(parents=True, exist_ok=True)
         tb = 0.0
-        for shard in range(16):
+        for shard in range(NSHARDS):
             if not counts[shard]:
                 continue
             sp = api["compact_shard"](base / "spill", shard, base / "sorted")
             t2 = time.perf_counter()
-            api["build_shard"](sp, idx_dir / f"cf-{shard:x}.idx", range_start, counts[shard])
+            api["build_shard"](sp, index_shard_path(base / "range", shard), range_start, counts[shard])
             tb += time.perf_counter() - t2
-            api["verify_shard"](idx_dir / f"cf-{shard:x}.idx", sp, range_start, counts[shard])
+            api["verify_shard"](index_shard_path(base / "range", shard), sp, range_start, counts[shard])
         t3 = time.perf_counter()
         build_t.append(tb / n * 1e9)
         total_t.append((t3 - t0) / n * 1e9)
-        sizes.append(dir_bytes(idx_dir) / n)
+        sizes.append(dir_bytes(range_index_dir(base / "range")) / n)
         idx = api["TxHashIndex"](base / "range")
         probe = [h for h, _ in keys[: min(n, 200_000)]]
         t4 = time.perf_counter()
@@ -327,7 +332,6 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
     subprocesses): source -> tx hashes -> LFS chunk + spill (checkpoint syncs every 1000
     ledgers) -> chunk publish -> compact -> RecSplit build -> verify.  Isolates the cost of
     the components from the orchestration's."""
-    from rpcbackfill import lcm as L
     from rpcbackfill.config import BufferedStorageConfig
     from rpcbackfill.sources.datalake import DataLakeSource
     from rpcbackfill.stores import lfs
@@ -346,23 +350,21 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for seq in range(first, last + 1):
-                b = src.get_ledger(seq)
-                w.append(seq, b)
-                _, hs = L.tx_hashes(b)
-                spill.add(seq, hs)
+                ledger = src.get_ledger(seq)  # parsed once by the source, as in the orchestrator
+                w.append(seq, ledger.lcm)
+                spill.add(seq, ledger.tx_hashes)
                 if (seq - 1) % 1000 == 0:  # checkpoint: both stores durable
                     w.sync()
                     spill.sync()
         w.finish()
         counts = spill.sync()
         spill.close()
-        idx_dir = base / "immutable" / "txhash" / "0000" / "index"
-        idx_dir.mkdir(parents=True, exist_ok=True)
-        for shard in range(16):
+        range_dir = base / "immutable" / "txhash" / "0000"
+        for shard in range(NSHARDS):
             if counts[shard]:
                 sp = api["compact_shard"](base / "active" / "txhash", shard, base / "sorted")
-                api["build_shard"](sp, idx_dir / f"cf-{shard:x}.idx", first, counts[shard])
-                api["verify_shard"](idx_dir / f"cf-{shard:x}.idx", sp, first, counts[shard])
+                api["build_shard"](sp, index_shard_path(range_dir, shard), first, counts[shard])
+                api["verify_shard"](index_shard_path(range_dir, shard), sp, first, counts[shard])
         return dir_bytes(base / "immutable")
 
     rss = []
@@ -482,6 +484,29 @@ def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parall
 # --- main ----------------------------------------------------------------------------------------
 
 
+def stage_serve(work: Path, tx_per_ledger: float, seed: int) -> tuple:
+    """benchmarks/bench_serve.py as a subprocess (its own table goes to our stdout)."""
+    out = work / "serve-results.json"
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_serve.py"), "--tx-per-ledger",
+           f"{tx_per_ledger:g}", "--seed", str(seed), "--work", str(work), "--json", str(out)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    print(p.stdout, flush=True)
+    if not out.is_file():
+        return (StageResult(stage="serve", na=f"bench_serve.py exited {p.returncode}"),)
+    d = json.loads(out.read_text())
+    rows = []
+    for lv in d["levels"]:
+        rows.append(StageResult(stage=f"serve getTransaction x{lv['clients']}", serve=True,
+                                note=f"{lv['rps']:,.0f} req/s; p50 {lv['p50_ms']:.2f} ms, p99 {lv['p99_ms']:.2f} ms; "
+                                     f"{lv['errors']} errors"))
+    g = d["get_ledgers"]
+    rows.append(StageResult(stage="serve getLedgers limit 200", serve=True,
+                            note=f"{g['mb_per_s']:,.0f} MB/s of LedgerCloseMeta; server RSS "
+                                 f"{d['server_rss_idle'] / MIB:,.0f} MiB idle, {d['server_rss_peak'] / MIB:,.0f} MiB peak; "
+                                 f"floor: decompress one ledger {d['floor']['decompress_ms_p50']:.2f} ms"))
+    return tuple(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tx-per-ledger", type=float, default=30.0,
@@ -495,7 +520,7 @@ def main(argv=None) -> int:
                     help="keys for the index stage: the lake's hashes, padded with sha256-derived keys")
     ap.add_argument("--source-workers", type=int, default=8, help="num_workers of the data-lake source")
     ap.add_argument("--backfill-runs", type=int, default=None, help="runs of the whole backfill (default --runs)")
-    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill",
+    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill,serve",
                     help="comma-separated subset of stages")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "rpcbackfill-bench")
     add_common_args(ap)
@@ -558,6 +583,7 @@ def main(argv=None) -> int:
     if args.ranges == 2:
         attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 1, bruns, args.source_workers))
         attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 2, bruns, args.source_workers))
+    attempt("serve", lambda: stage_serve(args.work, args.tx_per_ledger, args.seed))
 
     # --- report ---
     cols = ["stage", "ledgers/s", "ledgers/s/core", "tx/s/core", "MB/s/core", "wall s", "cpu s", "notes"]
@@ -565,6 +591,9 @@ def main(argv=None) -> int:
     for r in results:
         if "na" in r:
             rows.append([r["stage"], "-", "-", "-", "-", "-", "-", "n/a: " + r["na"]])
+            continue
+        if r.get("serve"):
+            rows.append([r["stage"], "-", "-", "-", "-", "-", "-", r["note"]])
             continue
         if r["stage"] == "index":
             rows.append([r["stage"], "-", "-", "-", "-", "-", "-",

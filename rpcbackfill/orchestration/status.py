@@ -17,7 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..meta.store import SHARDS, LedgerPhase, RangeInfo, RangeState, TxHashPhase
+from ..meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
+from ..records import SHARD_DIGITS
 from .progress import LiveRange, ProgressSnapshot, fmt_eta
 
 
@@ -67,7 +68,7 @@ class RangeStatus:
             ledgers_total=total,
             percent=round(100.0 * done / total, 2) if total else 0.0,
             tx_count=tx,
-            cf_counts={SHARDS[i]: n for i, n in enumerate(info.cf_counts)},
+            cf_counts={SHARD_DIGITS[i]: n for i, n in enumerate(info.cf_counts)},
             chunks_verified=info.chunks_verified,
             shards_compacted=len(info.shard_sorted),
             shards_built=len(info.shard_built),
