@@ -6,9 +6,9 @@ about processes, not ledgers; stellar/go keeps the same split in its core runner
 
 - runs in its own process group (stopping core also stops whatever it started, e.g. the
   ``curl`` of a history download);
-- gets ``PR_SET_PDEATHSIG = SIGKILL``.  Linux ties that signal to the *thread* that forked, so
-  each child is spawned by a dedicated thread that then waits for it: the signal fires exactly
-  when our process dies, never earlier;
+- gets ``PR_SET_PDEATHSIG = SIGKILL`` (``rpcbackfill.procutil``).  Linux ties that signal to
+  the *thread* that forked, so each child is spawned by a dedicated thread that then waits for
+  it: the signal fires exactly when our process dies, never earlier;
 - has stdout and stderr merged, drained line by line into ``tail`` (for error messages) and
   the DEBUG log;
 - optionally gets the write end of a pipe as fd 3 (``--metadata-output-stream fd:3``); the read
@@ -18,7 +18,6 @@ about processes, not ledgers; stellar/go keeps the same split in its core runner
 from __future__ import annotations
 
 import collections
-import ctypes
 import fcntl
 import logging
 import os
@@ -30,11 +29,10 @@ import time
 from pathlib import Path
 
 from ..errors import Cancelled, CoreProcessError
+from ..procutil import set_parent_death_signal
 
 log = logging.getLogger(__name__)
 
-# Linux prctl option: deliver a signal to this process when its parent thread dies.
-PR_SET_PDEATHSIG = 1
 # Linux fcntl: resize a pipe.
 F_SETPIPE_SZ = 1031
 META_PIPE_BYTES = 1 << 20
@@ -45,15 +43,6 @@ TAIL_LINES = 40
 THREAD_JOIN_S = 5.0
 # How often blocking waits re-check cancellation and deadlines (seconds).
 POLL_S = 0.05
-
-_libc: ctypes.CDLL | None = None
-
-
-def _prctl():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc.prctl
 
 
 class CoreProcess:
@@ -181,13 +170,9 @@ def _command_of(argv: list[str]) -> str:
 
 
 def _child_setup(wfd: int | None, parent_pid: int):
-    prctl = _prctl()
-
     def setup() -> None:  # runs in the child between fork and exec: keep it minimal
         os.setpgid(0, 0)
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent already gone before prctl took effect
-            os._exit(1)
+        set_parent_death_signal(parent_pid)  # exits at once if the parent is already gone
         if wfd is not None:
             if wfd != META_FD:
                 os.dup2(wfd, META_FD)
