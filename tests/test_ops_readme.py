@@ -139,7 +139,7 @@ def test_readme_post_demo_commands_work_as_written(demo):
 
 def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_path):
     """A range recorded as INGESTING / FAILED in the meta store: queries say so (exit 3), status exits 1."""
-    from rpcbackfill.meta.store import FAILED, MetaStore
+    from rpcbackfill.meta.store import MetaStore, RangeState
 
     shutil.copytree(demo / "config", tmp_path / "config")
     shutil.copytree(demo / ".venv", tmp_path / ".venv", symlinks=True)
@@ -164,7 +164,7 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     assert r.returncode == 0, r.stderr.decode()
     meta = MetaStore(data / "meta" / "rocksdb")
     try:
-        meta.set_range_state(2, FAILED, error="missing object in the lake")
+        meta.set_range_state(2, RangeState.FAILED, error="missing object in the lake")
     finally:
         meta.close()
     r = run(".venv/bin/stellar-rpc status --config-path config/demo.toml", tmp_path)
