@@ -20,6 +20,7 @@ Hold: ``RPCBACKFILL_TEST_HOLD_AT=point:N[,...]`` with ``RPCBACKFILL_TEST_HOLD_DI
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
@@ -68,12 +69,14 @@ def _wait_release(d: Path, point: str) -> None:
 def _kill_group(point: str) -> None:
     log_path = os.environ.get(LOG_ENV)
     if log_path:
+        # One firing per process group: orchestrators running side by side can reach the same
+        # point at the same moment.  The first takes the lock and kills the group while holding
+        # it (the lock goes only with the process, after every member got SIGKILL), so a sibling
+        # waiting here dies without logging a second firing.
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, (point + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, (point + "\n").encode())
+        os.fsync(fd)
     try:
         os.killpg(os.getpgid(0), signal.SIGKILL)
     finally:
