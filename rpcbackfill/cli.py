@@ -468,6 +468,7 @@ def format_status(report: StatusReport) -> str:
     lines = [
         f"mode: {_cell(report.mode)}",
         f"ledgers: {_cell(report.start_ledger)}-{_cell(report.end_ledger)} (range size {_cell(report.range_size)})",
+        f"complete: {report.complete}",
         f"ranges: {counts}",
         f"progress: {report.ledgers_done}/{report.ledgers_total} ledgers, {report.tx_count} tx hashes",
     ]
