@@ -18,8 +18,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from lcm_support import REPO
+
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.index import ShardIndex
 
@@ -44,7 +44,7 @@ def seeds(tmp_path_factory):
 
 
 def _compile(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True)
+    return subprocess.run(args, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_regressions_replay_natively(harness, seeds):
         cmd = [str(exe), *files]
     else:
         cmd = [str(exe), "0", "1", str(REGRESSIONS), *files]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-4000:]
 
 
@@ -162,7 +162,7 @@ def test_native_fuzz_bounded(harness, seeds, tmp_path):
                f"-artifact_prefix={REGRESSIONS}/", "-print_final_stats=1", str(corpus), str(seeds[0].parent)]
     else:
         cmd = [str(exe), str(SECONDS), "4242", str(REGRESSIONS), *map(str, seeds), *map(str, _regression_files())]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=SECONDS + 300)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=SECONDS + 300, check=False)
     assert r.returncode == 0, f"fuzzer found a crash (input saved under {REGRESSIONS}):\n{r.stderr[-4000:]}"
     if kind == "libfuzzer":
         runs = int(r.stderr.split("stat::number_of_executed_units:")[1].split()[0])

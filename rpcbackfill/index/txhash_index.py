@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CorruptStoreError
 from .recsplit import ShardIndex, _as_key_buffer
 
 NSHARDS = 16
@@ -13,6 +14,18 @@ NSHARDS = 16
 
 def shard_index_path(range_dir: Path | str, shard: int) -> Path:
     return Path(range_dir) / "index" / f"cf-{shard:x}.idx"
+
+
+def open_shard(range_dir: Path | str, shard: int, range_start: int | None = None) -> ShardIndex:
+    """One shard of a range (``CorruptStoreError`` if missing, damaged or of another range).
+
+    Queries of one hash need only its shard: opening just that one keeps a damaged sibling
+    shard from failing lookups it has no part in."""
+    ix = ShardIndex(shard_index_path(range_dir, shard))
+    if range_start is not None and ix.range_start != range_start:
+        ix.close()
+        raise CorruptStoreError(f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}")
+    return ix
 
 
 class TxHashIndex:
@@ -25,14 +38,7 @@ class TxHashIndex:
         self._shards: list[ShardIndex] = []
         try:
             for x in range(NSHARDS):
-                ix = ShardIndex(shard_index_path(self.range_dir, x))
-                self._shards.append(ix)
-                if range_start is not None and ix.range_start != range_start:
-                    from ..errors import CorruptStoreError
-
-                    raise CorruptStoreError(
-                        f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}"
-                    )
+                self._shards.append(open_shard(self.range_dir, x, range_start))
         except BaseException:
             self.close()
             raise

@@ -10,7 +10,15 @@ import logging
 from pathlib import Path
 
 from ..config import Config
-from ..errors import InputError, MetaStoreError, NotFoundError
+from ..errors import (
+    CorruptStoreError,
+    DataCorruptionError,
+    InputError,
+    MissingDataError,
+    NotFoundError,
+    StoreError,
+    XdrError,
+)
 from ..ledgermath import FIRST_LEDGER
 
 log = logging.getLogger(__name__)
@@ -29,63 +37,135 @@ def run_backfill(config: Config) -> int:
 
 
 def _open_meta(config: Config):
+    """The meta store, read-only.  Absent -> NotFoundError (nothing was ever backfilled here);
+    present but unreadable -> MetaStoreError (exit 1) naming the meta directory."""
     from ..meta.store import MetaStore
 
+    path = Path(config.meta_store.path)
+    if not (path / "CURRENT").exists():
+        raise NotFoundError(f"no backfill data in {config.service.data_dir} (no meta store at {path})")
+    return MetaStore(path, read_only=True)
+
+
+def _complete_ranges(config: Config) -> list:
+    from ..meta.store import COMPLETE
+
+    meta = _open_meta(config)
     try:
-        return MetaStore(config.meta_store.path, read_only=True)
-    except MetaStoreError as e:
-        raise NotFoundError(f"no backfill data in {config.service.data_dir} ({e})") from None
+        return [info for info in (meta.range_info(rid) for rid in meta.range_ids()) if info.state == COMPLETE]
+    finally:
+        meta.close()
+
+
+def _missing_chunk(config: Config, seq: int, info, err: Exception) -> MissingDataError:
+    from ..ledgermath import chunk_of_ledger
+    from ..stores.lfs import chunk_paths
+
+    files = chunk_paths(config.immutable_stores.ledgers_base, chunk_of_ledger(seq))
+    gone = [str(p) for p in files if not p.exists()] or [str(p) for p in files]
+    return MissingDataError(
+        f"ledger {seq} of COMPLETE range {info.id} is missing: {', '.join(gone)} ({err})"
+    )
 
 
 def get_ledger(config: Config, seq: int) -> bytes:
-    """Raw LedgerCloseMeta XDR of ledger ``seq`` from the immutable stores (NotFoundError if absent)."""
+    """Raw LedgerCloseMeta XDR of ledger ``seq`` from the immutable stores.
+
+    NotFoundError only when no COMPLETE range holds ``seq``; a ledger a COMPLETE range must hold
+    whose chunk is gone is MissingDataError (exit 1, naming the files); a stored ledger that is
+    not ledger ``seq`` is DataCorruptionError."""
+    from .. import lcm
     from ..stores.lfs import LedgerStore
 
     if seq < FIRST_LEDGER:
         raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
-        return store.get_ledger(seq)
+        try:
+            raw = store.get_ledger(seq)
+        except NotFoundError as e:
+            try:
+                owner = [r for r in _complete_ranges(config) if r.start_ledger <= seq <= r.end_ledger]
+            except NotFoundError:
+                owner = []
+            if owner:
+                raise _missing_chunk(config, seq, owner[0], e) from None
+            raise
+    try:
+        got = lcm.ledger_sequence(raw)
+    except XdrError as e:
+        raise DataCorruptionError(f"ledger {seq} read from the store is not a LedgerCloseMeta ({e})") from None
+    if got != seq:
+        raise DataCorruptionError(f"the store returned ledger {got} when asked for ledger {seq}")
+    return raw
 
 
 def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
-    """Ledger sequence holding ``tx_hash`` (confirmed by reading the ledger); NotFoundError if absent.
+    """Ledger sequence holding ``tx_hash``, confirmed by reading the ledger; NotFoundError if absent.
 
-    Every COMPLETE range's index is asked; a candidate ledger counts only once the hash is
-    found among that ledger's transaction hashes (the index answers absent keys with false
-    positives by design).
+    Every COMPLETE range is asked, through the one index shard the hash belongs to (its CRC is
+    checked before it answers).  A candidate ledger counts only once the ledger read back carries
+    that sequence and lists ``tx_hash`` among its transaction hashes (the index answers absent
+    keys with false positives by design).  Damage in one range (a bad shard, a missing or corrupt
+    chunk) does not stop the search: a healthy range that holds the hash still answers.  Only when
+    no range answers is the damage raised (DataCorruptionError / MissingDataError, exit 1) --
+    "not found" (exit 3) is reserved for a search that met no damage.
     """
-    from .. import lcm
-    from ..index import TxHashIndex
-    from ..meta.store import COMPLETE
     from ..stores.lfs import LedgerStore
 
     if len(tx_hash) != 32:
         raise InputError(f"a transaction hash has 32 bytes, got {len(tx_hash)}")
-    meta = _open_meta(config)
-    try:
-        ranges = [meta.range_info(rid) for rid in meta.range_ids()]
-    finally:
-        meta.close()
-    base = Path(config.immutable_stores.txhash_base)
+    ranges = _complete_ranges(config)
+    damage: list[CorruptStoreError | StoreError] = []
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
         for info in ranges:
-            if info.state != COMPLETE:
-                continue
-            idx = TxHashIndex(base / f"{info.id:04d}", range_start=info.start_ledger)
             try:
-                seq = idx.lookup(tx_hash)
-            finally:
-                idx.close()
-            if seq is None or not info.start_ledger <= seq <= info.end_ledger:
+                seq = _lookup_in_range(config, store, info, tx_hash)
+            except StoreError as e:  # CorruptStoreError, MissingDataError, I/O errors of this range
+                log.warning("range %d: %s", info.id, e)
+                damage.append(e)
                 continue
-            try:
-                _, hashes = lcm.tx_hashes(store.get_ledger(seq))
-            except NotFoundError:
-                continue
-            if any(hashes[i : i + 32] == tx_hash for i in range(0, len(hashes), 32)):
+            if seq is not None:
                 return seq
-            log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
+    if damage:
+        more = f" (and {len(damage) - 1} more damaged range(s))" if len(damage) > 1 else ""
+        err = damage[0]
+        cls = type(err) if isinstance(err, DataCorruptionError) else DataCorruptionError
+        raise cls(f"transaction {tx_hash.hex()} not found in the readable ranges; {err}{more}") from None
     raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")
+
+
+def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
+    """Confirmed ledger of ``tx_hash`` in one COMPLETE range, None if the range does not hold it;
+    StoreError subclasses for damage."""
+    from .. import lcm
+    from ..index.txhash_index import open_shard
+
+    range_dir = Path(config.immutable_stores.txhash_base) / f"{info.id:04d}"
+    ix = open_shard(range_dir, tx_hash[0] >> 4, range_start=info.start_ledger)
+    try:
+        seq = ix.lookup(tx_hash)
+    finally:
+        ix.close()
+    if seq is None:
+        return None
+    if not info.start_ledger <= seq <= info.end_ledger:
+        # a sound shard only ever answers values of its own keys, all inside the range
+        raise DataCorruptionError(f"{ix.path} answered ledger {seq}, outside range {info.id} "
+                                  f"[{info.start_ledger}, {info.end_ledger}]")
+    try:
+        raw = store.get_ledger(seq)
+    except NotFoundError as e:
+        raise _missing_chunk(config, seq, info, e) from None
+    try:
+        got, hashes = lcm.tx_hashes(raw)
+    except XdrError as e:
+        raise DataCorruptionError(f"ledger {seq} of range {info.id} is not a LedgerCloseMeta ({e})") from None
+    if got != seq:
+        raise DataCorruptionError(f"the ledger store returned ledger {got} when asked for ledger {seq}")
+    if any(hashes[i : i + 32] == tx_hash for i in range(0, len(hashes), 32)):
+        return seq
+    log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
+    return None
 
 
 def status(config: Config) -> dict:
@@ -115,4 +195,4 @@ def status(config: Config) -> dict:
     }
 
 
-__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status"]
+__all__ = ["get_ledger", "get_transaction_ledger", "run_backfill", "status"]
