@@ -14,6 +14,7 @@ from ..errors import (
     CorruptStoreError,
     DataCorruptionError,
     InputError,
+    MetaStoreCorruptError,
     MissingDataError,
     NotFoundError,
     StoreError,
@@ -38,23 +39,72 @@ def run_backfill(config: Config) -> int:
 
 def _open_meta(config: Config):
     """The meta store, read-only.  Absent -> NotFoundError (nothing was ever backfilled here);
-    present but unreadable -> MetaStoreError (exit 1) naming the meta directory."""
+    present but unreadable, or missing beside finished data -> MetaStoreCorruptError (exit 1)
+    naming the meta directory."""
     from ..meta.store import MetaStore
 
     path = Path(config.meta_store.path)
     if not (path / "CURRENT").exists():
+        if any(path.glob("MANIFEST-*")) or any(path.glob("*.sst")):
+            raise MetaStoreCorruptError(f"meta store {path} is damaged: its CURRENT file is missing")
+        if _finished_data(config):
+            raise MetaStoreCorruptError(f"meta store {path} is missing, but {config.service.data_dir} holds "
+                                        "finished ranges")
         raise NotFoundError(f"no backfill data in {config.service.data_dir} (no meta store at {path})")
     return MetaStore(path, read_only=True)
+
+
+def _finished_data(config: Config) -> list[Path]:
+    """Range directories of the immutable txhash store (evidence that ranges were finished)."""
+    base = Path(config.immutable_stores.txhash_base)
+    try:
+        return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    except OSError:
+        return []
+
+
+def _check_meta_consistent(config: Config, g: dict, ids: list[int]) -> None:
+    """RocksDB opens a store whose MANIFEST lost its tail as an older -- even empty -- database
+    without an error, so a read must not take "no ranges" at its word: the recorded scope must
+    list exactly its ranges, and an empty store must not sit beside finished data."""
+    path = config.meta_store.path
+    if g["mode"] is None:
+        if ids:
+            raise MetaStoreCorruptError(f"meta store {path} lists ranges {ids} but no backfill scope")
+        found = _finished_data(config)
+        if found:
+            raise MetaStoreCorruptError(f"meta store {path} records no backfill, but {found[0]} holds a finished "
+                                        "range (damaged or replaced meta store)")
+        return
+    start, end, rs = g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"]
+    if start is None or end is None or not rs:
+        raise MetaStoreCorruptError(f"meta store {path}: backfill scope incomplete ({g})")
+    # a scope widened by later runs may have gaps, but its first and last ranges were created with it
+    first, last = (start - 2) // rs, (end - 2) // rs
+    if not ids or ids[0] != first or ids[-1] != last:
+        raise MetaStoreCorruptError(
+            f"meta store {path} lists ranges {ids}, its scope [{start}, {end}] starts with range {first} "
+            f"and ends with range {last}"
+        )
+
+
+def _read_meta(config: Config) -> tuple[dict, list]:
+    """(global info, every RangeInfo) of a consistent meta store."""
+    meta = _open_meta(config)
+    try:
+        g = meta.global_info()
+        ids = meta.range_ids()
+        infos = [meta.range_info(rid) for rid in ids]
+    finally:
+        meta.close()
+    _check_meta_consistent(config, g, ids)
+    return g, infos
 
 
 def _complete_ranges(config: Config) -> list:
     from ..meta.store import COMPLETE
 
-    meta = _open_meta(config)
-    try:
-        return [info for info in (meta.range_info(rid) for rid in meta.range_ids()) if info.state == COMPLETE]
-    finally:
-        meta.close()
+    return [info for info in _read_meta(config)[1] if info.state == COMPLETE]
 
 
 def _missing_chunk(config: Config, seq: int, info, err: Exception) -> MissingDataError:
@@ -170,12 +220,8 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
 
 def status(config: Config) -> dict:
     """Per-range state and progress read from the meta store (JSON-serialisable)."""
-    meta = _open_meta(config)
-    try:
-        g = meta.global_info()
-        ranges = [meta.range_info(rid).to_json() for rid in meta.range_ids()]
-    finally:
-        meta.close()
+    g, infos = _read_meta(config)
+    ranges = [info.to_json() for info in infos]
     for r in ranges:
         total = r["end_ledger"] - r["start_ledger"] + 1
         r["ledgers_total"] = total
