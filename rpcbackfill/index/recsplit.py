@@ -345,7 +345,7 @@ class ShardIndex:
         self.n_keys: int = h["n_keys"]
         self.range_start: int = h["range_start"]
         # hot path: once the checksum is known good, skip one Python frame per lookup
-        self.lookup = self._ix.lookup if self._crc_ok else self._first_lookup
+        self.lookup = self._ix.lookup if self._crc_ok else self._first_lookup  # type: ignore[method-assign,assignment]
 
     def _verify(self) -> None:
         if not self._crc_ok:
@@ -358,7 +358,7 @@ class ShardIndex:
         self._verify()
         if self._ix is None:
             raise ValueError(f"index {self.path} is closed")
-        self.lookup = self._ix.lookup
+        self.lookup = self._ix.lookup  # type: ignore[method-assign,assignment]
         return self._ix.lookup(hash32)
 
     def lookup(self, hash32: bytes) -> int | None:  # replaced per instance while open
