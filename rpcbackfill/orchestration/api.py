@@ -65,8 +65,9 @@ def _finished_data(config: Config) -> list[Path]:
 
 def _check_meta_consistent(config: Config, g: dict, ids: list[int]) -> None:
     """RocksDB opens a store whose MANIFEST lost its tail as an older -- even empty -- database
-    without an error, so a read must not take "no ranges" at its word: the recorded scope must
-    list exactly its ranges, and an empty store must not sit beside finished data."""
+    without an error, so a read must not take "no ranges" at its word: the ranges must span the
+    recorded scope (its first and last range exist), and an empty store must not sit beside
+    finished data."""
     path = config.meta_store.path
     if g["mode"] is None:
         if ids:
@@ -107,15 +108,17 @@ def _complete_ranges(config: Config) -> list:
     return [info for info in _read_meta(config)[1] if info.state == COMPLETE]
 
 
-def _missing_chunk(config: Config, seq: int, info, err: Exception) -> MissingDataError:
+def _missing_chunk(config: Config, seq: int, info, err: Exception) -> DataCorruptionError:
+    """The error for a ledger that COMPLETE range ``info`` must hold but the store did not find."""
     from ..ledgermath import chunk_of_ledger
     from ..stores.lfs import chunk_paths
 
     files = chunk_paths(config.immutable_stores.ledgers_base, chunk_of_ledger(seq))
-    gone = [str(p) for p in files if not p.exists()] or [str(p) for p in files]
-    return MissingDataError(
-        f"ledger {seq} of COMPLETE range {info.id} is missing: {', '.join(gone)} ({err})"
-    )
+    gone = [str(p) for p in files if not p.exists()]
+    if gone:
+        return MissingDataError(f"ledger {seq} of COMPLETE range {info.id} is missing: {', '.join(gone)} ({err})")
+    # both files exist but the index lists fewer ledgers than a finished chunk holds
+    return DataCorruptionError(f"ledger {seq} of COMPLETE range {info.id} is not in {files[1]} ({err})")
 
 
 def get_ledger(config: Config, seq: int) -> bytes:
