@@ -30,9 +30,8 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import format_machine, machine_info  # noqa: E402
-
 import numpy as np  # noqa: E402
+from common import format_machine, machine_info  # noqa: E402
 
 from rpcbackfill.index import ShardIndex, build_shard, compact_shard  # noqa: E402
 from rpcbackfill.index.recsplit import check_crc  # noqa: E402
@@ -92,8 +91,9 @@ def main() -> None:
     rng = np.random.default_rng(2)
     q = np.ascontiguousarray(keys[rng.permutation(n)]).reshape(-1)
     single = [keys[i].tobytes() for i in rng.integers(0, n, 100_000)]
-    res: dict[str, list[float]] = {k: [] for k in ("batched", "single", "crc_warm", "crc_cold", "open",
-                                                   "first_crc", "first_off", "blocks")}
+    res: dict[str, list[float]] = {
+        k: [] for k in ("batched", "single", "crc_warm", "crc_cold", "open", "first_crc", "first_off", "blocks")
+    }
     with ShardIndex(idx, checksum="open") as ix:
         h = ix.header
         for _ in range(a.runs):
@@ -128,9 +128,17 @@ def main() -> None:
         with ShardIndex(idx, checksum="off") as ix:
             seq = ix.lookup(k)
         assert seq is not None
-        touched = {0, h["efk_s_off"] // BLOCK, h["efk_high_off"] // BLOCK, h["efk_low_off"] // BLOCK,
-                   h["efb_s_off"] // BLOCK, h["efb_high_off"] // BLOCK, h["efb_low_off"] // BLOCK,
-                   (h["bits_off"] + h["bits_len"] // 2) // BLOCK, (h["vals_off"] + h["vals_len"] // 2) // BLOCK}
+        touched = {
+            0,
+            h["efk_s_off"] // BLOCK,
+            h["efk_high_off"] // BLOCK,
+            h["efk_low_off"] // BLOCK,
+            h["efb_s_off"] // BLOCK,
+            h["efb_high_off"] // BLOCK,
+            h["efb_low_off"] // BLOCK,
+            (h["bits_off"] + h["bits_len"] // 2) // BLOCK,
+            (h["vals_off"] + h["vals_len"] // 2) // BLOCK,
+        }
         drop_cache(idx)
         t = time.perf_counter()
         with open(idx, "rb") as f:

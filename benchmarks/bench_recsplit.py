@@ -38,9 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, format_machine, machine_info, median, print_table, write_json  # noqa: E402
-
 import numpy as np  # noqa: E402
+from common import add_common_args, format_machine, machine_info, median, print_table, write_json  # noqa: E402
 
 from rpcbackfill import _recsplit  # noqa: E402  (imported here: children measure the build, not imports)
 from rpcbackfill.index import ShardIndex, build_shard, compact_shard, verify_shard  # noqa: E402

@@ -280,7 +280,7 @@ def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, run
     for h, s in keys:
         seqs.setdefault(s, []).append(h)
     build_t, total_t, sizes, lookup_present, lookup_absent, fp = [], [], [], [], [], []
-    for r in range(runs):
+    for _ in range(runs):
         drop_dir(base)
         t0 = time.perf_counter()
         spill = api["TxHashSpill"](base / "spill")
@@ -288,7 +288,6 @@ def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, run
             spill.add(s, b"".join(seqs[s]))
         counts = spill.sync()
         spill.close()
-        t1 = time.perf_counter()
         idx_dir = base / "range" / "index"
         idx_dir.mkdir(parents=True, exist_ok=True)
         tb = 0.0
@@ -553,7 +552,7 @@ def main(argv=None) -> int:
         return stage_index(keys, FIRST, args.work, args.runs)
 
     attempt("index", index_keys)
-    del lcms, files
+    lcms = files = []  # free them before the backfill stages (the lambdas above have run)
     bruns = args.backfill_runs or args.runs
     attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 1, 1, bruns, args.source_workers))
     if args.ranges == 2:

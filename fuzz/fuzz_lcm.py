@@ -29,12 +29,13 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
     import stellar_sdk.xdr  # noqa: F401  (coverage signal: the SDK's decoder)
+
     from rpcbackfill import lcm
     from rpcbackfill.errors import XdrError
 
@@ -52,7 +53,7 @@ def _save(data: bytes) -> None:
 
 
 def _sdk(data: bytes):
-    from lcm_support import sdk_reference
+    from tests.lib.oracle import sdk_reference
 
     try:
         return sdk_reference(data)
@@ -90,7 +91,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def _seed_dir() -> str:
-    from conftest import load_fixture_ledgers
+    from tests.lib.fixtures import load_fixture_ledgers
 
     d = Path(tempfile.mkdtemp(prefix="fuzz_lcm_corpus_"))
     for i, f in enumerate(load_fixture_ledgers()):

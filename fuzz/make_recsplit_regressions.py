@@ -19,9 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "fuzz")]
 
-from recsplit_seeds import write_seeds
+from recsplit_seeds import write_seeds  # noqa: E402
 
-from rpcbackfill.index import recsplit
+from rpcbackfill.index import recsplit  # noqa: E402
 
 OUT = REPO / "tests" / "regressions" / "recsplit"
 

@@ -255,6 +255,7 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
     from .orchestration import api
 
     b = cfg.backfill
+    assert b.start_ledger is not None and b.end_ledger is not None  # for_backfill: _load requires both
     ranges = ranges_between(b.start_ledger, b.end_ledger, b.range_size)
     log.info(
         "starting backfill of ledgers %d-%d (ranges %d-%d) into %s",

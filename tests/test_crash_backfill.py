@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from rpcbackfill import lcm
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
@@ -27,9 +30,6 @@ from helpers_orchestration import (
     store_digest,
     wait_group_gone,
 )
-from rpcbackfill import lcm
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
 
 LAST = 3 * RS + 1
 
@@ -71,7 +71,7 @@ def _chunk_files(digest: dict[str, str]) -> dict[str, str]:
 
 def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     """Per range: ledgers and per-shard hash counts, straight from the lake."""
-    from helpers_orchestration import lake_ledgers
+    from tests.lib.lake import lake_ledgers
 
     out = {}
     for seq, raw in lake_ledgers(lake, 2, LAST):
@@ -84,6 +84,7 @@ def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     return out
 
 
+@pytest.mark.slow
 def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     rng = random.Random(20261123)
     cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
@@ -163,6 +164,7 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
         m.close()
 
 
+@pytest.mark.slow
 def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     """Several kills in a row inside the transition of one range, each resuming the last."""
     cfg = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)

@@ -168,7 +168,7 @@ def test_density_close_to_target(templates, mean, ledgers, tol):
 
 def test_low_density_has_empty_ledgers_that_decode(templates):
     counts = []
-    for seq, lcm in generate_ledgers(500, 539, seed=2, tx_per_ledger=0.05):
+    for _, lcm in generate_ledgers(500, 539, seed=2, tx_per_ledger=0.05):
         _, _, _, hashes = sdk_check_ledger(lcm, PUBNET)
         counts.append(len(hashes))
     assert counts.count(0) >= 30  # ~95% of ledgers are empty at 0.05 tx/ledger

@@ -11,7 +11,8 @@ import shutil
 import sys
 
 import pytest
-from lcm_support import REPO
+
+from tests.lib import REPO
 
 
 def _sweep_module():
@@ -45,8 +46,11 @@ def test_sampled_fault_sweep_has_no_wrong_answer_and_no_crash(truth, caplog):
     assert res.counts["delete"]["error"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="ledger frames are written without a zstd content checksum, so a flip "
-                   "inside compressed literals can decode to another well-formed ledger (docs/formats.md)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="ledger frames are written without a zstd content checksum, so a flip "
+    "inside compressed literals can decode to another well-formed ledger (docs/formats.md)",
+)
 def test_sampled_data_faults_have_no_wrong_answer(truth, caplog):
     caplog.set_level(logging.ERROR)
     res = fault_sweep.sweep(truth, data_bytes=40, seed=7, faults=("data",))

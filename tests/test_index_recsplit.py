@@ -12,8 +12,17 @@ from hypothesis import strategies as st
 
 from rpcbackfill import _recsplit
 from rpcbackfill.errors import CorruptStoreError, IndexBuildError, UnsupportedFormatError
-from rpcbackfill.index import ShardIndex, TxHashIndex, TxHashSpill, build_shard, compact_shard, recsplit, verify_shard
-from rpcbackfill.index import shard_index_path, sortedfile
+from rpcbackfill.index import (
+    ShardIndex,
+    TxHashIndex,
+    TxHashSpill,
+    build_shard,
+    compact_shard,
+    recsplit,
+    shard_index_path,
+    sortedfile,
+    verify_shard,
+)
 from rpcbackfill.index.spill import shard_file
 
 RANGE_START = 20_000_002

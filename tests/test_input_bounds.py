@@ -24,8 +24,15 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     e = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
     e["PYTHONPATH"] = str(REPO)
     e.update(env or {})
-    return subprocess.run(_command() + list(args), capture_output=True, text=True, env=e, timeout=60,
-                          stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        _command() + list(args),
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def bad_input(r: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -65,8 +72,17 @@ def test_deeply_nested_toml(conf):
 
 @pytest.mark.parametrize("data_dir", ["/proc/1/rpc", "/sys/rpc", "/dev/shm/../rpc"])
 def test_data_dir_on_a_pseudo_filesystem(data_dir, tmp_path):
-    r = cli("--backfill", "--start-ledger", "2", "--end-ledger", "10000001", "--data-dir", data_dir,
-            "--set", f"backfill.buffered_storage.bucket_path={tmp_path}")
+    r = cli(
+        "--backfill",
+        "--start-ledger",
+        "2",
+        "--end-ledger",
+        "10000001",
+        "--data-dir",
+        data_dir,
+        "--set",
+        f"backfill.buffered_storage.bucket_path={tmp_path}",
+    )
     bad_input(r, "service.data_dir", "pseudo filesystem")
 
 
@@ -95,15 +111,21 @@ def test_one_past_the_upper_bound_is_refused(key, tmp_path):
     bad_input(r, key.dotted, "between")
 
 
-@pytest.mark.parametrize("args, env, fragment", [
-    (["get-ledger-by-sequence", "\u0661\u0662\u0663", "--base64"], {}, "SEQ"),  # Arabic-Indic 123
-    (["--backfill", "--start-ledger", "\u0662", "--end-ledger", "10000001"], {}, "--start-ledger"),
-    (["--backfill", "--start-ledger", "2", "--end-ledger", "\uff11\uff10\uff10\uff10\uff10\uff10\uff10\uff11"], {},
-     "--end-ledger"),  # fullwidth digits
-    (["status"], {"STELLAR_RPC_BACKFILL_MAX_RETRIES": "\u0663"}, "backfill.max_retries"),
-    (["status", "--set", "backfill.buffered_storage.retry_wait=\u0661.\u0665"], {}, "retry_wait"),
-    (["status", "--set", "service.http_port=\u0968\u0966"], {}, "service.http_port"),  # Devanagari 80
-])
+@pytest.mark.parametrize(
+    "args, env, fragment",
+    [
+        (["get-ledger-by-sequence", "\u0661\u0662\u0663", "--base64"], {}, "SEQ"),  # Arabic-Indic 123
+        (["--backfill", "--start-ledger", "\u0662", "--end-ledger", "10000001"], {}, "--start-ledger"),
+        (
+            ["--backfill", "--start-ledger", "2", "--end-ledger", "\uff11\uff10\uff10\uff10\uff10\uff10\uff10\uff11"],
+            {},
+            "--end-ledger",
+        ),  # fullwidth digits
+        (["status"], {"STELLAR_RPC_BACKFILL_MAX_RETRIES": "\u0663"}, "backfill.max_retries"),
+        (["status", "--set", "backfill.buffered_storage.retry_wait=\u0661.\u0665"], {}, "retry_wait"),
+        (["status", "--set", "service.http_port=\u0968\u0966"], {}, "service.http_port"),  # Devanagari 80
+    ],
+)
 def test_non_ascii_digits_are_not_numbers(args, env, fragment, tmp_path):
     r = cli(*args, "--data-dir", str(tmp_path), env=env)
     bad_input(r, fragment)

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_orchestration import RS, make_config, make_lake, run_to_end
 
 from rpcbackfill import lcm
 from rpcbackfill.index.txhash_index import shard_index_path
 from rpcbackfill.stores.lfs import LedgerStore, chunk_paths
+from tests.lib.orchestration import RS, make_config, make_lake, run_to_end
 
 REPO = Path(__file__).resolve().parents[1]
 LAST = 2 * RS + 1
@@ -33,8 +33,15 @@ def _command() -> list[str]:
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(_command() + ["--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                          env=env, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        _command() + ["--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

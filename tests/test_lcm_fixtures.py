@@ -1,4 +1,4 @@
-"""rpcbackfill.lcm on the real ledgers of ../shared/fixtures, against expected.json and stellar-sdk."""
+"""rpcbackfill.lcm on the real ledgers of tests/fixtures/, against expected.json and stellar-sdk."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 
 from rpcbackfill import lcm
 from rpcbackfill.errors import XdrError
-
-from conftest import FIXTURES, _zstd_decompress, sdk_split_batch
-from lcm_support import make_batch, sdk_reference
+from tests.lib import FIXTURES
+from tests.lib.fixtures import zstd_decompress
+from tests.lib.lcm_support import make_batch
+from tests.lib.oracle import sdk_reference, sdk_split_batch
 
 
 def test_fixture_set_is_the_expected_one(fixture_ledgers):
@@ -118,7 +119,7 @@ def test_split_batch_fixture_files():
     files = sorted(p for p in FIXTURES.glob("*.xdr.zst*") if not p.name.startswith("galexie-load-test"))
     assert files
     for p in files:
-        raw = _zstd_decompress(p.read_bytes())
+        raw = zstd_decompress(p.read_bytes())
         assert lcm.split_batch(raw) == sdk_split_batch(raw)
         assert lcm.split_batch(memoryview(raw)) == sdk_split_batch(raw)
 

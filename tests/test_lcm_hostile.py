@@ -10,8 +10,8 @@ import pytest
 
 from rpcbackfill import _lcm, lcm
 from rpcbackfill.errors import XdrError
-
-from lcm_support import REGRESSIONS, sdk_reference
+from tests.lib.lcm_support import REGRESSIONS
+from tests.lib.oracle import sdk_reference
 
 u32 = lambda v: struct.pack(">I", v & 0xFFFFFFFF)  # noqa: E731
 

@@ -11,11 +11,10 @@ import textwrap
 
 import pytest
 
-from test_lfs_helpers import full_chunk, make_ledgers, templates  # noqa: F401
-
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.stores import lfs
+from tests.lib.lfs import make_ledgers
 
 N = 200  # ledgers per test chunk (finished with allow_partial) -- keeps crash loops fast
 SYNC_EVERY = 50
@@ -23,8 +22,8 @@ FIRST = chunk_first_ledger(6)
 
 
 @pytest.fixture(scope="module")
-def ledgers(templates):
-    return make_ledgers(templates, FIRST, N)
+def ledgers():
+    return make_ledgers(FIRST, N)
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +97,12 @@ _CHILD = textwrap.dedent(
                 json.dump({"chunk_id": p.chunk_id, "ledgers": p.ledgers, "data_bytes": p.data_bytes}, f)
             os.replace(tmp, prog_file)  # the "checkpoint"
     w.finish(allow_partial=True)
-    """
+    """  # noqa: UP031  (a code template: its own braces would need doubling for format())
     % (FIRST, SYNC_EVERY)
 )
 
 
+@pytest.mark.slow
 def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     """Real processes killed (os._exit) at several points, each resumed by the next one."""
     payload = tmp_path / "payload"
@@ -124,7 +124,7 @@ def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     assert json.loads(prog.read_text())["ledgers"] == N
 
 
-def test_resume_full_chunk(tmp_path, templates, full_chunk):
+def test_resume_full_chunk(tmp_path, full_chunk):
     base_ref, ledgers, stats = full_chunk
     first = chunk_first_ledger(3)
     w = lfs.ChunkWriter(tmp_path / "b", 3, tmp_path / "w")

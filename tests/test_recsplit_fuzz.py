@@ -18,10 +18,10 @@ import shutil
 import subprocess
 
 import pytest
-from lcm_support import REPO
 
 from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
 from rpcbackfill.index import ShardIndex
+from tests.lib import REPO
 
 SECONDS = float(os.environ.get("RECSPLIT_FUZZ_SECONDS", "15"))
 REGRESSIONS = REPO / "tests" / "regressions" / "recsplit"
@@ -158,8 +158,17 @@ def test_native_fuzz_bounded(harness, seeds, tmp_path):
     if kind == "libfuzzer":
         corpus = tmp_path / "corpus"
         corpus.mkdir()
-        cmd = [str(exe), "-max_len=16384", "-timeout=10", "-rss_limit_mb=2048", f"-max_total_time={int(SECONDS)}",
-               f"-artifact_prefix={REGRESSIONS}/", "-print_final_stats=1", str(corpus), str(seeds[0].parent)]
+        cmd = [
+            str(exe),
+            "-max_len=16384",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            f"-max_total_time={int(SECONDS)}",
+            f"-artifact_prefix={REGRESSIONS}/",
+            "-print_final_stats=1",
+            str(corpus),
+            str(seeds[0].parent),
+        ]
     else:
         cmd = [str(exe), str(SECONDS), "4242", str(REGRESSIONS), *map(str, seeds), *map(str, _regression_files())]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=SECONDS + 300, check=False)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers_sources import Resequencer, small_templates
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -25,6 +24,7 @@ from rpcbackfill.errors import (
 from rpcbackfill.sources import open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.ledgers import chain as make_chain
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_stellar_core.py"
@@ -34,8 +34,8 @@ ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.e
 
 
 @pytest.fixture(scope="module")
-def chain(fixture_ledgers):
-    return dict(Resequencer(small_templates(fixture_ledgers)).ledgers(2, 300))
+def chain():
+    return dict(make_chain(2, 300))
 
 
 @pytest.fixture(scope="module")

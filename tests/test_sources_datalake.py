@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from gcs_fault_proxy import FaultProxy
-from helpers_sources import Emulator, Resequencer, small_templates, upload_lake
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE, BufferedStorageConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
@@ -23,19 +21,17 @@ from rpcbackfill.sources.base import LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from rpcbackfill.sources.objstore import LocalStore
+from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.sources import Emulator, upload_lake
 
 NET = PUBNET_PASSPHRASE
 
 
 @pytest.fixture(scope="module")
-def reseq(fixture_ledgers):
-    return Resequencer(small_templates(fixture_ledgers))
-
-
-@pytest.fixture(scope="module")
-def chain(reseq):
+def chain():
     """Ledgers 2..401, consecutive and hash-chained."""
-    return dict(reseq.ledgers(2, 400))
+    return dict(make_chain(2, 400))
 
 
 @pytest.fixture(scope="module")
@@ -428,7 +424,7 @@ def test_gcs_anonymous_fallback(monkeypatch, tmp_path):
 
 
 def test_gcs_unreachable_endpoint_retries_then_fails(monkeypatch):
-    from helpers_sources import free_port
+    from tests.lib.net import free_port
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nothing listens
     with DataLakeSource(cfg("gs://lake/pubnet", retry_limit=2), NET) as src:

@@ -11,21 +11,17 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_sources import Resequencer, sdk_seq_and_hashes, small_templates
-from conftest import sdk_split_batch
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE
 from rpcbackfill.errors import LakeConfigError
 from rpcbackfill.sources import layout
 from rpcbackfill.sources.layout import LakeSchema, batch_start, object_key, write_lake
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.ledgers import iter_chain
+from tests.lib.oracle import sdk_seq_and_hashes, sdk_split_batch
 
 
 def _decompress(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-
-
-@pytest.fixture(scope="module")
-def reseq(fixture_ledgers):
-    return Resequencer(small_templates(fixture_ledgers))
 
 
 def test_spec_example_key():
@@ -164,9 +160,9 @@ def test_write_lake_reproduces_fixture_bucket(tmp_path, fixtures_dir, fixture_le
 
 
 @pytest.mark.parametrize("lpb,bpp,first,count", [(1, 64000, 2, 5), (4, 3, 2, 30), (64, 1, 100, 200), (3, 2, 7, 1)])
-def test_write_lake_layout(tmp_path, reseq, lpb, bpp, first, count):
+def test_write_lake_layout(tmp_path, lpb, bpp, first, count):
     s = LakeSchema(PUBNET_PASSPHRASE, lpb, bpp)
-    ledgers = reseq.ledgers(first, count)
+    ledgers = make_chain(first, count)
     stats = write_lake(tmp_path, iter(ledgers), s, content_size=False)
     want_files = {object_key(q, s) for q, _ in ledgers}
     got_files = {
@@ -193,28 +189,18 @@ def test_write_lake_layout(tmp_path, reseq, lpb, bpp, first, count):
     assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".tmp")]
 
 
-def test_write_lake_rejects_gap(tmp_path, reseq):
-    ledgers = reseq.ledgers(10, 3)
+def test_write_lake_rejects_gap(tmp_path):
+    ledgers = make_chain(10, 3)
     with pytest.raises(ValueError, match="consecutive"):
         write_lake(tmp_path, [ledgers[0], ledgers[2]], LakeSchema("n", 1, 1))
     assert not (tmp_path / ".config.json").exists()  # an incomplete lake has no manifest
 
 
-def test_detect_legacy_extension(tmp_path, reseq):
+def test_detect_legacy_extension(tmp_path):
     s = LakeSchema("n", 2, 4, file_ext=layout.LEGACY_FILE_EXT)
-    write_lake(tmp_path, reseq.chain(40, 10), s)
+    write_lake(tmp_path, iter_chain(40, 10), s)
     assert layout.detect_local_file_ext(tmp_path) == ".xdr.zstd"
     assert layout.read_manifest(tmp_path).file_ext == ".xdr.zstd"
     s1 = LakeSchema("n", 1, 1, file_ext=layout.LEGACY_FILE_EXT)
-    write_lake(tmp_path / "flat", reseq.chain(40, 2), s1)
+    write_lake(tmp_path / "flat", iter_chain(40, 2), s1)
     assert layout.read_manifest(tmp_path / "flat") == s1
-
-
-def test_resequencer_chain_is_consistent(reseq):
-    prev_hash = None
-    for seq, lcm in reseq.chain(1000, 12):
-        s, h, p = sdk_seq_and_hashes(lcm)
-        assert s == seq
-        if prev_hash is not None:
-            assert p == prev_hash
-        prev_hash = h

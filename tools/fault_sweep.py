@@ -67,8 +67,7 @@ class Result:
 
 def build_data_dir(work: Path) -> object:
     """A finished 2-range data directory under ``work`` (generated once); returns its Config."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers_orchestration import make_config, make_lake, run_to_end
+    from tests.lib.orchestration import make_config, make_lake, run_to_end
 
     lake = make_lake(work / "lake", 2, LAST)
     cfg = make_config(work / "data", lake, 2, LAST)
@@ -158,8 +157,17 @@ def _positions(size: int, n: int | str, rng: random.Random) -> list[int]:
 FAULTS = ("idx", "data", "index", "sst", "delete", "truncate")
 
 
-def sweep(truth: Truth, *, idx_bytes: int | str = "all", data_bytes: int = 40, index_bytes: int = 40,
-          sst_bytes: int = 40, seed: int = 1, progress: bool = False, faults=FAULTS) -> Result:
+def sweep(
+    truth: Truth,
+    *,
+    idx_bytes: int | str = "all",
+    data_bytes: int = 40,
+    index_bytes: int = 40,
+    sst_bytes: int = 40,
+    seed: int = 1,
+    progress: bool = False,
+    faults=FAULTS,
+) -> Result:
     from rpcbackfill.index.txhash_index import shard_index_path
     from rpcbackfill.stores.lfs import ChunkReader, chunk_paths
 
@@ -196,6 +204,7 @@ def sweep(truth: Truth, *, idx_bytes: int | str = "all", data_bytes: int = 40, i
     r = ChunkReader(lbase, 0)
     offs = list(r._offl)
     r.close()
+
     def pristine(seq: int) -> None:
         """Record the truth for ledger ``seq`` (and its hashes) while the files are sound."""
         from rpcbackfill import lcm
@@ -237,8 +246,14 @@ def sweep(truth: Truth, *, idx_bytes: int | str = "all", data_bytes: int = 40, i
         d.restore()
 
     # deleted / truncated files
-    victims = [shard_index_path(txbase / "0000", shard), data_path, index_path, *sorted(meta.glob("*.sst")),
-               meta / "CURRENT", *sorted(meta.glob("MANIFEST-*"))]
+    victims = [
+        shard_index_path(txbase / "0000", shard),
+        data_path,
+        index_path,
+        *sorted(meta.glob("*.sst")),
+        meta / "CURRENT",
+        *sorted(meta.glob("MANIFEST-*")),
+    ]
     for v in victims:
         for how in [h for h in ("delete", "truncate") if h in faults]:
             d = Damage(v)
@@ -270,8 +285,16 @@ def main() -> int:
         cfg = build_data_dir(work)
         truth = read_truth(cfg)
         idx = a.idx_bytes if a.idx_bytes == "all" else int(a.idx_bytes)
-        res = sweep(truth, idx_bytes=idx, data_bytes=a.data_bytes, index_bytes=a.index_bytes,
-                    sst_bytes=a.sst_bytes, seed=a.seed, progress=True, faults=a.faults.split(","))
+        res = sweep(
+            truth,
+            idx_bytes=idx,
+            data_bytes=a.data_bytes,
+            index_bytes=a.index_bytes,
+            sst_bytes=a.sst_bytes,
+            seed=a.seed,
+            progress=True,
+            faults=a.faults.split(","),
+        )
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

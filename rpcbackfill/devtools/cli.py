@@ -67,7 +67,7 @@ def dev() -> None:
 @click.option("--min-tx-bytes", type=click.IntRange(0), default=0, help="Only template txs at least this big.")
 @click.option("--max-tx-bytes", type=click.IntRange(1), default=None, help="Only template txs at most this big.")
 @click.option("--templates-dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Directory of the real template ledgers (default: $RPCBACKFILL_FIXTURES or ../shared/fixtures).")
+              help="Directory of the real template ledgers (default: the copy shipped in the package).")
 @click.option("--lcm-version", type=click.Choice(["0", "1"]), default="1", show_default=True,
               help="LedgerCloseMeta version: 1 (protocol 21 skeleton) or 0 (protocol 19, classic txs only).")
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync every lake file.")

@@ -40,14 +40,13 @@ import queue
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import Cancelled
-
 from .templates import (
     ENVELOPE_TYPE_TX_FEE_BUMP,
     ENVELOPE_TYPE_TX_V0,
@@ -172,6 +171,7 @@ class LedgerGenerator:
             h0 = self._h_v0 if t.kind == ENVELOPE_TYPE_TX_V0 else self._h_tx
         inner = None
         if t.has_inner_hash:
+            assert t.inner is not None  # only fee bumps record an inner hash
             ia, ib = t.inner
             inner = (env[ia:so], env[so + 8 : ib])
             m_mid = t.meta[32:INNER_HASH_OFFSET]

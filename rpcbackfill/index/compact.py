@@ -26,8 +26,8 @@ import numpy as np
 
 from .. import _recsplit
 from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError
-from . import sortedfile
 from ..fsutil import AtomicFile, io_errors
+from . import sortedfile
 
 log = logging.getLogger(__name__)
 

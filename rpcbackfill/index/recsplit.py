@@ -31,8 +31,8 @@ import numpy as np
 
 from .. import _recsplit
 from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError, IndexBuildError, UnsupportedFormatError
-from . import sortedfile
 from ..fsutil import AtomicFile, io_errors
+from . import sortedfile
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _write_index(idx_path: Path, b, n_keys: int, n_buckets: int, range_start: in
     for start, arr in sections:
         if start > pos:
             chunks.append(bytes(start - pos))
-        chunks.append(memoryview(np.ascontiguousarray(arr).view(np.uint8)))
+        chunks.append(np.ascontiguousarray(arr).view(np.uint8).data)
         pos = start + arr.nbytes
     for c in chunks:
         crc = zlib.crc32(c, crc)

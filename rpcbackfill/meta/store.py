@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -260,7 +261,7 @@ class MetaStore:
         v = self._get(key)
         return None if v is None else decode_uint(v)
 
-    def _write(self, puts: dict[bytes, bytes], deletes: list[bytes] = ()) -> None:
+    def _write(self, puts: dict[bytes, bytes], deletes: Iterable[bytes] = ()) -> None:
         if self.read_only:
             raise MetaStoreError(f"meta store {self.path} is open read-only")
         from rocksdict import WriteBatch
@@ -277,7 +278,7 @@ class MetaStore:
 
     def dump(self) -> dict[str, bytes]:
         """Every key and raw value (tests, debugging)."""
-        out = {}
+        out: dict[str, bytes] = {}
         it = self._db.iter()
         try:
             it.seek_to_first()

@@ -48,8 +48,9 @@ def _open_meta(config: Config):
         if any(path.glob("MANIFEST-*")) or any(path.glob("*.sst")):
             raise MetaStoreCorruptError(f"meta store {path} is damaged: its CURRENT file is missing")
         if _finished_data(config):
-            raise MetaStoreCorruptError(f"meta store {path} is missing, but {config.service.data_dir} holds "
-                                        "finished ranges")
+            raise MetaStoreCorruptError(
+                f"meta store {path} is missing, but {config.service.data_dir} holds finished ranges"
+            )
         raise NotFoundError(f"no backfill data in {config.service.data_dir} (no meta store at {path})")
     return MetaStore(path, read_only=True)
 
@@ -74,8 +75,10 @@ def _check_meta_consistent(config: Config, g: dict, ids: list[int]) -> None:
             raise MetaStoreCorruptError(f"meta store {path} lists ranges {ids} but no backfill scope")
         found = _finished_data(config)
         if found:
-            raise MetaStoreCorruptError(f"meta store {path} records no backfill, but {found[0]} holds a finished "
-                                        "range (damaged or replaced meta store)")
+            raise MetaStoreCorruptError(
+                f"meta store {path} records no backfill, but {found[0]} holds a finished "
+                "range (damaged or replaced meta store)"
+            )
         return
     start, end, rs = g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"]
     if start is None or end is None or not rs:
@@ -203,8 +206,9 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
         return None
     if not info.start_ledger <= seq <= info.end_ledger:
         # a sound shard only ever answers values of its own keys, all inside the range
-        raise DataCorruptionError(f"{ix.path} answered ledger {seq}, outside range {info.id} "
-                                  f"[{info.start_ledger}, {info.end_ledger}]")
+        raise DataCorruptionError(
+            f"{ix.path} answered ledger {seq}, outside range {info.id} [{info.start_ledger}, {info.end_ledger}]"
+        )
     try:
         raw = store.get_ledger(seq)
     except NotFoundError as e:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["LedgerSource", "open_source"]
 
 
-def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:
+def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
     """Build (but do not start) the source the configuration names.
 
     Nothing touches the network or spawns a process here; ``prepare_range`` does.

@@ -116,7 +116,7 @@ class CaptiveCoreSource:
         self._stop_sent = False
         self.pid: int | None = None  # catchup process id (tests, diagnostics)
 
-    def __enter__(self) -> "CaptiveCoreSource":
+    def __enter__(self) -> CaptiveCoreSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -319,8 +319,10 @@ class CaptiveCoreSource:
                     hdr = self._read_exact(4)
                 except _Eof as e:
                     if e.args[0]:
-                        raise self._died(f"truncated frame header ({e.args[0]} of 4 bytes) before ledger {expect}")
-                    raise self._died(f"meta stream ended before ledger {expect}")
+                        raise self._died(
+                            f"truncated frame header ({e.args[0]} of 4 bytes) before ledger {expect}"
+                        ) from None
+                    raise self._died(f"meta stream ended before ledger {expect}") from None
                 word = int.from_bytes(hdr, "big")
                 if not word & RECORD_MARK:
                     raise LedgerSequenceError(
@@ -335,7 +337,7 @@ class CaptiveCoreSource:
                 try:
                     lcm = self._read_exact(n)
                 except _Eof as e:
-                    raise self._died(f"truncated frame ({e.args[0]} of {n} bytes) before ledger {expect}")
+                    raise self._died(f"truncated frame ({e.args[0]} of {n} bytes) before ledger {expect}") from None
                 try:
                     seq = self._lcm.ledger_sequence(lcm)
                     hashes = self._lcm.header_hashes(lcm) if self.check_hash_chain else None

@@ -179,7 +179,7 @@ class DataLakeSource:
 
     # --- context manager -------------------------------------------------------------------
 
-    def __enter__(self) -> "DataLakeSource":
+    def __enter__(self) -> DataLakeSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,9 +27,9 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import zstandard
 
@@ -414,5 +414,6 @@ def write_lake(
     if first is None:
         log.info("write_lake %s: no ledgers given; manifest only", root)
         return LakeWriteStats(0, 0, 0, 0, 0, 0)
+    assert last is not None  # set with first
     log.debug("write_lake %s: ledgers %d-%d in %d files", root, first, last, files)
     return LakeWriteStats(first, last, files, count, raw, comp)

@@ -166,7 +166,7 @@ def _make_client():
         return storage.Client(project="rpcbackfill", credentials=AnonymousCredentials())
     try:
         return storage.Client()
-    except (DefaultCredentialsError, OSError, EnvironmentError):
+    except (DefaultCredentialsError, OSError):
         log.info("no Google credentials found; using anonymous access")
         return storage.Client.create_anonymous_client()
 

@@ -24,9 +24,9 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import zstandard
@@ -107,7 +107,7 @@ class ChunkProgress:
         return struct.pack(">IIQ", self.chunk_id, self.ledgers, self.data_bytes)
 
     @classmethod
-    def decode(cls, b: bytes) -> "ChunkProgress":
+    def decode(cls, b: bytes) -> ChunkProgress:
         if len(b) != 16:
             raise CorruptStoreError(f"chunk progress value must be 16 bytes, got {len(b)}")
         return cls(*struct.unpack(">IIQ", b))
@@ -625,7 +625,7 @@ class ChunkWriter:
         if self._state in ("open", "complete", "failed"):
             self._state = "closed"
 
-    def __enter__(self) -> "ChunkWriter":
+    def __enter__(self) -> ChunkWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -735,7 +735,7 @@ class ChunkReader:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "ChunkReader":
+    def __enter__(self) -> ChunkReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -834,7 +834,7 @@ class LedgerStore:
             while self._readers:
                 self._readers.popitem()[1].close()
 
-    def __enter__(self) -> "LedgerStore":
+    def __enter__(self) -> LedgerStore:
         return self
 
     def __exit__(self, *exc) -> None:
