@@ -35,7 +35,7 @@ from common import format_machine, machine_info  # noqa: E402
 
 from rpcbackfill.index import ShardIndex, build_shard, compact_shard  # noqa: E402
 from rpcbackfill.index.recsplit import check_crc  # noqa: E402
-from rpcbackfill.index.spill import shard_file  # noqa: E402
+from rpcbackfill.paths import spill_shard_path as shard_file  # noqa: E402
 
 RANGE_START = 10_000_002
 BLOCK = 1 << 16

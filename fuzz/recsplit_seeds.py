@@ -40,7 +40,7 @@ def fuzz_key(i: int) -> bytes:
 
 def write_seeds(out_dir: Path | str, sizes=SIZES) -> list[Path]:
     from rpcbackfill.index import build_shard, compact_shard
-    from rpcbackfill.index.spill import shard_file
+    from rpcbackfill.paths import spill_shard_path as shard_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rpcbackfill import lcm
-from rpcbackfill.index.txhash_index import shard_index_path
+from rpcbackfill.paths import index_shard_path as shard_index_path
 from rpcbackfill.stores.lfs import LedgerStore, chunk_paths
 from tests.lib.orchestration import RS, make_config, make_lake, run_to_end
 

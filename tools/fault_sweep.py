@@ -168,7 +168,7 @@ def sweep(
     progress: bool = False,
     faults=FAULTS,
 ) -> Result:
-    from rpcbackfill.index.txhash_index import shard_index_path
+    from rpcbackfill.paths import index_shard_path as shard_index_path
     from rpcbackfill.stores.lfs import ChunkReader, chunk_paths
 
     cfg = truth.config

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .. import lcm
 from ..config import Config
 from ..errors import (
     CorruptStoreError,
@@ -20,7 +21,13 @@ from ..errors import (
     StoreError,
     XdrError,
 )
-from ..ledgermath import FIRST_LEDGER
+from ..index.txhash_index import open_shard
+from ..ledgermath import FIRST_LEDGER, chunk_of_ledger
+from ..meta.store import COMPLETE, MetaStore
+from ..paths import DataDirLayout, chunk_paths
+from ..records import HASH_SIZE, shard_of
+from ..stores.lfs import LedgerStore
+from .coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +39,6 @@ def run_backfill(config: Config) -> int:
     raise ``InputError`` (exit 2) and a locked data directory ``DataDirLockedError`` (exit 4)
     before any work.
     """
-    from .coordinator import Coordinator
-
     return Coordinator(config).run()
 
 
@@ -41,8 +46,6 @@ def _open_meta(config: Config):
     """The meta store, read-only.  Absent -> NotFoundError (nothing was ever backfilled here);
     present but unreadable, or missing beside finished data -> MetaStoreCorruptError (exit 1)
     naming the meta directory."""
-    from ..meta.store import MetaStore
-
     path = Path(config.meta_store.path)
     if not (path / "CURRENT").exists():
         if any(path.glob("MANIFEST-*")) or any(path.glob("*.sst")):
@@ -106,16 +109,11 @@ def _read_meta(config: Config) -> tuple[dict, list]:
 
 
 def _complete_ranges(config: Config) -> list:
-    from ..meta.store import COMPLETE
-
     return [info for info in _read_meta(config)[1] if info.state == COMPLETE]
 
 
 def _missing_chunk(config: Config, seq: int, info, err: Exception) -> DataCorruptionError:
     """The error for a ledger that COMPLETE range ``info`` must hold but the store did not find."""
-    from ..ledgermath import chunk_of_ledger
-    from ..stores.lfs import chunk_paths
-
     files = chunk_paths(config.immutable_stores.ledgers_base, chunk_of_ledger(seq))
     gone = [str(p) for p in files if not p.exists()]
     if gone:
@@ -130,9 +128,6 @@ def get_ledger(config: Config, seq: int) -> bytes:
     NotFoundError only when no COMPLETE range holds ``seq``; a ledger a COMPLETE range must hold
     whose chunk is gone is MissingDataError (exit 1, naming the files); a stored ledger that is
     not ledger ``seq`` is DataCorruptionError."""
-    from .. import lcm
-    from ..stores.lfs import LedgerStore
-
     if seq < FIRST_LEDGER:
         raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
@@ -166,10 +161,8 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     no range answers is the damage raised (DataCorruptionError / MissingDataError, exit 1) --
     "not found" (exit 3) is reserved for a search that met no damage.
     """
-    from ..stores.lfs import LedgerStore
-
-    if len(tx_hash) != 32:
-        raise InputError(f"a transaction hash has 32 bytes, got {len(tx_hash)}")
+    if len(tx_hash) != HASH_SIZE:
+        raise InputError(f"a transaction hash has {HASH_SIZE} bytes, got {len(tx_hash)}")
     ranges = _complete_ranges(config)
     damage: list[CorruptStoreError | StoreError] = []
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
@@ -193,11 +186,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
 def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
     """Confirmed ledger of ``tx_hash`` in one COMPLETE range, None if the range does not hold it;
     StoreError subclasses for damage."""
-    from .. import lcm
-    from ..index.txhash_index import open_shard
-
-    range_dir = Path(config.immutable_stores.txhash_base) / f"{info.id:04d}"
-    ix = open_shard(range_dir, tx_hash[0] >> 4, range_start=info.start_ledger)
+    ix = open_shard(DataDirLayout(config).txhash_range_dir(info.id), shard_of(tx_hash), range_start=info.start_ledger)
     try:
         seq = ix.lookup(tx_hash)
     finally:
@@ -219,7 +208,7 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
         raise DataCorruptionError(f"ledger {seq} of range {info.id} is not a LedgerCloseMeta ({e})") from None
     if got != seq:
         raise DataCorruptionError(f"the ledger store returned ledger {got} when asked for ledger {seq}")
-    if any(hashes[i : i + 32] == tx_hash for i in range(0, len(hashes), 32)):
+    if tx_hash in lcm.iter_hashes(hashes):
         return seq
     log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
     return None
