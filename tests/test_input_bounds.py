@@ -96,7 +96,7 @@ def test_parallel_ranges_two_to_the_64(tmp_path):
     bad_input(r, "backfill.parallel_ranges", "between 1 and 256")
 
 
-NUMERIC = [k for k in KEYS if k.kind in ("int", "float")]
+NUMERIC = [k for k in KEYS if k.kind in ("int", "float", "duration")]
 
 
 def test_every_numeric_key_has_an_upper_bound():
@@ -106,7 +106,7 @@ def test_every_numeric_key_has_an_upper_bound():
 
 @pytest.mark.parametrize("key", NUMERIC, ids=[k.dotted for k in NUMERIC])
 def test_one_past_the_upper_bound_is_refused(key, tmp_path):
-    above = key.maximum + 1 if key.kind == "int" else key.maximum * 2
+    above = int(key.maximum + 1) if key.kind == "int" else key.maximum * 2
     r = cli("status", "--data-dir", str(tmp_path), "--set", f"{key.dotted}={above}")
     bad_input(r, key.dotted, "between")
 
@@ -124,6 +124,8 @@ def test_one_past_the_upper_bound_is_refused(key, tmp_path):
         (["status"], {"STELLAR_RPC_BACKFILL_MAX_RETRIES": "\u0663"}, "backfill.max_retries"),
         (["status", "--set", "backfill.buffered_storage.retry_wait=\u0661.\u0665"], {}, "retry_wait"),
         (["status", "--set", "service.http_port=\u0968\u0966"], {}, "service.http_port"),  # Devanagari 80
+        (["status", "--set", "backfill.max_duration=\u0666h"], {}, "backfill.max_duration"),  # Arabic-Indic 6
+        (["serve", "--set", "service.endpoint=127.0.0.1:\u0968\u0966"], {}, "endpoint"),
     ],
 )
 def test_non_ascii_digits_are_not_numbers(args, env, fragment, tmp_path):

@@ -16,6 +16,7 @@ from ..errors import (
     DataCorruptionError,
     InputError,
     MetaStoreCorruptError,
+    MetaStoreError,
     MissingDataError,
     NotFoundError,
     StoreError,
@@ -140,7 +141,7 @@ def get_ledger(config: Config, seq: int) -> bytes:
                 owner = []
             if owner:
                 raise _missing_chunk(config, seq, owner[0], e) from None
-            raise
+            raise NotFoundError(_why_absent(config, seq)) from e
     try:
         got = lcm.ledger_sequence(raw)
     except XdrError as e:
@@ -163,10 +164,10 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     """
     if len(tx_hash) != HASH_SIZE:
         raise InputError(f"a transaction hash has {HASH_SIZE} bytes, got {len(tx_hash)}")
-    ranges = _complete_ranges(config)
+    ranges = _read_meta(config)[1]
     damage: list[CorruptStoreError | StoreError] = []
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
-        for info in ranges:
+        for info in (i for i in ranges if i.state == COMPLETE):
             try:
                 seq = _lookup_in_range(config, store, info, tx_hash)
             except StoreError as e:  # CorruptStoreError, MissingDataError, I/O errors of this range
@@ -180,7 +181,38 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
         err = damage[0]
         cls = type(err) if isinstance(err, DataCorruptionError) else DataCorruptionError
         raise cls(f"transaction {tx_hash.hex()} not found in the readable ranges; {err}{more}") from None
-    raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")
+    done = [i.id for i in ranges if i.state == COMPLETE]
+    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != COMPLETE)
+    raise NotFoundError(
+        f"transaction {tx_hash.hex()} is not in this data directory (searched "
+        + (f"COMPLETE range{'s' * (len(done) > 1)} {', '.join(map(str, done))}" if done else "no COMPLETE range")
+        + (f"; {others}" if others else "")
+        + ")"
+    )
+
+
+def _why_absent(config: Config, seq: int) -> str:
+    """Why ledger ``seq`` has no finished chunk, in the operator's terms (range and its state)."""
+    from ..ledgermath import range_first_ledger, range_last_ledger, range_of_ledger
+    from ..meta.store import COMPLETE, MetaStore
+
+    head = f"ledger {seq} is not in this data directory"
+    try:
+        meta = MetaStore(config.meta_store.path, read_only=True)
+    except MetaStoreError:
+        return f"{head} ({config.service.data_dir} holds no backfill)"
+    try:
+        rs = meta.global_info()["range_size"] or config.backfill.range_size
+        rid = range_of_ledger(seq, rs)
+        info = meta.range_info(rid) if rid in meta.range_ids() else None
+    finally:
+        meta.close()
+    where = f"range {rid} (ledgers {range_first_ledger(rid, rs)}-{range_last_ledger(rid, rs)})"
+    if info is None or info.state is None:
+        return f"{head}: {where} has not been backfilled"
+    if info.state == COMPLETE:
+        return f"{head}: {where} is COMPLETE but its chunk is missing (run `stellar-rpc verify`)"
+    return f"{head}: {where} is {info.state}" + (f" ({info.error})" if info.error else "")
 
 
 def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
