@@ -118,7 +118,10 @@ def _missing_chunk(config: Config, seq: int, info, err: Exception) -> DataCorrup
     files = chunk_paths(config.immutable_stores.ledgers_base, chunk_of_ledger(seq))
     gone = [str(p) for p in files if not p.exists()]
     if gone:
-        return MissingDataError(f"ledger {seq} of COMPLETE range {info.id} is missing: {', '.join(gone)} ({err})")
+        return MissingDataError(
+            f"ledger {seq} of COMPLETE range {info.id} is missing: {', '.join(gone)} ({err}); "
+            "run `stellar-rpc verify` to check the data directory"
+        )
     # both files exist but the index lists fewer ledgers than a finished chunk holds
     return DataCorruptionError(f"ledger {seq} of COMPLETE range {info.id} is not in {files[1]} ({err})")
 
