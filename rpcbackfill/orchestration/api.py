@@ -24,11 +24,12 @@ from ..errors import (
 )
 from ..index.txhash_index import open_shard
 from ..ledgermath import FIRST_LEDGER, chunk_of_ledger
-from ..meta.store import COMPLETE, MetaStore
+from ..meta.store import MetaStore, RangeState
 from ..paths import DataDirLayout, chunk_paths
 from ..records import HASH_SIZE, shard_of
 from ..stores.lfs import LedgerStore
 from .coordinator import Coordinator
+from .status import RangeStatus, StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _read_meta(config: Config) -> tuple[dict, list]:
 
 
 def _complete_ranges(config: Config) -> list:
-    return [info for info in _read_meta(config)[1] if info.state == COMPLETE]
+    return [info for info in _read_meta(config)[1] if info.state == RangeState.COMPLETE]
 
 
 def _missing_chunk(config: Config, seq: int, info, err: Exception) -> DataCorruptionError:
@@ -170,7 +171,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     ranges = _read_meta(config)[1]
     damage: list[CorruptStoreError | StoreError] = []
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
-        for info in (i for i in ranges if i.state == COMPLETE):
+        for info in (i for i in ranges if i.state == RangeState.COMPLETE):
             try:
                 seq = _lookup_in_range(config, store, info, tx_hash)
             except StoreError as e:  # CorruptStoreError, MissingDataError, I/O errors of this range
@@ -184,8 +185,8 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
         err = damage[0]
         cls = type(err) if isinstance(err, DataCorruptionError) else DataCorruptionError
         raise cls(f"transaction {tx_hash.hex()} not found in the readable ranges; {err}{more}") from None
-    done = [i.id for i in ranges if i.state == COMPLETE]
-    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != COMPLETE)
+    done = [i.id for i in ranges if i.state == RangeState.COMPLETE]
+    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != RangeState.COMPLETE)
     raise NotFoundError(
         f"transaction {tx_hash.hex()} is not in this data directory (searched "
         + (f"COMPLETE range{'s' * (len(done) > 1)} {', '.join(map(str, done))}" if done else "no COMPLETE range")
@@ -197,7 +198,6 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
 def _why_absent(config: Config, seq: int) -> str:
     """Why ledger ``seq`` has no finished chunk, in the operator's terms (range and its state)."""
     from ..ledgermath import range_first_ledger, range_last_ledger, range_of_ledger
-    from ..meta.store import COMPLETE, MetaStore
 
     head = f"ledger {seq} is not in this data directory"
     try:
@@ -213,7 +213,7 @@ def _why_absent(config: Config, seq: int) -> str:
     where = f"range {rid} (ledgers {range_first_ledger(rid, rs)}-{range_last_ledger(rid, rs)})"
     if info is None or info.state is None:
         return f"{head}: {where} has not been backfilled"
-    if info.state == COMPLETE:
+    if info.state == RangeState.COMPLETE:
         return f"{head}: {where} is COMPLETE but its chunk is missing (run `stellar-rpc verify`)"
     return f"{head}: {where} is {info.state}" + (f" ({info.error})" if info.error else "")
 
@@ -249,27 +249,11 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
     return None
 
 
-def status(config: Config) -> dict:
-    """Per-range state and progress read from the meta store (JSON-serialisable)."""
+def status(config: Config) -> StatusReport:
+    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON)."""
     g, infos = _read_meta(config)
-    ranges = [info.to_json() for info in infos]
-    for r in ranges:
-        total = r["end_ledger"] - r["start_ledger"] + 1
-        r["ledgers_total"] = total
-        r["ledgers_done"] = r["ledger"]["count"]
-        r["percent"] = round(100.0 * r["ledger"]["count"] / total, 2) if total else 0.0
-    states = [r["state"] for r in ranges]
-    return {
-        "mode": g["mode"],
-        "start_ledger": g["backfill_start_ledger"],
-        "end_ledger": g["backfill_end_ledger"],
-        "range_size": g["range_size"],
-        "complete": bool(ranges) and all(s == "COMPLETE" for s in states),
-        "counts": {s: states.count(s) for s in sorted(set(states))},
-        "ledgers_done": sum(r["ledgers_done"] for r in ranges),
-        "tx_count": sum(r["txhash"]["count"] for r in ranges),
-        "ranges": ranges,
-    }
+    ranges = [RangeStatus.of(info) for info in infos]
+    return StatusReport.of(g["mode"], g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"], ranges)
 
 
-__all__ = ["get_ledger", "get_transaction_ledger", "run_backfill", "status"]
+__all__ = ["StatusReport", "get_ledger", "get_transaction_ledger", "run_backfill", "status"]
