@@ -186,13 +186,14 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     assert r.stderr.decode().splitlines()[-1] == (
         "error: 1 range FAILED (range 2: missing object in the lake); re-run the backfill to resume"
     )
-    # a ledger of a deleted chunk in a COMPLETE range points at verify
+    # a ledger of a deleted chunk in a COMPLETE range is damage (exit 1, issue 15) naming the files,
+    # and points at verify
     for ext in ("data", "index"):
         (data / f"immutable/ledgers/chunks/0000/000001.{ext}").unlink()
     r = run(".venv/bin/stellar-rpc get-ledger-by-sequence 12345 --base64 --config-path config/demo.toml", tmp_path)
-    assert (
-        r.returncode == 3 and "range 1 (ledgers 10002-20001) is COMPLETE but its chunk is missing" in r.stderr.decode()
-    )
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert "ledger 12345 of COMPLETE range 1 is missing" in err and "000001.data" in err and "stellar-rpc verify" in err
 
 
 def test_readme_serve_commands_work_as_written(demo, tmp_path):
