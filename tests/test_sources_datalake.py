@@ -22,7 +22,7 @@ from rpcbackfill.sources import layout, open_source
 from rpcbackfill.sources.base import LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
-from rpcbackfill.sources.objstore import LocalStore
+from rpcbackfill.sources.objstore.local import LocalStore
 
 NET = PUBNET_PASSPHRASE
 
@@ -134,7 +134,7 @@ def test_missing_manifest(tmp_path, chain):
 
 
 def test_bad_bucket_paths(tmp_path):
-    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("s3://x/y", "scheme")]:
+    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("azure://x/y", "scheme"), ("s3:///y", "must name a bucket")]:
         with DataLakeSource(cfg(path), NET) as src:
             with pytest.raises(LakeConfigError, match=match):
                 src.prepare_range(2, 3)
@@ -415,16 +415,16 @@ def test_gcs_anonymous_fallback(monkeypatch, tmp_path):
     # no usable application-default credentials: public lakes are read anonymously
     from google.auth.credentials import AnonymousCredentials
 
-    from rpcbackfill.sources import objstore
+    from rpcbackfill.sources.objstore import gcs
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
-    client = objstore._make_client()
+    client = gcs.make_client()
     assert isinstance(client._credentials, AnonymousCredentials)
-    store = objstore.GcsStore("gs://public-bucket/some/prefix/", client=client)
+    store = gcs.GcsStore("gs://public-bucket/some/prefix/", client=client)
     assert (store.bucket_name, store.prefix) == ("public-bucket", "some/prefix/")
     with pytest.raises(LakeConfigError, match="gs://bucket/prefix"):
-        objstore.GcsStore("gs:///nobucket", client=client)
+        gcs.GcsStore("gs:///nobucket", client=client)
 
 
 def test_gcs_unreachable_endpoint_retries_then_fails(monkeypatch):
