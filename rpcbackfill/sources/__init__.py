@@ -6,7 +6,9 @@
 - ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
-Layout math and the local lake writer live in ``sources.layout``.
+``preflight(config, first, last)`` checks, once before any range starts, that the source
+can serve those ledgers (``sources.checks``).  Layout math and the local lake writer live
+in ``sources.layout``; object stores and their scheme table in ``sources.objstore``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from .base import LedgerSource
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["LedgerSource", "open_source"]
+__all__ = ["LedgerSource", "open_source", "preflight"]
+
+
+def preflight(config: "Config", first: int, last: int) -> None:
+    """See ``sources.checks.preflight``."""
+    from .checks import preflight as run
+
+    run(config, first, last)
 
 
 def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:

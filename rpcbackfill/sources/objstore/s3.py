@@ -97,7 +97,7 @@ class S3Store:
             err = e.response.get("Error", {}) or {}
             code = str(err.get("Code", ""))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            detail = f"HTTP {status} {code}".strip()
+            detail = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "")
             if code == "NoSuchBucket":
                 return SourceError(f"{where}: bucket {self.bucket_name} does not exist ({detail})")
             if code in _MISSING_CODES or (status == 404 and not code):
