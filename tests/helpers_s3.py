@@ -50,8 +50,11 @@ def clean_environ(env: dict[str, str]) -> dict[str, str]:
 
 class MotoS3:
     def __init__(self) -> None:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         self.port = self._server._server.server_port  # the port the OS picked
@@ -79,14 +82,20 @@ def upload_lake(client, bucket: str, prefix: str, root: Path, *, public: bool = 
         client.create_bucket(Bucket=bucket, **acl)
     except client.exceptions.BucketAlreadyOwnedByYou:
         pass
-    n = 0
+    todo = []
     for d, _, files in os.walk(root):
         for f in sorted(files):
             path = Path(d) / f
             rel = path.relative_to(root).as_posix()
-            if rel in skip:
-                continue
-            key = f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
-            client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), **acl)
-            n += 1
-    return n
+            if rel not in skip:
+                todo.append((f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel, path))
+
+    def put(item) -> None:
+        key, path = item
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), **acl)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:  # boto3 clients are thread-safe
+        list(pool.map(put, todo))
+    return len(todo)
