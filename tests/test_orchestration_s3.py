@@ -9,10 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from helpers_orchestration import REPO, RS, check_backfill_result, make_config, make_lake, run_to_end
+from helpers_orchestration import (
+    REPO,
+    RS,
+    check_backfill_result,
+    make_config,
+    make_lake,
+    run_to_end,
+)
 from helpers_s3 import MotoS3, apply_env, aws_env, clean_environ, upload_lake
 from helpers_sources import free_port
+
 from rpcbackfill.config import PUBNET_PASSPHRASE
 from rpcbackfill.orchestration import api
 from rpcbackfill.sources import layout
@@ -99,7 +106,7 @@ def _cli(tmp_path: Path, bucket_path: str, extra: str = "", env: dict | None = N
     full_env = clean_environ({**aws_env(tmp_path), "PYTHONPATH": str(REPO), **(env or {})})
     # the pre-flight must give up well within 30 s, whatever the cause
     r = subprocess.run(cmd + ["--backfill", "--start-ledger", "2", "--end-ledger", str(LAST), "--config-path", str(conf)],
-                       capture_output=True, env=full_env, timeout=30)
+                       capture_output=True, env=full_env, timeout=30, check=False)
     err = r.stderr.decode()
     errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert "Traceback" not in err, err

@@ -4,10 +4,10 @@ behind the fault-injecting proxy, with no AWS credentials anywhere (anonymous re
 from __future__ import annotations
 
 import pytest
-
 from gcs_fault_proxy import FaultProxy
 from helpers_s3 import MotoS3, apply_env, aws_env, upload_lake
 from helpers_sources import Resequencer, free_port, small_templates
+
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig
 from rpcbackfill.errors import LakeConfigError, MissingLedgerError, SourceError
 from rpcbackfill.sources import layout, objstore

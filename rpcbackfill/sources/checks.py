@@ -32,7 +32,7 @@ RETRY_WAIT_S = 0.5  # doubles per attempt
 BUDGET_S = 12.0  # no new attempt starts after this; worst case ~ BUDGET_S + one request's timeouts
 
 
-def preflight(config: "Config", first: int, last: int) -> None:
+def preflight(config: Config, first: int, last: int) -> None:
     """Check the configured source can serve ledgers ``first..last``; raise ``SourceError``
     (exit 1) with one line naming the location and the cause when it cannot."""
     if config.backfill.ledger_backend == "buffered_storage":
@@ -59,7 +59,7 @@ class _Bounded:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_lake(bs: "BufferedStorageConfig", network_passphrase: str, first: int, last: int,
+def check_lake(bs: BufferedStorageConfig, network_passphrase: str, first: int, last: int,
                budget_s: float = BUDGET_S) -> layout.LakeSchema:
     from .datalake import resolve_schema, store_options
 

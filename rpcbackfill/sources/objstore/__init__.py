@@ -23,9 +23,10 @@ configuration validates locations with ``check_location``, the source opens them
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from ...errors import LakeConfigError
@@ -63,7 +64,7 @@ class StoreOptions:
     force_path_style: bool = False  # S3: https://host/bucket/key instead of https://bucket.host/key
 
     @classmethod
-    def from_config(cls, cfg: Any, **overrides: Any) -> "StoreOptions":
+    def from_config(cls, cfg: Any, **overrides: Any) -> StoreOptions:
         """Options from a ``BufferedStorageConfig`` (fields read by name), then ``overrides``."""
         kw: dict[str, Any] = {"pool_size": max(1, int(getattr(cfg, "num_workers", 10)))}
         for name in ("anonymous", "region", "endpoint_url", "force_path_style"):

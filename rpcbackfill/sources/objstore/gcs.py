@@ -12,7 +12,14 @@ import logging
 import os
 
 from ...errors import SourceError, TransientSourceError
-from . import ObjectMissing, StoreOptions, StoreTuning, network_cause, short, split_bucket
+from . import (
+    ObjectMissing,
+    StoreOptions,
+    StoreTuning,
+    network_cause,
+    short,
+    split_bucket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +142,6 @@ def make_client(anonymous: bool = False):
         return storage.Client.create_anonymous_client()
     try:
         return storage.Client()
-    except (DefaultCredentialsError, OSError, EnvironmentError):
+    except (DefaultCredentialsError, OSError):
         log.info("no Google credentials found; using anonymous access")
         return storage.Client.create_anonymous_client()

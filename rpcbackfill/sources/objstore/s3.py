@@ -21,7 +21,14 @@ import logging
 import re
 
 from ...errors import SourceError, TransientSourceError
-from . import ObjectMissing, StoreOptions, StoreTuning, network_cause, short, split_bucket
+from . import (
+    ObjectMissing,
+    StoreOptions,
+    StoreTuning,
+    network_cause,
+    short,
+    split_bucket,
+)
 
 log = logging.getLogger(__name__)
 
