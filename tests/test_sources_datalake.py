@@ -378,6 +378,20 @@ def test_gcs_range_check_and_manifest(gcs_env):
             src.prepare_range(2, 3)
 
 
+def test_gcs_preflight_no_bucket_and_forbidden(gcs_env):
+    from rpcbackfill.sources.checks import check_lake
+
+    assert check_lake(cfg("gs://lake/pubnet"), NET, 2, 401).ledgers_per_batch == 8
+    with pytest.raises(SourceError, match="bucket nobucket does not exist") as ei:
+        check_lake(cfg("gs://nobucket/pubnet"), NET, 2, 10)
+    assert type(ei.value) is SourceError
+    gcs_env.add("/lake/", "status", code=403, times=-1)
+    with pytest.raises(SourceError) as ei:
+        check_lake(cfg("gs://lake/pubnet"), NET, 2, 10)
+    assert str(ei.value) == ("data lake pre-flight check failed: gs://lake/pubnet/.config.json: "
+                             "access to bucket lake denied (HTTP 403)")
+
+
 def test_gcs_persistent_5xx_gives_up(gcs_env, chain):
     s = LakeSchema(NET, 8, 4)
     key = layout.object_key(64, s)

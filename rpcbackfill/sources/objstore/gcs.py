@@ -68,7 +68,10 @@ class GcsStore:
             )
             return [b.name[len(self.prefix) :] for b in it]
         except Exception as e:
-            raise self._classify(e, self.url) from None
+            err = self._classify(e, self.url)
+            if isinstance(err, ObjectMissing):  # listing a bucket that does not exist
+                err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
+            raise err from None
 
     def close(self) -> None:
         if not self._own_client:
@@ -87,7 +90,7 @@ class GcsStore:
                 return SourceError(f"{where}: bucket {self.bucket_name} does not exist (HTTP 404)")
             return ObjectMissing(where)
         if isinstance(e, (gexc.Unauthorized, gexc.Forbidden)):
-            return SourceError(f"{where}: access to bucket {self.bucket_name} denied (HTTP {e.code}) {short(e)}")
+            return SourceError(f"{where}: access to bucket {self.bucket_name} denied (HTTP {e.code})")
         if isinstance(e, (gexc.TooManyRequests, gexc.ServerError, gexc.RequestRangeNotSatisfiable)):
             return TransientSourceError(f"{where}: HTTP {getattr(e, 'code', '?')} {short(e)}")
         if isinstance(e, gexc.GoogleAPICallError):

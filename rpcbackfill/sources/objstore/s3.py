@@ -87,7 +87,10 @@ class S3Store:
         try:
             r = self._client.list_objects_v2(Bucket=self.bucket_name, Prefix=self.prefix, MaxKeys=max_results)
         except Exception as e:
-            raise self._classify(e, self.url) from None
+            err = self._classify(e, self.url)
+            if isinstance(err, ObjectMissing):  # a bare 404 on a bucket listing
+                err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
+            raise err from None
         return [o["Key"][len(self.prefix) :] for o in r.get("Contents", ())]
 
     def close(self) -> None:
