@@ -217,3 +217,23 @@ def test_gcs_and_local_locations_share_the_registry(tmp_path):
         objstore.open_store("ftp://x/y")
     store = objstore.open_store(str(tmp_path))
     assert isinstance(store, objstore.ObjectStore) and store.tuning.max_workers is not None
+
+
+def test_preflight_checks_only_ranges_still_to_ingest(lake):
+    from dataclasses import dataclass
+
+    from rpcbackfill.config import default_config
+    from rpcbackfill.sources import preflight
+
+    @dataclass
+    class R:
+        state: str
+        start_ledger: int
+        end_ledger: int
+
+    config = default_config(lake, buffered_storage=cfg(lake))
+    # ranges already ingested need nothing from the lake (ledgers 402-500 are not in it)
+    preflight(config, [R("COMPLETE", 2, 100), R("PENDING", 101, 300), R("TRANSITIONING", 301, 500)])
+    preflight(config, [R("COMPLETE", 400, 500)])
+    with pytest.raises(MissingLedgerError, match="ledger 500: object"):
+        preflight(config, [R("COMPLETE", 2, 100), R("INGESTING", 301, 500)])

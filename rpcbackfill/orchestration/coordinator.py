@@ -28,7 +28,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import InputError, MetaStoreError
 from ..ledgermath import ranges_between
-from ..meta.store import COMPLETE, FAILED, INGESTING, PENDING, MetaStore, RangeInfo, resume_state
+from ..meta.store import COMPLETE, FAILED, MetaStore, RangeInfo, resume_state
 from ..sources import preflight
 from .lock import DataDirLock
 from .progress import Progress, TerminalBar, tree_rss_bytes
@@ -106,9 +106,7 @@ class Coordinator:
                     self.meta.set_range_state(rid, to)
                     info = self.meta.range_info(rid)
                 self._set_info(info)
-            todo = [i for i in self._infos.values() if i.state in (PENDING, INGESTING)]
-            if todo:  # fail fast (exit 1, one line) when the source cannot serve these ledgers
-                preflight(self.config, min(i.start_ledger for i in todo), max(i.end_ledger for i in todo))
+            preflight(self.config, list(self._infos.values()))  # exit 1 at once if the source cannot serve them
             self._start_http()
             return self._loop()
         finally:

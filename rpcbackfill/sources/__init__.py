@@ -6,8 +6,8 @@
 - ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
-``preflight(config, first, last)`` checks, once before any range starts, that the source
-can serve those ledgers (``sources.checks``).  Layout math and the local lake writer live
+``preflight(config, ranges)`` checks, once before any range starts, that the source can
+serve the ledgers of the ranges still to ingest (``sources.checks``).  Layout math and the local lake writer live
 in ``sources.layout``; object stores and their scheme table in ``sources.objstore``.
 """
 
@@ -20,16 +20,19 @@ from ..errors import ConfigError
 from .base import LedgerSource
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..config import Config
+    from .checks import RangeLike
 
 __all__ = ["LedgerSource", "open_source", "preflight"]
 
 
-def preflight(config: "Config", first: int, last: int) -> None:
+def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     """See ``sources.checks.preflight``."""
     from .checks import preflight as run
 
-    run(config, first, last)
+    run(config, ranges)
 
 
 def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:

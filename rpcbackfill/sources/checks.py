@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import MissingLedgerError, SourceError, TransientSourceError
 from . import layout
@@ -32,9 +33,26 @@ RETRY_WAIT_S = 0.5  # doubles per attempt
 BUDGET_S = 12.0  # no new attempt starts after this; worst case ~ BUDGET_S + one request's timeouts
 
 
-def preflight(config: Config, first: int, last: int) -> None:
-    """Check the configured source can serve ledgers ``first..last``; raise ``SourceError``
-    (exit 1) with one line naming the location and the cause when it cannot."""
+class RangeLike(Protocol):
+    """What the pre-flight reads of a range (the coordinator passes its ``RangeInfo``s)."""
+
+    state: Any
+    start_ledger: int
+    end_ledger: int
+
+
+# Range states whose ledgers still come from the source (later states only read local stores).
+_NEEDS_SOURCE = ("PENDING", "INGESTING")
+
+
+def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
+    """Check the configured source can serve the ranges still to ingest; raise ``SourceError``
+    (exit 1) with one line naming the location and the cause when it cannot.  For a lake:
+    the first ledger of the earliest such range and the last of the latest."""
+    todo = [r for r in ranges if getattr(r.state, "value", r.state) in _NEEDS_SOURCE]
+    if not todo:
+        return
+    first, last = min(r.start_ledger for r in todo), max(r.end_ledger for r in todo)
     if config.backfill.ledger_backend == "buffered_storage":
         check_lake(config.backfill.buffered_storage, config.service.network_passphrase, first, last)
 
