@@ -78,91 +78,6 @@ class _Batch:
 _tls = threading.local()
 
 
-def resolve_schema(
-    store: ObjectStore,
-    config: BufferedStorageConfig,
-    network_passphrase: str,
-    call,
-    expected: LakeSchema | None = None,
-) -> tuple[LakeSchema, bool]:
-    """The lake's layout, checked; ``(schema, extension_detected)``.
-
-    From ``.config.json`` when the lake has one (configured ``ledgers_per_file`` /
-    ``files_per_partition`` must then agree with it), else from those two keys (both
-    required).  Refuses another network, a layout contradicted by the lake's first object
-    names, and a schema contradicting ``expected``.  ``call(fn, where)`` runs each request
-    under the caller's retry policy.
-    """
-    url = store.url
-    manifest_where = f"{url}/{layout.MANIFEST_NAME}"
-    try:
-        raw = call(lambda: store.get(layout.MANIFEST_NAME), manifest_where)
-    except ObjectMissing:
-        raw = None
-    keys = call(lambda: store.list_keys(16), url)
-    ext = layout.detect_ext_from_names(keys)
-    lpf, fpp = config.ledgers_per_file, config.files_per_partition
-    if raw is None:
-        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
-        if unset:
-            raise LakeConfigError(
-                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
-                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
-            )
-        assert lpf is not None and fpp is not None
-        schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
-        origin = "the configured layout"
-        log.info("%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
-                 url, layout.MANIFEST_NAME, lpf, fpp)
-    else:
-        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
-        origin = "the manifest"
-        bad = [
-            f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
-            for name, v, field, attr in (
-                ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
-                ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
-            )
-            if v is not None and v != getattr(schema, attr)
-        ]
-        if bad:
-            raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
-    bad_key = layout.first_key_contradicting(keys, schema)
-    if bad_key is not None:
-        raise LakeConfigError(
-            f"{url}: object {bad_key} contradicts {origin} (ledgersPerBatch {schema.ledgers_per_batch}, "
-            f"batchesPerPartition {schema.batches_per_partition})"
-        )
-    if schema.network_passphrase != network_passphrase:
-        raise LakeConfigError(
-            f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "
-            f"network {network_passphrase!r}"
-        )
-    if expected is not None:
-        bad = [
-            f"{name} is {getattr(schema, attr)!r} in the lake but {getattr(expected, attr)!r} in the configuration"
-            for name, attr in (
-                ("ledgersPerBatch", "ledgers_per_batch"),
-                ("batchesPerPartition", "batches_per_partition"),
-                ("compression", "compression"),
-            )
-            if getattr(schema, attr) != getattr(expected, attr)
-        ]
-        if bad:
-            raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
-    return schema, ext is not None
-
-
-def store_options(config: BufferedStorageConfig, request_timeout: float | tuple[float, float] | None = None,
-                  **overrides) -> StoreOptions:
-    """``StoreOptions`` for ``config``; ``request_timeout`` is seconds or (connect, read)."""
-    if request_timeout is not None:
-        c, r = request_timeout if isinstance(request_timeout, tuple) else (request_timeout, request_timeout)
-        overrides.setdefault("connect_timeout", float(c))
-        overrides.setdefault("read_timeout", float(r))
-    return StoreOptions.from_config(config, **overrides)
-
-
 def decompress_frame(data: bytes, where: str) -> bytes:
     """Decompress one zstd frame in streaming mode; truncation or trailing junk is transient."""
     dctx = getattr(_tls, "dctx", None)
@@ -498,3 +413,91 @@ class DataLakeSource:
         self._cur = None
         if self._own_store and self._store is not None:
             self._store.close()
+
+
+# --- shared with the pre-flight check (sources.checks) ---------------------------------------
+
+
+def resolve_schema(
+    store: ObjectStore,
+    config: BufferedStorageConfig,
+    network_passphrase: str,
+    call,
+    expected: LakeSchema | None = None,
+) -> tuple[LakeSchema, bool]:
+    """The lake's layout, checked; ``(schema, extension_detected)``.
+
+    From ``.config.json`` when the lake has one (configured ``ledgers_per_file`` /
+    ``files_per_partition`` must then agree with it), else from those two keys (both
+    required).  Refuses another network, a layout contradicted by the lake's first object
+    names, and a schema contradicting ``expected``.  ``call(fn, where)`` runs each request
+    under the caller's retry policy.
+    """
+    url = store.url
+    manifest_where = f"{url}/{layout.MANIFEST_NAME}"
+    try:
+        raw = call(lambda: store.get(layout.MANIFEST_NAME), manifest_where)
+    except ObjectMissing:
+        raw = None
+    keys = call(lambda: store.list_keys(16), url)
+    ext = layout.detect_ext_from_names(keys)
+    lpf, fpp = config.ledgers_per_file, config.files_per_partition
+    if raw is None:
+        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
+        if unset:
+            raise LakeConfigError(
+                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
+                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
+            )
+        assert lpf is not None and fpp is not None
+        schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
+        origin = "the configured layout"
+        log.info("%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
+                 url, layout.MANIFEST_NAME, lpf, fpp)
+    else:
+        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
+        origin = "the manifest"
+        bad = [
+            f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
+            for name, v, field, attr in (
+                ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
+                ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
+            )
+            if v is not None and v != getattr(schema, attr)
+        ]
+        if bad:
+            raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    bad_key = layout.first_key_contradicting(keys, schema)
+    if bad_key is not None:
+        raise LakeConfigError(
+            f"{url}: object {bad_key} contradicts {origin} (ledgersPerBatch {schema.ledgers_per_batch}, "
+            f"batchesPerPartition {schema.batches_per_partition})"
+        )
+    if schema.network_passphrase != network_passphrase:
+        raise LakeConfigError(
+            f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "
+            f"network {network_passphrase!r}"
+        )
+    if expected is not None:
+        bad = [
+            f"{name} is {getattr(schema, attr)!r} in the lake but {getattr(expected, attr)!r} in the configuration"
+            for name, attr in (
+                ("ledgersPerBatch", "ledgers_per_batch"),
+                ("batchesPerPartition", "batches_per_partition"),
+                ("compression", "compression"),
+            )
+            if getattr(schema, attr) != getattr(expected, attr)
+        ]
+        if bad:
+            raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
+    return schema, ext is not None
+
+
+def store_options(config: BufferedStorageConfig, request_timeout: float | tuple[float, float] | None = None,
+                  **overrides) -> StoreOptions:
+    """``StoreOptions`` for ``config``; ``request_timeout`` is seconds or (connect, read)."""
+    if request_timeout is not None:
+        c, r = request_timeout if isinstance(request_timeout, tuple) else (request_timeout, request_timeout)
+        overrides.setdefault("connect_timeout", float(c))
+        overrides.setdefault("read_timeout", float(r))
+    return StoreOptions.from_config(config, **overrides)
