@@ -250,7 +250,8 @@ KEYS: tuple[Key, ...] = (
         "Read the lake with anonymous (unsigned) requests even when credentials are available. Without "
         "credentials requests are anonymous anyway."),
     Key("backfill.buffered_storage", "region", "str", None,
-        "S3 only: bucket region (default: AWS_REGION / the AWS profile).", example="us-east-2", commented=True),
+        "S3 only: bucket region (default: AWS_REGION / the AWS profile); the public pubnet lake is in us-east-2.",
+        example="us-east-2", commented=True),
     Key("backfill.buffered_storage", "endpoint_url", "str", None,
         "S3 only: endpoint of an S3-compatible store (MinIO, R2, Ceph); default: AWS_ENDPOINT_URL_S3 / "
         "AWS_ENDPOINT_URL, else AWS.", example="http://127.0.0.1:9000", commented=True),
