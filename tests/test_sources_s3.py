@@ -237,3 +237,14 @@ def test_preflight_checks_only_ranges_still_to_ingest(lake):
     preflight(config, [R("COMPLETE", 400, 500)])
     with pytest.raises(MissingLedgerError, match="ledger 500: object"):
         preflight(config, [R("COMPLETE", 2, 100), R("INGESTING", 301, 500)])
+
+
+def test_lake_readable_but_not_listable(proxy, chain):
+    # listing refused (403) while objects are readable: the manifest is enough, the extension is probed
+    proxy.add("list-type=2", "status", code=403, times=-1)
+    with DataLakeSource(cfg("s3://lake/pubnet"), NET) as src:
+        assert read_all(src, 30, 60) == [chain[q] for q in range(30, 61)]
+    assert check_lake(cfg("s3://lake/pubnet"), NET, 2, 401) == SCHEMA
+    # without a manifest the listing is needed (layout check): refused with the cause
+    with pytest.raises(SourceError, match="access to bucket lake denied"):
+        check_lake(cfg("s3://lake/bare", ledgers_per_file=8, files_per_partition=4), NET, 2, 401)

@@ -439,7 +439,17 @@ def resolve_schema(
         raw = call(lambda: store.get(layout.MANIFEST_NAME), manifest_where)
     except ObjectMissing:
         raw = None
-    keys = call(lambda: store.list_keys(16), url)
+    try:
+        keys = call(lambda: store.list_keys(16), url)
+    except (LakeConfigError, Cancelled):
+        raise
+    except SourceError as e:
+        if raw is None:
+            raise
+        # Some public buckets allow reading objects but not listing them: with a readable
+        # manifest the listing is only a hint (extension, a layout check); probing finds the rest.
+        log.warning("%s: cannot list the lake (%s); the file extension will be found by probing", url, e)
+        keys = []
     ext = layout.detect_ext_from_names(keys)
     lpf, fpp = config.ledgers_per_file, config.files_per_partition
     if raw is None:
