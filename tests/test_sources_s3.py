@@ -217,6 +217,13 @@ def test_gcs_and_local_locations_share_the_registry(tmp_path):
         objstore.open_store("ftp://x/y")
     store = objstore.open_store(str(tmp_path))
     assert isinstance(store, objstore.ObjectStore) and store.tuning.max_workers is not None
+    # every store of the table satisfies the protocol (opening makes no request)
+    for url in ("s3://b/p", "gs://b/p"):
+        s = objstore.open_store(url, objstore.StoreOptions(anonymous=True, endpoint_url=None))
+        try:
+            assert isinstance(s, objstore.ObjectStore) and s.url == url and s.tuning.max_workers is None
+        finally:
+            s.close()
 
 
 def test_preflight_checks_only_ranges_still_to_ingest(lake):
