@@ -60,14 +60,17 @@ class MotoS3:
         self.port = self._server._server.server_port  # the port the OS picked
         self.host = f"http://127.0.0.1:{self.port}"
 
-    def client(self, endpoint: str | None = None):
-        """A signed client (dummy credentials: moto accepts any) for setting buckets up."""
+    def client(self, endpoint: str | None = None, *, checksums: bool = True):
+        """A signed client (dummy credentials: moto accepts any) for setting buckets up.
+        ``checksums=False`` uploads without a flexible checksum (like older or S3-compatible
+        writers), so reads of those objects are checked by their MD5 ETag alone."""
         import boto3
         from botocore.config import Config
 
+        extra = {} if checksums else {"request_checksum_calculation": "when_required"}
         return boto3.client(
             "s3", endpoint_url=endpoint or self.host, region_name="us-east-1", aws_access_key_id="test",
-            aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"}),
+            aws_secret_access_key="test", config=Config(s3={"addressing_style": "path"}, **extra),
         )
 
     def close(self) -> None:

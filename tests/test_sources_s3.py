@@ -118,6 +118,20 @@ def test_s3_transient_faults(proxy, chain, fault, kw):
     assert [f for m, p, f in proxy.log if key in p and m == "GET"] == [fault, fault, ""]
 
 
+@pytest.mark.parametrize("fault", ["short", "corrupt"])
+def test_s3_md5_etag_catches_bad_bodies_without_flexible_checksums(proxy, s3, lake, chain, fault):
+    server, _ = s3
+    if not server.client().list_objects_v2(Bucket="lake", Prefix="nocrc/", MaxKeys=1).get("Contents"):
+        upload_lake(server.client(checksums=False), "lake", "nocrc", lake)
+    key = _key(60)
+    head = server.client().head_object(Bucket="lake", Key=f"nocrc/{key}", ChecksumMode="ENABLED")
+    assert not any(k.startswith("Checksum") for k in head), head  # only the MD5 ETag protects these reads
+    proxy.add(f"nocrc/{key}", fault, times=2)
+    with DataLakeSource(cfg("s3://lake/nocrc", retry_limit=3), NET) as src:
+        assert read_all(src, 50, 70) == [chain[q] for q in range(50, 71)]
+        assert src.stats["retries"] == 2
+
+
 def test_s3_slowdown_xml_error_is_transient(proxy, chain):
     # S3's own throttling answer: 503 with an XML <Code>SlowDown</Code> body
     from rpcbackfill.sources.objstore.s3 import S3Store
