@@ -59,6 +59,15 @@ class MotoS3:
         self._server.start()
         self.port = self._server._server.server_port  # the port the OS picked
         self.host = f"http://127.0.0.1:{self.port}"
+        # moto keeps its buckets in process-wide memory, shared by every server of the process:
+        # start empty (another test module may have run a server before)
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every bucket (moto's own reset endpoint)."""
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.host}/moto-api/reset", method="POST"), timeout=30).close()
 
     def client(self, endpoint: str | None = None, *, checksums: bool = True):
         """A signed client (dummy credentials: moto accepts any) for setting buckets up.
@@ -74,6 +83,7 @@ class MotoS3:
         )
 
     def close(self) -> None:
+        self.reset()
         self._server.stop()
 
 
