@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   - set up .venv, install, generate a small data lake, run a backfill on it
-#   make test   - set up .venv, install with test extras, run the test suite
+#   make test   - set up .venv, install with test extras, run `make lint`, then the test suite
 # Both need python3 (>= 3.10) with venv or pip, a C compiler and the Python headers.
 
 PYTHON ?= python3
@@ -17,11 +17,18 @@ DEMO_CONFIG := config/demo.toml
 # Mean transactions per demo ledger (pubnet ranges 3-5 average ~300; 100 keeps the demo to a few minutes).
 DEMO_TX_PER_LEDGER ?= 100
 
-.PHONY: help demo test venv example-config clean-demo clean
+# What `make lint` checks: ruff over all Python code, mypy over the package (with the .pyi stubs).
+LINT_PATHS := rpcbackfill tests benchmarks tools fuzz setup.py
+# The compiled modules whose .pyi stubs are compared with the runtime by mypy's stubtest.
+NATIVE_MODULES := rpcbackfill._lcm rpcbackfill._recsplit rpcbackfill._spill
+
+.PHONY: help demo test pytest lint venv example-config clean-demo clean
 
 help:
 	@echo "make demo            install and backfill ledgers 2..20001 from a generated local lake"
-	@echo "make test            install with test extras and run python -m pytest -q"
+	@echo "make test            install with test extras, run make lint, then python -m pytest -q"
+	@echo "make pytest          the tests only (no lint)"
+	@echo "make lint            ruff check, ruff format --check, mypy, stubs vs compiled modules"
 	@echo "make example-config  regenerate config/example.toml from the key table"
 	@echo "make clean-demo      remove demo-data/"
 
@@ -55,9 +62,18 @@ demo: $(VENV)/.installed-main
 	fi
 	$(RPC) --backfill --start-ledger 2 --end-ledger 20001 --config-path $(DEMO_CONFIG)
 
-test: $(VENV)/.installed-test
+# The gate runs first: a lint or type error fails `make test` (and so CI) before any test runs.
+test: lint pytest
+
+pytest: $(VENV)/.installed-test
 	@ls tests/test_*.py >/dev/null 2>&1 || { echo "no tests found under tests/" >&2; exit 1; }
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest --allowlist tests/stubtest_allowlist.txt $(NATIVE_MODULES)
 
 example-config: $(VENV)/.installed-main
 	$(RPC) gen-config-file --output config/example.toml --force

@@ -7,6 +7,13 @@ pure-Python fallback: if an extension fails to build, installation fails.
 Developer shortcut: ``RPCBACKFILL_EXT=_lcm python setup.py build_ext --inplace``
 builds only the named extension(s) (comma-separated), each in its own build dir,
 so parallel work on different kernels does not collide.
+
+Debug / sanitizer build: ``RPCBACKFILL_DEBUG_EXT=1`` turns on Cython's run-time checks
+(boundscheck, wraparound, initializedcheck) and compiles with
+``-O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer`` (undefined behaviour aborts
+instead of printing and going on).  The generated C goes to its own directory and is always
+regenerated, so debug and release builds never mix.  How to run the tests under it: README,
+"Development".  Rebuild without the variable to get the release build back.
 """
 
 import os
@@ -20,6 +27,16 @@ from setuptools import Extension, setup
 HERE = Path(__file__).resolve().parent
 EXT_DIR = HERE / "ext"
 
+DEBUG = os.environ.get("RPCBACKFILL_DEBUG_EXT", "") not in ("", "0")
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+if DEBUG:
+    COMPILE_ARGS = ["-O0", "-g", "-fno-omit-frame-pointer", *SANITIZE, "-Wno-unused-function"]
+    LINK_ARGS = ["-g", *SANITIZE]
+else:
+    COMPILE_ARGS = ["-O3", "-fno-strict-aliasing", "-Wno-unused-function"]
+    LINK_ARGS = []
+CHECKS = DEBUG  # Cython's bounds / negative-index / memoryview-initialisation checks
+
 only = {name.strip() for name in os.environ.get("RPCBACKFILL_EXT", "").split(",") if name.strip()}
 
 extensions = []
@@ -32,7 +49,8 @@ for pyx in sorted(EXT_DIR.glob("_*.pyx")):
             f"rpcbackfill.{name}",
             [str(pyx.relative_to(HERE))],
             include_dirs=[str(EXT_DIR), numpy.get_include()],
-            extra_compile_args=["-O3", "-fno-strict-aliasing", "-Wno-unused-function"],
+            extra_compile_args=COMPILE_ARGS,
+            extra_link_args=LINK_ARGS,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
     )
@@ -41,19 +59,20 @@ if not extensions and not only:
     sys.exit("setup.py: no Cython sources found in ext/")
 
 if only and "build_ext" in sys.argv and "--build-temp" not in " ".join(sys.argv):
-    sys.argv += ["--build-temp", str(HERE / "build" / ("tmp-" + "-".join(sorted(only))))]
+    sys.argv += ["--build-temp", str(HERE / "build" / ("tmp-" + "-".join(sorted(only)) + ("-debug" if DEBUG else "")))]
 
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
         compiler_directives={
-            "boundscheck": False,
-            "wraparound": False,
+            "boundscheck": CHECKS,
+            "wraparound": CHECKS,
             "cdivision": True,
-            "initializedcheck": False,
+            "initializedcheck": CHECKS,
             "embedsignature": True,
         },
-        build_dir=str(HERE / "build" / "cython"),
+        build_dir=str(HERE / "build" / ("cython-debug" if DEBUG else "cython")),
+        force=DEBUG,
     ),
 )

@@ -25,15 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    REPO,
     add_common_args,
     format_machine,
     machine_info,
     print_table,
     write_json,
 )
-
-sys.path.insert(0, str(REPO / "tests"))
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig
 from rpcbackfill.sources.checks import check_lake
@@ -50,18 +47,25 @@ def main() -> int:
     add_common_args(ap, runs=1)
     args = ap.parse_args()
 
-    from gcs_fault_proxy import FaultProxy
-    from helpers_s3 import MotoS3, aws_env, upload_lake
-
     from rpcbackfill.devtools.lakegen import generate_lake
+    from tests.lib.gcs_fault_proxy import FaultProxy
+    from tests.lib.s3 import MotoS3, aws_env, upload_lake
 
     info = machine_info()
     print(format_machine(info))
     last = FIRST + args.ledgers - 1
     with tempfile.TemporaryDirectory(prefix="bench-lake-cost-") as work:
         lake = Path(work) / "lake"
-        generate_lake(lake, FIRST, last, seed=1, tx_per_ledger=args.tx_per_ledger, ledgers_per_batch=1,
-                      batches_per_partition=64000, fsync=False)
+        generate_lake(
+            lake,
+            FIRST,
+            last,
+            seed=1,
+            tx_per_ledger=args.tx_per_ledger,
+            ledgers_per_batch=1,
+            batches_per_partition=64000,
+            fsync=False,
+        )
         files = [p for p in lake.rglob("*") if p.is_file() and p.name != ".config.json"]
         lake_bytes = sum(p.stat().st_size for p in files)
         server = MotoS3()
@@ -73,8 +77,12 @@ def main() -> int:
                     os.environ[k] = v
                 else:
                     os.environ.pop(k, None)
-            cfg = BufferedStorageConfig(bucket_path="s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet",
-                                        num_workers=16, buffer_size=256, force_path_style=True)
+            cfg = BufferedStorageConfig(
+                bucket_path="s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet",
+                num_workers=16,
+                buffer_size=256,
+                force_path_style=True,
+            )
             check_lake(cfg, PUBNET_PASSPHRASE, FIRST, last)
             with DataLakeSource(cfg, PUBNET_PASSPHRASE, threading.Event()) as src:
                 src.prepare_range(FIRST, last)
@@ -107,12 +115,23 @@ def main() -> int:
         else:
             per10m = f"{kinds[k]} (fixed)"
         rows.append([f"requests: {k}", kinds[k], per10m])
-    print(f"\n{n} ledgers at {args.tx_per_ledger:g} tx/ledger (generated), pubnet layout (1 ledger per file); "
-          "pre-flight + one range")
+    print(
+        f"\n{n} ledgers at {args.tx_per_ledger:g} tx/ledger (generated), pubnet layout (1 ledger per file); "
+        "pre-flight + one range"
+    )
     print_table(rows, ["", f"measured ({n} ledgers)", "per 10M ledgers"])
-    write_json(args.json, {"machine": info, "ledgers": n, "tx_per_ledger": args.tx_per_ledger,
-                           "objects": len(files), "object_bytes": lake_bytes, "bytes_downloaded": downloaded,
-                           "requests": dict(kinds)})
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "ledgers": n,
+            "tx_per_ledger": args.tx_per_ledger,
+            "objects": len(files),
+            "object_bytes": lake_bytes,
+            "bytes_downloaded": downloaded,
+            "requests": dict(kinds),
+        },
+    )
     return 0
 
 

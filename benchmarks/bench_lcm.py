@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the native LedgerCloseMeta scanner (rpcbackfill.lcm) on the shared fixture ledgers.
+"""Benchmark the native LedgerCloseMeta scanner (rpcbackfill.lcm) on the fixture ledgers of tests/fixtures/.
 
     python benchmarks/bench_lcm.py [--runs 7] [--min-time 0.3] [--sdk-time 3] [--threads 2] [--json PATH]
 
@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from conftest import load_fixture_ledgers  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from rpcbackfill import lcm  # noqa: E402
+from tests.lib.fixtures import load_fixture_ledgers  # noqa: E402
 
 
 def _group(source: str) -> str:
@@ -126,7 +125,7 @@ def main() -> int:
         ntx = sum(len(lcm.tx_hashes(b)[1]) // 32 for b in ls)
         out = bytearray(32 * max(1, ntx))
         t_hash, c_hash = _median_both(lcm.tx_hashes, ls, args.runs, args.min_time)
-        t_into = _median_rate(lambda b: lcm.tx_hashes_into(b, out), ls, args.runs, args.min_time)
+        t_into = _median_rate(lambda b, out=out: lcm.tx_hashes_into(b, out), ls, args.runs, args.min_time)
         t_len = _median_rate(lcm.lcm_length, ls, args.runs, args.min_time)
         # stellar-sdk: as many whole ledgers as fit in --sdk-time (it is ~1000x slower)
         n_sdk, sdk_bytes, t0 = 0, 0, time.perf_counter()

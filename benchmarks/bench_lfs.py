@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -38,27 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger  # noqa: E402
 from rpcbackfill.stores import lfs  # noqa: E402
+from tests.lib.records import split_record_marked  # noqa: E402
 
-FIXTURES = Path(os.environ.get("RPCBACKFILL_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-
-
-def _record_marked(stream: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos < len(stream):
-        (hdr,) = struct.unpack_from(">I", stream, pos)
-        n = hdr & 0x7FFFFFFF
-        out.append(stream[pos + 4 : pos + 4 + n])
-        pos += 4 + n
-    return out
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
 
 def load_payloads() -> list[bytes]:
-    """Real LedgerCloseMeta XDR from the shared fixtures (no XDR decoding needed)."""
+    """Real LedgerCloseMeta XDR from tests/fixtures/ (no XDR decoding needed)."""
     out = [base64.b64decode(x) for x in (FIXTURES / "ttp-ledgers-base64.txt").read_text().split()]
     for p in sorted(FIXTURES.glob("galexie-load-test*.xdr.zst*")):
-        out += _record_marked(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(p.read_bytes())).read())
+        out += split_record_marked(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(p.read_bytes())).read())
     for p in sorted((FIXTURES / "core-test-lcm").glob("*.xdr")):
-        out += _record_marked(p.read_bytes())
+        out += split_record_marked(p.read_bytes())
     return out
 
 

@@ -4,9 +4,10 @@ emulator, from moto's S3 server (anonymous boto3 client), and from captive core 
     python benchmarks/bench_sources.py                      # quick (< 2 min)
     python benchmarks/bench_sources.py --ledgers 100000 --gcs-ledgers 10000 --kind pubnet --json out.json
 
-Ledgers are real fixture LedgerCloseMeta re-sequenced into a consecutive hash chain
-(tests/helpers_sources.py).  ``--kind small`` cycles small test ledgers (~3 KB); ``--kind pubnet``
-repeats the real pubnet ledger 53312000 (~370 KB, 163 transactions).
+Ledgers are a consecutive hash chain from the product's generator (tests/lib/ledgers.py:
+rpcbackfill.devtools.lakegen templated from real pubnet transactions).  ``--kind small`` has 2
+transactions per ledger on average (~6 KB); ``--kind pubnet`` 163, as many as pubnet ledger
+53312000 (~450 KB).
 
 Columns: ``xdr MB/s`` counts LedgerCloseMeta bytes delivered to the consumer, ``zst MB/s`` the
 compressed lake bytes read.  ``cpu s/Kledger`` is CPU time (this process and its children)
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
 import tempfile
 import threading
@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, add_common_args, format_machine, machine_info, print_table, timed_runs, write_json  # noqa: E402
 
 TESTS = REPO / "tests"
-sys.path.insert(0, str(TESTS))
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, CaptiveCoreConfig  # noqa: E402
 from rpcbackfill.sources.captive_core import CaptiveCoreSource  # noqa: E402
@@ -42,21 +41,22 @@ NET = PUBNET_PASSPHRASE
 FIRST = 2
 
 
-def templates(kind: str) -> list[bytes]:
-    from conftest import load_fixture_ledgers
-    from helpers_sources import small_templates
+# Mean transactions per generated ledger: "small" test ledgers, or as dense as pubnet ledger 53312000.
+TX_PER_LEDGER = {"small": 2.0, "pubnet": 163.0}
 
-    fl = load_fixture_ledgers()
-    if kind == "pubnet":
-        return [next(f.lcm for f in fl if f.seq == 53312000)]
-    return small_templates(fl, limit=8)
+
+def ledgers(kind: str, count: int):
+    """``count`` consecutive, hash-chained generated ledgers from FIRST on."""
+    from tests.lib.ledgers import iter_chain
+
+    return iter_chain(FIRST, count, tx_per_ledger=TX_PER_LEDGER[kind])
 
 
 def consume(src, first: int, last: int) -> int:
     src.prepare_range(first, last)
     n = 0
     for q in range(first, last + 1):
-        n += len(src.get_ledger(q))
+        n += len(src.get_ledger(q).lcm)
     return n
 
 
@@ -105,11 +105,11 @@ def main() -> int:
         args.gcs_ledgers = min(args.gcs_ledgers, 300)
         args.core_ledgers = min(args.core_ledgers, 2000)
 
-    from helpers_sources import Emulator, Resequencer, upload_lake
+    from tests.lib.records import frame
+    from tests.lib.sources import Emulator, upload_lake
 
     info = machine_info()
     print(format_machine(info))
-    reseq = Resequencer(templates(args.kind))
     n_max = max(args.ledgers, args.gcs_ledgers, args.core_ledgers)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as work:
@@ -117,7 +117,7 @@ def main() -> int:
         lakes = {}
         for name, lpb in (("lake1", 1), ("lake64", 64)):
             s = LakeSchema(NET, lpb, 64000)
-            st = write_lake(work / name, reseq.chain(FIRST, n_max), s, fsync=False)
+            st = write_lake(work / name, ledgers(args.kind, n_max), s, fsync=False)
             lakes[name] = (s, st)
         per_ledger_zst = lakes["lake1"][1].compressed_bytes / n_max
 
@@ -134,7 +134,7 @@ def main() -> int:
             try:
                 gl = work / "gcslake"
                 s = LakeSchema(NET, 1, 64000)
-                write_lake(gl, reseq.chain(FIRST, args.gcs_ledgers), s, fsync=False)
+                write_lake(gl, ledgers(args.kind, args.gcs_ledgers), s, fsync=False)
                 upload_lake(emu.client(), "bench", "pubnet", gl)
                 os.environ["STORAGE_EMULATOR_HOST"] = emu.host
                 rows.append(bench_lake("GCS emulator", "gs://bench/pubnet", args.gcs_ledgers, args, s,
@@ -143,15 +143,15 @@ def main() -> int:
                 os.environ.pop("STORAGE_EMULATOR_HOST", None)
                 emu.close()
         if "s3" not in skip:
-            from helpers_s3 import MotoS3, aws_env
-            from helpers_s3 import upload_lake as upload_s3
+            from tests.lib.s3 import MotoS3, aws_env
+            from tests.lib.s3 import upload_lake as upload_s3
 
             server = MotoS3()
             saved = dict(os.environ)
             try:
                 sl = work / "s3lake"
                 s = LakeSchema(NET, 1, 64000)
-                write_lake(sl, reseq.chain(FIRST, args.gcs_ledgers), s, fsync=False)
+                write_lake(sl, ledgers(args.kind, args.gcs_ledgers), s, fsync=False)
                 upload_s3(server.client(), "bench", "pubnet", sl)
                 for k, v in aws_env(work, AWS_ENDPOINT_URL_S3=server.host).items():
                     if v:
@@ -167,8 +167,8 @@ def main() -> int:
         if "core" not in skip:
             stream = work / "meta.stream"
             with open(stream, "wb") as f:
-                for _, lcm in reseq.chain(FIRST, args.core_ledgers):
-                    f.write(struct.pack(">I", 0x80000000 | len(lcm)) + lcm)
+                for _, lcm in ledgers(args.kind, args.core_ledgers):
+                    f.write(frame(lcm))
             cfgp = work / "core.cfg"
             cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_STREAM="{stream}"\n')
             env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}

@@ -11,7 +11,8 @@ array loops, ...).  Properties checked:
   * whatever stellar-sdk accepts, we accept too unless we rejected it for one of our deliberate
     strictness rules (non-zero padding, bool/optional flag not 0/1, length above its XDR bound,
     recursion limit);
-  * lcm_length of an accepted ledger equals its length; split_batch results re-join to the input.
+  * lcm_length of an accepted ledger equals its length; split_batch results re-join to the input;
+    scan_batch agrees with split_batch + tx_hashes.
 If no corpus directory is given, a temporary one is seeded with every fixture ledger and
 tests/regressions/lcm/*.bin.  A failing input is written to tests/regressions/lcm/crash-<sha1>.bin
 (then replayed by tests/test_lcm_hostile.py).
@@ -29,12 +30,13 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO))
 
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
     import stellar_sdk.xdr  # noqa: F401  (coverage signal: the SDK's decoder)
+
     from rpcbackfill import lcm
     from rpcbackfill.errors import XdrError
 
@@ -52,7 +54,7 @@ def _save(data: bytes) -> None:
 
 
 def _sdk(data: bytes):
-    from lcm_support import sdk_reference
+    from tests.lib.oracle import sdk_reference
 
     try:
         return sdk_reference(data)
@@ -82,6 +84,10 @@ def test_one_input(data: bytes) -> None:
         else:
             if struct.pack(">III", start, end, len(metas)) + b"".join(metas) != data:
                 raise AssertionError("split_batch pieces do not re-join to the input")
+            s2, e2, ledgers = lcm.scan_batch(data)
+            if (s2, e2) != (start, end) or [bytes(v) for _, v, _ in ledgers] != metas or \
+                    [(q, h) for q, _, h in ledgers] != [(start + i, lcm.tx_hashes(m)[1]) for i, m in enumerate(metas)]:
+                raise AssertionError("scan_batch disagrees with split_batch + tx_hashes")
     except XdrError:
         pass
     except BaseException:
@@ -90,7 +96,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def _seed_dir() -> str:
-    from conftest import load_fixture_ledgers
+    from tests.lib.fixtures import load_fixture_ledgers
 
     d = Path(tempfile.mkdtemp(prefix="fuzz_lcm_corpus_"))
     for i, f in enumerate(load_fixture_ledgers()):

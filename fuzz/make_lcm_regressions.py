@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""(Re)create the hand-made hostile inputs of tests/regressions/lcm/ from the shared fixtures.
+"""(Re)create the hand-made hostile inputs of tests/regressions/lcm/ from the test fixtures (tests/fixtures/).
 
 Fuzzer crashers are added to the same directory by fuzz/fuzz_lcm.py (``crash-*.bin``); this script
 only writes the ``*.bin`` files named below and is deterministic.
@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from conftest import load_fixture_ledgers  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from rpcbackfill import _lcm  # noqa: E402
+from tests.lib.fixtures import load_fixture_ledgers  # noqa: E402
 
 OUT = REPO / "tests" / "regressions" / "lcm"
 u32 = lambda v: struct.pack(">I", v & 0xFFFFFFFF)  # noqa: E731

@@ -1,8 +1,10 @@
 """Type stubs of the compiled RecSplit kernels (ext/_recsplit.pyx)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from collections.abc import Buffer
+from typing_extensions import Buffer, disjoint_base  # collections.abc.Buffer from Python 3.12
 
 LEAF: int
 LOWER_AGGR: int
@@ -23,9 +25,10 @@ ERR_VALUE: int
 def simd_enabled() -> bool: ...
 def set_simd(enabled: bool) -> bool: ...
 def golomb_params(m: int) -> tuple[int, int, int]: ...
-def bucket_hashes(records: Buffer, bucket_salt: int) -> npt.NDArray[np.uint64]: ...
+def bucket_hashes(records: Buffer | npt.NDArray[Any], bucket_salt: int) -> npt.NDArray[np.uint64]: ...
 def key_hashes(keys: Buffer, bucket_salt: int) -> npt.NDArray[np.uint64]: ...
 
+@disjoint_base  # a Cython extension type
 class Builder:
     n_keys: int
     n_buckets: int
@@ -43,6 +46,7 @@ class Builder:
     def elias_fano(self, which: str) -> tuple[int, int, npt.NDArray[np.uint64], npt.NDArray[np.uint64],
                                               npt.NDArray[np.uint64]]: ...
 
+@disjoint_base  # a Cython extension type
 class Index:
     n_keys: int
     range_start: int

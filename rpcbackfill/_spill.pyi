@@ -1,7 +1,11 @@
 """Type stubs of the compiled spill router (ext/_spill.pyx)."""
 
-from collections.abc import Buffer
+from typing_extensions import Buffer, disjoint_base  # collections.abc.Buffer from Python 3.12
 
+NSHARDS: int  # from ext/txhash_record.h; must equal rpcbackfill.records.NSHARDS
+RECORD_SIZE: int  # from ext/txhash_record.h; must equal rpcbackfill.records.RECORD_SIZE
+
+@disjoint_base  # a Cython extension type
 class Router:
     pending: int
     def __init__(self) -> None: ...

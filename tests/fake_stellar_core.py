@@ -60,34 +60,18 @@ def usage(msg: str) -> None:
 
 def lake_ledgers(lake: str, first: int, last: int):
     """(seq, lcm) for first..last from a local lake (layout from its manifest)."""
-    import zstandard
+    from tests.lib.lake import lake_ledgers as read_lake
 
-    from helpers_sources import lcm_impl
-    from rpcbackfill.sources import layout
-
-    schema = layout.read_manifest(lake)
-    lcm = lcm_impl()
-    for bstart in layout.batch_starts(first, last, schema):
-        data = (Path(lake) / layout.object_key(bstart, schema)).read_bytes()
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        start, _, metas = lcm.split_batch(raw)
-        for j, m in enumerate(metas):
-            if first <= start + j <= last:
-                yield start + j, m
+    return read_lake(lake, first, last)
 
 
 def stream_ledgers(path: str, first: int, last: int):
     """(seq, lcm) for first..last from a record-marked stream file (sequence read from the header)."""
-    from helpers_sources import lcm_impl
+    from rpcbackfill import lcm
+    from tests.lib.records import iter_record_marked
 
-    lcm = lcm_impl()
     with open(path, "rb") as f:
-        while True:
-            hdr = f.read(4)
-            if len(hdr) < 4:
-                return
-            n = struct.unpack(">I", hdr)[0] & 0x7FFFFFFF
-            m = f.read(n)
+        for m in iter_record_marked(f):
             seq = lcm.ledger_sequence(m)
             if seq > last:
                 return
@@ -165,11 +149,11 @@ def main() -> int:
                 out.write(struct.pack(">I", len(lcm)) + lcm)  # record mark bit missing
                 continue
             if failure == "bad_hash":
-                from helpers_sources import _analyse
+                from rpcbackfill import lcm as scanner
 
-                t = _analyse(lcm)
+                prev_off = lcm.index(scanner.header_hashes(lcm)[1])  # header.previousLedgerHash
                 b = bytearray(lcm)
-                b[t.prev_off] ^= 0xFF
+                b[prev_off] ^= 0xFF
                 lcm = bytes(b)
         out.write(struct.pack(">I", 0x80000000 | len(lcm)) + lcm)
     log(f"caught up to ledger {to}")

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from rpcbackfill import lcm
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
+from rpcbackfill.paths import DataDirLayout
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
@@ -27,9 +31,6 @@ from helpers_orchestration import (
     store_digest,
     wait_group_gone,
 )
-from rpcbackfill import lcm
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
 
 LAST = 3 * RS + 1
 
@@ -71,7 +72,7 @@ def _chunk_files(digest: dict[str, str]) -> dict[str, str]:
 
 def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     """Per range: ledgers and per-shard hash counts, straight from the lake."""
-    from helpers_orchestration import lake_ledgers
+    from tests.lib.lake import lake_ledgers
 
     out = {}
     for seq, raw in lake_ledgers(lake, 2, LAST):
@@ -84,6 +85,7 @@ def _lake_counts(lake: Path) -> dict[int, tuple[int, list[int]]]:
     return out
 
 
+@pytest.mark.slow
 def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
     rng = random.Random(20261123)
     cfg = make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2)
@@ -163,6 +165,7 @@ def test_kill9_loop_then_identical_stores(tmp_path, lake3, reference):
         m.close()
 
 
+@pytest.mark.slow
 def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     """Several kills in a row inside the transition of one range, each resuming the last."""
     cfg = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
@@ -173,8 +176,8 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     st = api.status(cfg)["ranges"][0]
     assert st["state"] == "TRANSITIONING" and st["txhash"]["phase"] == "COMPLETE"
     # what an atomic writer killed mid-write leaves behind (pid 99999 is long gone)
-    stale = [Path(cfg.immutable_stores.txhash_base) / "0000" / "index" / ".cf-3.idx.tmp-99999",
-             Path(cfg.immutable_stores.ledgers_base) / "chunks" / "0000" / "000000.data.tmp-99999"]
+    lay = DataDirLayout(cfg)
+    stale = [p.with_name(f".{p.name}.tmp-99999") for p in (lay.index_shard(0, 3), lay.chunk_paths(0)[0])]
     for p in stale:
         p.write_bytes(b"partial")
     assert run_to_end(tmp_path, cfg) == 0

@@ -11,7 +11,6 @@ import pytest
 
 from rpcbackfill.logsetup import configure_logging
 
-
 pytestmark = pytest.mark.usefixtures("restore_root_logging")
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from lcm_support import REGRESSIONS, REPO
+from tests.lib.lcm_support import REGRESSIONS, REPO
 
 SECONDS = float(os.environ.get("LCM_FUZZ_SECONDS", "20"))
 

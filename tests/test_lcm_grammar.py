@@ -4,14 +4,14 @@ stellar-sdk type by type (random valid values decoded by the SDK and skipped nat
 from __future__ import annotations
 
 import inspect
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rpcbackfill import _lcm, lcm
 from rpcbackfill.errors import XdrError
-
-from lcm_support import REPO, HypothesisChooser, RandomChooser, RandomXdr, load_generator
+from tests.lib.lcm_support import REPO, HypothesisChooser, RandomChooser, RandomXdr, load_generator
 
 gen = load_generator()
 GRAMMAR = gen.load_grammar()

@@ -12,8 +12,8 @@ from stellar_sdk import xdr
 
 from rpcbackfill import lcm
 from rpcbackfill.errors import XdrError
-
-from lcm_support import HypothesisChooser, RandomChooser, RandomXdr, make_batch, sdk_reference
+from tests.lib.lcm_support import HypothesisChooser, RandomChooser, RandomXdr, make_batch
+from tests.lib.oracle import sdk_reference
 
 
 def _sdk_roundtrip(raw: bytes) -> bytes:

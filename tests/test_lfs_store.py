@@ -1,4 +1,4 @@
-"""LFS chunk reader, verifier and cross-chunk store over real (re-sequenced) fixture ledgers."""
+"""LFS chunk reader, verifier and cross-chunk store over generated ledgers (tests.lib.ledgers)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_lfs_helpers import (  # noqa: F401
-    copy_base,
-    full_chunk,
-   
-    make_ledgers,
-    reseq,
-    templates,
-    write_chunk,
-)
-
 from rpcbackfill.errors import (
     Cancelled,
     CorruptStoreError,
@@ -29,7 +19,11 @@ from rpcbackfill.errors import (
     UnsupportedFormatError,
 )
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
+from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import reader as lfs_reader
+from tests.lib.ledgers import ledger_at
+from tests.lib.lfs import copy_base, make_ledgers, write_chunk
 
 
 def test_random_access(full_chunk):
@@ -40,7 +34,11 @@ def test_random_access(full_chunk):
         assert (r.first_ledger, r.last_ledger, len(r)) == (first, chunk_last_ledger(3), CHUNK_SIZE)
         for i in [0, CHUNK_SIZE - 1, *rng.sample(range(CHUNK_SIZE), 300)]:
             assert r.get(first + i) == ledgers[i]
-        assert r.get_frame(first + 5) == lfs.compress_ledger(ledgers[5])
+        offs = r.frame_offsets
+        assert len(offs) == CHUNK_SIZE + 1 and offs[-1] == r.data_bytes
+        with open(r.data_path, "rb") as f:  # ledger 5's stored frame is exactly its compression
+            f.seek(offs[5])
+            assert f.read(offs[6] - offs[5]) == lfs.compress_ledger(ledgers[5])
         for bad in (first - 1, chunk_last_ledger(3) + 1, 0):
             with pytest.raises(NotFoundError, match=str(bad)):
                 r.get(bad)
@@ -86,16 +84,16 @@ def test_verify_wrong_count(full_chunk):
         lfs.verify_chunk(full_chunk[0], 3, expect_ledgers=9999)
 
 
-def test_verify_detects_wrong_sequence(tmp_path, templates):
-    ledgers = make_ledgers(templates, chunk_first_ledger(4), 20)
-    ledgers[13] = reseq(ledgers[13], 999)  # the writer stores bytes; the verifier reads the header
+def test_verify_detects_wrong_sequence(tmp_path):
+    ledgers = make_ledgers(chunk_first_ledger(4), 20)
+    ledgers[13] = ledger_at(999)  # the writer stores bytes; the verifier reads the header
     write_chunk(tmp_path, tmp_path / "w", 4, ledgers)
     with pytest.raises(CorruptStoreError, match=f"sequence 999, expected {chunk_first_ledger(4) + 13}"):
         lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
 
 
-def test_verify_detects_non_lcm_payload(tmp_path, templates):
-    ledgers = make_ledgers(templates, chunk_first_ledger(4), 3) + [b"\x00\x00\x00\x07junk"]
+def test_verify_detects_non_lcm_payload(tmp_path):
+    ledgers = make_ledgers(chunk_first_ledger(4), 3) + [b"\x00\x00\x00\x07junk"]
     write_chunk(tmp_path, tmp_path / "w", 4, ledgers)
     with pytest.raises(CorruptStoreError, match="ledger 40005"):
         lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
@@ -198,11 +196,11 @@ def test_swapped_frames_detected(damaged):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pos=st.integers(min_value=0), bit=st.integers(0, 7))
-def test_random_bit_flip_never_crashes(tmp_path_factory, templates, pos, bit):
+def test_random_bit_flip_never_crashes(tmp_path_factory, pos, bit):
     """A flip anywhere in .data: verify raises CorruptStoreError or (no checksum in the
     spec'd frames) accepts a ledger whose bytes changed -- never anything else."""
     base = tmp_path_factory.mktemp("flip")
-    ledgers = make_ledgers(templates, chunk_first_ledger(1), 8)
+    ledgers = make_ledgers(chunk_first_ledger(1), 8)
     write_chunk(base, base / "w", 1, ledgers)
     d, _ = lfs.chunk_paths(base, 1)
     b = bytearray(d.read_bytes())
@@ -219,11 +217,11 @@ def test_random_bit_flip_never_crashes(tmp_path_factory, templates, pos, bit):
 # --- LedgerStore ------------------------------------------------------------------------------
 
 
-def test_ledger_store_across_chunks(tmp_path, templates, full_chunk):
+def test_ledger_store_across_chunks(tmp_path, full_chunk):
     base = copy_base(full_chunk[0], tmp_path / "b")
     small = {}
     for c in (0, 1, 7):
-        small[c] = make_ledgers(templates, chunk_first_ledger(c), 25 + c)
+        small[c] = make_ledgers(chunk_first_ledger(c), 25 + c)
         write_chunk(base, tmp_path / "w", c, small[c])
     with lfs.LedgerStore(base, max_open=2) as store:
         for _ in range(3):  # cycles through more chunks than readers kept open
@@ -268,9 +266,9 @@ def test_ledger_store_threads(full_chunk):
 # --- writer API contract -----------------------------------------------------------------------
 
 
-def test_writer_sequence_rules(tmp_path, templates):
+def test_writer_sequence_rules(tmp_path):
     first = chunk_first_ledger(2)
-    ls = make_ledgers(templates, first, 3)
+    ls = make_ledgers(first, 3)
     with lfs.ChunkWriter(tmp_path, 2, tmp_path / "w") as w:
         assert w.next_ledger == first
         with pytest.raises(LedgerSequenceError, match=f"got ledger {first + 1}, expected {first}"):
@@ -284,9 +282,9 @@ def test_writer_sequence_rules(tmp_path, templates):
         assert not lfs.chunk_exists(tmp_path, 2)
 
 
-def test_writer_rejects_past_chunk_end(tmp_path, templates):
+def test_writer_rejects_past_chunk_end(tmp_path, sample_ledgers):
     first = chunk_first_ledger(0)
-    lcm = templates[0]
+    lcm = sample_ledgers[0]
     with lfs.ChunkWriter(tmp_path, 0, tmp_path / "w") as w:
         for s in range(first, first + CHUNK_SIZE):
             w.append(s, lcm)
@@ -309,32 +307,32 @@ def test_writer_closed_and_empty(tmp_path):
         w.sync()
 
 
-def test_writer_abort_removes_partials(tmp_path, templates):
+def test_writer_abort_removes_partials(tmp_path, sample_ledgers):
     w = lfs.ChunkWriter(tmp_path, 2, tmp_path / "w")
-    w.append(chunk_first_ledger(2), templates[0])
+    w.append(chunk_first_ledger(2), sample_ledgers[0])
     w.sync()
-    dp, op = lfs.partial_paths(tmp_path / "w", 2)
+    dp, op = chunk_partial_paths(tmp_path / "w", 2)
     assert dp.exists() and op.exists()
     w.abort()
     assert not dp.exists() and not op.exists()
     assert not lfs.chunk_exists(tmp_path, 2)
     w.close()
     with pytest.raises(StoreError, match="aborted"):
-        w.append(chunk_first_ledger(2) + 1, templates[0])
+        w.append(chunk_first_ledger(2) + 1, sample_ledgers[0])
 
 
-def test_disk_full_is_typed(tmp_path, templates):
+def test_disk_full_is_typed(tmp_path, sample_ledgers):
     """A real ENOSPC: the data partial is /dev/full."""
     work = tmp_path / "w"
     work.mkdir()
-    dp, _ = lfs.partial_paths(work, 2)
+    dp, _ = chunk_partial_paths(work, 2)
     dp.symlink_to("/dev/full")
     from rpcbackfill.errors import DiskFullError
 
     w = lfs.ChunkWriter(tmp_path, 2, work)
     with pytest.raises(DiskFullError, match="no space left"):
         for k in range(200):  # the 1 MiB write buffer spills to the device within these
-            w.append(chunk_first_ledger(2) + k, templates[k % len(templates)])
+            w.append(chunk_first_ledger(2) + k, sample_ledgers[k % len(sample_ledgers)])
         w.sync()
     with pytest.raises(StoreError):
         w.sync()
@@ -344,7 +342,7 @@ def test_disk_full_is_typed(tmp_path, templates):
 def test_oversized_frame_not_read(full_chunk, monkeypatch):
     """An index claiming a frame larger than any ledger is refused before reading it."""
     base, ledgers, _ = full_chunk
-    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 64)
+    monkeypatch.setattr(lfs_reader, "MAX_LEDGER_BYTES", 64)
     with lfs.ChunkReader(base, 3) as r:
         with pytest.raises(CorruptStoreError, match="frame of"):
             r.get(chunk_first_ledger(3))

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers_orchestration import (
+from rpcbackfill.errors import NotFoundError
+from rpcbackfill.meta.store import MetaStore
+from rpcbackfill.orchestration import api
+from tests.lib.net import free_port
+from tests.lib.orchestration import (
     RS,
     active_leftovers,
     check_backfill_result,
-    free_port,
     kill_tree,
     make_config,
     make_lake,
@@ -32,9 +35,6 @@ from helpers_orchestration import (
     wait_group_gone,
     with_port,
 )
-from rpcbackfill.errors import NotFoundError
-from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
 
 LAST = 3 * RS + 1
 

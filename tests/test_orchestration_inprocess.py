@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers_orchestration import RS, active_leftovers, check_backfill_result, make_config, make_lake
 from rpcbackfill.errors import Cancelled, MetaStoreError
 from rpcbackfill.meta.store import (
     LEDGER_PHASES,
@@ -24,6 +23,7 @@ from rpcbackfill.meta.store import (
     encode_u64,
 )
 from rpcbackfill.orchestration.orchestrator import RangeOrchestrator
+from tests.lib.orchestration import RS, active_leftovers, check_backfill_result, make_config, make_lake
 
 
 @pytest.fixture(scope="module")

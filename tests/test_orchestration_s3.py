@@ -9,21 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_orchestration import (
-    REPO,
-    RS,
-    check_backfill_result,
-    make_config,
-    make_lake,
-    run_to_end,
-)
-from helpers_s3 import MotoS3, apply_env, aws_env, clean_environ, upload_lake
-from helpers_sources import free_port
 
 from rpcbackfill.config import PUBNET_PASSPHRASE
 from rpcbackfill.orchestration import api
 from rpcbackfill.sources import layout
 from rpcbackfill.sources.layout import LakeSchema
+from tests.lib import REPO
+from tests.lib.net import free_port
+from tests.lib.orchestration import RS, check_backfill_result, make_config, make_lake, run_to_end
+from tests.lib.s3 import MotoS3, apply_env, aws_env, clean_environ, upload_lake
 
 LAST = 2 * RS + 1
 LAYOUT = LakeSchema(PUBNET_PASSPHRASE, ledgers_per_batch=8, batches_per_partition=64)  # make_lake's layout
@@ -105,8 +99,13 @@ def _cli(tmp_path: Path, bucket_path: str, extra: str = "", env: dict | None = N
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "rpcbackfill"]
     full_env = clean_environ({**aws_env(tmp_path), "PYTHONPATH": str(REPO), **(env or {})})
     # the pre-flight must give up well within 30 s, whatever the cause
-    r = subprocess.run(cmd + ["--backfill", "--start-ledger", "2", "--end-ledger", str(LAST), "--config-path", str(conf)],
-                       capture_output=True, env=full_env, timeout=30, check=False)
+    r = subprocess.run(
+        cmd + ["--backfill", "--start-ledger", "2", "--end-ledger", str(LAST), "--config-path", str(conf)],
+        capture_output=True,
+        env=full_env,
+        timeout=30,
+        check=False,
+    )
     err = r.stderr.decode()
     errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert "Traceback" not in err, err
@@ -129,32 +128,88 @@ def _cases(s3, tmp_path):
     ep = f'endpoint_url = "{s3.host}"\n' + path_style
     closed = f"http://127.0.0.1:{free_port()}"
     return {
-        "dns": ("s3://lake/pubnet", 'endpoint_url = "http://lake.invalid:9000"\n' + path_style, None,
-                ["s3://lake/pubnet", "http://lake.invalid:9000", "DNS lookup failed"]),
-        "refused": ("s3://lake/pubnet", f'endpoint_url = "{closed}"\n' + path_style, None,
-                    ["s3://lake/pubnet", closed, "connection refused"]),
-        "forbidden": ("s3://private/pubnet", ep, None, ["s3://private/pubnet", "access to bucket private denied (HTTP 403"]),
-        "no-bucket": ("s3://nosuchbucket/pubnet", ep, None, ["s3://nosuchbucket/pubnet", "bucket nosuchbucket does not exist"]),
-        "no-first": ("s3://tiny/nofirst", ep, None,
-                     ["ledger 2: object s3://tiny/nofirst/" + layout.object_key(2, LAYOUT), "does not exist"]),
-        "no-last": ("s3://tiny/nolast", ep, None,
-                    [f"ledger {LAST}: object s3://tiny/nolast/" + layout.object_key(LAST, LAYOUT), "does not exist"]),
-        "no-layout": ("s3://tiny/bare", ep, None, ["s3://tiny/bare", ".config.json not found",
-                                                   "ledgers_per_file, files_per_partition unset"]),
-        "bad-layout": ("s3://tiny/bare", ep + "ledgers_per_file = 1\nfiles_per_partition = 64\n", None,
-                       ["s3://tiny/bare", "contradicts the configured layout"]),
-        "layout-disagrees": ("s3://tiny/nolast", ep + "ledgers_per_file = 16\n", None,
-                             ["ledgers_per_file = 16 in the configuration but ledgersPerBatch = 8",
-                              "s3://tiny/nolast/.config.json"]),
-        "local-no-last": (str(_lake_dir(tmp_path, [2])), "", None,
-                          [f"ledger {LAST}: object {tmp_path / 'locallake'}/", "does not exist"]),
-        "gcs-refused": ("gs://lake/pubnet", "", {"STORAGE_EMULATOR_HOST": closed},
-                        ["gs://lake/pubnet", "connection refused"]),
+        "dns": (
+            "s3://lake/pubnet",
+            'endpoint_url = "http://lake.invalid:9000"\n' + path_style,
+            None,
+            ["s3://lake/pubnet", "http://lake.invalid:9000", "DNS lookup failed"],
+        ),
+        "refused": (
+            "s3://lake/pubnet",
+            f'endpoint_url = "{closed}"\n' + path_style,
+            None,
+            ["s3://lake/pubnet", closed, "connection refused"],
+        ),
+        "forbidden": (
+            "s3://private/pubnet",
+            ep,
+            None,
+            ["s3://private/pubnet", "access to bucket private denied (HTTP 403"],
+        ),
+        "no-bucket": (
+            "s3://nosuchbucket/pubnet",
+            ep,
+            None,
+            ["s3://nosuchbucket/pubnet", "bucket nosuchbucket does not exist"],
+        ),
+        "no-first": (
+            "s3://tiny/nofirst",
+            ep,
+            None,
+            ["ledger 2: object s3://tiny/nofirst/" + layout.object_key(2, LAYOUT), "does not exist"],
+        ),
+        "no-last": (
+            "s3://tiny/nolast",
+            ep,
+            None,
+            [f"ledger {LAST}: object s3://tiny/nolast/" + layout.object_key(LAST, LAYOUT), "does not exist"],
+        ),
+        "no-layout": (
+            "s3://tiny/bare",
+            ep,
+            None,
+            ["s3://tiny/bare", ".config.json not found", "ledgers_per_file, files_per_partition unset"],
+        ),
+        "bad-layout": (
+            "s3://tiny/bare",
+            ep + "ledgers_per_file = 1\nfiles_per_partition = 64\n",
+            None,
+            ["s3://tiny/bare", "contradicts the configured layout"],
+        ),
+        "layout-disagrees": (
+            "s3://tiny/nolast",
+            ep + "ledgers_per_file = 16\n",
+            None,
+            ["ledgers_per_file = 16 in the configuration but ledgersPerBatch = 8", "s3://tiny/nolast/.config.json"],
+        ),
+        "local-no-last": (
+            str(_lake_dir(tmp_path, [2])),
+            "",
+            None,
+            [f"ledger {LAST}: object {tmp_path / 'locallake'}/", "does not exist"],
+        ),
+        "gcs-refused": (
+            "gs://lake/pubnet",
+            "",
+            {"STORAGE_EMULATOR_HOST": closed},
+            ["gs://lake/pubnet", "connection refused"],
+        ),
     }
 
 
-CASES = ["dns", "refused", "forbidden", "no-bucket", "no-first", "no-last", "no-layout", "bad-layout",
-         "layout-disagrees", "local-no-last", "gcs-refused"]
+CASES = [
+    "dns",
+    "refused",
+    "forbidden",
+    "no-bucket",
+    "no-first",
+    "no-last",
+    "no-layout",
+    "bad-layout",
+    "layout-disagrees",
+    "local-no-last",
+    "gcs-refused",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

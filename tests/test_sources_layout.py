@@ -5,27 +5,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 
 import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers_sources import Resequencer, sdk_seq_and_hashes, small_templates
-from conftest import sdk_split_batch
 from rpcbackfill.config import PUBNET_PASSPHRASE, TESTNET_PASSPHRASE
 from rpcbackfill.errors import LakeConfigError
 from rpcbackfill.sources import layout
 from rpcbackfill.sources.layout import LakeSchema, batch_start, object_key, write_lake
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.ledgers import iter_chain
+from tests.lib.oracle import sdk_seq_and_hashes, sdk_split_batch
 
 
 def _decompress(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-
-
-@pytest.fixture(scope="module")
-def reseq(fixture_ledgers):
-    return Resequencer(small_templates(fixture_ledgers))
 
 
 def test_spec_example_key():
@@ -50,7 +47,7 @@ def test_multi_ledger_names():
     # 640 ledgers per partition; ledger 700 is in partition 640..1279, file 640..703
     assert layout.partition_prefix(700, s) == f"{0xFFFFFFFF - 640:08X}--640-1279/"
     assert layout.file_name(700, s) == f"{0xFFFFFFFF - 640:08X}--640-703.xdr.zst"
-    assert batch_start(700, s) == 640 and layout.batch_end(700, s) == 703
+    assert batch_start(700, s) == 640 and batch_start(703, s) == 640 and batch_start(704, s) == 704
     assert list(layout.batch_starts(2, 130, s)) == [0, 64, 128]
     assert list(layout.batch_starts(5, 4, s)) == []
     # hex is uppercase
@@ -146,7 +143,7 @@ def test_encode_batch_matches_real_galexie_file(fixtures_dir, fixture_ledgers):
     raw = _decompress((fixtures_dir / "FCD285FF--53312000.xdr.zstd").read_bytes())
     lcm = next(f.lcm for f in fixture_ledgers if f.seq == 53312000)
     assert layout.encode_batch(53312000, [lcm]) == raw
-    assert layout.batch_header(raw) == (53312000, 53312000, 1)
+    assert struct.unpack_from(">III", raw) == (53312000, 53312000, 1)  # LedgerCloseMetaBatch header
 
 
 def test_write_lake_reproduces_fixture_bucket(tmp_path, fixtures_dir, fixture_ledgers):
@@ -164,9 +161,9 @@ def test_write_lake_reproduces_fixture_bucket(tmp_path, fixtures_dir, fixture_le
 
 
 @pytest.mark.parametrize("lpb,bpp,first,count", [(1, 64000, 2, 5), (4, 3, 2, 30), (64, 1, 100, 200), (3, 2, 7, 1)])
-def test_write_lake_layout(tmp_path, reseq, lpb, bpp, first, count):
+def test_write_lake_layout(tmp_path, lpb, bpp, first, count):
     s = LakeSchema(PUBNET_PASSPHRASE, lpb, bpp)
-    ledgers = reseq.ledgers(first, count)
+    ledgers = make_chain(first, count)
     stats = write_lake(tmp_path, iter(ledgers), s, content_size=False)
     want_files = {object_key(q, s) for q, _ in ledgers}
     got_files = {
@@ -193,28 +190,18 @@ def test_write_lake_layout(tmp_path, reseq, lpb, bpp, first, count):
     assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".tmp")]
 
 
-def test_write_lake_rejects_gap(tmp_path, reseq):
-    ledgers = reseq.ledgers(10, 3)
+def test_write_lake_rejects_gap(tmp_path):
+    ledgers = make_chain(10, 3)
     with pytest.raises(ValueError, match="consecutive"):
         write_lake(tmp_path, [ledgers[0], ledgers[2]], LakeSchema("n", 1, 1))
     assert not (tmp_path / ".config.json").exists()  # an incomplete lake has no manifest
 
 
-def test_detect_legacy_extension(tmp_path, reseq):
+def test_detect_legacy_extension(tmp_path):
     s = LakeSchema("n", 2, 4, file_ext=layout.LEGACY_FILE_EXT)
-    write_lake(tmp_path, reseq.chain(40, 10), s)
+    write_lake(tmp_path, iter_chain(40, 10), s)
     assert layout.detect_local_file_ext(tmp_path) == ".xdr.zstd"
     assert layout.read_manifest(tmp_path).file_ext == ".xdr.zstd"
     s1 = LakeSchema("n", 1, 1, file_ext=layout.LEGACY_FILE_EXT)
-    write_lake(tmp_path / "flat", reseq.chain(40, 2), s1)
+    write_lake(tmp_path / "flat", iter_chain(40, 2), s1)
     assert layout.read_manifest(tmp_path / "flat") == s1
-
-
-def test_resequencer_chain_is_consistent(reseq):
-    prev_hash = None
-    for seq, lcm in reseq.chain(1000, 12):
-        s, h, p = sdk_seq_and_hashes(lcm)
-        assert s == seq
-        if prev_hash is not None:
-            assert p == prev_hash
-        prev_hash = h

@@ -4,9 +4,6 @@ behind the fault-injecting proxy, with no AWS credentials anywhere (anonymous re
 from __future__ import annotations
 
 import pytest
-from gcs_fault_proxy import FaultProxy
-from helpers_s3 import MotoS3, apply_env, aws_env, upload_lake
-from helpers_sources import Resequencer, free_port, small_templates
 
 from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig
 from rpcbackfill.errors import LakeConfigError, MissingLedgerError, SourceError
@@ -14,14 +11,19 @@ from rpcbackfill.sources import layout, objstore
 from rpcbackfill.sources.checks import check_lake
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.ledgers import chain as make_chain
+from tests.lib.net import free_port
+from tests.lib.s3 import MotoS3, apply_env, aws_env, upload_lake
 
 NET = PUBNET_PASSPHRASE
 SCHEMA = LakeSchema(NET, ledgers_per_batch=8, batches_per_partition=4)
 
 
 @pytest.fixture(scope="module")
-def chain(fixture_ledgers):
-    return dict(Resequencer(small_templates(fixture_ledgers)).ledgers(2, 400))
+def chain():
+    """Ledgers 2..401, consecutive and hash-chained."""
+    return dict(make_chain(2, 400))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def cfg(path, **kw) -> BufferedStorageConfig:
 
 def read_all(src, first, last):
     src.prepare_range(first, last)
-    return [src.get_ledger(s) for s in range(first, last + 1)]
+    return [src.get_ledger(s).lcm for s in range(first, last + 1)]
 
 
 def _key(seq: int) -> str:
@@ -107,8 +109,17 @@ def test_s3_credentials_from_env_sign_requests(proxy, monkeypatch, chain):
         assert src.stats["retries"] == 0
 
 
-@pytest.mark.parametrize("fault,kw", [("status", {"code": 500}), ("status", {"code": 503}), ("truncate", {}),
-                                      ("short", {}), ("corrupt", {}), ("status", {"code": 429})])
+@pytest.mark.parametrize(
+    "fault,kw",
+    [
+        ("status", {"code": 500}),
+        ("status", {"code": 503}),
+        ("truncate", {}),
+        ("short", {}),
+        ("corrupt", {}),
+        ("status", {"code": 429}),
+    ],
+)
 def test_s3_transient_faults(proxy, chain, fault, kw):
     key = _key(60)
     proxy.add(key, fault, times=2, **kw)
@@ -139,8 +150,13 @@ def test_s3_slowdown_xml_error_is_transient(proxy, chain):
     store = S3Store("s3://lake/pubnet", options=objstore.StoreOptions(force_path_style=True))
     from botocore.exceptions import ClientError
 
-    e = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
-                     "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+    e = ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
+        "GetObject",
+    )
     from rpcbackfill.errors import TransientSourceError
 
     assert isinstance(store._classify(e, "s3://lake/pubnet/k"), TransientSourceError)
@@ -164,7 +180,7 @@ def test_s3_missing_object_fatal_at_once(proxy, s3, lake, chain):
         src.prepare_range(100, 300)
         with pytest.raises(MissingLedgerError, match="ledger 200") as ei:
             for q in range(100, 301):
-                assert src.get_ledger(q) == chain[q]
+                assert src.get_ledger(q).lcm == chain[q]
         assert q == 200 and src.stats["retries"] == 0
     assert f"s3://lake/holey/{key}" in str(ei.value)
     assert len([p for m, p, _ in proxy.log if key in p and m == "GET"]) == 1
@@ -214,8 +230,9 @@ def test_preflight_passes_and_names_missing_ends(proxy):
     assert not any(m == "GET" and ".xdr.zst" in p for m, p, _ in proxy.log)
 
 
-@pytest.mark.parametrize("host,cause", [("http://lake.invalid:9000", "DNS lookup failed"),
-                                        ("closed", "connection refused")])
+@pytest.mark.parametrize(
+    "host,cause", [("http://lake.invalid:9000", "DNS lookup failed"), ("closed", "connection refused")]
+)
 def test_preflight_unreachable(proxy, monkeypatch, host, cause):
     url = f"http://127.0.0.1:{free_port()}" if host == "closed" else host
     with pytest.raises(SourceError) as ei:

@@ -34,7 +34,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union as _U
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_PATH = REPO / "ext" / "_lcm_grammar.h"
@@ -82,14 +81,14 @@ class Ref:
 
 @dataclass(frozen=True)
 class Array:
-    elem: "Decl"
+    elem: Decl
     fixed: bool
     n: int | None
 
 
 @dataclass(frozen=True)
 class Optional:
-    elem: "Decl"
+    elem: Decl
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class Struct:
 
 @dataclass(frozen=True)
 class Union:
-    dtype: "Decl"  # Prim('int'|'uint'|'bool') or Ref(enum)
+    dtype: Decl  # Prim('int'|'uint'|'bool') or Ref(enum)
     dname: str
     arms: tuple  # ((values tuple[int|str,...], arm name|None, Decl), ...)
     default: tuple | None  # (arm name|None, Decl)
@@ -115,7 +114,7 @@ class Enum:
     members: tuple  # ((name, value), ...)
 
 
-Decl = _U[Prim, Opaque, String, Ref, Array, Optional, Void, Struct, Union, Enum]
+Decl = Prim | Opaque | String | Ref | Array | Optional | Void | Struct | Union | Enum
 
 # ---------------------------------------------------------------------------------------------
 # Parser

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import zstandard
 
+from ..config import PUBNET_PASSPHRASE
 from ..errors import XdrError
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ INNER_HASH_OFFSET = 44
 # Size of a MuxedAccount's discriminant; KEY_TYPE_ED25519 = 0 (for the v0 → v1 form).
 V0_AS_V1_PREFIX = b"\x00\x00\x00\x00"
 
-PUBNET_PASSPHRASE = "Public Global Stellar Network ; September 2015"
 
-# Real pubnet ledgers from the shared fixtures used by default.  Ledgers 26154623,
+# Real pubnet ledgers used by default (shipped in templates_data/, also in tests/fixtures/).  Ledgers 26154623,
 # 36154623, 46154623 (LedgerCloseMeta V0, protocols 11-19) and 53312000 (V1, protocol 21)
 # span pubnet ranges 2-5 of the spec's 10M-ledger ranges: the "default mix".
 PUBNET_TTP_FILE = "ttp-ledgers-base64.txt"
@@ -104,19 +104,8 @@ OFF_TXSET_HASH = 36
 OFF_CLOSE_TIME = 68
 
 
+# The template ledgers shipped inside the package: the default of every generator.
 PACKAGED_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_data"
-
-
-def default_templates_dir() -> Path:
-    """``$RPCBACKFILL_FIXTURES``, else ``<checkout>/../shared/fixtures`` (where CI keeps them),
-    else the copy of the same template ledgers shipped in the package (``templates_data/``)."""
-    env = os.environ.get("RPCBACKFILL_FIXTURES")
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-    if (shared / PUBNET_TTP_FILE).is_file() and (shared / PUBNET_V1_FILE).is_file():
-        return shared
-    return PACKAGED_TEMPLATES_DIR
 
 
 def _read_ttp_text(ttp: Path) -> str:
@@ -142,6 +131,7 @@ def template_hashes(t: TxTemplate, env: bytes | bytearray | memoryview, passphra
     mv = memoryview(env)
     a, b = t.body
     if t.kind == ENVELOPE_TYPE_TX_FEE_BUMP:
+        assert t.inner is not None  # every fee bump has an inner transaction
         ia, ib = t.inner
         return hashlib.sha256(p_fb + mv[a:b]).digest(), hashlib.sha256(p_tx + mv[ia:ib]).digest()
     if t.kind == ENVELOPE_TYPE_TX_V0:
@@ -293,8 +283,9 @@ class TemplateSet:
 
 
 def load_pubnet_templates(templates_dir: str | os.PathLike | None = None) -> TemplateSet:
-    """Templates from the real pubnet ledgers of the shared fixtures (decoded once per process)."""
-    d = Path(templates_dir) if templates_dir else default_templates_dir()
+    """Templates from real pubnet ledgers (decoded once per process): those in ``templates_dir``,
+    by default the copy shipped in the package (``templates_data/``)."""
+    d = Path(templates_dir) if templates_dir else PACKAGED_TEMPLATES_DIR
     return _load_pubnet_templates(str(d.resolve()))
 
 
@@ -305,7 +296,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
     for p in (ttp, v1file):
         if not p.is_file() and not (p is ttp and ttp.with_name(ttp.name + ".zst").is_file()):
             raise FileNotFoundError(
-                f"template ledger {p} not found (set RPCBACKFILL_FIXTURES or pass templates_dir)"
+                f"template ledger {p} not found (pass the directory holding the template ledgers)"
             )
     from stellar_sdk import xdr
 
@@ -324,5 +315,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
     lcm = batch.ledger_close_metas[0].to_xdr_bytes()
     txs += templates_from_lcm(lcm, PUBNET_PASSPHRASE, v1file.name)
     skel = skeleton(lcm, v1file.name)
+    if skel_v0 is None:
+        raise XdrError(f"{ttp}: no LedgerCloseMeta V0 with at least {MIN_TEMPLATE_TXS} transactions")
     log.debug("loaded %d template transactions from %s", len(txs), d)
     return TemplateSet(tuple(txs), skel, skel_v0)

@@ -27,7 +27,7 @@ class RangeProgress:
     last_committed_ledger: int | None = None
     attempts: int = 0
     error: str | None = None
-    samples: collections.deque = None  # (monotonic time, ledgers_done, tx_done)
+    samples: collections.deque = None  # type: ignore[assignment]  # set in __post_init__; (time, ledgers, txs)
 
     def __post_init__(self):
         if self.samples is None:

@@ -3,7 +3,7 @@
 ``open_source(config, cancel)`` returns the ``LedgerSource`` selected by
 ``config.backfill.ledger_backend``:
 
-- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
+- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on S3, GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
 ``preflight(config, ranges)`` checks, once before any range starts, that the source can
@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import LedgerSource
+from .base import Ledger, LedgerSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from .checks import RangeLike
 
-__all__ = ["LedgerSource", "open_source", "preflight"]
+__all__ = ["Ledger", "LedgerSource", "open_source", "preflight"]
 
 
 def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
@@ -35,7 +35,7 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     run(config, ranges)
 
 
-def open_source(config: "Config", cancel: threading.Event) -> LedgerSource:
+def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
     """Build (but do not start) the source the configuration names.
 
     Nothing touches the network or spawns a process here; ``prepare_range`` does.

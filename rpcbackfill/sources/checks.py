@@ -77,29 +77,39 @@ class _Bounded:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_lake(bs: BufferedStorageConfig, network_passphrase: str, first: int, last: int,
-               budget_s: float = BUDGET_S) -> layout.LakeSchema:
+def check_lake(
+    bs: BufferedStorageConfig, network_passphrase: str, first: int, last: int, budget_s: float = BUDGET_S
+) -> layout.LakeSchema:
     from .datalake import resolve_schema, store_options
 
     t0 = time.monotonic()
     call = _Bounded(budget_s)
     try:
-        store = open_store(bs.bucket_path, store_options(
-            bs, pool_size=1, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S))
+        store = open_store(
+            bs.bucket_path,
+            store_options(bs, pool_size=1, connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S),
+        )
         try:
             schema, detected = resolve_schema(store, bs, network_passphrase, call)
             exts = [schema.file_ext] if detected else list(layout.FILE_EXTS)
             for seq in dict.fromkeys((first, last)):
-                if not any(_exists(store, call, layout.object_key(seq, dataclasses.replace(schema, file_ext=x)))
-                           for x in exts):
+                if not any(
+                    _exists(store, call, layout.object_key(seq, dataclasses.replace(schema, file_ext=x))) for x in exts
+                ):
                     key = layout.object_key(seq, schema)
                     raise MissingLedgerError(f"ledger {seq}: object {store.url}/{key} does not exist")
         finally:
             store.close()
     except SourceError as e:
         raise type(e)(f"data lake pre-flight check failed: {e}") from None
-    log.info("data lake %s: pre-flight check passed in %.1fs (ledgers %d and %d present, %d per file)",
-             bs.bucket_path, time.monotonic() - t0, first, last, schema.ledgers_per_batch)
+    log.info(
+        "data lake %s: pre-flight check passed in %.1fs (ledgers %d and %d present, %d per file)",
+        bs.bucket_path,
+        time.monotonic() - t0,
+        first,
+        last,
+        schema.ledgers_per_batch,
+    )
     return schema
 
 

@@ -35,12 +35,31 @@ log = logging.getLogger(__name__)
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 # Error codes S3 (and compatible stores) use for "try again later".
 _TRANSIENT_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException",
-     "RequestThrottled", "TooManyRequests", "RequestTimeTooSkewed", "OperationAborted"}
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestTimeTooSkewed",
+        "OperationAborted",
+    }
 )
 _DENIED_CODES = frozenset(
-    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-     "InvalidToken", "AccountProblem", "Forbidden", "Unauthorized"}
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AccountProblem",
+        "Forbidden",
+        "Unauthorized",
+    }
 )
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -127,8 +146,11 @@ class S3Store:
                 f"{where}: cannot reach {self.endpoint}: {cause or type(e).__name__} ({short(e)})"
             )
         transient = tuple(
-            c for c in (getattr(bexc, n, None) for n in ("IncompleteReadError", "ResponseStreamingError",
-                                                         "FlexibleChecksumError", "ReadTimeoutError"))
+            c
+            for c in (
+                getattr(bexc, n, None)
+                for n in ("IncompleteReadError", "ResponseStreamingError", "FlexibleChecksumError", "ReadTimeoutError")
+            )
             if c is not None
         )
         if isinstance(e, transient):

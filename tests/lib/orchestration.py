@@ -1,6 +1,6 @@
 """Shared helpers for the orchestration and crash tests.
 
-Also a tiny entry point: ``python tests/helpers_orchestration.py CONFIG.pickle`` runs a
+Also a tiny entry point: ``python -m tests.lib.orchestration CONFIG.pickle`` runs a
 coordinator over a pickled (Config, CoordinatorOptions) and exits with its code -- the crash
 tests start it in its own session so that ``killpg(SIGKILL)`` kills the whole process tree.
 """
@@ -12,13 +12,14 @@ import hashlib
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+from .lake import lake_ledgers
+
 RS = 10_000  # range_size used by the tests: 1 chunk per range
 
 
@@ -46,12 +47,6 @@ def with_port(config, port: int):
     return dataclasses.replace(config, service=dataclasses.replace(config.service, http_port=port))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fast_options(**kw):
     from rpcbackfill.orchestration.coordinator import CoordinatorOptions
 
@@ -72,7 +67,7 @@ def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, 
     e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.pop("RPCBACKFILL_TEST_CRASH_AT", None)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(blob)], env=e,
+    return subprocess.Popen([sys.executable, "-m", "tests.lib.orchestration", str(blob)], env=e,
                             start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
 
 
@@ -121,22 +116,6 @@ def store_digest(config) -> dict[str, str]:
     return out
 
 
-def lake_ledgers(lake: Path, first: int, last: int):
-    """(seq, lcm) straight from the lake via the real source (the oracle for the stores)."""
-    import threading
-
-    from rpcbackfill.config import BufferedStorageConfig
-    from rpcbackfill.config import PUBNET_PASSPHRASE
-    from rpcbackfill.sources.datalake import DataLakeSource
-
-    src = DataLakeSource(BufferedStorageConfig(bucket_path=str(lake), num_workers=4, buffer_size=64),
-                         PUBNET_PASSPHRASE, threading.Event())
-    with src:
-        src.prepare_range(first, last)
-        for seq in range(first, last + 1):
-            yield seq, src.get_ledger(seq)
-
-
 def check_backfill_result(config, lake: Path, first: int, last: int, api_samples: int = 5) -> tuple[int, int]:
     """Every ledger byte-identical to the lake, every tx hash resolves to its ledger through the
     range indexes; a few hashes and ledgers also through the public query API.  Returns
@@ -147,6 +126,7 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
     from rpcbackfill.index import TxHashIndex
     from rpcbackfill.ledgermath import range_first_ledger, range_of_ledger
     from rpcbackfill.orchestration import api
+    from rpcbackfill.paths import DataDirLayout
     from rpcbackfill.stores.lfs import LedgerStore
 
     rs = config.backfill.range_size
@@ -165,8 +145,7 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
     for rid, items in pending.items():
         keys = b"".join(h for _, h in items)
         want = np.concatenate([np.full(len(h) // 32, s, dtype=np.uint32) for s, h in items])
-        idx = TxHashIndex(Path(config.immutable_stores.txhash_base) / f"{rid:04d}",
-                          range_start=range_first_ledger(rid, rs))
+        idx = TxHashIndex(DataDirLayout(config).txhash_range_dir(rid), range_start=range_first_ledger(rid, rs))
         try:
             assert idx.n_keys == len(want), f"range {rid}: index holds {idx.n_keys} keys, lake has {len(want)}"
             got = idx.lookup_many(keys)
@@ -182,8 +161,8 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
 
 
 def store_get(config, seq: int) -> bytes:
-    from rpcbackfill.stores.lfs import ChunkReader
     from rpcbackfill.ledgermath import chunk_of_ledger
+    from rpcbackfill.stores.lfs import ChunkReader
 
     with ChunkReader(config.immutable_stores.ledgers_base, chunk_of_ledger(seq)) as r:
         return r.get(seq)

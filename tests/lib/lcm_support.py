@@ -1,14 +1,14 @@
-"""Helpers shared by the tests/test_lcm_*.py files: stellar-sdk reference decoding and a
-grammar-driven generator of random valid XDR (hypothesis)."""
+"""Helpers of the tests/test_lcm_*.py files: a grammar-driven generator of random valid XDR
+(hypothesis or a seeded random); the stellar-sdk reference decoding is in ``oracle``."""
 
 from __future__ import annotations
 
 import importlib.util
 import struct
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+
 REGRESSIONS = REPO / "tests" / "regressions" / "lcm"
 
 
@@ -22,23 +22,6 @@ def load_generator():
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-def sdk_reference(lcm: bytes) -> tuple[int, bytes, bytes, bytes]:
-    """(seq, concatenated tx hashes, header hash, previous hash) by stellar-sdk's full decode."""
-    from stellar_sdk import xdr
-
-    m = xdr.LedgerCloseMeta.from_xdr_bytes(lcm)
-    body = {0: m.v0, 1: m.v1, 2: m.v2}[m.v]
-    out = []
-    for meta in body.tx_processing:
-        pair = meta.result
-        out.append(pair.transaction_hash.hash)
-        inner = pair.result.result.inner_result_pair
-        if inner is not None:
-            out.append(inner.transaction_hash.hash)
-    hdr = body.ledger_header
-    return hdr.header.ledger_seq.uint32, b"".join(out), hdr.hash.hash, hdr.header.previous_ledger_hash.hash
 
 
 def make_batch(start: int, metas: list[bytes], end: int | None = None, count: int | None = None) -> bytes:
