@@ -67,6 +67,13 @@ def test_backfill_from_s3_without_credentials(tmp_path, monkeypatch, s3_lake, la
     s3 = s3_lake
     # endpoint from the standard AWS variable; no credentials: unsigned requests
     apply_env(monkeypatch, aws_env(tmp_path, AWS_ENDPOINT_URL_S3=s3.host))
+    from rpcbackfill.sources.objstore import StoreOptions, open_store
+
+    store = open_store("s3://lake/pubnet", StoreOptions(force_path_style=True))
+    try:  # more than one listing page (S3 returns at most 1,000 keys per call)
+        assert len(store.list_keys(None)) == sum(1 for p in lake2.rglob("*") if p.is_file()) > 2000
+    finally:
+        store.close()
     cfg = _s3_config(tmp_path, "s3://lake/pubnet")
     assert run_to_end(tmp_path, cfg) == 0
     n_ledgers, n_hashes = check_backfill_result(cfg, lake2, 2, LAST)

@@ -186,6 +186,27 @@ def test_s3_missing_object_fatal_at_once(proxy, s3, lake, chain):
     assert len([p for m, p, _ in proxy.log if key in p and m == "GET"]) == 1
 
 
+def test_s3_detect_gaps(proxy, s3, lake):
+    # detect-gaps' partition listing (list_keys with a prefix) over S3 finds exactly the removed object
+    from rpcbackfill.sources.gaps import detect_gaps
+    from rpcbackfill.sources.objstore.s3 import S3Store
+
+    server, _ = s3
+    c = server.client()
+    upload_lake(c, "lake", "gappy", lake)
+    c.delete_object(Bucket="lake", Key=f"gappy/{_key(100)}")
+    store = S3Store("s3://lake/gappy", options=objstore.StoreOptions(force_path_style=True))
+    try:
+        assert len(store.list_keys(None)) == sum(1 for p in lake.rglob("*") if p.is_file()) - 1  # one deleted
+        assert store.list_keys(None, prefix=_key(100).split("/")[0] + "/") == sorted(
+            k for k in store.list_keys(None) if k.startswith(_key(100).split("/")[0] + "/")
+        )
+        report = detect_gaps(store, 2, 401)
+    finally:
+        store.close()
+    assert report.missing == [(96, 103)] and report.missing_keys == [_key(100)]
+
+
 def test_s3_forbidden_and_no_such_bucket_are_not_retried(proxy, chain):
     proxy.add("/lake/pubnet", "status", code=403, times=-1)
     with DataLakeSource(cfg("s3://lake/pubnet", retry_limit=3), NET) as src:

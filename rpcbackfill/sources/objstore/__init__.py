@@ -8,9 +8,11 @@ Every store exposes the same calls with the same error contract (``ObjectStore``
   SlowDown, timeouts, connection failures, truncated or corrupted bodies); ``SourceError``
   for the rest (access denied, no such bucket, bad requests).
 - ``exists(key) -> bool``.
-- ``list_keys(max_results) -> list[str]``: the first keys in lexicographic order, relative to
-  the lake root (used to detect the file extension and to check the layout).  It is also the
-  reachability probe: it fails when the bucket or directory cannot be read.
+- ``list_keys(max_results, prefix="") -> list[str]``: the first ``max_results`` keys (all of
+  them for None) that start with ``prefix``, in lexicographic order, relative to the lake root
+  (used to detect the file extension, to check the layout, and by ``detect-gaps`` to list a
+  partition).  It is also the reachability probe: it fails when the bucket or directory cannot
+  be read.
 - ``close()``; ``url`` (the lake root, for messages); ``tuning`` (what the store recommends
   to the download pipeline, e.g. a local directory wants few workers).
 
@@ -84,7 +86,7 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list_keys(self, max_results: int = 16) -> list[str]: ...
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]: ...
 
     def close(self) -> None: ...
 

@@ -61,14 +61,15 @@ class GcsStore:
         except Exception as e:
             raise self._classify(e, self._where(key)) from None
 
-    def list_keys(self, max_results: int = 16) -> list[str]:
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]:
+        full = self.prefix + prefix
         try:
             it = self._client.list_blobs(
-                self.bucket_name, prefix=self.prefix, max_results=max_results, timeout=self.timeout, retry=None
+                self.bucket_name, prefix=full, max_results=max_results, timeout=self.timeout, retry=None
             )
             return [b.name[len(self.prefix) :] for b in it]
         except Exception as e:
-            err = self._classify(e, self.url)
+            err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
             if isinstance(err, ObjectMissing):  # listing a bucket that does not exist
                 err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
             raise err from None

@@ -46,8 +46,9 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
-    def list_keys(self, max_results: int = 16) -> list[str]:
-        """First keys in lexicographic order; ``SourceError`` when the directory cannot be read."""
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]:
+        """First keys starting with ``prefix`` in lexicographic order (all for None);
+        ``SourceError`` when the lake directory cannot be read."""
         out: list[str] = []
         try:
             with os.scandir(self.root):  # os.walk would swallow the error
@@ -56,12 +57,20 @@ class LocalStore:
             raise SourceError(f"lake directory {self.root} does not exist") from None
         except OSError as e:
             raise SourceError(f"cannot read lake directory {self.root}: {e.strerror or e}") from None
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        # walk only the directory the prefix names (a key's "/" are directory separators)
+        head = prefix.rpartition("/")[0]
+        top = self.root / head if head else self.root
+        if not top.is_dir():
+            return out
+        for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             for f in sorted(filenames):
-                out.append(f if rel == "." else f"{rel}/{f}")
-                if len(out) >= max_results:
+                key = f if rel == "." else f"{rel}/{f}"
+                if not key.startswith(prefix):
+                    continue
+                out.append(key)
+                if max_results is not None and len(out) >= max_results:
                     return out
         return out
 

@@ -102,15 +102,26 @@ class S3Store:
                 return False
             raise err from None
 
-    def list_keys(self, max_results: int = 16) -> list[str]:
-        try:
-            r = self._client.list_objects_v2(Bucket=self.bucket_name, Prefix=self.prefix, MaxKeys=max_results)
-        except Exception as e:
-            err = self._classify(e, self.url)
-            if isinstance(err, ObjectMissing):  # a bare 404 on a bucket listing
-                err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
-            raise err from None
-        return [o["Key"][len(self.prefix) :] for o in r.get("Contents", ())]
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]:
+        full = self.prefix + prefix
+        out: list[str] = []
+        token: str | None = None
+        while True:  # S3 returns at most 1,000 keys per call
+            want = 1000 if max_results is None else min(1000, max_results - len(out))
+            kw = {"Bucket": self.bucket_name, "Prefix": full, "MaxKeys": want}
+            if token:
+                kw["ContinuationToken"] = token
+            try:
+                r = self._client.list_objects_v2(**kw)
+            except Exception as e:
+                err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
+                if isinstance(err, ObjectMissing):  # a bare 404 on a bucket listing
+                    err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
+                raise err from None
+            out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", ()))
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token or (max_results is not None and len(out) >= max_results):
+                return out
 
     def close(self) -> None:
         try:
