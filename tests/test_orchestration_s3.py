@@ -79,7 +79,7 @@ def test_backfill_from_s3_without_credentials(tmp_path, monkeypatch, s3_lake, la
     n_ledgers, n_hashes = check_backfill_result(cfg, lake2, 2, LAST)
     assert n_ledgers == LAST - 1 and n_hashes > 0
     st = api.status(cfg)
-    assert st["complete"] and st["counts"] == {"COMPLETE": 2} and st["tx_count"] == n_hashes
+    assert st.complete and st.counts == {"COMPLETE": 2} and st.tx_count == n_hashes
 
 
 def test_backfill_from_s3_lake_without_manifest(tmp_path, monkeypatch, s3_lake, lake2):

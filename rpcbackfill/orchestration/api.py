@@ -13,11 +13,12 @@ from ..config import Config
 from ..errors import InputError, MetaStoreError, NotFoundError
 from ..index import TxHashIndex
 from ..ledgermath import FIRST_LEDGER
-from ..meta.store import COMPLETE, MetaStore
+from ..meta.store import MetaStore, RangeState
 from ..paths import DataDirLayout
 from ..records import HASH_SIZE
 from ..stores.lfs import LedgerStore
 from .coordinator import Coordinator
+from .status import RangeStatus, StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     layout = DataDirLayout(config)
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
         for info in ranges:
-            if info.state != COMPLETE:
+            if info.state != RangeState.COMPLETE:
                 continue
             idx = TxHashIndex(layout.txhash_range_dir(info.id), range_start=info.start_ledger)
             try:
@@ -83,8 +84,8 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
             if tx_hash in lcm.iter_hashes(hashes):
                 return seq
             log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
-    done = [i.id for i in ranges if i.state == COMPLETE]
-    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != COMPLETE)
+    done = [i.id for i in ranges if i.state == RangeState.COMPLETE]
+    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != RangeState.COMPLETE)
     raise NotFoundError(
         f"transaction {tx_hash.hex()} is not in this data directory (searched "
         + (f"COMPLETE range{'s' * (len(done) > 1)} {', '.join(map(str, done))}" if done else "no COMPLETE range")
@@ -96,7 +97,6 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
 def _why_absent(config: Config, seq: int) -> str:
     """Why ledger ``seq`` has no finished chunk, in the operator's terms (range and its state)."""
     from ..ledgermath import range_first_ledger, range_last_ledger, range_of_ledger
-    from ..meta.store import COMPLETE, MetaStore
 
     head = f"ledger {seq} is not in this data directory"
     try:
@@ -112,36 +112,20 @@ def _why_absent(config: Config, seq: int) -> str:
     where = f"range {rid} (ledgers {range_first_ledger(rid, rs)}-{range_last_ledger(rid, rs)})"
     if info is None or info.state is None:
         return f"{head}: {where} has not been backfilled"
-    if info.state == COMPLETE:
+    if info.state == RangeState.COMPLETE:
         return f"{head}: {where} is COMPLETE but its chunk is missing (run `stellar-rpc verify`)"
     return f"{head}: {where} is {info.state}" + (f" ({info.error})" if info.error else "")
 
 
-def status(config: Config) -> dict:
-    """Per-range state and progress read from the meta store (JSON-serialisable)."""
+def status(config: Config) -> StatusReport:
+    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON)."""
     meta = _open_meta(config)
     try:
         g = meta.global_info()
-        ranges = [meta.range_info(rid).to_json() for rid in meta.range_ids()]
+        ranges = [RangeStatus.of(meta.range_info(rid)) for rid in meta.range_ids()]
     finally:
         meta.close()
-    for r in ranges:
-        total = r["end_ledger"] - r["start_ledger"] + 1
-        r["ledgers_total"] = total
-        r["ledgers_done"] = r["ledger"]["count"]
-        r["percent"] = round(100.0 * r["ledger"]["count"] / total, 2) if total else 0.0
-    states = [r["state"] for r in ranges]
-    return {
-        "mode": g["mode"],
-        "start_ledger": g["backfill_start_ledger"],
-        "end_ledger": g["backfill_end_ledger"],
-        "range_size": g["range_size"],
-        "complete": bool(ranges) and all(s == "COMPLETE" for s in states),
-        "counts": {s: states.count(s) for s in sorted(set(states))},
-        "ledgers_done": sum(r["ledgers_done"] for r in ranges),
-        "tx_count": sum(r["txhash"]["count"] for r in ranges),
-        "ranges": ranges,
-    }
+    return StatusReport.of(g["mode"], g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"], ranges)
 
 
-__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status"]
+__all__ = ["run_backfill", "get_ledger", "get_transaction_ledger", "status", "StatusReport"]
