@@ -26,8 +26,9 @@ from ..errors import InputError, MaxDurationElapsed, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
-from .http import StatusServer
+from .http import MetricsServer, StatusServer, parse_host_port
 from .lock import DataDirLock
+from .metrics import BackfillMetrics
 from .progress import Progress, ProgressSnapshot, TerminalBar, tree_rss_bytes
 from .status import RangeStatus, StatusReport
 from .updates import MetaUpdate
@@ -99,12 +100,15 @@ class Coordinator:
         self._lock: DataDirLock | None = None
         self.meta: MetaStore | None = None
         self._http: StatusServer | None = None
+        self._admin: MetricsServer | None = None
+        self.metrics = BackfillMetrics(lambda: self.report(rss=False))
         self._status_lock = threading.Lock()
         self._infos: dict[int, RangeInfo] = {}
         self._range_ids: list[int] = []
         self._state = "starting"
         self._bar: TerminalBar | None = None
         self.http_port: int | None = None
+        self.admin_port: int | None = None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -138,13 +142,15 @@ class Coordinator:
                 if info.attempts:
                     self.meta.set_attempts(rid, 0)  # range:{id}:attempts counts the failures of this run
                 self._set_info(self.meta.range_info(rid))
-            self._runner = self._runner_factory(self._runner_settings(), self)
             self._start_http()
+            self._runner = self._runner_factory(self._runner_settings(), self)
             return self._loop()
         finally:
             self._shutdown_runner()
             if self._http is not None:
                 self._http.close()
+            if self._admin is not None:
+                self._admin.close()
             if self.meta is not None:
                 self.meta.close()
             if self._lock is not None:
@@ -176,6 +182,7 @@ class Coordinator:
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
         self.progress.update(snapshot)
+        self.metrics.observe(snapshot)
 
     def on_log(self, rid: int, record: logging.LogRecord) -> None:
         logger = logging.getLogger(record.name)
@@ -208,14 +215,19 @@ class Coordinator:
         return self.report().to_json()
 
     def _start_http(self) -> None:
-        port = self.config.service.http_port
-        if not port or port < 0:  # 0 disables the endpoint
-            return
-        try:
-            self._http = StatusServer(port, self.health, self.status, host=self.options.http_host).start()
+        """Bind the configured endpoints; one that cannot listen stops the run (EndpointError)."""
+        svc = self.config.service
+        host, port = parse_host_port(svc.http_endpoint, "[service] http_endpoint")
+        if svc.http_port is not None:
+            log.warning("[service] http_port is deprecated; set http_endpoint = \"%s:%d\" instead", host, svc.http_port)
+            port = svc.http_port
+        if svc.http_port != 0:  # http_port = 0 (deprecated) disables the endpoint
+            self._http = StatusServer(port, self.health, self.status, host=host).start()
             self.http_port = self._http.port
-        except OSError as e:
-            log.warning("status endpoint disabled: cannot listen on port %d (%s)", port, e)
+        if svc.admin_endpoint:
+            ahost, aport = parse_host_port(svc.admin_endpoint, "[service] admin_endpoint")
+            self._admin = MetricsServer(ahost, aport, self.metrics.registry).start()
+            self.admin_port = self._admin.port
 
     # --- signals ------------------------------------------------------------------------------
 
@@ -285,6 +297,7 @@ class Coordinator:
                     todo.remove(rid)
                     with self._status_lock:
                         info = self._infos[rid]
+                    self.metrics.attempt_started(rid)
                     runner.start(WorkItem(info))
             for out in runner.poll(POLL_S):
                 retry_in = self._finished(out, policy, failed)
@@ -339,6 +352,7 @@ class Coordinator:
             return None  # stopped on request: resumes on the next run
         if out.status == "done":  # cannot happen: "done" is sent after CompleteRange was applied
             out = Outcome(rid, "failed", "ProtocolError", f"task reported done in state {info.state}")
+        self.metrics.error(out.error_class)
         d = policy.failed(out)
         self.meta.set_attempts(rid, d.attempts)
         info.attempts = d.attempts

@@ -1,6 +1,13 @@
-"""HTTP endpoint while a backfill runs: JSON-RPC 2.0 ``getHealth`` / ``getStatus`` (POST /),
-plain ``GET /health`` and ``GET /status``.  Every other JSON-RPC method answers HTTP 503 with a
-JSON-RPC error "Service in backfill mode" (queries are served only in streaming mode).
+"""HTTP endpoints while a backfill runs.
+
+``StatusServer`` (``[service] http_endpoint``): JSON-RPC 2.0 ``getHealth`` / ``getStatus``
+(POST /), plain ``GET /health`` and ``GET /status``.  Every other JSON-RPC method answers HTTP
+503 with a JSON-RPC error "Service in backfill mode" (queries are served only in streaming mode).
+
+``MetricsServer`` (``[service] admin_endpoint``): ``GET /metrics`` in the Prometheus text format.
+
+An address that cannot be bound (port in use, bad host) is ``EndpointError``: the run does not
+start without the endpoints it was configured with.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..errors import EndpointError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +37,16 @@ class StatusServer:
         self._health = health
         self._status = status
         handler = self._make_handler()
-        self._srv = ThreadingHTTPServer((host, port), handler)
-        self._srv.daemon_threads = True
+        self._srv = _bind(host, port, handler, "[service] http_endpoint")
+        self.host = host
         self.port = self._srv.server_address[1]
         self._thread: threading.Thread | None = None
 
     def start(self) -> StatusServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, name="http-status", daemon=True)
         self._thread.start()
-        log.info("status endpoint on http://127.0.0.1:%d (getHealth, getStatus)", self.port)
+        log.info("status endpoint on http://%s:%d (getHealth, getStatus)", self.host, self.port,
+                 extra={"endpoint": f"{self.host}:{self.port}"})
         return self
 
     def close(self) -> None:
@@ -96,3 +106,69 @@ class StatusServer:
 
 def _err(rid, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+
+
+def parse_host_port(value: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:8000``) -> (host, port); ``InputError`` naming ``key``."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host:
+        raise InputError(f"{key} must be HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise InputError(f"{key}: port must be a number, got {port_s!r}") from None
+    if not 0 <= port <= 65535:
+        raise InputError(f"{key}: port must be within 0..65535, got {port}")
+    return host, port
+
+
+def _bind(host: str, port: int, handler, key: str) -> ThreadingHTTPServer:
+    try:
+        srv = ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise EndpointError(f"{key}: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    srv.daemon_threads = True
+    return srv
+
+
+class MetricsServer:
+    """``GET /metrics`` of ``registry`` (a prometheus_client ``CollectorRegistry``) on host:port."""
+
+    def __init__(self, host: str, port: int, registry, key: str = "[service] admin_endpoint"):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                log.debug("http: " + fmt, *args)
+
+            def do_GET(self):
+                if self.path.split("?", 1)[0].rstrip("/") != "/metrics":
+                    body, code, ctype = b"see /metrics\n", 404, "text/plain"
+                else:
+                    body, code, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._srv = _bind(host, port, Handler, key)
+        self.host = host
+        self.port = self._srv.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MetricsServer:
+        self._thread = threading.Thread(target=self._srv.serve_forever, name="http-metrics", daemon=True)
+        self._thread.start()
+        log.info("metrics endpoint on http://%s:%d/metrics", self.host, self.port,
+                 extra={"endpoint": f"{self.host}:{self.port}"})
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._srv.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._srv.server_close()

@@ -58,6 +58,7 @@ from ..meta.store import (
 from ..paths import DataDirLayout
 from ..records import HASH_SIZE, SHARD_DIGITS
 from ..sources import open_source
+from ..sources.metered import MeteredSource, SourceStats
 from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
 from .progress import ProgressSnapshot
@@ -110,6 +111,8 @@ class RangeOrchestrator:
         self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
         self._last_progress = 0.0
         self.ledgers_done = info.ledger_count
+        self._source: MeteredSource | None = None
+        self._source_stats: SourceStats | None = None  # kept after the source closed
         self.tx_done = info.tx_count
         self.layout = DataDirLayout(config)
         self.ledgers_base = self.layout.ledgers_base
@@ -134,7 +137,9 @@ class RangeOrchestrator:
             return
         self._last_progress = now
         total = self.info.end_ledger - self.info.start_ledger + 1
-        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done))
+        if self._source is not None:
+            self._source_stats = self._source.snapshot()
+        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done, source=self._source_stats))
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -182,7 +187,8 @@ class RangeOrchestrator:
         writer = None
         writer_chunk = -1  # chunk id the current writer (or skip mode) belongs to
         try:
-            with open_source(self.config, self.cancel) as source:
+            with MeteredSource(open_source(self.config, self.cancel), self.config.backfill.ledger_backend) as source:
+                self._source = source
                 source.prepare_range(lc + 1, last)
                 self._report(force=True)
                 for seq in range(lc + 1, last + 1):
@@ -208,6 +214,9 @@ class RangeOrchestrator:
                         self._checkpoint(seq, writer, writer_chunk, spill)
                     self._report()
         finally:
+            if self._source is not None:
+                self._source_stats = self._source.snapshot()
+                self._source = None
             if writer is not None:
                 writer.close()
             spill.close()
