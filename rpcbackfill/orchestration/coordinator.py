@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from ..config import Config, format_duration
 from ..errors import InputError, MaxDurationElapsed, MetaStoreError
@@ -34,6 +35,19 @@ from .status import RangeStatus, StatusReport
 from .updates import MetaUpdate
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Health:
+    """``error`` None: healthy.  ``result`` carries stellar-rpc's fields (``status``,
+    ``latestLedger``, ``oldestLedger``, ``ledgerRetentionWindow``) and the backfill's."""
+
+    error: str | None
+    result: dict
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 POLL_S = 0.2  # event-loop tick: bounds the latency of signals, retries and progress lines
 
@@ -107,6 +121,10 @@ class Coordinator:
         self._range_ids: list[int] = []
         self._state = "starting"
         self._bar: TerminalBar | None = None
+        # health: when the run last advanced (a ledger ingested or a meta update applied), and
+        # the ranges whose last attempt failed and that have not advanced since (rid -> reason)
+        self._last_advance = time.time()
+        self._retrying: dict[int, str] = {}
         self.http_port: int | None = None
         self.admin_port: int | None = None
 
@@ -179,10 +197,20 @@ class Coordinator:
             raise
         with self._status_lock:
             update.mirror(self._infos[rid])
+        self._advanced(rid)
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
+        live = self.progress.live(snapshot.rid)
         self.progress.update(snapshot)
         self.metrics.observe(snapshot)
+        if live is None or snapshot.ledgers_done > live.snapshot.ledgers_done:
+            if snapshot.ledgers_done > 0 or live is not None:
+                self._advanced(snapshot.rid)
+
+    def _advanced(self, rid: int) -> None:
+        with self._status_lock:
+            self._last_advance = time.time()
+            self._retrying.pop(rid, None)
 
     def on_log(self, rid: int, record: logging.LogRecord) -> None:
         logger = logging.getLogger(record.name)
@@ -197,8 +225,46 @@ class Coordinator:
         with self._status_lock:
             self._infos[info.id] = info
 
-    def health(self) -> dict:
-        return {"status": "healthy", "mode": "backfill", "state": self._state}
+    def health(self) -> Health:
+        """``getHealth``: healthy only while the run advances (a ledger ingested or a transition
+        step applied within ``[service] health_stall_threshold``), no range waits for a retry
+        and none is FAILED.  Otherwise ``Health.error`` names the reason."""
+        now = time.time()
+        threshold = self.config.service.health_stall_threshold
+        with self._status_lock:
+            infos = [self._infos[rid] for rid in self._range_ids]
+            last, retrying = self._last_advance, dict(self._retrying)
+        rep = self.report(rss=False)
+        ingested = [(r.start_ledger, r.start_ledger + r.ledgers_done - 1) for r in rep.ranges if r.ledgers_done > 0]
+        oldest = min((a for a, _ in ingested), default=0)
+        latest = max((b for _, b in ingested), default=0)
+        result = {
+            "status": "healthy",
+            "latestLedger": latest,
+            "oldestLedger": oldest,
+            "ledgerRetentionWindow": rep.ledgers_done,
+            "mode": "backfill",
+            "state": self._state,
+            "lastProgressAt": _rfc3339(last),
+            "secondsSinceProgress": round(now - last, 1),
+            "stallThresholdSeconds": threshold,
+            "ranges": rep.counts,
+        }
+        failed = [i for i in infos if i.state == RangeState.FAILED]
+        error = None
+        if failed:
+            error = "; ".join(f"range {i.id} FAILED: {i.error}" for i in failed)
+        elif retrying:
+            error = "; ".join(f"range {rid} retrying after error {why}" for rid, why in sorted(retrying.items()))
+        elif self._state == "running" and now - last > threshold:
+            error = f"stalled since {_rfc3339(last)}: no ledger ingested and no transition step for {now - last:.0f}s"
+        if error is not None:
+            result["status"] = "unhealthy"
+            result["reason"] = error
+        return Health(error, result)
+
+    def health_json(self) -> dict:
+        return self.health().result
 
     def report(self, rss: bool = True) -> StatusReport:
         """The live status; ``rss=False`` skips the process-tree walk (the bar redraws often)."""
@@ -362,6 +428,9 @@ class Coordinator:
             failed[rid] = d.reason
             log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message)
             return None
+        with self._status_lock:
+            self._retrying[rid] = f"{out.error_class}: {out.message}"
+            info.error = d.reason  # shown by getStatus; the store keeps an error only for FAILED
         log.warning(
             "range %d attempt %d failed (%s: %s); retrying in %.1fs (max_retries %d)",
             rid, d.attempts, out.error_class, out.message, d.retry_in_s, self.config.backfill.max_retries,

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from ..errors import EndpointError, InputError
 
@@ -27,13 +28,15 @@ BACKFILL_MODE_MESSAGE = "Service in backfill mode"
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 UNAVAILABLE = -32003
+UNHEALTHY = -32603  # stellar-rpc's getHealth answers internal error when unhealthy
 MAX_BODY = 1 << 20  # requests are tiny; refuse anything larger
 
 
 class StatusServer:
     """``StatusServer(port, health_fn, status_fn).start()``; ``close()`` idempotent; port 0 = any."""
 
-    def __init__(self, port: int, health: Callable[[], dict], status: Callable[[], dict], host: str = "127.0.0.1"):
+    def __init__(self, port: int, health: Callable[[], Any], status: Callable[[], dict], host: str = "127.0.0.1"):
+        """``health()`` returns an object with ``error`` (None when healthy) and ``result``."""
         self._health = health
         self._status = status
         handler = self._make_handler()
@@ -73,7 +76,8 @@ class StatusServer:
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/health":
-                    self._send(200, server._health())
+                    h = server._health()
+                    self._send(200 if h.error is None else 503, h.result)
                 elif self.path.rstrip("/") == "/status":
                     self._send(200, server._status())
                 else:
@@ -95,7 +99,13 @@ class StatusServer:
                     return
                 rid, method = req.get("id"), req["method"]
                 if method == "getHealth":
-                    self._send(200, {"jsonrpc": "2.0", "id": rid, "result": server._health()})
+                    h = server._health()
+                    if h.error is None:
+                        self._send(200, {"jsonrpc": "2.0", "id": rid, "result": h.result})
+                    else:  # like stellar-rpc: an unhealthy service answers an error, with the details as data
+                        err = _err(rid, UNHEALTHY, h.error)
+                        err["error"]["data"] = json.dumps(h.result)  # a string, as clients expect
+                        self._send(200, err)
                 elif method == "getStatus":
                     self._send(200, {"jsonrpc": "2.0", "id": rid, "result": server._status()})
                 else:
