@@ -27,7 +27,7 @@ from ..errors import InputError, MaxDurationElapsed, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
-from .http import MetricsServer, StatusServer, parse_host_port
+from .http import Health, MetricsServer, StatusServer, parse_host_port
 from .lock import DataDirLock
 from .metrics import BackfillMetrics
 from .progress import Progress, ProgressSnapshot, TerminalBar, tree_rss_bytes
@@ -35,15 +35,6 @@ from .status import RangeStatus, StatusReport
 from .updates import MetaUpdate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Health:
-    """``error`` None: healthy.  ``result`` carries stellar-rpc's fields (``status``,
-    ``latestLedger``, ``oldestLedger``, ``ledgerRetentionWindow``) and the backfill's."""
-
-    error: str | None
-    result: dict
 
 
 def _rfc3339(t: float) -> str:
@@ -155,7 +146,8 @@ class Coordinator:
                     continue
                 if info.state == RangeState.FAILED:
                     to = resume_state(info)
-                    log.info("range %d was FAILED (%s); resuming it as %s", rid, info.error, to)
+                    log.info("range %d was FAILED (%s); resuming it as %s", rid, info.error, to,
+                             extra={"range_id": rid, "phase": str(to)})
                     self.meta.set_range_state(rid, to)
                 if info.attempts:
                     self.meta.set_attempts(rid, 0)  # range:{id}:attempts counts the failures of this run
@@ -374,8 +366,8 @@ class Coordinator:
             if self.options.progress_interval_s > 0 and now >= next_line:
                 next_line = now + self.options.progress_interval_s
                 bar.clear()
-                for line in self.report().progress_lines(self.progress.window_s):
-                    log.info("progress: %s", line)
+                for line, fields in self.report().progress_records(self.progress.window_s):
+                    log.info("progress: %s", line, extra=fields)
             bar.draw()
         bar.clear()
         if self._stop_signal is not None:
@@ -399,7 +391,7 @@ class Coordinator:
         if failed:
             self._state = "failed"
             for rid, why in sorted(failed.items()):
-                log.error("range %d FAILED: %s", rid, why)
+                log.error("range %d FAILED: %s", rid, why, extra={"range_id": rid, "phase": "FAILED"})
             log.error("backfill failed; re-running the same command resumes from the last checkpoint")
             return 1
         self._state = "complete"
@@ -426,7 +418,8 @@ class Coordinator:
             self.meta.set_range_state(rid, RangeState.FAILED, error=d.reason)
             self._set_info(self.meta.range_info(rid))
             failed[rid] = d.reason
-            log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message)
+            log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message,
+                      extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class, "phase": "FAILED"})
             return None
         with self._status_lock:
             self._retrying[rid] = f"{out.error_class}: {out.message}"
@@ -434,6 +427,8 @@ class Coordinator:
         log.warning(
             "range %d attempt %d failed (%s: %s); retrying in %.1fs (max_retries %d)",
             rid, d.attempts, out.error_class, out.message, d.retry_in_s, self.config.backfill.max_retries,
+            extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class,
+                   "retry_in_s": round(d.retry_in_s, 3)},
         )
         return d.retry_in_s
 
@@ -445,4 +440,5 @@ class Coordinator:
         )
         for r in rep.ranges:
             log.info("range %d: %s (%d to %d)%s", r.id, r.state, r.start_ledger, r.end_ledger,
-                     f" -- {r.error}" if r.error else "")
+                     f" -- {r.error}" if r.error else "",
+                     extra={"range_id": r.id, "phase": str(r.state), "ledgers_done": r.ledgers_done})

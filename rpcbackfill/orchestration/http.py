@@ -16,8 +16,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from ..errors import EndpointError, InputError
 
@@ -32,11 +32,20 @@ UNHEALTHY = -32603  # stellar-rpc's getHealth answers internal error when unheal
 MAX_BODY = 1 << 20  # requests are tiny; refuse anything larger
 
 
+@dataclass(frozen=True)
+class Health:
+    """A ``getHealth`` answer.  ``error`` None: healthy.  ``result`` carries stellar-rpc's fields
+    (``status``, ``latestLedger``, ``oldestLedger``, ``ledgerRetentionWindow``) and the
+    backfill's; when unhealthy it is the error's ``data`` (a JSON string)."""
+
+    error: str | None
+    result: dict
+
+
 class StatusServer:
     """``StatusServer(port, health_fn, status_fn).start()``; ``close()`` idempotent; port 0 = any."""
 
-    def __init__(self, port: int, health: Callable[[], Any], status: Callable[[], dict], host: str = "127.0.0.1"):
-        """``health()`` returns an object with ``error`` (None when healthy) and ``result``."""
+    def __init__(self, port: int, health: Callable[[], Health], status: Callable[[], dict], host: str = "127.0.0.1"):
         self._health = health
         self._status = status
         handler = self._make_handler()

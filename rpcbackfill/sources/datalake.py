@@ -276,7 +276,9 @@ class DataLakeSource:
                 with self._stats_lock:
                     self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait)
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait,
+                            extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason,
+                                   "object": where})
                 self._sleep(wait)
 
     def _count(self, name: str, n: int = 1) -> None:
