@@ -38,6 +38,7 @@ from .config import (
     Config,
     example_config_text,
     load_config,
+    parse_ascii_int,
 )
 from .errors import CheckFailedError, ConfigError, InputError, RangeFailedError, RpcBackfillError
 from .fsutil import atomic_write
@@ -51,6 +52,20 @@ log = logging.getLogger(__name__)
 
 PROG = "stellar-rpc"
 DEBUG_HINT = "run with --log-level debug for the traceback"
+
+
+class _AsciiInt(click.ParamType):
+    """An integer written in ASCII digits (click.INT would take any script's digits)."""
+
+    name = "INTEGER"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_ascii_int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an integer of ASCII digits", param, ctx)
 
 
 # --- shared options ---------------------------------------------------------------------------
@@ -171,13 +186,13 @@ class _RootGroup(click.Group):
 @click.option("--backfill", is_flag=True, help="Backfill [--start-ledger, --end-ledger] into the data directory.")
 @click.option(
     "--start-ledger",
-    type=click.INT,
+    type=_AsciiInt(),
     default=None,
     help="First ledger (a range first ledger: 2, 10000002, ...). Overrides [backfill] start_ledger.",
 )
 @click.option(
     "--end-ledger",
-    type=click.INT,
+    type=_AsciiInt(),
     default=None,
     help="Last ledger (a range last ledger: 10000001, 20000001, ...). Overrides [backfill] end_ledger.",
 )
@@ -268,7 +283,7 @@ class _LedgerSeq(click.ParamType):
             seq = value
         else:
             try:
-                seq = int(str(value).strip(), 10)
+                seq = parse_ascii_int(str(value))
             except ValueError:
                 self.fail(f"must be a ledger sequence (an integer >= {FIRST_LEDGER}), got {value!r}", param, ctx)
         if not FIRST_LEDGER <= seq <= UINT32_MAX:
@@ -468,6 +483,7 @@ def format_status(report: StatusReport) -> str:
     lines = [
         f"mode: {_cell(report.mode)}",
         f"ledgers: {_cell(report.start_ledger)}-{_cell(report.end_ledger)} (range size {_cell(report.range_size)})",
+        f"complete: {report.complete}",
         f"ranges: {counts}",
         f"progress: {report.ledgers_done}/{report.ledgers_total} ledgers, {report.tx_count} tx hashes",
     ]

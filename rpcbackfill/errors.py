@@ -198,3 +198,26 @@ def is_retryable(e: BaseException) -> bool:
     if isinstance(e, RpcBackfillError):
         return e.retryable
     return not isinstance(e, ImportError)
+
+
+# --- data integrity (issue 15) ---------------------------------------------------------------
+# Damage is an error, never an answer: a query that meets damaged or missing stored data exits 1
+# naming the file, never 3 ("not found") and never with a wrong result.  Not retryable (inherited).
+
+
+class DataCorruptionError(CorruptStoreError):
+    """Stored data that a finished (COMPLETE) range must hold is damaged: an index shard or chunk
+    fails its checks, or a ledger read back is not the one asked for."""
+
+    exit_code = 1
+
+
+class MissingDataError(DataCorruptionError):
+    """A file that a COMPLETE range must have (chunk .data/.index, index shard) is absent."""
+
+
+class MetaStoreCorruptError(MetaStoreError):
+    """The meta store exists but cannot be read (RocksDB corruption, failed checksum, I/O), or
+    contradicts the data directory."""
+
+    exit_code = 1

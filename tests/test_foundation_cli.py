@@ -372,22 +372,23 @@ def _report():
 def test_format_status_table():
     text = climod.format_status(_report())
     lines = text.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "mode: backfill",
         "ledgers: 2-20000001 (range size 10000000)",
+        "complete: False",
         "ranges: 1 COMPLETE, 1 INGESTING",
         "progress: 10020000/20000000 ledgers, 80 tx hashes",
     ]
-    header = lines[5].split()
+    header = lines[6].split()
     # table order; the all-empty ERROR column is left out
     assert header == ["ID", "STATE", "START", "END", "PERCENT", "LEDGERS", "LAST_COMMITTED", "LEDGER_PHASE",
                       "TXHASH_PHASE", "TX", "ATTEMPTS", "COMPLETED_AT"]
-    assert lines[6].split() == ["0", "COMPLETE", "2", "10000001", "100", "10000000", "10000001", "IMMUTABLE",
+    assert lines[7].split() == ["0", "COMPLETE", "2", "10000001", "100", "10000000", "10000001", "IMMUTABLE",
                                 "COMPLETE", "80", "0", "2026-11-30T10:00:00Z"]
-    assert lines[7].split() == ["1", "INGESTING", "10000002", "20000001", "0.2", "20000", "10020001", "INGESTING",
+    assert lines[8].split() == ["1", "INGESTING", "10000002", "20000001", "0.2", "20000", "10020001", "INGESTING",
                                 "INGESTING", "0", "2", "-"]
     # numbers right-aligned under their header
-    assert lines[6].index("10000001") + len("10000001") == lines[7].index("20000001") + len("20000001")
+    assert lines[7].index("10000001") + len("10000001") == lines[8].index("20000001") + len("20000001")
 
 
 def test_format_status_without_ranges():

@@ -38,7 +38,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import InputError, MetaStoreError
+from ..errors import InputError, MetaStoreCorruptError, MetaStoreError
 from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger, range_of_ledger
 from ..records import NSHARDS, SHARD_DIGITS, ChunkProgress
 
@@ -107,6 +107,10 @@ _RANGE_NEXT = {
     RangeState.COMPLETE: set(),
     RangeState.FAILED: {RangeState.PENDING, RangeState.INGESTING, RangeState.TRANSITIONING},
 }
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def encode_u32(v: int) -> bytes:
@@ -237,7 +241,7 @@ class MetaStore:
         try:
             self._db = Rdict(str(self.path), opts, access_type=access)
         except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
-            raise MetaStoreError(f"cannot open meta store {self.path}: {e}") from None
+            raise MetaStoreCorruptError(f"cannot open meta store {self.path}: {_one_line(e)}") from None
         self._wopt = WriteOptions()
         self._wopt.sync = True  # acknowledged == durable (WAL fsynced)
         self._closed = False
@@ -255,8 +259,14 @@ class MetaStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _unreadable(self, e: Exception, what: str) -> MetaStoreCorruptError:
+        return MetaStoreCorruptError(f"meta store {self.path} is unreadable ({what}): {_one_line(e)}")
+
     def _get(self, key: bytes) -> bytes | None:
-        v = self._db.get(key)
+        try:
+            v = self._db.get(key)
+        except Exception as e:  # RocksDB corruption / I/O error, as a plain Exception
+            raise self._unreadable(e, f"reading {key.decode(errors='replace')}") from None
         return None if v is None else bytes(v)
 
     def _str(self, key: bytes) -> str | None:
@@ -284,7 +294,19 @@ class MetaStore:
 
     def dump(self) -> dict[str, bytes]:
         """Every key and raw value (tests, debugging)."""
-        return {bytes(k).decode(): bytes(v) for k, v in self._db.items()}  # type: ignore[arg-type]  # raw mode: bytes
+        out: dict[str, bytes] = {}
+        it = self._db.iter()
+        try:
+            it.seek_to_first()
+            while it.valid():
+                out[bytes(it.key()).decode()] = bytes(it.value())
+                it.next()
+            it.status()  # raises if the scan stopped on an error rather than at the end
+        except Exception as e:
+            raise self._unreadable(e, "scanning all keys") from None
+        finally:
+            del it
+        return out
 
     # --- global -------------------------------------------------------------------------------
 
@@ -335,14 +357,21 @@ class MetaStore:
     def range_ids(self) -> list[int]:
         ids = set()
         it = self._db.iter()
-        it.seek(b"range:")
-        while it.valid():
-            k = bytes(it.key())
-            if not k.startswith(b"range:"):
-                break
-            ids.add(int(k.split(b":")[1]))
-            it.next()
-        del it
+        try:
+            it.seek(b"range:")
+            while it.valid():
+                k = bytes(it.key())
+                if not k.startswith(b"range:"):
+                    break
+                ids.add(int(k.split(b":")[1]))
+                it.next()
+            # an iterator that hit a damaged block just stops being valid: only status() tells
+            # "end of data" from "error", so an unchecked loop would report no ranges at all
+            it.status()
+        except Exception as e:
+            raise self._unreadable(e, "listing ranges") from None
+        finally:
+            del it
         return sorted(ids)
 
     # --- ranges -------------------------------------------------------------------------------
