@@ -71,6 +71,10 @@ class DataDirLockedError(RpcBackfillError):
     exit_code = 4
 
 
+class EndpointError(RpcBackfillError):
+    """An HTTP endpoint of the run (status, metrics) cannot listen on its address (exit 1)."""
+
+
 class Cancelled(RpcBackfillError):
     """Work stopped because cancellation was requested (signal, shutdown)."""
 
@@ -110,6 +114,11 @@ class SourceError(RpcBackfillError):
 
 class TransientSourceError(SourceError):
     """A failure worth retrying (5xx, timeout, truncated body, corrupt zstd)."""
+
+
+class CorruptDownloadError(TransientSourceError):
+    """A downloaded object did not decode (bad zstd frame or malformed XDR); retried like any
+    transient failure, counted apart (``source_retries_total{reason="corrupt"}``)."""
 
 
 class CoreProcessError(SourceError):

@@ -37,6 +37,7 @@ from .. import lcm
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
+    CorruptDownloadError,
     LakeConfigError,
     LedgerSequenceError,
     MissingLedgerError,
@@ -127,6 +128,7 @@ class DataLakeSource:
         self._next_seq: int | None = None
         # counters (read by benchmarks/tests)
         self.stats = {"files": 0, "bytes_downloaded": 0, "retries": 0}
+        self.retry_reasons: dict[str, int] = {}  # "corrupt" (bad zstd/XDR) or "transport" (I/O, HTTP, timeout)
         self._stats_lock = threading.Lock()
 
     # --- context manager -------------------------------------------------------------------
@@ -224,8 +226,13 @@ class DataLakeSource:
                 if attempt > self.config.retry_limit:
                     raise SourceError(f"{where}: giving up after {attempt} attempts: {e}") from None
                 self._count("retries")
+                reason = "corrupt" if isinstance(e, CorruptDownloadError) else "transport"
+                with self._stats_lock:
+                    self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait)
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait,
+                            extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason,
+                                   "object": where})
                 self._sleep(wait)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -259,11 +266,11 @@ class DataLakeSource:
             except ObjectMissing:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
+            raw = decompress_frame(data, where, CorruptDownloadError)  # corrupt download: retried
             try:
                 start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
             except XdrError as e:
-                raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
+                raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
                 raise MissingLedgerError(
                     f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, "
