@@ -27,6 +27,9 @@ cdef extern from "_lcm_grammar.h" nogil:
         size_t n_hashes
         size_t cap_hashes
         int hashes_on_heap
+        int at_mode
+        const uint8_t **at
+        size_t n_at
 
     enum:
         XS_MAX_DEPTH
@@ -347,3 +350,70 @@ def _skip_type(str name, buf, Py_ssize_t offset=0):
     if q == NULL:
         raise _error(&c, name, v.size)
     return <Py_ssize_t>(q - (v.ptr + offset))
+
+
+cdef extern from "_lcm_auth.h" nogil:
+    ctypedef struct xs_auth:
+        uint32_t version
+        const uint8_t *stored_hash
+        const uint8_t *prev_hash
+        const uint8_t *txset_hash
+        const uint8_t *result_hash
+        const uint8_t *hdr
+        const uint8_t *hdr_end
+        const uint8_t *txset
+        const uint8_t *txset_end
+        uint32_t n_results
+        size_t results_len
+
+    int xs_auth_locate(xs_ctx *c, const uint8_t *lcm, xs_auth *a)
+    void xs_auth_results(xs_ctx *c, const xs_auth *a, uint8_t *out)
+
+
+def auth_spans(buf):
+    """What ledger authentication hashes, from one LedgerCloseMeta (the whole value validated):
+    (seq, version, stored hash, previousLedgerHash, txSetHash, txSetResultHash,
+    header_start, header_end, txset_start, txset_end, result_set, hashes).
+
+    ``buf[header_start:header_end]`` is the LedgerHeader XDR, ``buf[txset_start:txset_end]`` the
+    TransactionSet (version 0) or GeneralizedTransactionSet XDR, ``result_set`` the XDR of the
+    TransactionResultSet built from txProcessing's result pairs in apply order; ``hashes`` the
+    transaction hashes exactly as tx_hashes returns them (so one pass serves both)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef xs_auth a
+    cdef int rc
+    cdef size_t i
+    cdef bytes results, hashes
+    cdef uint8_t *w
+    xs_init(&c, v.ptr, v.ptr + v.size, NULL, 0)
+    c.at_mode = 1
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+            if rc == 0:
+                rc = xs_auth_locate(&c, v.ptr, &a)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        results = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>a.results_len)
+        xs_auth_results(&c, &a, <uint8_t *>PyBytes_AS_STRING(results))
+        hashes = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(c.n_at * 32))
+        w = <uint8_t *>PyBytes_AS_STRING(hashes)
+        for i in range(c.n_at):
+            memcpy(w + i * 32, c.at[i], 32)
+        return (
+            xs_u32(c.slot[XS_SLOT_SEQ]),
+            a.version,
+            PyBytes_FromStringAndSize(<const char *>a.stored_hash, 32),
+            PyBytes_FromStringAndSize(<const char *>a.prev_hash, 32),
+            PyBytes_FromStringAndSize(<const char *>a.txset_hash, 32),
+            PyBytes_FromStringAndSize(<const char *>a.result_hash, 32),
+            <Py_ssize_t>(a.hdr - v.ptr),
+            <Py_ssize_t>(a.hdr_end - v.ptr),
+            <Py_ssize_t>(a.txset - v.ptr),
+            <Py_ssize_t>(a.txset_end - v.ptr),
+            results,
+            hashes,
+        )
+    finally:
+        xs_free(&c)

@@ -103,6 +103,7 @@ class BackfillConfig:
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
+    check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -160,7 +161,7 @@ UINT32_MAX = 2**32 - 1  # ledger sequences are XDR uint32
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key.  ``kind``: str, int, float, choice, path, location (bucket_path)."""
+    """One configuration key.  ``kind``: str, int, float, bool, choice, path, location (bucket_path)."""
 
     section: str
     name: str
@@ -223,6 +224,10 @@ KEYS: tuple[Key, ...] = (
         f"Ledgers per range; a positive multiple of {CHUNK_SIZE}. Change only for tests and private networks; "
         "it can never change for an existing data directory.", minimum=CHUNK_SIZE),
     Key("backfill", "max_retries", "int", 3, "Whole-range retries before a range is marked FAILED.", minimum=0),
+    Key("backfill", "check_ledger_hashes", "bool", True,
+        "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
+        "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
+        "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised."),
     Key("backfill.buffered_storage", "bucket_path", "location", "",
         "Data lake root: gs://bucket/prefix, file:///abs/path or a local path (relative: against data_dir). "
         "Required with ledger_backend = \"buffered_storage\".",
@@ -356,6 +361,9 @@ def _describe(key: Key, v: _Value) -> str:
     return key.dotted if v.source in ("default",) else f"{key.dotted} (from {v.source})"
 
 
+_BOOL_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
     """Type-check/parse one value; append a problem and return None when it is invalid."""
     val = v.value
@@ -369,6 +377,16 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
                 return None
         elif isinstance(val, bool) or not isinstance(val, int):
             problems.append(f"{what} must be an integer, got {type(val).__name__} {val!r}")
+            return None
+    elif key.kind == "bool":
+        if v.from_text:
+            norm = str(val).strip().lower()
+            if norm not in _BOOL_TEXT:
+                problems.append(f"{what} must be true or false, got {v.value!r}")
+                return None
+            val = _BOOL_TEXT[norm]
+        elif not isinstance(val, bool):
+            problems.append(f"{what} must be true or false, got {type(val).__name__} {val!r}")
             return None
     elif key.kind == "float":
         if v.from_text:
@@ -613,6 +631,8 @@ def _build(values: dict[str, Any]) -> Config:
 
 
 def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):

@@ -105,6 +105,15 @@ class LedgerSequenceError(SourceError):
     """Ledgers arrived out of order, with a gap, or with a broken hash chain."""
 
 
+class LedgerAuthError(SourceError):
+    """An ingested ledger fails authentication against its own hashes: its header hash, the
+    previous-ledger hash chain, or the transaction-set / result-set hash the header commits to.
+    Fatal: the source serves the same bytes again, so a retry cannot help.  The message names
+    the ledger sequence and the hash that failed."""
+
+    retryable = False
+
+
 # --- stores and indexes ----------------------------------------------------------------------
 
 
