@@ -23,6 +23,7 @@ raises ``LedgerAuthError`` naming the ledger and the hash.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 from ._lcm import auth_spans
@@ -31,7 +32,11 @@ from .errors import LedgerAuthError
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
-__all__ = ["HashChain", "LedgerAuthError", "verify_ledger"]
+    from .config import Config
+
+__all__ = ["HashChain", "LedgerAuthError", "ledger_chain", "verify_ledger"]
+
+log = logging.getLogger(__name__)
 
 _sha256 = hashlib.sha256
 
@@ -111,3 +116,16 @@ class HashChain:
         self.last_seq, self.last_hash = seq, h
         self.checked += 1
         return seq, hashes
+
+
+def ledger_chain(config: Config, what: str) -> HashChain | None:
+    """A fresh ``HashChain`` for one ingestion run, or None (after a warning naming ``what``) when
+    ``[backfill] check_ledger_hashes`` is false."""
+    if config.backfill.check_ledger_hashes:
+        return HashChain()
+    log.warning(
+        "%s: backfill.check_ledger_hashes = false: ingested ledgers are NOT authenticated against their "
+        "header, transaction-set and result hashes, nor hash-chained",
+        what,
+    )
+    return None

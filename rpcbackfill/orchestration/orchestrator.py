@@ -43,6 +43,7 @@ from ..errors import (
     MetaStoreError,
 )
 from ..fsutil import fsync_dir
+from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     BUILDING_RECSPLIT,
@@ -206,6 +207,7 @@ class RangeOrchestrator:
         interval = self.config.backfill.checkpoint_interval
         log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "")
         spill = TxHashSpill(tdir, counts=counts)
+        chain = ledger_chain(self.config, f"range {self.rid}")  # None if check_ledger_hashes = false
         writer = None
         writer_chunk = -1  # chunk id the current writer (or skip mode) belongs to
         try:
@@ -215,7 +217,7 @@ class RangeOrchestrator:
                 for seq in range(lc + 1, last + 1):
                     self._check_cancel()
                     buf = source.get_ledger(seq)
-                    got, hashes = lcm.tx_hashes(buf)
+                    got, hashes = chain.check(buf) if chain is not None else lcm.tx_hashes(buf)
                     if got != seq:
                         raise LedgerSequenceError(f"range {self.rid}: source returned ledger {got} for {seq}")
                     c = chunk_of_ledger(seq)
