@@ -43,6 +43,8 @@ from common import add_common_args, format_machine, machine_info, median, print_
 
 from rpcbackfill import _recsplit  # noqa: E402  (imported here: children measure the build, not imports)
 from rpcbackfill.index import ShardIndex, build_shard, compact_shard, verify_shard  # noqa: E402
+from rpcbackfill.paths import index_shard_path, spill_shard_path  # noqa: E402
+from rpcbackfill.records import HASH_SIZE, RECORD_SIZE, SEQ_SIZE  # noqa: E402
 
 try:
     import bbhash
@@ -61,13 +63,13 @@ def parse_size(s: str) -> int:
 
 def make_records(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    recs = np.empty((n, 36), np.uint8)
+    recs = np.empty((n, RECORD_SIZE), np.uint8)
     step = 1 << 22
     for i in range(0, n, step):
         m = min(step, n - i)
-        recs[i : i + m, :32] = rng.integers(0, 256, (m, 32), dtype=np.uint8)
-        recs[i : i + m, 32:] = rng.integers(RANGE_START, RANGE_START + 10_000_000, m).astype("<u4") \
-            .view(np.uint8).reshape(m, 4)
+        recs[i : i + m, :HASH_SIZE] = rng.integers(0, 256, (m, HASH_SIZE), dtype=np.uint8)
+        recs[i : i + m, HASH_SIZE:] = rng.integers(RANGE_START, RANGE_START + 10_000_000, m).astype("<u4") \
+            .view(np.uint8).reshape(m, SEQ_SIZE)
     recs[:, 0] &= 0x0F  # shard 0: the first hex digit is fixed
     return recs
 
@@ -128,9 +130,10 @@ def run_ours(recs: np.ndarray, work: Path, runs: int) -> dict:
     n = recs.shape[0]
     spill = work / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    (spill / "cf-0.spill").write_bytes(recs.tobytes()) if n * 36 < 1 << 30 else _write_big(spill / "cf-0.spill", recs)
-    keys = np.ascontiguousarray(recs[:, :32])
-    want = np.ascontiguousarray(recs[:, 32:]).view("<u4").ravel()
+    shard0 = spill_shard_path(spill, 0)
+    shard0.write_bytes(recs.tobytes()) if n * RECORD_SIZE < 1 << 30 else _write_big(shard0, recs)
+    keys = np.ascontiguousarray(recs[:, :HASH_SIZE])
+    want = np.ascontiguousarray(recs[:, HASH_SIZE:]).view("<u4").ravel()
     perm = np.random.default_rng(1).permutation(n)
     qkeys, qwant = np.ascontiguousarray(keys[perm]), want[perm]
     del keys
@@ -139,7 +142,7 @@ def run_ours(recs: np.ndarray, work: Path, runs: int) -> dict:
         c0 = cpu()
         sp = compact_shard(spill, 0, work / "sorted")
         out["compact"].append((cpu() - c0) / n * 1e9)
-        idx = work / "cf-0.idx"
+        idx = index_shard_path(work, 0)
         (secs, bpk, bits), extra = in_child(_build, sp, idx, n)
         size = idx.stat().st_size
         out["build"].append(secs / n * 1e9)
@@ -241,7 +244,7 @@ def run_cmph(recs: np.ndarray, work: Path, runs: int, algo: str) -> dict | str:
     if not kf.exists():
         with open(kf, "wb") as f:
             for i in range(0, n, 1 << 22):
-                f.write(np.ascontiguousarray(recs[i : i + (1 << 22), :32]).tobytes())
+                f.write(np.ascontiguousarray(recs[i : i + (1 << 22), :HASH_SIZE]).tobytes())
     out = {k: [] for k in ("build", "bytes", "peak", "single")}
     for _ in range(runs):
         r = subprocess.run([str(exe), str(kf), str(n), algo], capture_output=True, text=True)

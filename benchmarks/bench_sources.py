@@ -55,7 +55,7 @@ def consume(src, first: int, last: int) -> int:
     src.prepare_range(first, last)
     n = 0
     for q in range(first, last + 1):
-        n += len(src.get_ledger(q))
+        n += len(src.get_ledger(q).lcm)
     return n
 
 

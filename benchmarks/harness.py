@@ -53,10 +53,14 @@ from common import (  # noqa: E402
     write_json,
 )
 
-PUBNET = "Public Global Stellar Network ; September 2015"
-RANGE_SIZE = 10_000  # smallest legal range_size (spec section 1): one chunk per range
-FIRST = 2
-ZSTD_LEVEL = 3
+from rpcbackfill.config import PUBNET_PASSPHRASE as PUBNET  # noqa: E402
+from rpcbackfill.ledgermath import CHUNK_SIZE, FIRST_LEDGER  # noqa: E402
+from rpcbackfill.paths import index_shard_path, range_index_dir  # noqa: E402
+from rpcbackfill.records import NSHARDS  # noqa: E402
+from rpcbackfill.zstdframe import ZSTD_LEVEL  # noqa: E402
+
+RANGE_SIZE = CHUNK_SIZE  # smallest legal range_size (spec section 1): one chunk per range
+FIRST = FIRST_LEDGER
 
 # goals of the issue, reported against (not asserted)
 GOAL_FLOOR_RATIO = 0.6
@@ -166,7 +170,7 @@ def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) 
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for s in range(first, last + 1):
-                raw += len(src.get_ledger(s))
+                raw += len(src.get_ledger(s).lcm)
         return raw
 
     t = timed_runs(run, runs)
@@ -288,21 +292,19 @@ def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, run
             spill.add(s, b"".join(seqs[s]))
         counts = spill.sync()
         spill.close()
-        idx_dir = base / "range" / "index"
-        idx_dir.mkdir(parents=True, exist_ok=True)
         tb = 0.0
-        for shard in range(16):
+        for shard in range(NSHARDS):
             if not counts[shard]:
                 continue
             sp = api["compact_shard"](base / "spill", shard, base / "sorted")
             t2 = time.perf_counter()
-            api["build_shard"](sp, idx_dir / f"cf-{shard:x}.idx", range_start, counts[shard])
+            api["build_shard"](sp, index_shard_path(base / "range", shard), range_start, counts[shard])
             tb += time.perf_counter() - t2
-            api["verify_shard"](idx_dir / f"cf-{shard:x}.idx", sp, range_start, counts[shard])
+            api["verify_shard"](index_shard_path(base / "range", shard), sp, range_start, counts[shard])
         t3 = time.perf_counter()
         build_t.append(tb / n * 1e9)
         total_t.append((t3 - t0) / n * 1e9)
-        sizes.append(dir_bytes(idx_dir) / n)
+        sizes.append(dir_bytes(range_index_dir(base / "range")) / n)
         idx = api["TxHashIndex"](base / "range")
         probe = [h for h, _ in keys[: min(n, 200_000)]]
         t4 = time.perf_counter()
@@ -327,7 +329,6 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
     subprocesses): source -> tx hashes -> LFS chunk + spill (checkpoint syncs every 1000
     ledgers) -> chunk publish -> compact -> RecSplit build -> verify.  Isolates the cost of
     the components from the orchestration's."""
-    from rpcbackfill import lcm as L
     from rpcbackfill.config import BufferedStorageConfig
     from rpcbackfill.sources.datalake import DataLakeSource
     from rpcbackfill.stores import lfs
@@ -346,23 +347,21 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
         with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
             src.prepare_range(first, last)
             for seq in range(first, last + 1):
-                b = src.get_ledger(seq)
-                w.append(seq, b)
-                _, hs = L.tx_hashes(b)
-                spill.add(seq, hs)
+                ledger = src.get_ledger(seq)  # parsed once by the source, as in the orchestrator
+                w.append(seq, ledger.lcm)
+                spill.add(seq, ledger.tx_hashes)
                 if (seq - 1) % 1000 == 0:  # checkpoint: both stores durable
                     w.sync()
                     spill.sync()
         w.finish()
         counts = spill.sync()
         spill.close()
-        idx_dir = base / "immutable" / "txhash" / "0000" / "index"
-        idx_dir.mkdir(parents=True, exist_ok=True)
-        for shard in range(16):
+        range_dir = base / "immutable" / "txhash" / "0000"
+        for shard in range(NSHARDS):
             if counts[shard]:
                 sp = api["compact_shard"](base / "active" / "txhash", shard, base / "sorted")
-                api["build_shard"](sp, idx_dir / f"cf-{shard:x}.idx", first, counts[shard])
-                api["verify_shard"](idx_dir / f"cf-{shard:x}.idx", sp, first, counts[shard])
+                api["build_shard"](sp, index_shard_path(range_dir, shard), first, counts[shard])
+                api["verify_shard"](index_shard_path(range_dir, shard), sp, first, counts[shard])
         return dir_bytes(base / "immutable")
 
     rss = []

@@ -94,11 +94,16 @@ cdef object _error(xs_ctx *c, str what, Py_ssize_t total):
     return XdrError(f"malformed {what}: {reason} at byte {c.err_off} of {total}{where}")
 
 
-cdef inline const uint8_t *_scan_lcm(xs_ctx *c, const uint8_t *p) noexcept nogil:
-    """Scan one LedgerCloseMeta at p with captures; NULL (c.err set) unless each slot fired once."""
+cdef inline const uint8_t *_scan_lcm(xs_ctx *c, const uint8_t *p, bint keep_hashes=False) noexcept nogil:
+    """Scan one LedgerCloseMeta at p with captures; NULL (c.err set) unless each slot fired once.
+    ``keep_hashes`` appends this ledger's tx hashes after those already collected in ``c``
+    (a batch scan keeps every ledger's hashes in one buffer) instead of starting empty."""
     cdef const uint8_t *q
     cdef int k
+    cdef size_t kept = c.n_hashes
     xs_reset_captures(c)
+    if keep_hashes:
+        c.n_hashes = kept
     q = xs_scan_LedgerCloseMeta(p, c, XS_MAX_DEPTH)
     if q == NULL:
         return NULL
@@ -259,6 +264,17 @@ def split_batch(buf):
     """LedgerCloseMetaBatch {uint32 startSequence; uint32 endSequence; LedgerCloseMeta<>}
     -> (start, end, [exact bytes of each LedgerCloseMeta]).  Checks count == end-start+1, that
     the ledgers carry start..end in order, and that nothing follows the batch."""
+    return _split(buf, False)
+
+
+def scan_batch(buf):
+    """Like split_batch, keeping what the scan found: (start, end, [(seq, lcm, tx_hashes), ...])
+    where ``lcm`` is a memoryview slice of ``buf`` (no copy) and ``tx_hashes`` is as in
+    tx_hashes.  One pass over the batch yields everything ingestion needs per ledger."""
+    return _split(buf, True)
+
+
+cdef object _split(buf, bint with_hashes):
     cdef _View v = _View(buf)
     cdef xs_ctx c
     cdef const uint8_t *p = v.ptr
@@ -266,6 +282,7 @@ def split_batch(buf):
     cdef const uint8_t *q
     cdef uint32_t start_seq, end_seq, count, i, seq = 0
     cdef size_t *offs = NULL
+    cdef size_t *hoffs = NULL  # hoffs[i]: hashes collected before ledger i (with_hashes only)
     cdef int rc = 0
     cdef uint8_t stackbuf[STACK_HASHES * 32]
     if v.size < 12:
@@ -285,13 +302,18 @@ def split_batch(buf):
     offs = <size_t *>malloc((<size_t>count + 1) * sizeof(size_t))
     if offs == NULL:
         raise MemoryError()
+    hoffs = <size_t *>malloc((<size_t>count + 1) * sizeof(size_t))
+    if hoffs == NULL:
+        free(offs)
+        raise MemoryError()
     xs_init(&c, v.ptr, end, stackbuf, STACK_HASHES)
     try:
         with nogil:
             offs[0] = <size_t>(p - v.ptr)
+            hoffs[0] = 0
             i = 0
             while i < count:
-                q = _scan_lcm(&c, p)
+                q = _scan_lcm(&c, p, with_hashes)
                 if q == NULL:
                     rc = -1
                     break
@@ -302,6 +324,7 @@ def split_batch(buf):
                 p = q
                 i += 1
                 offs[i] = <size_t>(p - v.ptr)
+                hoffs[i] = c.n_hashes
             if rc == 0 and p != end:
                 xs_fail(&c, XS_E_TRAIL, p, -1)
                 rc = -1
@@ -312,13 +335,28 @@ def split_batch(buf):
                 f"malformed LedgerCloseMetaBatch {start_seq}..{end_seq}: ledger #{i} has sequence {seq}, "
                 f"expected {start_seq + i}"
             )
-        metas = [
-            PyBytes_FromStringAndSize(<const char *>v.ptr + offs[i], <Py_ssize_t>(offs[i + 1] - offs[i]))
+        if not with_hashes:
+            metas = [
+                PyBytes_FromStringAndSize(<const char *>v.ptr + offs[i], <Py_ssize_t>(offs[i + 1] - offs[i]))
+                for i in range(count)
+            ]
+            return start_seq, end_seq, metas
+        mv = memoryview(buf)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        ledgers = [
+            (
+                start_seq + i,
+                mv[offs[i] : offs[i + 1]],
+                PyBytes_FromStringAndSize(<const char *>c.hashes + hoffs[i] * 32,
+                                          <Py_ssize_t>((hoffs[i + 1] - hoffs[i]) * 32)),
+            )
             for i in range(count)
         ]
-        return start_seq, end_seq, metas
+        return start_seq, end_seq, ledgers
     finally:
         free(offs)
+        free(hoffs)
         xs_free(&c)
 
 

@@ -113,12 +113,15 @@ ERR_NOMEM = RS_ERR_NOMEM
 ERR_TOOBIG = RS_ERR_TOOBIG
 ERR_COUNT = RS_ERR_COUNT
 ERR_DUPLICATE = RS_ERR_DUPLICATE
+cdef extern from "txhash_record.h":
+    enum:
+        RB_RECORD_SIZE  # spill/sorted record: 32-byte hash + uint32 LE ledger
+
 cdef enum:
-    REC = 36  # spill/sorted record: 32-byte hash + uint32 LE ledger
     C_ERR_VALUE = 100  # a value (ledger - range start) outside [0, 2**24)
 
 ERR_VALUE = C_ERR_VALUE
-RECORD_SIZE = REC
+RECORD_SIZE = RB_RECORD_SIZE  # checked against rpcbackfill.records at import (index/recsplit.py)
 
 
 def golomb_params(uint32_t m):
@@ -144,10 +147,10 @@ cdef object _bucket_hashes(const uint8_t[::1] buf, Py_ssize_t stride, Py_ssize_t
 
 def bucket_hashes(const uint8_t[::1] records, uint64_t bucket_salt):
     """Salted bucket hash (uint64) of each 36-byte record's 32-byte key, GIL released."""
-    cdef Py_ssize_t n = records.shape[0] // REC
-    if records.shape[0] % REC:
-        raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
-    return _bucket_hashes(records, REC, n, bucket_salt)
+    cdef Py_ssize_t n = records.shape[0] // RB_RECORD_SIZE
+    if records.shape[0] % RB_RECORD_SIZE:
+        raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {RB_RECORD_SIZE}")
+    return _bucket_hashes(records, RB_RECORD_SIZE, n, bucket_salt)
 
 
 def key_hashes(const uint8_t[::1] keys, uint64_t bucket_salt):
@@ -191,18 +194,18 @@ cdef class Builder:
 
     def add_records(self, const uint8_t[::1] records):
         """Add whole 36-byte records.  Returns (status, index of the failing record or -1)."""
-        cdef Py_ssize_t n = records.shape[0] // REC
+        cdef Py_ssize_t n = records.shape[0] // RB_RECORD_SIZE
         cdef Py_ssize_t i = 0
         cdef int rc = RS_OK
         cdef uint32_t seq, v
         cdef const uint8_t *r
-        if records.shape[0] % REC:
-            raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {REC}")
+        if records.shape[0] % RB_RECORD_SIZE:
+            raise ValueError(f"record buffer of {records.shape[0]} bytes is not a multiple of {RB_RECORD_SIZE}")
         if n == 0:
             return RS_OK, -1
         with nogil:
             for i in range(n):
-                r = &records[i * REC]
+                r = &records[i * RB_RECORD_SIZE]
                 seq = <uint32_t>r[32] | (<uint32_t>r[33] << 8) | (<uint32_t>r[34] << 16) | (<uint32_t>r[35] << 24)
                 if seq < self.range_start or seq - self.range_start >= (1u << 24):
                     rc = C_ERR_VALUE

@@ -14,28 +14,37 @@ from posix.unistd cimport write
 
 import os
 
+cdef extern from "txhash_record.h":
+    enum:
+        RB_NSHARDS
+        RB_RECORD_SIZE
+        RB_HASH_SIZE
+
 cdef enum:
-    NSHARDS = 16
-    REC = 36
     INIT_CAP = 1 << 16  # bytes per shard buffer to start with; grows by doubling
 
 
+# Exported so rpcbackfill.index.spill can check them against rpcbackfill.records at import.
+NSHARDS = RB_NSHARDS
+RECORD_SIZE = RB_RECORD_SIZE
+
+
 cdef class Router:
-    cdef uint8_t *buf[NSHARDS]
-    cdef size_t blen[NSHARDS]
-    cdef size_t bcap[NSHARDS]
-    cdef uint64_t cnt[NSHARDS]
+    cdef uint8_t *buf[RB_NSHARDS]
+    cdef size_t blen[RB_NSHARDS]
+    cdef size_t bcap[RB_NSHARDS]
+    cdef uint64_t cnt[RB_NSHARDS]
     cdef readonly size_t pending
 
     def __cinit__(self):
         cdef int i
-        for i in range(NSHARDS):
+        for i in range(RB_NSHARDS):
             self.buf[i] = NULL
             self.blen[i] = 0
             self.bcap[i] = 0
             self.cnt[i] = 0
         self.pending = 0
-        for i in range(NSHARDS):
+        for i in range(RB_NSHARDS):
             self.buf[i] = <uint8_t *>malloc(INIT_CAP)
             if self.buf[i] == NULL:
                 raise MemoryError()
@@ -43,7 +52,7 @@ cdef class Router:
 
     def __dealloc__(self):
         cdef int i
-        for i in range(NSHARDS):
+        for i in range(RB_NSHARDS):
             free(self.buf[i])
             self.buf[i] = NULL
 
@@ -64,12 +73,12 @@ cdef class Router:
 
     def add(self, uint32_t seq, const uint8_t[::1] hashes):
         """Route concatenated 32-byte hashes of ledger ``seq``; returns the bytes now pending."""
-        cdef Py_ssize_t n = hashes.shape[0] // 32, i
+        cdef Py_ssize_t n = hashes.shape[0] // RB_HASH_SIZE, i
         cdef int s, rc = 0
         cdef uint8_t le[4]
         cdef uint8_t *dst
-        if hashes.shape[0] % 32:
-            raise ValueError(f"hash buffer of {hashes.shape[0]} bytes is not a multiple of 32")
+        if hashes.shape[0] % RB_HASH_SIZE:
+            raise ValueError(f"hash buffer of {hashes.shape[0]} bytes is not a multiple of {RB_HASH_SIZE}")
         if n == 0:
             return self.pending
         le[0] = seq & 0xff
@@ -78,24 +87,24 @@ cdef class Router:
         le[3] = (seq >> 24) & 0xff
         with nogil:
             for i in range(n):
-                s = hashes[i * 32] >> 4
-                if self.blen[s] + REC > self.bcap[s]:
-                    if self._reserve(s, REC) != 0:
+                s = hashes[i * RB_HASH_SIZE] >> 4
+                if self.blen[s] + RB_RECORD_SIZE > self.bcap[s]:
+                    if self._reserve(s, RB_RECORD_SIZE) != 0:
                         rc = -1
                         break
                 dst = self.buf[s] + self.blen[s]
-                memcpy(dst, &hashes[i * 32], 32)
-                memcpy(dst + 32, le, 4)
-                self.blen[s] += REC
+                memcpy(dst, &hashes[i * RB_HASH_SIZE], RB_HASH_SIZE)
+                memcpy(dst + RB_HASH_SIZE, le, RB_RECORD_SIZE - RB_HASH_SIZE)
+                self.blen[s] += RB_RECORD_SIZE
                 self.cnt[s] += 1
-                self.pending += REC
+                self.pending += RB_RECORD_SIZE
         if rc:
             raise MemoryError("spill buffer allocation failed")
         return self.pending
 
     def routed(self):
         """Records routed per shard since this router was created."""
-        return [self.cnt[i] for i in range(NSHARDS)]
+        return [self.cnt[i] for i in range(RB_NSHARDS)]
 
     def flush(self, fds):
         """write(2) every buffered record to fds[shard] (GIL released); buffers are emptied.
@@ -104,9 +113,9 @@ cdef class Router:
         cdef int s, fd, err = 0
         cdef Py_ssize_t w
         cdef size_t off
-        if len(fds) != NSHARDS:
-            raise ValueError("need 16 file descriptors")
-        for s in range(NSHARDS):
+        if len(fds) != RB_NSHARDS:
+            raise ValueError(f"need {RB_NSHARDS} file descriptors")
+        for s in range(RB_NSHARDS):
             if self.blen[s] == 0:
                 continue
             fd = fds[s]

@@ -11,7 +11,8 @@ array loops, ...).  Properties checked:
   * whatever stellar-sdk accepts, we accept too unless we rejected it for one of our deliberate
     strictness rules (non-zero padding, bool/optional flag not 0/1, length above its XDR bound,
     recursion limit);
-  * lcm_length of an accepted ledger equals its length; split_batch results re-join to the input.
+  * lcm_length of an accepted ledger equals its length; split_batch results re-join to the input;
+    scan_batch agrees with split_batch + tx_hashes.
 If no corpus directory is given, a temporary one is seeded with every fixture ledger and
 tests/regressions/lcm/*.bin.  A failing input is written to tests/regressions/lcm/crash-<sha1>.bin
 (then replayed by tests/test_lcm_hostile.py).
@@ -83,6 +84,10 @@ def test_one_input(data: bytes) -> None:
         else:
             if struct.pack(">III", start, end, len(metas)) + b"".join(metas) != data:
                 raise AssertionError("split_batch pieces do not re-join to the input")
+            s2, e2, ledgers = lcm.scan_batch(data)
+            if (s2, e2) != (start, end) or [bytes(v) for _, v, _ in ledgers] != metas or \
+                    [(q, h) for q, _, h in ledgers] != [(start + i, lcm.tx_hashes(m)[1]) for i, m in enumerate(metas)]:
+                raise AssertionError("scan_batch disagrees with split_batch + tx_hashes")
     except XdrError:
         pass
     except BaseException:

@@ -2,6 +2,9 @@
 
 from typing_extensions import Buffer, disjoint_base  # collections.abc.Buffer from Python 3.12
 
+NSHARDS: int  # from ext/txhash_record.h; must equal rpcbackfill.records.NSHARDS
+RECORD_SIZE: int  # from ext/txhash_record.h; must equal rpcbackfill.records.RECORD_SIZE
+
 @disjoint_base  # a Cython extension type
 class Router:
     pending: int

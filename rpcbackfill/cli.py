@@ -33,22 +33,19 @@ from . import __version__
 from .config import (
     ENV_CONFIG_PATH,
     KEYS_BY_DOTTED,
-    LOG_FORMATS,
-    LOG_LEVELS,
     Config,
     example_config_text,
     load_config,
 )
 from .errors import ConfigError, InputError, NotImplementedFeatureError, RpcBackfillError
 from .fsutil import atomic_write
-from .ledgermath import FIRST_LEDGER
-from .logsetup import configure_logging, debug_enabled
+from .ledgermath import FIRST_LEDGER, UINT32_MAX
+from .logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging, debug_enabled
 
 log = logging.getLogger(__name__)
 
 PROG = "stellar-rpc"
 DEBUG_HINT = "run with --log-level debug for the traceback"
-UINT32_MAX = 2**32 - 1
 
 
 # --- shared options ---------------------------------------------------------------------------

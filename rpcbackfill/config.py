@@ -12,7 +12,8 @@ Path rules (documented in docs/configuration.md):
   against ``service.data_dir``, whatever its source.  ``~`` is expanded everywhere.
 
 Every key is declared once in ``KEYS``; validation, environment names, the example file
-(``example_config_text``) and the reference in docs/configuration.md all derive from it.
+(``example_config_text``) and the reference table of docs/configuration.md (``reference_table``,
+kept identical by a test) all derive from it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from .ledgermath import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_RANGE_SIZE,
     FIRST_LEDGER,
+    UINT32_MAX,
     check_range_size,
     ranges_between,
 )
+from .logsetup import LOG_FORMATS, LOG_LEVELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,8 +143,6 @@ ENV_PREFIX = "STELLAR_RPC_"
 #: Environment variable naming the TOML file (read by the CLI, not a configuration key).
 ENV_CONFIG_PATH = ENV_PREFIX + "CONFIG_PATH"
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
 LEDGER_BACKENDS = ("buffered_storage", "captive_core")
 
 SECTIONS = (
@@ -156,7 +157,6 @@ SECTIONS = (
 )
 
 _REQUIRED = object()  # marker: the key has no default
-UINT32_MAX = 2**32 - 1  # ledger sequences are XDR uint32
 
 
 @dataclass(frozen=True)
@@ -686,9 +686,10 @@ def example_config_text() -> str:
     return "\n".join(out) + "\n"
 
 
-def reference_rows() -> list[tuple[str, str, str, str]]:
-    """(key, default, environment variable, meaning) for every key, for docs/configuration.md."""
-    rows = []
+def reference_table() -> str:
+    """The "Reference" table of docs/configuration.md (key, default, environment variable,
+    meaning), one row per ``KEYS`` entry; a test keeps the document identical to it."""
+    lines = ["| key | default | environment variable | meaning |", "|---|---|---|---|"]
     for key in KEYS:
         if key.default is _REQUIRED:
             default = "required"
@@ -699,5 +700,5 @@ def reference_rows() -> list[tuple[str, str, str, str]]:
         else:
             default = f"`{_toml_literal(key.default)}`"
         meaning = key.doc + (f" One of: {', '.join(key.choices)}." if key.choices else "")
-        rows.append((f"`{key.dotted}`", default, f"`{key.env}`", meaning))
-    return rows
+        lines.append(f"| `{key.dotted}` | {default} | `{key.env}` | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -57,10 +57,24 @@ def write_all(fd: int, data, path: Path | str) -> None:
             mv = mv[n:]
 
 
-def temp_path(path: Path, *, hidden: bool = True) -> Path:
-    """The temp name a writer of ``path`` uses in the same directory (``.name.tmp-PID``,
-    or ``name.tmp-PID`` with ``hidden=False``); crash cleanup globs ``*.tmp-*``."""
-    return path.with_name(f"{'.' if hidden else ''}{path.name}.tmp-{os.getpid()}")
+def temp_path(path: Path) -> Path:
+    """The temp name a writer of ``path`` uses in the same directory: ``.{name}.tmp-{pid}``
+    (hidden, and unique per process).  ``temp_owner`` maps it back; crash cleanup lists
+    ``TEMP_GLOB`` (``paths.DataDirLayout.interrupted_writes``)."""
+    return path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
+
+
+_TEMP_MARK = ".tmp-"
+TEMP_GLOB = f".*{_TEMP_MARK}*"  # matches every name temp_path produces
+
+
+def temp_owner(tmp: Path) -> Path | None:
+    """The final path whose temp file ``tmp`` is (inverse of ``temp_path``), or None."""
+    name = tmp.name
+    cut = name.rfind(_TEMP_MARK)
+    if not name.startswith(".") or cut <= 1 or not name[cut + len(_TEMP_MARK):].isdigit():
+        return None
+    return tmp.with_name(name[1:cut])
 
 
 def unlink_quiet(p: Path) -> None:
@@ -75,9 +89,9 @@ class AtomicFile:
 
     Leaving the ``with`` block without ``commit()`` (an exception) removes the temp file."""
 
-    def __init__(self, path: Path | str, *, hidden: bool = True):
+    def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.tmp = temp_path(self.path, hidden=hidden)
+        self.tmp = temp_path(self.path)
         with io_errors(self.tmp, "creating"):
             self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self.done = False
@@ -115,13 +129,11 @@ class AtomicFile:
         self.abort()
 
 
-def atomic_write(
-    path: Path | str, data, *, fsync: bool = True, sync_dir: bool = True, hidden: bool = True
-) -> None:
+def atomic_write(path: Path | str, data, *, fsync: bool = True, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp -> fsync -> rename -> fsync dir).
 
     ``fsync=False`` keeps the atomic rename but skips both fsyncs (bulk generators);
     ``sync_dir=False`` lets a caller fsync a directory once after many files."""
-    with AtomicFile(path, hidden=hidden) as f:
+    with AtomicFile(path) as f:
         f.write(data)
         f.commit(fsync=fsync, sync_dir=sync_dir)

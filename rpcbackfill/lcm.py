@@ -23,6 +23,9 @@ Functions:
   (use it instead of calling ledger_sequence + header_hashes + tx_hashes on the same ledger).
 * ``split_batch(buf) -> (start, end, [lcm bytes, ...])``: a LedgerCloseMetaBatch; checks the count,
   the sequences start..end in order and that nothing trails the batch.
+* ``scan_batch(buf) -> (start, end, [(seq, lcm, hashes), ...])``: split_batch that also returns what
+  the same pass found: each ledger's sequence and transaction hashes, its bytes as a ``memoryview``
+  slice of ``buf`` (no copy).  The data-lake source uses it so every ledger is parsed once.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from ._lcm import (
     lcm_length,
     ledger_info,
     ledger_sequence,
+    scan_batch,
     split_batch,
     tx_hashes,
     tx_hashes_into,
 )
-
-HASH_SIZE = 32  # bytes per transaction hash (SHA-256)
+from .records import HASH_SIZE  # bytes per transaction hash (SHA-256), re-exported
 
 
 def iter_hashes(hashes: bytes) -> list[bytes]:
@@ -58,6 +61,7 @@ __all__ = [
     "lcm_length",
     "ledger_info",
     "ledger_sequence",
+    "scan_batch",
     "split_batch",
     "tx_hashes",
     "tx_hashes_into",

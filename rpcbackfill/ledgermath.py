@@ -9,6 +9,8 @@ from __future__ import annotations
 from .errors import InputError, LedgerRangeError
 
 FIRST_LEDGER = 2
+# Largest ledger sequence: sequences are XDR uint32 (also bounds lake object names, spec section 5).
+UINT32_MAX = 2**32 - 1
 DEFAULT_RANGE_SIZE = 10_000_000
 CHUNK_SIZE = 10_000
 DEFAULT_CHECKPOINT_INTERVAL = 1_000

@@ -17,8 +17,10 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-FORMATS = ("text", "json")
+# The accepted values of service.log_level / service.log_format (config.py and the CLI use these).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+_LEVEL_NUMBERS = {name: getattr(logging, name.upper()) for name in LOG_LEVELS}
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -73,10 +75,10 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
     """Install (or replace) rpcbackfill's handler on the root logger; return it."""
-    if level.lower() not in LEVELS:
-        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
-    if fmt not in FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if level.lower() not in _LEVEL_NUMBERS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, _MARK, False):
@@ -86,7 +88,7 @@ def configure_logging(level: str = "info", fmt: str = "text", stream: IO[str] | 
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     setattr(handler, _MARK, True)
     root.addHandler(handler)
-    lvl = LEVELS[level.lower()]
+    lvl = _LEVEL_NUMBERS[level.lower()]
     root.setLevel(lvl)
     for name in _NOISY:
         logging.getLogger(name).setLevel(lvl if lvl == logging.DEBUG else max(lvl, logging.WARNING))

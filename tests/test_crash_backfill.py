@@ -18,6 +18,7 @@ import pytest
 from rpcbackfill import lcm
 from rpcbackfill.meta.store import MetaStore
 from rpcbackfill.orchestration import api
+from rpcbackfill.paths import DataDirLayout
 from tests.lib.orchestration import (
     RS,
     active_leftovers,
@@ -175,8 +176,8 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3):
     st = api.status(cfg)["ranges"][0]
     assert st["state"] == "TRANSITIONING" and st["txhash"]["phase"] == "COMPLETE"
     # what an atomic writer killed mid-write leaves behind (pid 99999 is long gone)
-    stale = [Path(cfg.immutable_stores.txhash_base) / "0000" / "index" / ".cf-3.idx.tmp-99999",
-             Path(cfg.immutable_stores.ledgers_base) / "chunks" / "0000" / "000000.data.tmp-99999"]
+    lay = DataDirLayout(cfg)
+    stale = [p.with_name(f".{p.name}.tmp-99999") for p in (lay.index_shard(0, 3), lay.chunk_paths(0)[0])]
     for p in stale:
         p.write_bytes(b"partial")
     assert run_to_end(tmp_path, cfg) == 0

@@ -14,8 +14,8 @@ import threading
 import pytest
 import zstandard
 
+from rpcbackfill.config import PUBNET_PASSPHRASE as PUBNET
 from rpcbackfill.devtools.lakegen import (
-    PUBNET,
     GenOptions,
     LedgerGenerator,
     generate_lake,
@@ -295,7 +295,7 @@ def test_generate_lake_through_datalake_source(tmp_path, templates):
     with DataLakeSource(cfg, PUBNET, threading.Event()) as src:
         src.prepare_range(10, 41)
         for seq in range(10, 42):
-            assert src.get_ledger(seq) == expected[seq]
+            assert src.get_ledger(seq).lcm == expected[seq]
 
 
 def test_cli_generate_lake(tmp_path, templates):

@@ -8,7 +8,7 @@ import pytest
 from rpcbackfill import _recsplit
 from rpcbackfill.errors import CorruptStoreError, DuplicateKeyError
 from rpcbackfill.index import compact, compact_shard, sortedfile
-from rpcbackfill.index.spill import shard_file
+from rpcbackfill.paths import spill_shard_path as shard_file
 
 
 def _write_spill(d, shard, recs: np.ndarray):

@@ -19,11 +19,11 @@ from rpcbackfill.index import (
     build_shard,
     compact_shard,
     recsplit,
-    shard_index_path,
     sortedfile,
     verify_shard,
 )
-from rpcbackfill.index.spill import shard_file
+from rpcbackfill.paths import index_shard_path as shard_index_path
+from rpcbackfill.paths import spill_shard_path as shard_file
 
 RANGE_START = 20_000_002
 
@@ -116,15 +116,13 @@ def test_adversarial_structured_keys(tmp_path):
     _check_all(idx, keys, seqs)
 
 
-def test_salt_retry_after_collision(tmp_path, monkeypatch):
+def test_salt_retry_after_collision(tmp_path):
     keys, seqs = _random(np.random.default_rng(11), 3000)
-    monkeypatch.setattr(recsplit, "_TEST_FORCE_COLLISIONS", 2)
-    sp, idx, stats = _build(tmp_path, keys, seqs, salt=42)
+    sp, idx, stats = _build(tmp_path, keys, seqs, salt=42, forced_collisions=2)
     assert stats.attempts == 3 and stats.split_salt != 42
     _check_all(idx, keys, seqs)
-    monkeypatch.setattr(recsplit, "_TEST_FORCE_COLLISIONS", recsplit.MAX_ATTEMPTS)
     with pytest.raises(IndexBuildError, match="attempts"):
-        build_shard(sp, tmp_path / "again.idx", RANGE_START, keys.shape[0])
+        build_shard(sp, tmp_path / "again.idx", RANGE_START, keys.shape[0], forced_collisions=recsplit.MAX_ATTEMPTS)
     assert not (tmp_path / "again.idx").exists()
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from rpcbackfill.errors import CorruptStoreError
 from rpcbackfill.index import SpillConfig, TxHashSpill
-from rpcbackfill.index.spill import RECORD, shard_file
+from rpcbackfill.paths import spill_shard_path as shard_file
+from rpcbackfill.records import RECORD_SIZE as RECORD
 
 
 def _ledgers(rng, n_ledgers, first=1000):

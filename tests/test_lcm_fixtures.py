@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from rpcbackfill import lcm
+from rpcbackfill.devtools.lakegen import generate_ledgers
 from rpcbackfill.errors import XdrError
 from tests.lib import FIXTURES
 from tests.lib.fixtures import zstd_decompress
@@ -141,29 +142,69 @@ def test_split_batch_synthetic(fixture_ledgers):
     assert lcm.split_batch(bytearray(batch)) == (start, start + 2, metas)
 
 
-def test_split_batch_errors(fixture_ledgers):
+def _check_scan(batch, want_start: int, want_metas: list[bytes]) -> int:
+    """scan_batch(batch) against stellar-sdk: same split as split_batch, each ledger's bytes a
+    view of ``batch``, its sequence and tx hashes equal to the SDK's full decode.  Returns the
+    number of hashes checked."""
+    start, end, ledgers = lcm.scan_batch(batch)
+    assert (start, end) == (want_start, want_start + len(want_metas) - 1)
+    assert [bytes(view) for _, view, _ in ledgers] == want_metas
+    n = 0
+    for i, (seq, view, hashes) in enumerate(ledgers):
+        assert isinstance(view, memoryview) and view.obj is memoryview(batch).obj  # no copy
+        sdk_seq, sdk_hashes, _, _ = sdk_reference(want_metas[i])
+        assert (seq, hashes) == (sdk_seq, sdk_hashes) == (start + i, lcm.tx_hashes(view)[1])
+        n += len(hashes) // lcm.HASH_SIZE
+    return n
+
+
+def test_scan_batch_fixture_files():
+    files = sorted(p for p in FIXTURES.glob("*.xdr.zst*") if not p.name.startswith("galexie-load-test"))
+    for p in files:
+        raw = zstd_decompress(p.read_bytes())
+        start, _, metas = sdk_split_batch(raw)
+        _check_scan(raw, start, metas)
+
+
+def test_scan_batch_synthetic(fixture_ledgers):
+    # several ledgers per batch: each one's hashes come out of one shared collection buffer
+    run = _consecutive_run(fixture_ledgers, 3)
+    metas = [f.lcm for f in run]
+    _check_scan(make_batch(run[0].seq, metas), run[0].seq, metas)
+    _check_scan(bytearray(make_batch(run[0].seq, metas)), run[0].seq, metas)
+    # dense generated ledgers: the shared buffer grows past the scanner's on-stack 128 hashes
+    dense = [x for _, x in generate_ledgers(1000, 1007, seed=3, tx_per_ledger=60)]
+    assert _check_scan(make_batch(1000, dense), 1000, dense) > 128
+    for f in run:
+        if f.expected_hashes is not None:  # expected.json agrees too
+            seq, _, hashes = lcm.scan_batch(make_batch(f.seq, [f.lcm]))[2][0]
+            assert lcm.iter_hashes(hashes) == list(f.expected_hashes)
+
+
+@pytest.mark.parametrize("split", [lcm.split_batch, lcm.scan_batch])
+def test_split_batch_errors(fixture_ledgers, split):
     run = _consecutive_run(fixture_ledgers, 3)
     metas = [f.lcm for f in run]
     s = run[0].seq
     with pytest.raises(XdrError, match="3 ledgers for sequences"):
-        lcm.split_batch(make_batch(s, metas, end=s + 3))
+        split(make_batch(s, metas, end=s + 3))
     with pytest.raises(XdrError, match="ledgers for sequences"):
-        lcm.split_batch(make_batch(s, metas, end=s - 1))
+        split(make_batch(s, metas, end=s - 1))
     with pytest.raises(XdrError, match=r"ledger #1 has sequence"):
-        lcm.split_batch(make_batch(s, [metas[0], metas[2], metas[1]]))
+        split(make_batch(s, [metas[0], metas[2], metas[1]]))
     with pytest.raises(XdrError, match=r"ledger #0 has sequence"):
-        lcm.split_batch(make_batch(s + 1, metas))
+        split(make_batch(s + 1, metas))
     with pytest.raises(XdrError, match="trailing"):
-        lcm.split_batch(make_batch(s, metas) + b"\0\0\0\0")
+        split(make_batch(s, metas) + b"\0\0\0\0")
     with pytest.raises(XdrError, match="truncated"):
-        lcm.split_batch(make_batch(s, metas)[:-1])
+        split(make_batch(s, metas)[:-1])
     with pytest.raises(XdrError, match="truncated"):
-        lcm.split_batch(b"\0" * 11)
+        split(b"\0" * 11)
     with pytest.raises(XdrError, match="cannot fit"):
-        lcm.split_batch(struct.pack(">III", 1, 0x7FFFFFFF, 0x7FFFFFFF))
+        split(struct.pack(">III", 1, 0x7FFFFFFF, 0x7FFFFFFF))
     # empty batch cannot exist: end >= start means at least one ledger
     with pytest.raises(XdrError):
-        lcm.split_batch(struct.pack(">III", 5, 4, 0))
+        split(struct.pack(">III", 5, 4, 0))
 
 
 def test_concurrent_threads_agree(fixture_ledgers):

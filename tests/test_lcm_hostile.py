@@ -58,7 +58,7 @@ def test_unknown_lcm_version(fixture_ledgers):
 def test_empty_and_tiny_inputs():
     for b in (b"", b"\0", b"\0\0\0\0", b"\0\0\0\x01", b"\0\0\0\x02"):
         for fn in (lcm.tx_hashes, lcm.ledger_sequence, lcm.header_hashes, lcm.ledger_info, lcm.lcm_length,
-                   lcm.split_batch):
+                   lcm.split_batch, lcm.scan_batch):
             with pytest.raises(XdrError):
                 fn(b)
 
@@ -168,7 +168,7 @@ def _replay(data: bytes) -> None:
         seq, hashes, _, _ = sdk_reference(data)  # accepted by us => accepted by the SDK, same answer
         assert got == (seq, hashes)
         assert lcm.lcm_length(data) == len(data)
-    for fn in (lcm.split_batch, lcm.ledger_sequence, lcm.header_hashes):
+    for fn in (lcm.split_batch, lcm.scan_batch, lcm.ledger_sequence, lcm.header_hashes):
         try:
             fn(data)
         except XdrError:

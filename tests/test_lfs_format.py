@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from rpcbackfill.errors import CorruptStoreError, NotFoundError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import format as lfs_format
 from tests.lib.lfs import make_ledgers, write_chunk
 
 
@@ -238,7 +239,7 @@ def test_hostile_offsets_over_real_data(tmp_path_factory, small_chunk_bytes, dat
 def test_hostile_frames_decompress_or_typed_error(frame):
     dctx = zstandard.ZstdDecompressor()
     try:
-        out = lfs._decompress_frame(dctx, frame, "test")
+        out = lfs_format.decompress_ledger(dctx, frame, "test")
     except CorruptStoreError:
         return
     assert isinstance(out, bytes)
@@ -266,34 +267,26 @@ def test_trailing_bytes_in_frame_detected():
     x = b"ledger" * 100
     f = lfs.compress_ledger(x)
     dctx = zstandard.ZstdDecompressor()
-    assert lfs._decompress_frame(dctx, f, "t") == x
+    assert lfs_format.decompress_ledger(dctx, f, "t") == x
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, f + b"\0\0", "t")
+        lfs_format.decompress_ledger(dctx, f + b"\0\0", "t")
     nocs = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(x)
-    assert lfs._decompress_frame(dctx, nocs, "t") == x
+    assert lfs_format.decompress_ledger(dctx, nocs, "t") == x
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, nocs + b"\0", "t")
+        lfs_format.decompress_ledger(dctx, nocs + b"\0", "t")
     with pytest.raises(CorruptStoreError):
-        lfs._decompress_frame(dctx, nocs[:-3], "t")
+        lfs_format.decompress_ledger(dctx, nocs[:-3], "t")
 
 
 def test_declared_size_limit(monkeypatch):
     x = b"a" * 5000
-    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 4096)
+    monkeypatch.setattr(lfs_format, "MAX_LEDGER_BYTES", 4096)
     dctx = zstandard.ZstdDecompressor()
     with pytest.raises(CorruptStoreError, match="limit"):
-        lfs._decompress_frame(dctx, lfs.compress_ledger(x), "t")
+        lfs_format.decompress_ledger(dctx, lfs.compress_ledger(x), "t")
     nocs = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(x)
     with pytest.raises(CorruptStoreError, match="limit"):
-        lfs._decompress_frame(dctx, nocs, "t")
-
-
-def test_progress_encoding_roundtrip():
-    p = lfs.ChunkProgress(1999, 10000, 2**40 + 3)
-    assert lfs.ChunkProgress.decode(p.encode()) == p
-    assert len(p.encode()) == 16
-    with pytest.raises(CorruptStoreError):
-        lfs.ChunkProgress.decode(b"\0" * 12)
+        lfs_format.decompress_ledger(dctx, nocs, "t")
 
 
 def test_full_chunk_index_layout(full_chunk):

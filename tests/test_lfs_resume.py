@@ -8,12 +8,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from rpcbackfill.errors import CorruptStoreError, UnsupportedFormatError
+import rpcbackfill
+from rpcbackfill.errors import CorruptStoreError, LedgerSequenceError, StoreError, UnsupportedFormatError
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger
+from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import writer as lfs_writer
 from tests.lib.lfs import make_ledgers
 
 N = 200  # ledgers per test chunk (finished with allow_partial) -- keeps crash loops fast
@@ -62,7 +66,7 @@ def test_resume_at_many_points(tmp_path, ledgers, expected, tail):
         if tail != "none":
             w.close()  # flushes the unsynced tail into the partial, beyond the progress
         if tail == "garbage":
-            for p in lfs.partial_paths(work, 6):
+            for p in chunk_partial_paths(work, 6):
                 with open(p, "ab") as f:
                     f.write(os.urandom(77))
         del w
@@ -108,7 +112,7 @@ def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     payload = tmp_path / "payload"
     payload.write_bytes(b"".join(len(x).to_bytes(4, "little") + x for x in ledgers))
     base, work, prog = tmp_path / "b", tmp_path / "w", tmp_path / "progress.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lfs.Path(lfs.__file__).parents[2])] + sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(rpcbackfill.__file__).parents[1])] + sys.path))
     for crash_at in (0, 37, 50, 51, 149, 199, N + 1):  # N + 1: no crash, finish
         r = subprocess.run(
             [sys.executable, "-c", _CHILD, str(base), str(work), str(payload), str(prog), str(crash_at),
@@ -158,7 +162,7 @@ def _synced(tmp_path, ledgers, n=100):
 
 def test_truncated_partials_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    dp, op = lfs.partial_paths(tmp_path / "w", 6)
+    dp, op = chunk_partial_paths(tmp_path / "w", 6)
     os.truncate(dp, p.data_bytes - 1)
     with pytest.raises(CorruptStoreError, match=f"progress records {p.data_bytes}"):
         lfs.ChunkWriter(tmp_path / "b", 6, tmp_path / "w", resume=p)
@@ -170,14 +174,14 @@ def test_truncated_partials_refused(tmp_path, ledgers):
 
 def test_missing_partials_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    lfs.partial_paths(tmp_path / "w", 6)[0].unlink()
+    chunk_partial_paths(tmp_path / "w", 6)[0].unlink()
     with pytest.raises(CorruptStoreError, match="missing"):
         lfs.ChunkWriter(tmp_path / "b", 6, tmp_path / "w", resume=p)
 
 
 def test_flipped_byte_in_synced_data_refused(tmp_path, ledgers):
     p = _synced(tmp_path, ledgers)
-    dp, _ = lfs.partial_paths(tmp_path / "w", 6)
+    dp, _ = chunk_partial_paths(tmp_path / "w", 6)
     b = bytearray(dp.read_bytes())
     b[p.data_bytes // 2] ^= 0x01
     dp.write_bytes(bytes(b))
@@ -188,7 +192,7 @@ def test_flipped_byte_in_synced_data_refused(tmp_path, ledgers):
 @pytest.mark.parametrize("damage", ["magic", "version", "chunk", "offsets", "random"])
 def test_garbage_offsets_partial(tmp_path, ledgers, expected, damage):
     p = _synced(tmp_path, ledgers)
-    _, op = lfs.partial_paths(tmp_path / "w", 6)
+    _, op = chunk_partial_paths(tmp_path / "w", 6)
     b = bytearray(op.read_bytes())
     if damage == "magic":
         b[0] ^= 0xFF
@@ -254,13 +258,13 @@ def test_crash_between_data_and_index_publish(tmp_path, ledgers, expected, monke
     def crash(*a, **kw):
         raise KeyboardInterrupt("simulated crash before the index rename")
 
-    monkeypatch.setattr(lfs, "_atomic_write", crash)
+    monkeypatch.setattr(lfs_writer, "atomic_write", crash)
     with pytest.raises(KeyboardInterrupt):
         w.finish(allow_partial=True)
     monkeypatch.undo()
     d, i = lfs.chunk_paths(base, 6)
     assert d.exists() and not i.exists() and not lfs.chunk_exists(base, 6)
-    with pytest.raises(lfs.StoreError):
+    with pytest.raises(StoreError):
         w.append(FIRST + N, ledgers[0])  # the failed writer refuses further use
     # Resume from the last checkpoint: the partial is intact (the data was hard-linked).
     assert checkpoints[150] == lfs.ChunkProgress(6, 150, _bytes(ledgers, 150))
@@ -280,7 +284,7 @@ def test_finished_chunk_never_rewritten(tmp_path, ledgers, expected, monkeypatch
     before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (d, i)]
     # Crash after finish() but before the checkpoint: the orchestrator replays from the last
     # checkpoint (150 ledgers) with stale partials lying around.
-    dp, op = lfs.partial_paths(work, 6)
+    dp, op = chunk_partial_paths(work, 6)
     dp.write_bytes(b"stale")
     op.write_bytes(b"stale")
     w = lfs.ChunkWriter(base, 6, work, resume=lfs.ChunkProgress(6, 150, _bytes(ledgers, 150)))
@@ -293,7 +297,7 @@ def test_finished_chunk_never_rewritten(tmp_path, ledgers, expected, monkeypatch
     for k in range(150, N):
         w.append(FIRST + k, ledgers[k])
     assert w.sync() == lfs.ChunkProgress(6, N, len(expected))  # progress read from the final index
-    with pytest.raises(lfs.LedgerSequenceError, match="past the end"):
+    with pytest.raises(LedgerSequenceError, match="past the end"):
         w.append(FIRST + N, ledgers[0])
     stats = w.finish(allow_partial=True)
     assert stats == lfs.ChunkStats(N, len(expected), sum(map(len, ledgers)))

@@ -19,7 +19,9 @@ from rpcbackfill.errors import (
     UnsupportedFormatError,
 )
 from rpcbackfill.ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_last_ledger
+from rpcbackfill.paths import chunk_partial_paths
 from rpcbackfill.stores import lfs
+from rpcbackfill.stores.lfs import reader as lfs_reader
 from tests.lib.ledgers import ledger_at
 from tests.lib.lfs import copy_base, make_ledgers, write_chunk
 
@@ -32,7 +34,11 @@ def test_random_access(full_chunk):
         assert (r.first_ledger, r.last_ledger, len(r)) == (first, chunk_last_ledger(3), CHUNK_SIZE)
         for i in [0, CHUNK_SIZE - 1, *rng.sample(range(CHUNK_SIZE), 300)]:
             assert r.get(first + i) == ledgers[i]
-        assert r.get_frame(first + 5) == lfs.compress_ledger(ledgers[5])
+        offs = r.frame_offsets
+        assert len(offs) == CHUNK_SIZE + 1 and offs[-1] == r.data_bytes
+        with open(r.data_path, "rb") as f:  # ledger 5's stored frame is exactly its compression
+            f.seek(offs[5])
+            assert f.read(offs[6] - offs[5]) == lfs.compress_ledger(ledgers[5])
         for bad in (first - 1, chunk_last_ledger(3) + 1, 0):
             with pytest.raises(NotFoundError, match=str(bad)):
                 r.get(bad)
@@ -305,7 +311,7 @@ def test_writer_abort_removes_partials(tmp_path, sample_ledgers):
     w = lfs.ChunkWriter(tmp_path, 2, tmp_path / "w")
     w.append(chunk_first_ledger(2), sample_ledgers[0])
     w.sync()
-    dp, op = lfs.partial_paths(tmp_path / "w", 2)
+    dp, op = chunk_partial_paths(tmp_path / "w", 2)
     assert dp.exists() and op.exists()
     w.abort()
     assert not dp.exists() and not op.exists()
@@ -319,7 +325,7 @@ def test_disk_full_is_typed(tmp_path, sample_ledgers):
     """A real ENOSPC: the data partial is /dev/full."""
     work = tmp_path / "w"
     work.mkdir()
-    dp, _ = lfs.partial_paths(work, 2)
+    dp, _ = chunk_partial_paths(work, 2)
     dp.symlink_to("/dev/full")
     from rpcbackfill.errors import DiskFullError
 
@@ -336,7 +342,7 @@ def test_disk_full_is_typed(tmp_path, sample_ledgers):
 def test_oversized_frame_not_read(full_chunk, monkeypatch):
     """An index claiming a frame larger than any ledger is refused before reading it."""
     base, ledgers, _ = full_chunk
-    monkeypatch.setattr(lfs, "MAX_LEDGER_BYTES", 64)
+    monkeypatch.setattr(lfs_reader, "MAX_LEDGER_BYTES", 64)
     with lfs.ChunkReader(base, 3) as r:
         with pytest.raises(CorruptStoreError, match="frame of"):
             r.get(chunk_first_ledger(3))

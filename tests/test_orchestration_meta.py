@@ -21,10 +21,10 @@ from rpcbackfill.meta.store import (
     VERIFYING_RECSPLIT,
     WRITING_LFS,
     Checkpoint,
-    ChunkProgressRecord,
     MetaStore,
     resume_state,
 )
+from rpcbackfill.records import ChunkProgress
 
 RS = 10_000
 
@@ -73,7 +73,7 @@ def test_checkpoint_is_one_batch_with_exact_encodings(meta):
     meta.init_backfill(2, RS + 1, RS)
     meta.start_ingesting(0, "/active/txhash/0000")
     counts = [i * 7 for i in range(16)]
-    meta.checkpoint(0, Checkpoint(1001, 1000, counts, ChunkProgressRecord(0, 1000, 123456)))
+    meta.checkpoint(0, Checkpoint(1001, 1000, counts, ChunkProgress(0, 1000, 123456)))
     d = meta.dump()
     assert d["range:0:ledger:last_committed_ledger"] == struct.pack(">I", 1001)
     assert d["range:0:txhash:last_committed_ledger"] == struct.pack(">I", 1001)
@@ -82,7 +82,7 @@ def test_checkpoint_is_one_batch_with_exact_encodings(meta):
     assert list(cf) == list("0123456789abcdef") and [cf[k] for k in cf] == counts
     assert d["range:0:ledger:open_chunk_bytes"] == struct.pack(">Q", 123456)
     info = meta.range_info(0)
-    assert info.open_chunk == ChunkProgressRecord(0, 1000, 123456)
+    assert info.open_chunk == ChunkProgress(0, 1000, 123456)
     assert info.cf_counts == counts and info.tx_count == sum(counts)
     # a checkpoint without an open chunk removes the open-chunk keys
     meta.checkpoint(0, Checkpoint(RS + 1, RS, counts, None))
@@ -95,7 +95,7 @@ def test_checkpoint_survives_reopen(tmp_path):
     m = MetaStore(tmp_path / "meta")
     m.init_backfill(2, RS + 1, RS)
     m.start_ingesting(0, "/s")
-    m.checkpoint(0, Checkpoint(2001, 2000, [1] * 16, ChunkProgressRecord(0, 2000, 99)))
+    m.checkpoint(0, Checkpoint(2001, 2000, [1] * 16, ChunkProgress(0, 2000, 99)))
     m.close()
     m.close()  # idempotent
     ro = MetaStore(tmp_path / "meta", read_only=True)

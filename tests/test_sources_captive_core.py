@@ -21,10 +21,11 @@ from rpcbackfill.errors import (
     SourceConfigError,
     SourceError,
 )
-from rpcbackfill.sources import open_source
+from rpcbackfill.sources import Ledger, open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from tests.lib.ledgers import chain as make_chain
+from tests.lib.oracle import sdk_reference
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_stellar_core.py"
@@ -80,12 +81,23 @@ def test_range(tmp_path, lake, chain, first, last):
     cfg = core_cfg(tmp_path, lake)
     with source(cfg) as src:
         src.prepare_range(first, last)
-        got = [src.get_ledger(q) for q in range(first, last + 1)]
+        got = [src.get_ledger(q).lcm for q in range(first, last + 1)]
         pid = src.pid
     assert got == [chain[q] for q in range(first, last + 1)]
     assert (tmp_path / "fake-core.db").exists()  # new-db ran, in the cfg's directory
     assert wait_gone(pid)
     assert src.returncode == 0  # stopped by SIGINT (the stand-in exits 0 on it), not killed
+
+
+def test_ledger_carries_its_scan(tmp_path, lake, chain):
+    """The reader's one parse per ledger travels with it: sequence and tx hashes as stellar-sdk
+    decodes them."""
+    with source(core_cfg(tmp_path, lake)) as src:
+        src.prepare_range(64, 70)
+        for q in range(64, 71):
+            ledger = src.get_ledger(q)
+            sdk_seq, sdk_hashes, _, _ = sdk_reference(chain[q])
+            assert ledger == Ledger(q, chain[q], sdk_hashes) and sdk_seq == q
 
 
 def test_factory(tmp_path, lake, chain):
@@ -94,19 +106,19 @@ def test_factory(tmp_path, lake, chain):
         assert isinstance(src, CaptiveCoreSource)
         src.env = ENV
         src.prepare_range(10, 12)
-        assert [src.get_ledger(q) for q in (10, 11, 12)] == [chain[10], chain[11], chain[12]]
+        assert [src.get_ledger(q).lcm for q in (10, 11, 12)] == [chain[10], chain[11], chain[12]]
 
 
 def test_core_exiting_on_its_own_after_last(tmp_path, lake, chain):
     with source(core_cfg(tmp_path, lake, fake_failure="exit_after_last")) as src:
         src.prepare_range(20, 30)
-        assert [src.get_ledger(q) for q in range(20, 31)] == [chain[q] for q in range(20, 31)]
+        assert [src.get_ledger(q).lcm for q in range(20, 31)] == [chain[q] for q in range(20, 31)]
 
 
 def test_sigint_ignored_escalates_to_sigkill(tmp_path, lake, chain):
     with source(core_cfg(tmp_path, lake, fake_failure="ignore_sigint"), stop_timeout=0.5) as src:
         src.prepare_range(20, 25)
-        assert [src.get_ledger(q) for q in range(20, 26)] == [chain[q] for q in range(20, 26)]
+        assert [src.get_ledger(q).lcm for q in range(20, 26)] == [chain[q] for q in range(20, 26)]
         pid = src.pid
     assert wait_gone(pid)
     assert src.returncode == -signal.SIGKILL
@@ -131,7 +143,7 @@ def test_failures(tmp_path, lake, chain, failure, fail_at, exc, patterns):
         got = []
         with pytest.raises(exc) as ei:
             for q in range(100, 201):
-                got.append(src.get_ledger(q))
+                got.append(src.get_ledger(q).lcm)
         pid = src.pid
     for p in patterns:
         assert p in str(ei.value)
@@ -159,7 +171,7 @@ def test_config_errors(tmp_path, lake):
 def test_out_of_order_and_close(tmp_path, lake, chain):
     src = source(core_cfg(tmp_path, lake))
     src.prepare_range(50, 80)
-    assert src.get_ledger(50) == chain[50]
+    assert src.get_ledger(50).lcm == chain[50]
     with pytest.raises(LedgerSequenceError, match="expected ledger 51"):
         src.get_ledger(52)
     pid = src.pid
@@ -222,7 +234,7 @@ def test_cancel_while_consumer_idle_stops_core(tmp_path, lake, chain):
     cancel = threading.Event()
     src = source(core_cfg(tmp_path, lake), cancel)
     src.prepare_range(2, 300)
-    assert src.get_ledger(2) == chain[2]
+    assert src.get_ledger(2).lcm == chain[2]
     pid = src.pid
     cancel.set()  # nobody is inside get_ledger: the reader must stop core by itself
     assert wait_gone(pid, 5)
@@ -238,7 +250,7 @@ def test_cancel_while_reader_blocked_on_full_queue(tmp_path, lake, chain, monkey
     cancel = threading.Event()
     src = source(core_cfg(tmp_path, lake), cancel)
     src.prepare_range(2, 300)
-    assert src.get_ledger(2) == chain[2]
+    assert src.get_ledger(2).lcm == chain[2]
     deadline = time.monotonic() + 10
     while not src._q.full() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -261,7 +273,7 @@ def test_meta_pipe_above_fd_setsize(tmp_path, lake, chain):
         with source(core_cfg(tmp_path, lake)) as src:
             src.prepare_range(30, 40)
             assert src._rfd > 1024
-            assert [src.get_ledger(q) for q in range(30, 41)] == [chain[q] for q in range(30, 41)]
+            assert [src.get_ledger(q).lcm for q in range(30, 41)] == [chain[q] for q in range(30, 41)]
     finally:
         for fd in fds:
             os.close(fd)
@@ -272,6 +284,6 @@ def test_failure_selected_by_environment(tmp_path, lake):
     env = {**ENV, "FAKE_FAILURE": "early_exit", "FAKE_FAIL_AT": "33"}
     with CaptiveCoreSource(core_cfg(tmp_path, lake), network_passphrase=NET, env=env) as src:
         src.prepare_range(30, 40)
-        assert src.get_ledger(30) and src.get_ledger(31) and src.get_ledger(32)
+        assert src.get_ledger(30).lcm and src.get_ledger(31).lcm and src.get_ledger(32).lcm
         with pytest.raises(CoreProcessError, match="before ledger 33; exit code 7"):
             src.get_ledger(33)

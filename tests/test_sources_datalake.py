@@ -17,12 +17,13 @@ from rpcbackfill.errors import (
     SourceError,
 )
 from rpcbackfill.sources import layout, open_source
-from rpcbackfill.sources.base import LedgerSource
+from rpcbackfill.sources.base import Ledger, LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from rpcbackfill.sources.objstore import LocalStore
 from tests.lib.gcs_fault_proxy import FaultProxy
 from tests.lib.ledgers import chain as make_chain
+from tests.lib.oracle import sdk_reference
 from tests.lib.sources import Emulator, upload_lake
 
 NET = PUBNET_PASSPHRASE
@@ -49,9 +50,22 @@ def cfg(path, **kw) -> BufferedStorageConfig:
     return BufferedStorageConfig(bucket_path=str(path), **kw)
 
 
+def test_ledger_carries_its_scan(lake, chain):
+    """Each ledger comes with the sequence and tx hashes of the batch scan (stellar-sdk as oracle),
+    its bytes a view into the decompressed batch."""
+    with DataLakeSource(cfg(lake), NET) as src:
+        src.prepare_range(30, 45)
+        for q in range(30, 46):
+            ledger = src.get_ledger(q)
+            sdk_seq, sdk_hashes, _, _ = sdk_reference(chain[q])
+            assert isinstance(ledger, Ledger) and isinstance(ledger.lcm, memoryview)
+            assert (ledger.seq, bytes(ledger.lcm), ledger.tx_hashes) == (sdk_seq, chain[q], sdk_hashes)
+            assert sdk_seq == q
+
+
 def read_all(src, first, last):
     src.prepare_range(first, last)
-    return [src.get_ledger(s) for s in range(first, last + 1)]
+    return [src.get_ledger(s).lcm for s in range(first, last + 1)]
 
 
 class FlakyStore(LocalStore):
@@ -156,7 +170,7 @@ def test_missing_object_inside_range_is_fatal_never_retried(tmp_path, chain):
         got = []
         with pytest.raises(MissingLedgerError) as ei:
             for q in range(2, 301):
-                got.append(src.get_ledger(q))
+                got.append(src.get_ledger(q).lcm)
         assert q == 100  # raised when reached: every ledger before it was delivered
         assert got == [chain[x] for x in range(2, 100)]
         # nothing after the failed file was fetched beyond what was already in flight
@@ -205,7 +219,7 @@ def test_retries_exhausted(tmp_path, chain):
         src.prepare_range(2, 39)
         with pytest.raises(SourceError, match="giving up after 4 attempts") as ei:
             for q in range(2, 40):
-                assert src.get_ledger(q) == chain[q]
+                assert src.get_ledger(q).lcm == chain[q]
         assert q == 20
     assert key in str(ei.value) and "zstd" in str(ei.value)
     assert store.gets.count(key) == 4
@@ -216,7 +230,7 @@ def test_out_of_order_and_lifecycle(lake, chain):
     with pytest.raises(SourceError, match="before prepare_range"):
         src.get_ledger(2)
     src.prepare_range(10, 20)
-    assert src.get_ledger(10) == chain[10]
+    assert src.get_ledger(10).lcm == chain[10]
     with pytest.raises(LedgerSequenceError, match="expected ledger 11"):
         src.get_ledger(12)
     with pytest.raises(SourceError, match="twice"):
@@ -236,7 +250,7 @@ def test_buffer_is_bounded(tmp_path, chain):
         src.prepare_range(2, 401)
         worst_window = worst_bytes = 0
         for q in range(2, 402):
-            assert src.get_ledger(q) == chain[q]
+            assert src.get_ledger(q).lcm == chain[q]
             if q % 7 == 0:
                 time.sleep(0.01)  # a slow consumer lets workers run ahead as far as allowed
             with src._cv:
@@ -261,7 +275,7 @@ def test_cancel_stops_workers_promptly(tmp_path, chain):
     cancel = threading.Event()
     src = DataLakeSource(cfg(tmp_path, num_workers=3), NET, cancel, store=StallStore(tmp_path))
     src.prepare_range(2, 59)
-    assert src.get_ledger(2) == chain[2]
+    assert src.get_ledger(2).lcm == chain[2]
     threading.Timer(0.2, cancel.set).start()
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
@@ -355,7 +369,7 @@ def test_gcs_missing_object(gcs_env, chain):
         src.prepare_range(100, 300)
         with pytest.raises(MissingLedgerError, match="ledger 200") as ei:
             for q in range(100, 301):
-                assert src.get_ledger(q) == chain[q]
+                assert src.get_ledger(q).lcm == chain[q]
         assert q == 200
         assert src.stats["retries"] == 0
     assert f"gs://lake/pubnet/{key}" in str(ei.value)
@@ -382,7 +396,7 @@ def test_gcs_persistent_5xx_gives_up(gcs_env, chain):
         src.prepare_range(40, 90)
         with pytest.raises(SourceError, match="giving up after 3 attempts") as ei:
             for q in range(40, 91):
-                assert src.get_ledger(q) == chain[q]
+                assert src.get_ledger(q).lcm == chain[q]
         assert q == 64
     assert "500" in str(ei.value)
 

@@ -10,7 +10,9 @@ import time
 
 import click
 
-from .lakegen import DEFAULT_TX_PER_LEDGER, MAX_TX_PER_LEDGER, PUBNET
+from ..config import PUBNET_PASSPHRASE
+from ..ledgermath import FIRST_LEDGER
+from .lakegen import DEFAULT_TX_PER_LEDGER, MAX_GENERATED_LEDGER, MAX_TX_PER_LEDGER
 
 # Progress lines on stderr at most this often (seconds).
 PROGRESS_EVERY_S = 2.0
@@ -50,8 +52,8 @@ def dev() -> None:
 
 @dev.command("generate-lake")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False), help="Lake root directory.")
-@click.option("--first", type=click.IntRange(2, 0x7FFFFFFF), required=True, help="First ledger (inclusive).")
-@click.option("--last", type=click.IntRange(2, 0x7FFFFFFF), required=True, help="Last ledger (inclusive).")
+@click.option("--first", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="First ledger (inclusive).")
+@click.option("--last", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="Last ledger (inclusive).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Deterministic seed.")
 @click.option(
     "--tx-per-ledger",
@@ -62,7 +64,7 @@ def dev() -> None:
 )
 @click.option("--ledgers-per-batch", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--batches-per-partition", type=click.IntRange(1), default=64000, show_default=True)
-@click.option("--network-passphrase", default=PUBNET, show_default=True)
+@click.option("--network-passphrase", default=PUBNET_PASSPHRASE, show_default=True)
 @click.option("--file-ext", type=click.Choice([".xdr.zst", ".xdr.zstd"]), default=".xdr.zst", show_default=True)
 @click.option("--min-tx-bytes", type=click.IntRange(0), default=0, help="Only template txs at least this big.")
 @click.option("--max-tx-bytes", type=click.IntRange(1), default=None, help="Only template txs at most this big.")

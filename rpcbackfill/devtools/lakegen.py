@@ -46,7 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import PUBNET_PASSPHRASE
 from ..errors import Cancelled
+from ..ledgermath import FIRST_LEDGER
 from .templates import (
     ENVELOPE_TYPE_TX_FEE_BUMP,
     ENVELOPE_TYPE_TX_V0,
@@ -54,7 +56,6 @@ from .templates import (
     OFF_CLOSE_TIME,
     OFF_PREV_HASH,
     OFF_TXSET_HASH,
-    PUBNET_PASSPHRASE,
     V0_AS_V1_PREFIX,
     TemplateSet,
     TxTemplate,
@@ -64,7 +65,9 @@ from .templates import (
 
 log = logging.getLogger(__name__)
 
-PUBNET = PUBNET_PASSPHRASE
+# Generated transactions use sequence number (ledger << 32) | index as a signed XDR int64
+# (the account-sequence convention of stellar-core), so a generated ledger must stay below 2**31.
+MAX_GENERATED_LEDGER = 2**31 - 1
 # Mean transactions per ledger of pubnet ranges 3-5 (ledgers 30M-60M): ~300.
 DEFAULT_TX_PER_LEDGER = 300.0
 MIN_TX_PER_LEDGER = 0.0
@@ -92,7 +95,7 @@ class GenOptions:
 
     seed: int = 0
     tx_per_ledger: float = DEFAULT_TX_PER_LEDGER
-    network_passphrase: str = PUBNET
+    network_passphrase: str = PUBNET_PASSPHRASE
     min_tx_bytes: int = 0  # keep only template txs whose envelope+meta size is within
     max_tx_bytes: int | None = None  # [min_tx_bytes, max_tx_bytes] ("size" knob)
     templates_dir: str | None = None
@@ -128,8 +131,8 @@ class LakeStats:
 
 def _check_range(first: int, last: int) -> None:
     for name, v in (("first", first), ("last", last)):
-        if isinstance(v, bool) or not isinstance(v, int) or not (2 <= v <= 0x7FFFFFFF):
-            raise ValueError(f"{name} ledger must be an integer in 2..{0x7FFFFFFF}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not (FIRST_LEDGER <= v <= MAX_GENERATED_LEDGER):
+            raise ValueError(f"{name} ledger must be an integer in {FIRST_LEDGER}..{MAX_GENERATED_LEDGER}, got {v!r}")
     if last < first:
         raise ValueError(f"last ledger {last} precedes first ledger {first}")
 
@@ -342,7 +345,7 @@ def generate_ledgers(
     *,
     seed: int = 0,
     tx_per_ledger: float = DEFAULT_TX_PER_LEDGER,
-    network_passphrase: str = PUBNET,
+    network_passphrase: str = PUBNET_PASSPHRASE,
     min_tx_bytes: int = 0,
     max_tx_bytes: int | None = None,
     templates_dir: str | None = None,
@@ -369,7 +372,7 @@ def generate_lake(
     tx_per_ledger: float = DEFAULT_TX_PER_LEDGER,
     ledgers_per_batch: int = 1,
     batches_per_partition: int = 64000,
-    network_passphrase: str = PUBNET,
+    network_passphrase: str = PUBNET_PASSPHRASE,
     file_ext: str = ".xdr.zst",
     progress: Callable[[int, int], None] | None = None,
     min_tx_bytes: int = 0,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import zstandard
 
+from ..config import PUBNET_PASSPHRASE
 from ..errors import XdrError
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ INNER_HASH_OFFSET = 44
 # Size of a MuxedAccount's discriminant; KEY_TYPE_ED25519 = 0 (for the v0 → v1 form).
 V0_AS_V1_PREFIX = b"\x00\x00\x00\x00"
 
-PUBNET_PASSPHRASE = "Public Global Stellar Network ; September 2015"
 
 # Real pubnet ledgers used by default (shipped in templates_data/, also in tests/fixtures/).  Ledgers 26154623,
 # 36154623, 46154623 (LedgerCloseMeta V0, protocols 11-19) and 53312000 (V1, protocol 21)

@@ -6,10 +6,10 @@ Flow per range: ``TxHashSpill`` (INGESTING) -> ``compact_shard`` (COMPACTING) ->
 
 from __future__ import annotations
 
-from .compact import compact_shard, sorted_path_for
+from .compact import compact_shard
 from .recsplit import ShardIndex, ShardStats, build_shard, verify_shard
 from .spill import SpillConfig, TxHashSpill
-from .txhash_index import TxHashIndex, shard_index_path
+from .txhash_index import TxHashIndex
 
 __all__ = [
     "ShardIndex",
@@ -19,7 +19,5 @@ __all__ = [
     "TxHashSpill",
     "build_shard",
     "compact_shard",
-    "shard_index_path",
-    "sorted_path_for",
     "verify_shard",
 ]

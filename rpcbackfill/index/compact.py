@@ -27,24 +27,17 @@ import numpy as np
 from .. import _recsplit
 from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError
 from ..fsutil import AtomicFile, io_errors
+from ..paths import sorted_shard_path, spill_shard_path
+from ..records import HASH_SIZE, NSHARDS, RECORD_SIZE
 from . import sortedfile
 
 log = logging.getLogger(__name__)
 
-RECORD = sortedfile.RECORD
 DEFAULT_MEM_LIMIT = 1 << 30  # 1 GiB per compaction (two ranges may compact at once)
 # In-memory sort cost per record: the record (36) + its hash (8) + argsort permutation (8) +
 # the gathered copy (36) + sorted hashes (8) = 96 bytes.
-BYTES_PER_RECORD_IN_SORT = 96
+BYTES_PER_RECORD_IN_SORT = 2 * RECORD_SIZE + 3 * 8
 MIN_MEM_LIMIT = 1 << 16
-
-
-def spill_path(spill_dir: Path | str, shard: int) -> Path:
-    return Path(spill_dir) / f"cf-{shard:x}.spill"
-
-
-def sorted_path_for(out_dir: Path | str, shard: int) -> Path:
-    return Path(out_dir) / f"cf-{shard:x}.sorted"
 
 
 def _check_cancel(cancel: threading.Event | None, what: str) -> None:
@@ -53,7 +46,7 @@ def _check_cancel(cancel: threading.Event | None, what: str) -> None:
 
 
 def _sort_records(recs: np.ndarray, salt: int, where: Path) -> np.ndarray:
-    """Sort an (n, 36) uint8 record array by salted bucket hash; reject duplicate hashes."""
+    """Sort an (n, RECORD_SIZE) uint8 record array by salted bucket hash; reject duplicate hashes."""
     if recs.shape[0] == 0:
         return recs
     h = _recsplit.bucket_hashes(recs.reshape(-1), salt)
@@ -78,14 +71,14 @@ def _check_ties(recs: np.ndarray, h: np.ndarray, ties: np.ndarray, where: Path) 
         group = recs[t : end + 1]
         seen: dict[bytes, int] = {}
         for row in group:
-            key = bytes(row[:32])
-            seq = int.from_bytes(bytes(row[32:]), "little")
+            key = bytes(row[:HASH_SIZE])
+            seq = int.from_bytes(bytes(row[HASH_SIZE:]), "little")
             if key in seen:
                 a, b = sorted((seen[key], seq))
                 raise DuplicateKeyError(f"{where}: transaction hash {key.hex()} occurs twice (ledgers {a} and {b})")
             seen[key] = seq
         # distinct keys sharing the 64-bit hash: keep them ordered by key for determinism
-        keys = [bytes(r[:32]) for r in group]
+        keys = [bytes(r[:HASH_SIZE]) for r in group]
         idx = sorted(range(len(keys)), key=keys.__getitem__)
         recs[t : end + 1] = group[idx]
         done = end
@@ -106,19 +99,19 @@ def compact_shard(
     ``n_records`` (the checkpointed ``cf_counts[x]``) compacts exactly that many records: a
     longer file is cut there (uncommitted tail), a shorter one is CorruptStoreError.  Default:
     the whole file."""
-    if not 0 <= shard < 16:
-        raise ValueError(f"shard must be 0..15, got {shard}")
+    if not 0 <= shard < NSHARDS:
+        raise ValueError(f"shard must be 0..{NSHARDS - 1}, got {shard}")
     mem_limit_bytes = max(int(mem_limit_bytes), MIN_MEM_LIMIT)
-    src = spill_path(spill_dir, shard)
+    src = spill_shard_path(spill_dir, shard)
     out_dir = Path(out_dir)
-    dst = sorted_path_for(out_dir, shard)
+    dst = sorted_shard_path(out_dir, shard)
     if salt is None:
         salt = int.from_bytes(os.urandom(8), "little")
     with io_errors(src, "opening spill shard"):
         size = src.stat().st_size
-    if size % RECORD:
-        raise CorruptStoreError(f"spill shard {src} is {size} bytes, not a multiple of {RECORD}")
-    n = size // RECORD
+    if size % RECORD_SIZE:
+        raise CorruptStoreError(f"spill shard {src} is {size} bytes, not a multiple of {RECORD_SIZE}")
+    n = size // RECORD_SIZE
     if n_records is not None:
         if n_records > n:
             raise CorruptStoreError(f"spill shard {src} holds {n} records, checkpoint says {n_records}")
@@ -130,7 +123,7 @@ def compact_shard(
         out.write(sortedfile.pack_header(n, salt))
         if n <= cap:
             with io_errors(src, "reading"), open(src, "rb") as f:
-                recs = np.frombuffer(f.read(n * RECORD), dtype=np.uint8).reshape(-1, RECORD).copy()
+                recs = np.frombuffer(f.read(n * RECORD_SIZE), dtype=np.uint8).reshape(-1, RECORD_SIZE).copy()
             _check_cancel(cancel, f"compacting {src}")
             recs = _sort_records(recs, salt, src)
             out.write(recs)
@@ -172,13 +165,13 @@ def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used
                 left = count
                 while left:
                     _check_cancel(cancel, f"compacting {where}")
-                    blk = f.read(min(block, left) * RECORD)
+                    blk = f.read(min(block, left) * RECORD_SIZE)
                     if not blk:
                         raise CorruptStoreError(f"{s}: ended {left} records early")
-                    left -= len(blk) // RECORD
-                    if len(blk) % RECORD:
+                    left -= len(blk) // RECORD_SIZE
+                    if len(blk) % RECORD_SIZE:
                         raise CorruptStoreError(f"{s}: trailing partial record")
-                    recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, RECORD)
+                    recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, RECORD_SIZE)
                     h = _recsplit.bucket_hashes(blk, salt)
                     p = (h << np.uint64(used_bits)) >> shift  # hash bits [used_bits, used_bits + bits)
                     p = p.astype(np.int64)
@@ -199,7 +192,7 @@ def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used
     written = 0
     for pth in paths:
         _check_cancel(cancel, f"compacting {where}")
-        m = pth.stat().st_size // RECORD
+        m = pth.stat().st_size // RECORD_SIZE
         if m == 0:
             pth.unlink()
             continue
@@ -208,7 +201,7 @@ def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used
                                            mem_limit)
             continue
         with open(pth, "rb") as f:
-            recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD).copy()
+            recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD_SIZE).copy()
         pth.unlink()
         recs = _sort_records(recs, salt, where)
         out.write(recs)

@@ -32,6 +32,7 @@ import numpy as np
 from .. import _recsplit
 from ..errors import Cancelled, CorruptStoreError, DuplicateKeyError, IndexBuildError, UnsupportedFormatError
 from ..fsutil import AtomicFile, io_errors
+from ..records import HASH_SIZE, RECORD_SIZE
 from . import sortedfile
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ MAX_VALUE = 1 << 24  # values are stored in 3 bytes
 MAX_ATTEMPTS = 8  # salt retries before giving up (a retry is needed with probability ~ n*1000/2^64)
 BUILD_BLOCK_RECORDS = 1 << 16  # records per read while building/verifying (2.3 MiB)
 
-# Test hook: number of upcoming build attempts that must report a split-hash collision.
-_TEST_FORCE_COLLISIONS = 0
+# The builder's record size comes from ext/txhash_record.h; it must be the records.py one.
+if _recsplit.RECORD_SIZE != RECORD_SIZE:  # pragma: no cover - build mismatch
+    raise ImportError(f"rpcbackfill._recsplit was built for {_recsplit.RECORD_SIZE}-byte records, "
+                      f"rpcbackfill.records says {RECORD_SIZE}")
 
 _HEADER_FIELDS = [
     ("magic", "8s"),
@@ -133,8 +136,8 @@ def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int
         _check_cancel(cancel, f"building index from {sorted_path}")
         rc, at = b.add_records(blk)
         if rc != _recsplit.OK:
-            rec = blk[at * 36 : at * 36 + 36]
-            key, seq = rec[:32].hex(), int.from_bytes(rec[32:], "little")
+            rec = blk[at * RECORD_SIZE : (at + 1) * RECORD_SIZE]
+            key, seq = rec[:HASH_SIZE].hex(), int.from_bytes(rec[HASH_SIZE:], "little")
             if rc == _recsplit.ERR_COLLISION:
                 return None
             if rc == _recsplit.ERR_VALUE:
@@ -142,10 +145,10 @@ def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int
                     f"{sorted_path}: ledger {seq} of hash {key} is outside [{range_start}, {range_start + MAX_VALUE})"
                 )
             if rc == _recsplit.ERR_DUPLICATE:
-                prev = blk[(at - 1) * 36 : at * 36] if at else prev_tail
+                prev = blk[(at - 1) * RECORD_SIZE : at * RECORD_SIZE] if at else prev_tail
                 raise DuplicateKeyError(
                     f"{sorted_path}: transaction hash {key} occurs twice "
-                    f"(ledgers {int.from_bytes(prev[32:36], 'little')} and {seq})"
+                    f"(ledgers {int.from_bytes(prev[HASH_SIZE:], 'little')} and {seq})"
                 )
             if rc == _recsplit.ERR_ORDER:
                 raise CorruptStoreError(f"{sorted_path}: record {done + at} (hash {key}) is out of bucket order")
@@ -154,8 +157,8 @@ def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int
             if rc == _recsplit.ERR_TOOBIG:
                 raise IndexBuildError(f"{sorted_path}: a bucket exceeds {_recsplit.MAX_BUCKET} keys near hash {key}")
             raise MemoryError(f"RecSplit build of {sorted_path} ran out of memory")
-        done += len(blk) // 36
-        prev_tail = blk[-36:]
+        done += len(blk) // RECORD_SIZE
+        prev_tail = blk[-RECORD_SIZE:]
     if done != n_keys:
         raise CorruptStoreError(f"{sorted_path}: {done} records, expected {n_keys}")
     rc = b.finish()
@@ -174,11 +177,14 @@ def build_shard(
     *,
     salt: int | None = None,
     cancel: threading.Event | None = None,
+    forced_collisions: int = 0,
 ) -> ShardStats:
     """BUILDING_RECSPLIT: build ``idx_path`` from a compacted shard file (atomic write).
 
     ``salt`` fixes the split salt of the first attempt (default random); the bucket salt is the
-    one the sorted file was ordered with.  ``n_keys`` must equal the file's record count."""
+    one the sorted file was ordered with.  ``n_keys`` must equal the file's record count.
+    ``forced_collisions`` (tests) makes that many first attempts report a split-hash collision,
+    exercising the salt retry that real data needs with probability ~ n*1000/2^64."""
     t0 = time.perf_counter()
     sorted_path, idx_path = Path(sorted_path), Path(idx_path)
     if not 0 <= range_start < 1 << 32:
@@ -187,7 +193,6 @@ def build_shard(
     if count != n_keys:
         raise CorruptStoreError(f"{sorted_path}: holds {count} records but the checkpoint expects {n_keys}")
     n_buckets = n_buckets_for(n_keys)
-    global _TEST_FORCE_COLLISIONS
     split_salt = _random_salt() if salt is None else salt & (2**64 - 1)
     builder = None
     attempts = 0
@@ -195,9 +200,7 @@ def build_shard(
         attempts += 1
         if attempts > MAX_ATTEMPTS:
             raise IndexBuildError(f"{sorted_path}: no collision-free split salt after {MAX_ATTEMPTS} attempts")
-        force = _TEST_FORCE_COLLISIONS > 0
-        if force:
-            _TEST_FORCE_COLLISIONS -= 1
+        force = attempts <= forced_collisions
         builder = _build_once(sorted_path, n_keys, n_buckets, bucket_salt, split_salt, range_start, force, cancel)
         if builder is None:
             log.warning("%s: split-hash collision with salt %016x, retrying with a new salt", sorted_path, split_salt)
@@ -385,7 +388,7 @@ class ShardIndex:
         """uint32 ledgers (0 = not found) for concatenated 32-byte hashes or an (n, 32) uint8 array."""
         if self._ix is None:
             raise ValueError(f"index {self.path} is closed")
-        return self._ix.lookup_many(_as_key_buffer(hashes))
+        return self._ix.lookup_many(as_key_buffer(hashes))
 
     def close(self) -> None:
         if self._ix is not None:
@@ -403,9 +406,10 @@ class ShardIndex:
         self.close()
 
 
-def _as_key_buffer(hashes):
+def as_key_buffer(hashes):
+    """A flat byte buffer of concatenated 32-byte keys from bytes-like or an (n, 32) uint8 array."""
     if isinstance(hashes, np.ndarray):
-        if hashes.dtype != np.uint8 or (hashes.ndim == 2 and hashes.shape[1] != 32) or hashes.ndim > 2:
+        if hashes.dtype != np.uint8 or (hashes.ndim == 2 and hashes.shape[1] != HASH_SIZE) or hashes.ndim > 2:
             raise ValueError(f"expected an (n, 32) uint8 array, got {hashes.dtype} {hashes.shape}")
         return np.ascontiguousarray(hashes).reshape(-1)
     mv = memoryview(hashes)
@@ -446,14 +450,14 @@ def verify_shard(
         seen = 0
         for blk in sortedfile.iter_blocks(sorted_path, BUILD_BLOCK_RECORDS):
             _check_cancel(cancel, f"verifying {idx_path}")
-            recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, 36)
-            want = np.ascontiguousarray(recs[:, 32:]).view("<u4").reshape(-1)
-            got = ix.lookup_many(np.ascontiguousarray(recs[:, :32]))
+            recs = np.frombuffer(blk, dtype=np.uint8).reshape(-1, RECORD_SIZE)
+            want = np.ascontiguousarray(recs[:, HASH_SIZE:]).view("<u4").reshape(-1)
+            got = ix.lookup_many(np.ascontiguousarray(recs[:, :HASH_SIZE]))
             bad = np.nonzero(got != want)[0]
             if bad.size:
                 i = int(bad[0])
                 raise CorruptStoreError(
-                    f"index {idx_path}: hash {bytes(recs[i, :32]).hex()} resolves to {int(got[i])}, "
+                    f"index {idx_path}: hash {bytes(recs[i, :HASH_SIZE]).hex()} resolves to {int(got[i])}, "
                     f"expected ledger {int(want[i])}"
                 )
             seen += recs.shape[0]

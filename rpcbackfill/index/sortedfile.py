@@ -23,16 +23,16 @@ import struct
 from pathlib import Path
 
 from ..errors import CorruptStoreError, UnsupportedFormatError
+from ..records import RECORD_SIZE
 
 MAGIC = b"RBTXSRT\0"
 VERSION = 1
-RECORD = 36  # 32-byte hash + uint32 LE ledger sequence
 HEADER = struct.Struct("<8sIIQQ")  # magic, version, record size, count, bucket salt
 HEADER_SIZE = HEADER.size  # 32
 
 
 def pack_header(count: int, salt: int) -> bytes:
-    return HEADER.pack(MAGIC, VERSION, RECORD, count, salt)
+    return HEADER.pack(MAGIC, VERSION, RECORD_SIZE, count, salt)
 
 
 def read_header(path: Path | str) -> tuple[int, int]:
@@ -51,11 +51,11 @@ def read_header(path: Path | str) -> tuple[int, int]:
         raise CorruptStoreError(f"{path} is not a sorted txhash shard file (bad magic {magic!r})")
     if version != VERSION:
         raise UnsupportedFormatError(f"{path}: sorted shard format version {version} is not supported (expected {VERSION})")
-    if rec != RECORD:
-        raise CorruptStoreError(f"{path}: record size {rec}, expected {RECORD}")
-    if size != HEADER_SIZE + count * RECORD:
+    if rec != RECORD_SIZE:
+        raise CorruptStoreError(f"{path}: record size {rec}, expected {RECORD_SIZE}")
+    if size != HEADER_SIZE + count * RECORD_SIZE:
         raise CorruptStoreError(
-            f"{path}: {size} bytes but header declares {count} records ({HEADER_SIZE + count * RECORD} bytes)"
+            f"{path}: {size} bytes but header declares {count} records ({HEADER_SIZE + count * RECORD_SIZE} bytes)"
         )
     return count, salt
 
@@ -65,9 +65,9 @@ def iter_blocks(path: Path | str, block_records: int = 1 << 16):
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE)
         while True:
-            blk = f.read(block_records * RECORD)
+            blk = f.read(block_records * RECORD_SIZE)
             if not blk:
                 return
-            if len(blk) % RECORD:
+            if len(blk) % RECORD_SIZE:
                 raise CorruptStoreError(f"{path}: trailing partial record")
             yield blk

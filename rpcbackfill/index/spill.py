@@ -19,14 +19,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import _spill
 from .._spill import Router
 from ..errors import CorruptStoreError
 from ..fsutil import fsync_dir, io_errors
+from ..paths import spill_shard_path
+from ..records import NSHARDS, RECORD_SIZE
 
 log = logging.getLogger(__name__)
 
-NSHARDS = 16
-RECORD = 36
+# The router's C constants come from ext/txhash_record.h; they must be the records.py ones.
+if (_spill.NSHARDS, _spill.RECORD_SIZE) != (NSHARDS, RECORD_SIZE):  # pragma: no cover - build mismatch
+    raise ImportError(f"rpcbackfill._spill was built with {(_spill.NSHARDS, _spill.RECORD_SIZE)} "
+                      f"(shards, record size), rpcbackfill.records says {(NSHARDS, RECORD_SIZE)}")
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,6 @@ class SpillConfig:
     flush_bytes: int = 4 << 20
 
 
-def shard_file(spill_dir: Path | str, shard: int) -> Path:
-    return Path(spill_dir) / f"cf-{shard:x}.spill"
-
-
 class TxHashSpill:
     def __init__(self, dir: Path | str, counts: list[int] | None = None, config: SpillConfig | None = None):
         self.dir = Path(dir)
@@ -47,22 +48,22 @@ class TxHashSpill:
         if counts is not None:
             counts = [int(c) for c in counts]
             if len(counts) != NSHARDS or any(c < 0 for c in counts):
-                raise ValueError(f"counts must be 16 non-negative integers, got {counts!r}")
+                raise ValueError(f"counts must be {NSHARDS} non-negative integers, got {counts!r}")
         want = counts if counts is not None else [0] * NSHARDS
         with io_errors(self.dir, "creating spill directory"):
             self.dir.mkdir(parents=True, exist_ok=True)
         self._fds: list[int] = []
         try:
             for i in range(NSHARDS):
-                p = shard_file(self.dir, i)
+                p = spill_shard_path(self.dir, i)
                 with io_errors(p, "opening spill shard"):
                     fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
                 self._fds.append(fd)
                 size = os.fstat(fd).st_size
-                need = want[i] * RECORD
+                need = want[i] * RECORD_SIZE
                 if size < need:
                     raise CorruptStoreError(
-                        f"spill shard {p} holds {size // RECORD} records ({size} bytes), "
+                        f"spill shard {p} holds {size // RECORD_SIZE} records ({size} bytes), "
                         f"checkpoint says {want[i]}"
                     )
                 with io_errors(p, "truncating spill shard"):
@@ -102,7 +103,7 @@ class TxHashSpill:
             raise ValueError(f"spill store {self.dir} is closed")
         self._flush()
         for i, fd in enumerate(self._fds):
-            with io_errors(shard_file(self.dir, i), "fsync of"):
+            with io_errors(spill_shard_path(self.dir, i), "fsync of"):
                 os.fsync(fd)
         return self.counts
 

@@ -6,18 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .recsplit import ShardIndex, _as_key_buffer
-
-NSHARDS = 16
-
-
-def shard_index_path(range_dir: Path | str, shard: int) -> Path:
-    return Path(range_dir) / "index" / f"cf-{shard:x}.idx"
+from ..errors import CorruptStoreError
+from ..paths import index_shard_path
+from ..records import HASH_SIZE, NSHARDS, shard_of
+from .recsplit import ShardIndex, as_key_buffer
 
 
 class TxHashIndex:
     """Route a hash to its shard (first hex digit) and look it up there.
 
+    ``range_dir`` is the range's immutable txhash directory (``paths.DataDirLayout.txhash_range_dir``).
     ``range_start`` (optional) is checked against every shard header."""
 
     def __init__(self, range_dir: Path | str, range_start: int | None = None):
@@ -25,11 +23,9 @@ class TxHashIndex:
         self._shards: list[ShardIndex] = []
         try:
             for x in range(NSHARDS):
-                ix = ShardIndex(shard_index_path(self.range_dir, x))
+                ix = ShardIndex(index_shard_path(self.range_dir, x))
                 self._shards.append(ix)
                 if range_start is not None and ix.range_start != range_start:
-                    from ..errors import CorruptStoreError
-
                     raise CorruptStoreError(
                         f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}"
                     )
@@ -43,19 +39,19 @@ class TxHashIndex:
 
     def lookup(self, hash32: bytes) -> int | None:
         """Ledger that probably holds ``hash32`` (confirm by reading it), or None if absent."""
-        if len(hash32) != 32:
-            raise ValueError(f"transaction hash must be 32 bytes, got {len(hash32)}")
+        if len(hash32) != HASH_SIZE:
+            raise ValueError(f"transaction hash must be {HASH_SIZE} bytes, got {len(hash32)}")
         if not self._shards:
             raise ValueError(f"index {self.range_dir} is closed")
-        return self._shards[hash32[0] >> 4].lookup(hash32)
+        return self._shards[shard_of(hash32)].lookup(hash32)
 
     def lookup_many(self, hashes) -> np.ndarray:
         """uint32 ledgers (0 = not found) of concatenated 32-byte hashes or an (n, 32) uint8 array."""
         if not self._shards:
             raise ValueError(f"index {self.range_dir} is closed")
-        keys = np.frombuffer(_as_key_buffer(hashes), dtype=np.uint8).reshape(-1, 32)
+        keys = np.frombuffer(as_key_buffer(hashes), dtype=np.uint8).reshape(-1, HASH_SIZE)
         out = np.zeros(keys.shape[0], dtype=np.uint32)
-        shard = keys[:, 0] >> 4
+        shard = keys[:, 0] >> 4  # shard_of, vectorised
         for x in np.unique(shard).tolist():
             sel = np.nonzero(shard == x)[0]
             out[sel] = self._shards[x].lookup_many(np.ascontiguousarray(keys[sel]))

@@ -37,7 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import InputError, MetaStoreError
-from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger
+from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger, range_of_ledger
+from ..records import NSHARDS, SHARD_DIGITS, ChunkProgress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ VERIFYING_RECSPLIT = "VERIFYING_RECSPLIT"
 TX_COMPLETE = "COMPLETE"
 TXHASH_PHASES = (TX_INGESTING, COMPACTING, BUILDING_RECSPLIT, VERIFYING_RECSPLIT, TX_COMPLETE)
 
-SHARDS = "0123456789abcdef"  # 16 shards by the first hex digit of the hash
 SHARD_STEPS = ("sorted", "built", "verified")
 
 _RANGE_NEXT = {
@@ -98,15 +98,15 @@ def rfc3339_now() -> str:
 
 
 def encode_cf_counts(counts: list[int]) -> bytes:
-    if len(counts) != 16:
-        raise MetaStoreError(f"cf_counts needs 16 shard counts, got {len(counts)}")
-    return json.dumps({SHARDS[i]: int(n) for i, n in enumerate(counts)}, separators=(",", ":")).encode()
+    if len(counts) != NSHARDS:
+        raise MetaStoreError(f"cf_counts needs {NSHARDS} shard counts, got {len(counts)}")
+    return json.dumps({SHARD_DIGITS[i]: int(n) for i, n in enumerate(counts)}, separators=(",", ":")).encode()
 
 
 def decode_cf_counts(b: bytes) -> list[int]:
     d = json.loads(b.decode())
     try:
-        return [int(d[x]) for x in SHARDS]
+        return [int(d[x]) for x in SHARD_DIGITS]
     except KeyError as e:
         raise MetaStoreError(f"meta store: cf_counts lacks shard {e.args[0]!r}") from None
 
@@ -116,22 +116,13 @@ def rkey(rid: int, suffix: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class ChunkProgressRecord:
-    """The open (partial) chunk at a checkpoint: enough to reopen ``ChunkWriter(resume=...)``."""
-
-    chunk_id: int
-    ledgers: int
-    data_bytes: int
-
-
-@dataclass(frozen=True)
 class Checkpoint:
     """Everything one checkpoint writes, in one batch (spec section 4)."""
 
     last_committed_ledger: int
     ledger_count: int
     cf_counts: list[int]
-    open_chunk: ChunkProgressRecord | None = None
+    open_chunk: ChunkProgress | None = None
 
 
 @dataclass
@@ -150,11 +141,11 @@ class RangeInfo:
     ledger_last_committed: int | None = None
     ledger_count: int = 0
     immutable_path: str | None = None
-    open_chunk: ChunkProgressRecord | None = None
+    open_chunk: ChunkProgress | None = None
     chunks_verified: int = 0
     txhash_phase: str | None = None
     txhash_last_committed: int | None = None
-    cf_counts: list[int] = field(default_factory=lambda: [0] * 16)
+    cf_counts: list[int] = field(default_factory=lambda: [0] * NSHARDS)
     rocksdb_path: str | None = None
     recsplit_path: str | None = None
     shard_sorted: dict[str, str] = field(default_factory=dict)
@@ -184,7 +175,7 @@ class RangeInfo:
             "txhash": {
                 "phase": self.txhash_phase,
                 "last_committed_ledger": self.txhash_last_committed,
-                "cf_counts": {SHARDS[i]: n for i, n in enumerate(self.cf_counts)},
+                "cf_counts": {SHARD_DIGITS[i]: n for i, n in enumerate(self.cf_counts)},
                 "count": self.tx_count,
                 "rocksdb_path": self.rocksdb_path,
                 "recsplit_path": self.recsplit_path,
@@ -295,8 +286,8 @@ class MetaStore:
                 f"range_size {range_size} differs from {g['range_size']} recorded in {self.path}; "
                 "range_size may never change for an existing data directory"
             )
-        first_id = (start - 2) // range_size
-        last_id = (end - 2) // range_size
+        first_id = range_of_ledger(start, range_size)
+        last_id = range_of_ledger(end, range_size)
         gs = start if g["backfill_start_ledger"] is None else min(start, g["backfill_start_ledger"])
         ge = end if g["backfill_end_ledger"] is None else max(end, g["backfill_end_ledger"])
         puts = {
@@ -359,8 +350,8 @@ class MetaStore:
             info.cf_counts = decode_cf_counts(cf)
         oc = u("ledger:open_chunk")
         if oc is not None:
-            info.open_chunk = ChunkProgressRecord(oc, u("ledger:open_chunk_ledgers") or 0, u("ledger:open_chunk_bytes") or 0)
-        for x in SHARDS:
+            info.open_chunk = ChunkProgress(oc, u("ledger:open_chunk_ledgers") or 0, u("ledger:open_chunk_bytes") or 0)
+        for x in SHARD_DIGITS:
             v = s(f"txhash:shard:{x}:sorted")
             if v is not None:
                 info.shard_sorted[x] = v
@@ -482,7 +473,7 @@ class MetaStore:
 
     def mark_shard(self, rid: int, step: str, shard: str, value: str | int) -> None:
         """Record that ``step`` (sorted|built|verified) finished for ``shard``."""
-        if step not in SHARD_STEPS or shard not in SHARDS:
+        if step not in SHARD_STEPS or shard not in SHARD_DIGITS:
             raise MetaStoreError(f"range {rid}: bad shard mark {step}/{shard}")
         want = {"sorted": COMPACTING, "built": BUILDING_RECSPLIT, "verified": VERIFYING_RECSPLIT}[step]
         cur = self._str(rkey(rid, "txhash:phase"))

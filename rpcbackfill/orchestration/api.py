@@ -7,11 +7,17 @@ stores and open the meta store read-only, so they work beside a running backfill
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+from .. import lcm
 from ..config import Config
 from ..errors import InputError, MetaStoreError, NotFoundError
+from ..index import TxHashIndex
 from ..ledgermath import FIRST_LEDGER
+from ..meta.store import COMPLETE, MetaStore
+from ..paths import DataDirLayout
+from ..records import HASH_SIZE
+from ..stores.lfs import LedgerStore
+from .coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +29,10 @@ def run_backfill(config: Config) -> int:
     raise ``InputError`` (exit 2) and a locked data directory ``DataDirLockedError`` (exit 4)
     before any work.
     """
-    from .coordinator import Coordinator
-
     return Coordinator(config).run()
 
 
 def _open_meta(config: Config):
-    from ..meta.store import MetaStore
-
     try:
         return MetaStore(config.meta_store.path, read_only=True)
     except MetaStoreError as e:
@@ -39,8 +41,6 @@ def _open_meta(config: Config):
 
 def get_ledger(config: Config, seq: int) -> bytes:
     """Raw LedgerCloseMeta XDR of ledger ``seq`` from the immutable stores (NotFoundError if absent)."""
-    from ..stores.lfs import LedgerStore
-
     if seq < FIRST_LEDGER:
         raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
@@ -54,24 +54,19 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     found among that ledger's transaction hashes (the index answers absent keys with false
     positives by design).
     """
-    from .. import lcm
-    from ..index import TxHashIndex
-    from ..meta.store import COMPLETE
-    from ..stores.lfs import LedgerStore
-
-    if len(tx_hash) != 32:
-        raise InputError(f"a transaction hash has 32 bytes, got {len(tx_hash)}")
+    if len(tx_hash) != HASH_SIZE:
+        raise InputError(f"a transaction hash has {HASH_SIZE} bytes, got {len(tx_hash)}")
     meta = _open_meta(config)
     try:
         ranges = [meta.range_info(rid) for rid in meta.range_ids()]
     finally:
         meta.close()
-    base = Path(config.immutable_stores.txhash_base)
+    layout = DataDirLayout(config)
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
         for info in ranges:
             if info.state != COMPLETE:
                 continue
-            idx = TxHashIndex(base / f"{info.id:04d}", range_start=info.start_ledger)
+            idx = TxHashIndex(layout.txhash_range_dir(info.id), range_start=info.start_ledger)
             try:
                 seq = idx.lookup(tx_hash)
             finally:
@@ -82,7 +77,7 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
                 _, hashes = lcm.tx_hashes(store.get_ledger(seq))
             except NotFoundError:
                 continue
-            if any(hashes[i : i + 32] == tx_hash for i in range(0, len(hashes), 32)):
+            if tx_hash in lcm.iter_hashes(hashes):
                 return seq
             log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
     raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")

@@ -43,6 +43,7 @@ from ..errors import (
     MetaStoreError,
 )
 from ..fsutil import fsync_dir
+from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
 from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
@@ -52,15 +53,17 @@ from ..meta.store import (
     IMMUTABLE,
     INGESTING,
     PENDING,
-    SHARDS,
     TRANSITIONING,
     TX_COMPLETE,
     VERIFYING_RECSPLIT,
     WRITING_LFS,
     Checkpoint,
-    ChunkProgressRecord,
     RangeInfo,
 )
+from ..paths import DataDirLayout
+from ..records import HASH_SIZE, SHARD_DIGITS
+from ..sources import open_source
+from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
 
 log = logging.getLogger(__name__)
@@ -69,22 +72,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OrchestratorOptions:
     progress_every_s: float = 1.0  # progress snapshots to the coordinator at most this often
-
-
-def active_ledger_dir(config: Config, rid: int) -> Path:
-    return Path(config.active_stores.ledger_path) / f"{rid:04d}"
-
-
-def active_txhash_dir(config: Config, rid: int) -> Path:
-    return Path(config.active_stores.txhash_path) / f"{rid:04d}"
-
-
-def range_index_dir(config: Config, rid: int) -> Path:
-    return Path(config.immutable_stores.txhash_base) / f"{rid:04d}" / "index"
-
-
-def shard_index_path(config: Config, rid: int, shard: str) -> Path:
-    return range_index_dir(config, rid) / f"cf-{shard}.idx"
 
 
 def remove_tree(path: Path) -> None:
@@ -124,7 +111,8 @@ class RangeOrchestrator:
         self.phase = info.state or PENDING
         self.ledgers_done = info.ledger_count
         self.tx_done = info.tx_count
-        self.ledgers_base = Path(config.immutable_stores.ledgers_base)
+        self.layout = DataDirLayout(config)
+        self.ledgers_base = self.layout.ledgers_base
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -178,14 +166,10 @@ class RangeOrchestrator:
     # --- ingestion ---------------------------------------------------------------------------
 
     def _ingest(self) -> None:
-        from .. import lcm
-        from ..index import TxHashSpill
-        from ..sources import open_source
-
         info = self.info
         first, last = info.start_ledger, info.end_ledger
-        ldir = active_ledger_dir(self.config, self.rid)
-        tdir = active_txhash_dir(self.config, self.rid)
+        ldir = self.layout.active_ledger_dir(self.rid)
+        tdir = self.layout.active_txhash_dir(self.rid)
         if info.state == PENDING or info.ledger_last_committed is None:
             # Nothing committed: whatever an earlier attempt left in the active stores is garbage.
             remove_tree(ldir)
@@ -216,19 +200,20 @@ class RangeOrchestrator:
                 self._report(force=True)
                 for seq in range(lc + 1, last + 1):
                     self._check_cancel()
-                    buf = source.get_ledger(seq)
-                    got, hashes = chain.check(buf) if chain is not None else lcm.tx_hashes(buf)
-                    if got != seq:
-                        raise LedgerSequenceError(f"range {self.rid}: source returned ledger {got} for {seq}")
+                    ledger = source.get_ledger(seq)  # parsed once, by the source
+                    if ledger.seq != seq:
+                        raise LedgerSequenceError(f"range {self.rid}: source returned ledger {ledger.seq} for {seq}")
+                    if chain is not None:
+                        chain.check(ledger.lcm)
                     c = chunk_of_ledger(seq)
                     if c != writer_chunk:
                         writer = self._open_writer(c, seq, ldir)
                         writer_chunk = c
                     if writer is not None:
-                        writer.append(seq, buf)
-                    spill.add(seq, hashes)
+                        writer.append(seq, ledger.lcm)
+                    spill.add(seq, ledger.tx_hashes)
                     self.ledgers_done = seq - first + 1
-                    self.tx_done += len(hashes) // 32
+                    self.tx_done += len(ledger.tx_hashes) // HASH_SIZE
                     faults.hit("ingest")
                     if seq == chunk_last_ledger(c) and writer is not None:
                         writer.finish()
@@ -245,8 +230,6 @@ class RangeOrchestrator:
 
     def _open_writer(self, c: int, seq: int, ldir: Path):
         """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
-        from ..stores.lfs import ChunkProgress, ChunkWriter, chunk_exists
-
         if chunk_exists(self.ledgers_base, c):
             # Finished before the crash but after the last checkpoint: never rewrite it.
             log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c)
@@ -259,13 +242,12 @@ class RangeOrchestrator:
                 f"range {self.rid}: resuming at ledger {seq} inside chunk {c} but the checkpoint "
                 f"records open chunk {oc.chunk_id if oc else None}"
             )
-        return ChunkWriter(self.ledgers_base, c, ldir, resume=ChunkProgress(c, oc.ledgers, oc.data_bytes))
+        return ChunkWriter(self.ledgers_base, c, ldir, resume=oc)
 
     def _checkpoint(self, seq: int, writer, chunk: int, spill) -> None:
         open_chunk = None
         if writer is not None:
-            p = writer.sync()
-            open_chunk = ChunkProgressRecord(chunk, p.ledgers, p.data_bytes)
+            open_chunk = writer.sync()
         counts = list(spill.sync())
         faults.hit("checkpoint_synced")
         cp = Checkpoint(seq, seq - self.info.start_ledger + 1, counts, open_chunk)
@@ -301,8 +283,8 @@ class RangeOrchestrator:
         self._check_cancel()
         self._sweep_temp_files()
         faults.hit("before_delete")
-        remove_tree(active_ledger_dir(self.config, self.rid))
-        remove_tree(active_txhash_dir(self.config, self.rid))
+        remove_tree(self.layout.active_ledger_dir(self.rid))
+        remove_tree(self.layout.active_txhash_dir(self.rid))
         faults.hit("before_complete")
         self._meta("complete_range")
         self.info.state = "COMPLETE"
@@ -312,20 +294,10 @@ class RangeOrchestrator:
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files that atomic writers killed mid-write left beside this range's final
-        files (``{name}.tmp-{pid}`` of the LFS writer, ``.{name}.tmp-{pid}`` of the index writer).
+        files (chunks and index shards; ``paths.DataDirLayout.interrupted_writes``).
         Only this range's orchestrator writes those names and the data-dir lock excludes any
         other run, so every such file is garbage of an earlier, crashed attempt."""
-        from ..stores.lfs import chunk_paths
-
-        info = self.info
-        candidates = []
-        for c in range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1):
-            data, index = chunk_paths(self.ledgers_base, c)
-            for p in (data, index):
-                candidates += p.parent.glob(f"{p.name}.tmp-*") if p.parent.is_dir() else []
-        idx_dir = range_index_dir(self.config, self.rid)
-        if idx_dir.is_dir():
-            candidates += idx_dir.glob(".cf-?.idx.tmp-*")
+        candidates = self.layout.interrupted_writes(self.rid, self.info.start_ledger, self.info.end_ledger)
         for p in candidates:
             log.info("range %d: removing %s left by an interrupted write", self.rid, p)
             p.unlink(missing_ok=True)
@@ -333,8 +305,6 @@ class RangeOrchestrator:
             fsync_dir(d)
 
     def _ledger_subflow(self) -> None:
-        from ..stores.lfs import chunk_exists, verify_chunk
-
         info = self.info
         if info.ledger_phase == WRITING_LFS:
             chunks = list(range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1))
@@ -351,14 +321,12 @@ class RangeOrchestrator:
             info.ledger_phase = IMMUTABLE
 
     def _txhash_subflow(self) -> None:
-        from ..index import build_shard, compact_shard, verify_shard
-
         info = self.info
-        tdir = active_txhash_dir(self.config, self.rid)
-        sorted_dir = tdir / "sorted"
+        tdir = self.layout.active_txhash_dir(self.rid)
+        sorted_dir = self.layout.sorted_dir(self.rid)
         if info.txhash_phase == COMPACTING:
             sorted_dir.mkdir(parents=True, exist_ok=True)
-            for i, x in enumerate(SHARDS):
+            for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_sorted:
                     continue
                 self._check_cancel()
@@ -369,12 +337,12 @@ class RangeOrchestrator:
             self._meta("set_txhash_phase", BUILDING_RECSPLIT)
             info.txhash_phase = BUILDING_RECSPLIT
         if info.txhash_phase == BUILDING_RECSPLIT:
-            range_index_dir(self.config, self.rid).mkdir(parents=True, exist_ok=True)
-            for i, x in enumerate(SHARDS):
+            self.layout.index_dir(self.rid).mkdir(parents=True, exist_ok=True)
+            for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_built:
                     continue
                 self._check_cancel()
-                build_shard(Path(info.shard_sorted[x]), shard_index_path(self.config, self.rid, x),
+                build_shard(Path(info.shard_sorted[x]), self.layout.index_shard(self.rid, i),
                             info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("build")
                 self._meta("mark_shard", "built", x, info.cf_counts[i])
@@ -382,16 +350,16 @@ class RangeOrchestrator:
             self._meta("set_txhash_phase", VERIFYING_RECSPLIT)
             info.txhash_phase = VERIFYING_RECSPLIT
         if info.txhash_phase == VERIFYING_RECSPLIT:
-            for i, x in enumerate(SHARDS):
+            for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_verified:
                     continue
                 self._check_cancel()
-                verify_shard(shard_index_path(self.config, self.rid, x), Path(info.shard_sorted[x]),
+                verify_shard(self.layout.index_shard(self.rid, i), Path(info.shard_sorted[x]),
                              info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("verify_shard")
                 self._meta("mark_shard", "verified", x, info.cf_counts[i])
                 info.shard_verified[x] = info.cf_counts[i]
-            self._meta("set_txhash_phase", TX_COMPLETE, str(range_index_dir(self.config, self.rid)))
+            self._meta("set_txhash_phase", TX_COMPLETE, str(self.layout.index_dir(self.rid)))
             info.txhash_phase = TX_COMPLETE
         if info.txhash_phase != TX_COMPLETE:
             raise MetaStoreError(f"range {self.rid}: unexpected txhash phase {info.txhash_phase}")

@@ -15,12 +15,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import LedgerSource
+from .base import Ledger, LedgerSource
 
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["LedgerSource", "open_source"]
+__all__ = ["Ledger", "LedgerSource", "open_source"]
 
 
 def open_source(config: Config, cancel: threading.Event) -> LedgerSource:

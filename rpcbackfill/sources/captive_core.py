@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import lcm as lcm_scanner
 from ..config import CaptiveCoreConfig
 from ..errors import (
     Cancelled,
@@ -43,7 +44,7 @@ from ..errors import (
     SourceError,
     XdrError,
 )
-from . import _native
+from .base import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,6 @@ class CaptiveCoreSource:
         self.stop_timeout = stop_timeout
         self.new_db_timeout = new_db_timeout
         self.env = env
-        self._lcm = None
         self._first = self._last = 0
         self._next_seq: int | None = None
         self._closed = False
@@ -158,7 +158,6 @@ class CaptiveCoreSource:
         if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
             raise SourceError(f"invalid ledger range [{first}, {last}]")
         self._paths = self._check_config()
-        self._lcm = _native.lcm_module()
         self._first, self._last = first, last
         self._run_new_db()
         self._start_catchup(first, last)
@@ -338,9 +337,8 @@ class CaptiveCoreSource:
                     lcm = self._read_exact(n)
                 except _Eof as e:
                     raise self._died(f"truncated frame ({e.args[0]} of {n} bytes) before ledger {expect}") from None
-                try:
-                    seq = self._lcm.ledger_sequence(lcm)
-                    hashes = self._lcm.header_hashes(lcm) if self.check_hash_chain else None
+                try:  # the one parse of this ledger: sequence, header hashes and tx hashes
+                    seq, header_hash, prev_header_hash, tx_hashes = lcm_scanner.ledger_info(lcm)
                 except XdrError as e:
                     raise LedgerSequenceError(
                         f"captive core sent a malformed LedgerCloseMeta before ledger {expect}: {e}"
@@ -351,17 +349,17 @@ class CaptiveCoreSource:
                     )
                 if prev_seq is None and seq > self._first:
                     raise LedgerSequenceError(f"captive core started at ledger {seq}, after the first ledger {self._first}")
-                if hashes is not None:
-                    if prev_hash is not None and hashes[1] != prev_hash:
+                if self.check_hash_chain:
+                    if prev_hash is not None and prev_header_hash != prev_hash:
                         raise LedgerSequenceError(
-                            f"ledger {seq}: previousLedgerHash {hashes[1].hex()} does not match the hash of "
+                            f"ledger {seq}: previousLedgerHash {prev_header_hash.hex()} does not match the hash of "
                             f"ledger {seq - 1} ({prev_hash.hex()})"
                         )
-                    prev_hash = hashes[0]
+                    prev_hash = header_hash
                 prev_seq = seq
                 if seq < self._first:
                     continue  # core replays from a checkpoint boundary: skip ledgers before the range
-                if not self._put(lcm):
+                if not self._put(Ledger(seq, lcm, tx_hashes)):
                     if self.cancel.is_set():
                         self._stop_core()
                     return
@@ -406,7 +404,7 @@ class CaptiveCoreSource:
 
     # --- consumer -------------------------------------------------------------------------------
 
-    def get_ledger(self, seq: int) -> bytes:
+    def get_ledger(self, seq: int) -> Ledger:
         if self._next_seq is None:
             raise SourceError("get_ledger before prepare_range")
         if self._closed:

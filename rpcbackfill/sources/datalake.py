@@ -9,7 +9,7 @@
 
 Pipeline.  File *i* of the range (boundary ``batch_starts(first, last)[i]``) is claimed by
 the next free worker, downloaded, decompressed in streaming mode (frames may omit the
-content size), split with ``rpcbackfill.lcm.split_batch`` and parked in ``ready[i]``; the
+content size), split (and scanned once) with ``rpcbackfill.lcm.scan_batch`` and parked in ``ready[i]``; the
 consumer takes ``ready`` in index order.  At most ``buffer_size`` files are claimed but not
 yet consumed, and new downloads also wait while the parked batches exceed
 ``max_buffer_bytes``, so memory is bounded whatever the range length.
@@ -31,8 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-import zstandard
-
+from .. import lcm
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
@@ -44,7 +43,9 @@ from ..errors import (
     TransientSourceError,
     XdrError,
 )
-from . import _native, layout
+from ..zstdframe import decompress_frame
+from . import layout
+from .base import Ledger
 from .layout import LakeSchema
 from .objstore import LocalStore, ObjectMissing, open_store
 
@@ -67,10 +68,6 @@ LOCAL_MAX_WORKERS = 2
 # Measured (2 cores, 300 tx/ledger, one range): 32 MiB cost 10% less CPU per ledger than
 # 512 MiB (data still cached when consumed) and 4 MiB 2% more (allocator churn).
 LOCAL_MAX_BUFFER_BYTES = 32 << 20
-# Largest declared frame size decompressed in one shot (the buffer is allocated up front, so
-# keep a corrupt header from reserving much; bigger or unknown sizes stream).  Pubnet ledgers
-# are a few MB.
-_ONE_SHOT_MAX = 64 << 20
 # How often blocked threads re-check the cancel event (seconds).
 _POLL = 0.05
 # How long close() waits for workers (an in-flight HTTP request finishes on its own timeout).
@@ -80,42 +77,8 @@ _JOIN_TIMEOUT = 5.0
 @dataclass
 class _Batch:
     start: int  # header startSequence: LCM j is ledger start + j
-    lcms: list[bytes]
+    ledgers: list[Ledger]
     nbytes: int
-
-
-_tls = threading.local()
-
-
-def decompress_frame(data: bytes, where: str) -> bytes:
-    """Decompress one zstd frame in streaming mode; truncation or trailing junk is transient."""
-    dctx = getattr(_tls, "dctx", None)
-    if dctx is None:  # one decompression context per thread, reused across files
-        dctx = _tls.dctx = zstandard.ZstdDecompressor()
-    # Fast path: a frame that declares its content size decompresses in one shot straight into
-    # an exactly sized buffer (the streaming path joins chunks: one more copy of ~1 MB per
-    # pubnet ledger).  Any error falls through to the streaming path, which says what is wrong.
-    try:
-        size = zstandard.frame_content_size(data)
-    except zstandard.ZstdError:
-        size = -1
-    if 0 <= size <= _ONE_SHOT_MAX:
-        try:
-            out = dctx.decompress(data, allow_extra_data=False)
-        except zstandard.ZstdError:
-            out = None
-        if out is not None and len(out) == size:
-            return out
-    try:
-        d = dctx.decompressobj()
-        out = d.decompress(data)
-    except zstandard.ZstdError as e:
-        raise TransientSourceError(f"{where}: corrupt zstd data ({e})") from None
-    if not d.eof:
-        raise TransientSourceError(f"{where}: truncated zstd frame ({len(data)} bytes read)")
-    if d.unused_data:
-        raise TransientSourceError(f"{where}: {len(d.unused_data)} unexpected bytes after the zstd frame")
-    return out
 
 
 class DataLakeSource:
@@ -153,8 +116,6 @@ class DataLakeSource:
         self._own_store = store is None
         self.schema: LakeSchema | None = None
         self._ext_detected = False
-        self._lcm = None
-
         # One lock guards the pipeline state below; the consumer waits on _cv (a file became
         # ready), workers wait on _room (the consumer freed a slot).
         self._mu = threading.Lock()
@@ -229,7 +190,6 @@ class DataLakeSource:
             if bad:
                 raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
         self.schema = schema
-        self._lcm = _native.lcm_module()
 
     def prepare_range(self, first: int, last: int) -> None:
         if self._closed:
@@ -345,9 +305,9 @@ class DataLakeSource:
             except ObjectMissing:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where)
+            raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
             try:
-                start, end, lcms = self._lcm.split_batch(raw)
+                start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
             except XdrError as e:
                 raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
@@ -356,9 +316,10 @@ class DataLakeSource:
                     f"needed {lo}-{hi}"
                 )
             if lo != start or hi != end:  # drop ledgers outside the range early
-                lcms = lcms[lo - start : hi - start + 1]
+                found = found[lo - start : hi - start + 1]
             self._count("files")
-            return _Batch(lo, lcms, sum(len(x) for x in lcms))
+            ledgers = [Ledger(*x) for x in found]
+            return _Batch(lo, ledgers, sum(len(x.lcm) for x in ledgers))
 
         return self._with_retries(attempt, where)
 
@@ -403,7 +364,7 @@ class DataLakeSource:
 
     # --- consumer ------------------------------------------------------------------------------
 
-    def get_ledger(self, seq: int) -> bytes:
+    def get_ledger(self, seq: int) -> Ledger:
         if self._next_seq is None:
             raise SourceError("get_ledger before prepare_range")
         if self._closed:
@@ -414,11 +375,11 @@ class DataLakeSource:
             raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")
         self._check_cancel()
         cur = self._cur
-        if cur is None or seq >= cur.start + len(cur.lcms):
+        if cur is None or seq >= cur.start + len(cur.ledgers):
             cur = self._cur = self._take_next()
-        lcm = cur.lcms[seq - cur.start]
+        ledger = cur.ledgers[seq - cur.start]
         self._next_seq = seq + 1
-        return lcm
+        return ledger
 
     def _take_next(self) -> _Batch:
         with self._cv:

@@ -34,8 +34,9 @@ from pathlib import Path
 import zstandard
 
 from ..errors import LakeConfigError
-from ..fsutil import atomic_write as _atomic_write
-from ..fsutil import fsync_dir as _sync_dir
+from ..fsutil import atomic_write, fsync_dir
+from ..ledgermath import UINT32_MAX
+from ..zstdframe import ZSTD_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,8 @@ FILE_EXT = ".xdr.zst"
 LEGACY_FILE_EXT = ".xdr.zstd"
 FILE_EXTS = (FILE_EXT, LEGACY_FILE_EXT)
 SUPPORTED_COMPRESSION = ("zstd",)
-# Object names are derived from 32-bit ledger sequences.
-MAX_UINT32 = 0xFFFFFFFF
-# Spec section 7 / Galexie both use zstd level 3 (the library default).
-ZSTD_LEVEL = 3
 # XDR header of a LedgerCloseMetaBatch: uint32 startSequence, uint32 endSequence, uint32 count.
 _BATCH_HEADER = struct.Struct(">III")
-BATCH_HEADER_SIZE = _BATCH_HEADER.size
 
 # e.g. "FD050F7F--50000000.xdr.zst" or "FFFFFFBF--0-63.xdr.zstd"
 _FILE_RE = re.compile(r"^([0-9A-F]{8})--(\d+)(?:-(\d+))?(\.xdr\.zstd?)$")
@@ -75,8 +71,8 @@ class LakeSchema:
             problems.append("networkPassphrase must be a non-empty string")
         for name in ("ledgers_per_batch", "batches_per_partition"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > MAX_UINT32:
-                problems.append(f"{name} must be an integer in 1..{MAX_UINT32}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > UINT32_MAX:
+                problems.append(f"{name} must be an integer in 1..{UINT32_MAX}, got {v!r}")
         if self.compression not in SUPPORTED_COMPRESSION:
             problems.append(f"compression {self.compression!r} is not supported (only 'zstd')")
         if self.file_ext not in FILE_EXTS:
@@ -93,19 +89,14 @@ class LakeSchema:
 
 
 def _check_seq(seq: int) -> None:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > MAX_UINT32:
-        raise ValueError(f"ledger sequence must be an integer in 0..{MAX_UINT32}, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > UINT32_MAX:
+        raise ValueError(f"ledger sequence must be an integer in 0..{UINT32_MAX}, got {seq!r}")
 
 
 def batch_start(seq: int, schema: LakeSchema) -> int:
     """First ledger of the file boundary that holds ``seq`` (what its name is made of)."""
     _check_seq(seq)
     return seq // schema.ledgers_per_batch * schema.ledgers_per_batch
-
-
-def batch_end(seq: int, schema: LakeSchema) -> int:
-    """Last ledger of the file boundary that holds ``seq``."""
-    return batch_start(seq, schema) + schema.ledgers_per_batch - 1
 
 
 def partition_prefix(seq: int, schema: LakeSchema) -> str:
@@ -115,13 +106,13 @@ def partition_prefix(seq: int, schema: LakeSchema) -> str:
         return ""
     p = schema.ledgers_per_partition
     start = seq // p * p
-    return f"{MAX_UINT32 - start:08X}--{start}-{start + p - 1}/"
+    return f"{UINT32_MAX - start:08X}--{start}-{start + p - 1}/"
 
 
 def file_name(seq: int, schema: LakeSchema) -> str:
     """Base name of the file holding ``seq``, extension included."""
     start = batch_start(seq, schema)
-    name = f"{MAX_UINT32 - start:08X}--{start}"
+    name = f"{UINT32_MAX - start:08X}--{start}"
     if schema.ledgers_per_batch > 1:
         name += f"-{start + schema.ledgers_per_batch - 1}"
     return name + schema.file_ext
@@ -153,7 +144,7 @@ def parse_file_name(name: str) -> tuple[int, int, str] | None:
     if not m:
         return None
     start = int(m.group(2))
-    if start > MAX_UINT32 or int(m.group(1), 16) != MAX_UINT32 - start:
+    if start > UINT32_MAX or int(m.group(1), 16) != UINT32_MAX - start:
         return None
     end = int(m.group(3)) if m.group(3) is not None else start
     if end < start:
@@ -167,7 +158,7 @@ def parse_partition_name(name: str) -> tuple[int, int] | None:
     if not m:
         return None
     start, end = int(m.group(2)), int(m.group(3))
-    if start > MAX_UINT32 or int(m.group(1), 16) != MAX_UINT32 - start or end < start:
+    if start > UINT32_MAX or int(m.group(1), 16) != UINT32_MAX - start or end < start:
         return None
     return start, end
 
@@ -300,15 +291,6 @@ def encode_batch(start: int, lcms: list[bytes]) -> bytes:
     return b"".join([_BATCH_HEADER.pack(start, end, len(lcms)), *lcms])
 
 
-def batch_header(buf: bytes) -> tuple[int, int, int]:
-    """``(startSequence, endSequence, count)`` read from a batch's first 12 bytes."""
-    if len(buf) < BATCH_HEADER_SIZE:
-        from ..errors import XdrError
-
-        raise XdrError(f"LedgerCloseMetaBatch truncated: {len(buf)} bytes, header needs {BATCH_HEADER_SIZE}")
-    return _BATCH_HEADER.unpack_from(buf, 0)
-
-
 # --- local writer ---------------------------------------------------------------------------
 
 
@@ -320,11 +302,6 @@ class LakeWriteStats:
     ledgers: int
     raw_bytes: int  # uncompressed batch bytes
     compressed_bytes: int  # bytes written to lake files
-
-
-def atomic_write(path: Path, data: bytes, *, fsync: bool = True, fsync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` via temp file → fsync → rename (→ fsync of the directory)."""
-    _atomic_write(path, data, fsync=fsync, sync_dir=fsync_dir)
 
 
 def write_manifest(root: str | os.PathLike, schema: LakeSchema, *, fsync: bool = True) -> Path:
@@ -381,7 +358,7 @@ def write_lake(
         path = root / object_key(cur_first, schema)
         if path.parent != root:
             path.parent.mkdir(exist_ok=True)
-        atomic_write(path, data, fsync=fsync, fsync_dir=False)
+        atomic_write(path, data, fsync=fsync, sync_dir=False)
         dirty_dirs.add(path.parent)
         files += 1
         raw += len(batch)
@@ -406,9 +383,9 @@ def write_lake(
         flush()
     if fsync:
         for d in sorted(dirty_dirs, key=lambda p: len(p.parts), reverse=True):
-            _sync_dir(d)
+            fsync_dir(d)
         if dirty_dirs:
-            _sync_dir(root)
+            fsync_dir(root)
     if manifest:
         write_manifest(root, schema, fsync=fsync)
     if first is None:

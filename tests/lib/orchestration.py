@@ -126,6 +126,7 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
     from rpcbackfill.index import TxHashIndex
     from rpcbackfill.ledgermath import range_first_ledger, range_of_ledger
     from rpcbackfill.orchestration import api
+    from rpcbackfill.paths import DataDirLayout
     from rpcbackfill.stores.lfs import LedgerStore
 
     rs = config.backfill.range_size
@@ -144,8 +145,7 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
     for rid, items in pending.items():
         keys = b"".join(h for _, h in items)
         want = np.concatenate([np.full(len(h) // 32, s, dtype=np.uint32) for s, h in items])
-        idx = TxHashIndex(Path(config.immutable_stores.txhash_base) / f"{rid:04d}",
-                          range_start=range_first_ledger(rid, rs))
+        idx = TxHashIndex(DataDirLayout(config).txhash_range_dir(rid), range_start=range_first_ledger(rid, rs))
         try:
             assert idx.n_keys == len(want), f"range {rid}: index holds {idx.n_keys} keys, lake has {len(want)}"
             got = idx.lookup_many(keys)
