@@ -39,7 +39,7 @@ static int xs_auth_locate(xs_ctx *c, const uint8_t *lcm, xs_auth *a)
 {
     const uint8_t *end = c->end;
     const uint8_t *q, *pair_end = NULL;
-    size_t i, len = 4;
+    size_t i, off, len = 4;
     uint32_t n = 0;
 
     memset(a, 0, sizeof(*a));
@@ -67,12 +67,20 @@ static int xs_auth_locate(xs_ctx *c, const uint8_t *lcm, xs_auth *a)
     if ((size_t)(end - a->hdr_end) < 4)
         return xs_fail(c, XS_E_TRUNC, a->hdr_end, -1), -1;
     a->txset = a->hdr_end + 4;
-    if (a->version == 0)
-        a->txset_end = xs_skip_TransactionSet(a->txset, c, XS_MAX_DEPTH);
-    else
-        a->txset_end = xs_skip_GeneralizedTransactionSet(a->txset, c, XS_MAX_DEPTH);
-    if (a->txset_end == NULL)
-        return -1;
+    /* The tx set is followed by txProcessing's count, then its first element, which starts with
+     * the first captured hash (V2: after the element's 4-byte ExtensionPoint).  When there is one,
+     * that locates the end of the (already validated) tx set without walking it again. */
+    off = a->version == 2 ? 8 : 4;
+    if (c->n_at > 0 && c->at[0] >= a->txset && (size_t)(c->at[0] - a->txset) >= off) {
+        a->txset_end = c->at[0] - off;
+    } else {
+        if (a->version == 0)
+            a->txset_end = xs_skip_TransactionSet(a->txset, c, XS_MAX_DEPTH);
+        else
+            a->txset_end = xs_skip_GeneralizedTransactionSet(a->txset, c, XS_MAX_DEPTH);
+        if (a->txset_end == NULL)
+            return -1;
+    }
     if (a->version == 0 && (size_t)(a->txset_end - a->txset) < 36)
         return xs_fail(c, XS_E_TRUNC, a->txset, -1), -1;
     /* result pairs: the captured hash positions in walk order are each outer pair's hash,
