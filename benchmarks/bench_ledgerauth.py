@@ -11,8 +11,11 @@ distorts it little):
 * ``tx_hashes``  -- the scan ingestion does anyway (baseline);
 * ``auth_spans`` -- the validating scan that also locates the hashed spans;
 * ``sha256``     -- hashing those spans (hashlib / OpenSSL, SHA-NI when the CPU has it);
-* ``check``      -- ``HashChain.check``: everything authentication adds when called on its own
-  (auth_spans + sha256 + the chain link).
+* ``check``      -- ``HashChain.check``: authentication of a ledger on its own (auth_spans +
+  sha256 + the chain link), as the orchestrator does for a source that did not authenticate;
+* ``scan_batch`` / ``verify_batch`` -- per ledger of 8-ledger lake batches: the data-lake source's
+  one parse without and with authentication (what ``check_ledger_hashes`` really adds there, in
+  the source's reader threads), plus ``link`` (the orchestrator's 32-byte chain comparison).
 
 The bytes hashed per ledger (header, transaction set, result set) are reported too.
 """
@@ -31,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rpcbackfill import _lcm, lcm  # noqa: E402
-from rpcbackfill.ledgerauth import HashChain  # noqa: E402
+from rpcbackfill.ledgerauth import HashChain, verify_batch  # noqa: E402
+from rpcbackfill.sources import layout  # noqa: E402
 from tests.lib.ledgers import ledger_bytes  # noqa: E402
 
 
@@ -71,6 +75,27 @@ def bench(tx: float, n: int, runs: int) -> dict:
         "sha256_ns": _cpu_ns_per(_hash_only, spans, runs),
         "check_ns": _cpu_ns_per(chain, ledgers, runs),
     }
+    batches = [layout.encode_batch(2 + i, ledgers[i : i + 8]) for i in range(0, n - n % 8, 8)]
+    per = 8
+
+    def scan(bs):
+        for b in bs:
+            lcm.scan_batch(b)
+
+    def verify(bs):
+        for b in bs:
+            verify_batch(b)
+
+    found = [x for b in batches for x in verify_batch(b)[2]]
+
+    def link(xs):
+        c = HashChain()
+        for seq, _, _, h, prev in xs:
+            c.link(seq, h, prev)
+
+    res["scan_batch_ns"] = _cpu_ns_per(scan, batches, runs) / per
+    res["verify_batch_ns"] = _cpu_ns_per(verify, batches, runs) / per
+    res["link_ns"] = _cpu_ns_per(link, found, runs)
     return res
 
 
@@ -83,11 +108,13 @@ def main() -> int:
     a = ap.parse_args()
     rows = [bench(tx, a.ledgers, a.runs) for tx in a.tx]
     print(f"{'tx/ledger':>9} {'KiB/ledger':>10} {'KiB hashed':>10} {'tx_hashes µs':>12} {'auth_spans µs':>13} "
-          f"{'sha256 µs':>9} {'check µs':>8} {'hash MB/s':>9}")
+          f"{'sha256 µs':>9} {'check µs':>8} {'hash MB/s':>9} {'scan_batch µs':>13} {'verify_batch µs':>15} "
+          f"{'link ns':>7}")
     for r in rows:
         print(f"{r['tx_per_ledger']:>9.0f} {r['bytes_per_ledger'] / 1024:>10.1f} {r['hashed_bytes_per_ledger'] / 1024:>10.1f} "
               f"{r['tx_hashes_ns'] / 1e3:>12.1f} {r['auth_spans_ns'] / 1e3:>13.1f} {r['sha256_ns'] / 1e3:>9.1f} "
-              f"{r['check_ns'] / 1e3:>8.1f} {r['hashed_bytes_per_ledger'] / r['sha256_ns'] * 1e3:>9.0f}")
+              f"{r['check_ns'] / 1e3:>8.1f} {r['hashed_bytes_per_ledger'] / r['sha256_ns'] * 1e3:>9.0f} "
+              f"{r['scan_batch_ns'] / 1e3:>13.1f} {r['verify_batch_ns'] / 1e3:>15.1f} {r['link_ns']:>7.0f}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -22,6 +22,14 @@ def scan_batch(buf: Buffer) -> tuple[int, int, list[tuple[int, memoryview, bytes
 # tx-set end, TransactionResultSet XDR, transaction hashes as tx_hashes returns them)
 def auth_spans(buf: Buffer) -> tuple[int, int, bytes, bytes, bytes, bytes, int, int, int, int, bytes, bytes]: ...
 
+# auth_spans for every ledger of a LedgerCloseMetaBatch, with the ledger's memoryview after its
+# sequence and offsets relative to that view: (start, end, [(seq, lcm, version, ...), ...])
+def auth_batch(
+    buf: Buffer,
+) -> tuple[
+    int, int, list[tuple[int, memoryview, int, bytes, bytes, bytes, bytes, int, int, int, int, bytes, bytes]]
+]: ...
+
 # testing aids
 TYPE_NAMES: tuple[str, ...]  # grammar types reachable from LedgerCloseMeta, sorted
 

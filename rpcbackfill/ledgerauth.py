@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ._lcm import auth_spans
+from ._lcm import auth_batch, auth_spans
 from .errors import LedgerAuthError
 
 if TYPE_CHECKING:
@@ -34,9 +34,22 @@ if TYPE_CHECKING:
 
     from .config import Config
 
-__all__ = ["HashChain", "LedgerAuthError", "ledger_chain", "verify_ledger"]
+__all__ = ["HashChain", "LedgerAuthError", "ledger_chain", "verify_batch", "verify_ledger"]
 
 log = logging.getLogger(__name__)
+
+
+class _SourcedLedger(Protocol):
+    """What ``HashChain.add`` reads of a ``sources.base.Ledger``."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def lcm(self) -> bytes | memoryview: ...
+    @property
+    def hash(self) -> bytes | None: ...
+    @property
+    def prev_hash(self) -> bytes | None: ...
 
 _sha256 = hashlib.sha256
 
@@ -45,13 +58,9 @@ def _short(h: bytes) -> str:
     return h.hex()[:16] + "…"
 
 
-def verify_ledger(buf: Buffer) -> tuple[int, bytes, bytes, bytes]:
-    """Authenticate one LedgerCloseMeta; return (seq, hash, previousLedgerHash, tx hashes), the
-    last exactly as ``lcm.tx_hashes`` returns them (the scan that finds the spans collects them).
-
-    Raises ``XdrError`` if the bytes are malformed and ``LedgerAuthError`` if a hash fails."""
-    seq, version, stored, prev, txset_hash, result_hash, h0, h1, t0, t1, results, hashes = auth_spans(buf)
-    mv = memoryview(buf).cast("B")
+def _verify(mv: memoryview, seq: int, version: int, stored: bytes, txset_hash: bytes, result_hash: bytes,
+            h0: int, h1: int, t0: int, t1: int, results: bytes) -> None:
+    """The three hash checks of one ledger whose spans ``auth_spans`` found in ``mv``."""
     got = _sha256(mv[h0:h1]).digest()
     if got != stored:
         raise LedgerAuthError(
@@ -75,7 +84,29 @@ def verify_ledger(buf: Buffer) -> tuple[int, bytes, bytes, bytes]:
             f"ledger {seq}: transaction results do not match the header's txSetResultHash "
             f"{_short(result_hash)} (their SHA-256 is {_short(got)})"
         )
+
+
+def verify_ledger(buf: Buffer) -> tuple[int, bytes, bytes, bytes]:
+    """Authenticate one LedgerCloseMeta; return (seq, hash, previousLedgerHash, tx hashes), the
+    last exactly as ``lcm.tx_hashes`` returns them (the scan that finds the spans collects them),
+    i.e. the same tuple as ``lcm.ledger_info``.
+
+    Raises ``XdrError`` if the bytes are malformed and ``LedgerAuthError`` if a hash fails."""
+    seq, version, stored, prev, txset_hash, result_hash, h0, h1, t0, t1, results, hashes = auth_spans(buf)
+    _verify(memoryview(buf).cast("B"), seq, version, stored, txset_hash, result_hash, h0, h1, t0, t1, results)
     return seq, stored, prev, hashes
+
+
+def verify_batch(buf: Buffer) -> tuple[int, int, list[tuple[int, memoryview, bytes, bytes, bytes]]]:
+    """``lcm.scan_batch`` with every ledger authenticated, in the same single scan per ledger:
+    (start, end, [(seq, lcm view, tx hashes, hash, previousLedgerHash), ...]).  Linking the
+    ledgers to each other is left to a ``HashChain``."""
+    start, end, found = auth_batch(buf)
+    out = []
+    for seq, view, version, stored, prev, txset_hash, result_hash, h0, h1, t0, t1, results, hashes in found:
+        _verify(view, seq, version, stored, txset_hash, result_hash, h0, h1, t0, t1, results)
+        out.append((seq, view, hashes, stored, prev))
+    return start, end, out
 
 
 class HashChain:
@@ -105,6 +136,20 @@ class HashChain:
         """Authenticate ``buf`` and link it to its predecessor; return (seq, tx hashes) as
         ``lcm.tx_hashes`` would, so a caller that needs both scans the ledger once."""
         seq, h, prev, hashes = verify_ledger(buf)
+        self.link(seq, h, prev)
+        return seq, hashes
+
+    def add(self, ledger: _SourcedLedger) -> None:
+        """A ledger from a source: linked only, when the source already authenticated it (it then
+        carries ``hash`` and ``prev_hash``); authenticated and linked otherwise."""
+        if ledger.hash is not None and ledger.prev_hash is not None:
+            self.link(ledger.seq, ledger.hash, ledger.prev_hash)
+        else:
+            self.check(ledger.lcm)
+
+    def link(self, seq: int, ledger_hash: bytes, prev_hash: bytes) -> None:
+        """Link an already authenticated ledger (its hash and previousLedgerHash) to its predecessor."""
+        h, prev = ledger_hash, prev_hash
         if self.last_seq is not None and seq == self.last_seq + 1:
             if prev != self.last_hash:
                 raise LedgerAuthError(
@@ -115,7 +160,6 @@ class HashChain:
             self.unlinked += 1
         self.last_seq, self.last_hash = seq, h
         self.checked += 1
-        return seq, hashes
 
 
 def ledger_chain(config: Config, what: str) -> HashChain | None:

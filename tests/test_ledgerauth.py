@@ -360,3 +360,100 @@ def test_backfill_fails_on_a_tampered_ledger_then_proceeds_with_the_check_off(tm
     assert "check_ledger_hashes = false: ingested ledgers are NOT authenticated" in p.stderr
     off = make_config(tmp_path / "data", lake, 2, RS + 1, check_ledger_hashes=False)
     check_backfill_result(off, lake, 2, RS + 1)
+
+
+# --- sources: authentication where the ledger is parsed -------------------------------------------
+
+NET = "Public Global Stellar Network ; September 2015"
+
+
+def _tampered(ledgers: list[tuple[int, bytes]], victim: int) -> list[tuple[int, bytes]]:
+    out = []
+    for seq, buf in ledgers:
+        if seq == victim:
+            assert _body(buf)[1].tx_processing
+            buf = _flip(buf, _tamper_targets(buf)["result"])
+        out.append((seq, buf))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_chain():
+    return chain(2, 120, tx_per_ledger=4)
+
+
+def _victim(ledgers, at_least: int) -> int:
+    return next(s for s, b in ledgers if s >= at_least and _body(b)[1].tx_processing)
+
+
+def test_verify_batch_is_scan_batch_plus_hashes(small_chain):
+    from rpcbackfill.ledgerauth import verify_batch
+    from rpcbackfill.sources import layout
+    from tests.lib.oracle import sdk_seq_and_hashes
+
+    metas = [b for _, b in small_chain[:9]]
+    batch = layout.encode_batch(2, metas)
+    start, end, found = verify_batch(batch)
+    assert (start, end) == lcm.scan_batch(batch)[:2] == (2, 10)
+    for (seq, view, hashes, h, prev), (s2, v2, hashes2), m in zip(found, lcm.scan_batch(batch)[2], metas, strict=True):
+        assert (seq, bytes(view), hashes) == (s2, bytes(v2), hashes2)
+        assert (seq, h, prev) == sdk_seq_and_hashes(m)
+    victim = _victim(small_chain[:9], 5)
+    bad = layout.encode_batch(2, [b for _, b in _tampered(small_chain[:9], victim)])
+    with pytest.raises(LedgerAuthError, match=rf"^ledger {victim}: transaction results do not match"):
+        verify_batch(bad)
+    with pytest.raises(XdrError):
+        _lcm.auth_batch(batch[:-1])
+    with pytest.raises(XdrError):
+        _lcm.auth_batch(batch + b"\0")
+
+
+def test_datalake_source_authenticates_each_ledger(tmp_path, small_chain):
+    from rpcbackfill.config import BufferedStorageConfig
+    from rpcbackfill.sources.datalake import DataLakeSource
+    from rpcbackfill.sources.layout import LakeSchema, write_lake
+    from tests.lib.oracle import sdk_seq_and_hashes
+
+    victim = _victim(small_chain, 60)
+    for name, ledgers in (("good", small_chain), ("bad", _tampered(small_chain, victim))):
+        root = tmp_path / name
+        write_lake(root, ledgers, LakeSchema(NET, 4, 16))
+        cfg = BufferedStorageConfig(bucket_path=str(root), buffer_size=8, num_workers=2, retry_limit=2, retry_wait=0.01)
+        c = HashChain()
+        with DataLakeSource(cfg, NET, authenticate=True) as src:
+            src.prepare_range(2, 121)
+            for seq, buf in ledgers:
+                if name == "bad" and seq == victim:
+                    with pytest.raises(LedgerAuthError, match=rf"^ledger {victim}: transaction results do not match"):
+                        src.get_ledger(seq)
+                    assert src.stats["retries"] == 0  # fatal, not retried
+                    break
+                ledger = src.get_ledger(seq)
+                assert (ledger.seq, ledger.hash, ledger.prev_hash) == sdk_seq_and_hashes(buf)
+                assert bytes(ledger.lcm) == buf
+                c.add(ledger)
+        if name == "good":
+            assert (c.checked, c.unlinked) == (120, 1)
+
+
+def test_captive_core_source_authenticates_each_ledger(tmp_path, small_chain):
+    import os
+
+    from rpcbackfill.config import CaptiveCoreConfig
+    from rpcbackfill.sources.captive_core import CaptiveCoreSource
+    from rpcbackfill.sources.layout import LakeSchema, write_lake
+
+    victim = _victim(small_chain, 70)
+    lake = tmp_path / "lake"
+    write_lake(lake, _tampered(small_chain, victim), LakeSchema(NET, 4, 16))
+    cfgp = tmp_path / "captive-core.cfg"
+    cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_LAKE="{lake}"\n')
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    cfg = CaptiveCoreConfig(binary_path=REPO / "tests" / "fake_stellar_core.py", config_path=cfgp)
+    with CaptiveCoreSource(cfg, network_passphrase=NET, env=env, stop_timeout=5.0, authenticate=True) as src:
+        src.prepare_range(64, 80)
+        for seq in range(64, victim):
+            ledger = src.get_ledger(seq)
+            assert ledger.hash is not None and ledger.prev_hash is not None
+        with pytest.raises(LedgerAuthError, match=rf"^ledger {victim}: transaction results do not match"):
+            src.get_ledger(victim)

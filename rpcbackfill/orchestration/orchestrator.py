@@ -204,7 +204,7 @@ class RangeOrchestrator:
                     if ledger.seq != seq:
                         raise LedgerSequenceError(f"range {self.rid}: source returned ledger {ledger.seq} for {seq}")
                     if chain is not None:
-                        chain.check(ledger.lcm)
+                        chain.add(ledger)  # links it (the source authenticated it) or checks it
                     c = chunk_of_ledger(seq)
                     if c != writer_chunk:
                         writer = self._open_writer(c, seq, ldir)
