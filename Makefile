@@ -20,7 +20,7 @@ DEMO_TX_PER_LEDGER ?= 100
 # What `make lint` checks: ruff over all Python code, mypy over the package (with the .pyi stubs).
 LINT_PATHS := rpcbackfill tests benchmarks tools fuzz setup.py
 # The compiled modules whose .pyi stubs are compared with the runtime by mypy's stubtest.
-NATIVE_MODULES := rpcbackfill._lcm rpcbackfill._recsplit rpcbackfill._spill
+NATIVE_MODULES := rpcbackfill._lcm rpcbackfill._recsplit rpcbackfill._spill rpcbackfill._txmap
 
 .PHONY: help demo test pytest lint venv example-config clean-demo clean
 

@@ -15,7 +15,10 @@ generated once by ``rpcbackfill.devtools.lakegen`` and cached under ``--work``. 
 * ``index``       spill -> compact -> RecSplit build -> verify -> lookups (bytes/key, ns/key);
 * ``backfill``    ``stellar-rpc --backfill`` as a subprocess over the whole lake: wall, CPU,
                   peak RSS of the process tree, disk bytes written; ``parallel_ranges`` 1 vs 2
-                  when ``--ranges 2``.
+                  when ``--ranges 2``;
+* ``serve``       ``stellar-rpc serve`` over the first range, loaded on loopback by
+                  benchmarks/bench_serve.py (getTransaction at 1/8/64 clients, getLedgers MB/s,
+                  server RSS, the per-request decompression floor).
 
 "Per core" numbers divide the work by CPU seconds (user + system of every process involved),
 so they do not depend on how many cores were free.  Every figure is the median of ``--runs``
@@ -481,6 +484,29 @@ def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parall
 # --- main ----------------------------------------------------------------------------------------
 
 
+def stage_serve(work: Path, tx_per_ledger: float, seed: int) -> tuple:
+    """benchmarks/bench_serve.py as a subprocess (its own table goes to our stdout)."""
+    out = work / "serve-results.json"
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_serve.py"), "--tx-per-ledger",
+           f"{tx_per_ledger:g}", "--seed", str(seed), "--work", str(work), "--json", str(out)]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    print(p.stdout, flush=True)
+    if not out.is_file():
+        return (StageResult(stage="serve", na=f"bench_serve.py exited {p.returncode}"),)
+    d = json.loads(out.read_text())
+    rows = []
+    for lv in d["levels"]:
+        rows.append(StageResult(stage=f"serve getTransaction x{lv['clients']}", serve=True,
+                                note=f"{lv['rps']:,.0f} req/s; p50 {lv['p50_ms']:.2f} ms, p99 {lv['p99_ms']:.2f} ms; "
+                                     f"{lv['errors']} errors"))
+    g = d["get_ledgers"]
+    rows.append(StageResult(stage="serve getLedgers limit 200", serve=True,
+                            note=f"{g['mb_per_s']:,.0f} MB/s of LedgerCloseMeta; server RSS "
+                                 f"{d['server_rss_idle'] / MIB:,.0f} MiB idle, {d['server_rss_peak'] / MIB:,.0f} MiB peak; "
+                                 f"floor: decompress one ledger {d['floor']['decompress_ms_p50']:.2f} ms"))
+    return tuple(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tx-per-ledger", type=float, default=30.0,
@@ -494,7 +520,7 @@ def main(argv=None) -> int:
                     help="keys for the index stage: the lake's hashes, padded with sha256-derived keys")
     ap.add_argument("--source-workers", type=int, default=8, help="num_workers of the data-lake source")
     ap.add_argument("--backfill-runs", type=int, default=None, help="runs of the whole backfill (default --runs)")
-    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill",
+    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill,serve",
                     help="comma-separated subset of stages")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "rpcbackfill-bench")
     add_common_args(ap)
@@ -557,6 +583,7 @@ def main(argv=None) -> int:
     if args.ranges == 2:
         attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 1, bruns, args.source_workers))
         attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 2, bruns, args.source_workers))
+    attempt("serve", lambda: stage_serve(args.work, args.tx_per_ledger, args.seed))
 
     # --- report ---
     cols = ["stage", "ledgers/s", "ledgers/s/core", "tx/s/core", "MB/s/core", "wall s", "cpu s", "notes"]
@@ -564,6 +591,9 @@ def main(argv=None) -> int:
     for r in results:
         if "na" in r:
             rows.append([r["stage"], "-", "-", "-", "-", "-", "-", "n/a: " + r["na"]])
+            continue
+        if r.get("serve"):
+            rows.append([r["stage"], "-", "-", "-", "-", "-", "-", r["note"]])
             continue
         if r["stage"] == "index":
             rows.append([r["stage"], "-", "-", "-", "-", "-", "-",

@@ -4,6 +4,8 @@
     stellar-rpc get-ledger-by-sequence SEQ [--base64]
     stellar-rpc get-transaction-by-hash HEX
     stellar-rpc status [--json]
+    stellar-rpc verify [--sample N] [--against-source] [--json]
+    stellar-rpc detect-gaps --start-ledger S --end-ledger E [--json]
     stellar-rpc version | gen-config-file | dev ...
 
 Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``
@@ -37,7 +39,14 @@ from .config import (
     example_config_text,
     load_config,
 )
-from .errors import ConfigError, InputError, NotImplementedFeatureError, RpcBackfillError
+from .errors import (
+    CheckFailedError,
+    ConfigError,
+    InputError,
+    NotImplementedFeatureError,
+    RangeFailedError,
+    RpcBackfillError,
+)
 from .fsutil import atomic_write
 from .ledgermath import FIRST_LEDGER, UINT32_MAX
 from .logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging, debug_enabled
@@ -358,13 +367,109 @@ def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -
 @_common_options
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
-    """Per-range state and progress of the data directory."""
+    """Per-range state and progress of the data directory (exit 1 when a range FAILED)."""
     cfg = _load(ctx, common)
     from .orchestration import api
 
     st = api.status(cfg)
     _out((json.dumps(st, indent=2, default=str) if as_json else format_status(st)) + "\n")
+    failed = [r for r in st.get("ranges", []) if isinstance(r, dict) and r.get("state") == "FAILED"]
+    if failed:
+        raise RangeFailedError(
+            f"{len(failed)} range{'s' * (len(failed) > 1)} FAILED ("
+            + ", ".join(f"range {r.get('id')}: {r.get('error') or 'no error recorded'}" for r in failed)
+            + "); re-run the backfill to resume"
+        )
     return 0
+
+
+@cli.command()
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Look up N random transaction hashes per index shard instead of every one (quicker).",
+)
+@click.option(
+    "--against-source",
+    is_flag=True,
+    help="Also compare every stored ledger with the configured source (the data lake).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_common_options
+@click.pass_context
+def verify(ctx: click.Context, sample: int | None, against_source: bool, as_json: bool, **common: Any) -> int:
+    """Re-check every chunk, index shard and key of the data directory from the files alone.
+
+    Exit 0 when everything is sound, 1 with a report naming each bad chunk, shard and ledger.
+    """
+    cfg = _load(ctx, common)
+    from .orchestration.verify import VerifyOptions, verify_data_dir
+
+    report = verify_data_dir(cfg, VerifyOptions(sample=sample, against_source=against_source))
+    _out((json.dumps(report.to_json(), indent=2) if as_json else report.format_text()) + "\n")
+    if not report.clean:
+        raise CheckFailedError(f"verify found {len(report.problems)} problems in {cfg.service.data_dir}")
+    return 0
+
+
+@cli.command("detect-gaps")
+@click.option(
+    "--start-ledger",
+    type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX),
+    required=True,
+    metavar="S",
+    help="First ledger to look for.",
+)
+@click.option(
+    "--end-ledger",
+    type=click.IntRange(min=FIRST_LEDGER, max=UINT32_MAX),
+    required=True,
+    metavar="E",
+    help="Last ledger to look for.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_common_options
+@click.pass_context
+def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json: bool, **common: Any) -> int:
+    """List the ledgers in [S, E] whose objects are missing from the configured data lake.
+
+    One list call per lake partition; nothing is downloaded.  Exit 0 when none is missing, else 1.
+    """
+    if end_ledger < start_ledger:
+        raise InputError(f"--end-ledger ({end_ledger}) must not be less than --start-ledger ({start_ledger})")
+    cfg = _load(ctx, common)
+    bucket_path = cfg.backfill.buffered_storage.bucket_path
+    if not bucket_path:
+        raise InputError("detect-gaps needs a data lake: set [backfill.buffered_storage] bucket_path")
+    from .sources.gaps import detect_gaps as find_gaps
+    from .sources.objstore import open_store
+
+    store = open_store(bucket_path)
+    try:
+        report = find_gaps(store, start_ledger, end_ledger)
+    finally:
+        store.close()
+    _out((json.dumps(report.to_json(), indent=2) if as_json else report.format_text()) + "\n")
+    if report.missing:
+        raise CheckFailedError(
+            f"{report.ledgers_missing} ledgers ({len(report.missing_keys)} objects) of {start_ledger}-{end_ledger} "
+            f"are missing from the lake {report.lake}"
+        )
+    return 0
+
+
+@cli.command()
+@_common_options
+@click.pass_context
+def serve(ctx: click.Context, **common: Any) -> int:
+    """Serve the COMPLETE ranges over JSON-RPC on [service] endpoint until SIGTERM."""
+    cfg = _load(ctx, common)
+    from .rpc import server
+
+    server.parse_endpoint(cfg.service.endpoint)  # bad input: exit 2 before anything starts
+    return server.serve(cfg)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ class ServiceConfig:
     data_dir: Path
     network_passphrase: str = PUBNET_PASSPHRASE
     http_port: int = 8080  # 0 disables the HTTP endpoint
+    endpoint: str = "127.0.0.1:8000"  # JSON-RPC listen address of `stellar-rpc serve`
     log_level: str = "info"  # debug|info|warning|error
     log_format: str = "text"  # text|json
 
@@ -106,6 +108,7 @@ class BackfillConfig:
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
+    max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
     check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
@@ -161,7 +164,7 @@ _REQUIRED = object()  # marker: the key has no default
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key.  ``kind``: str, int, float, bool, choice, path, location (bucket_path)."""
+    """One configuration key.  ``kind``: str, int, float, bool, duration, choice, path, location (bucket_path)."""
 
     section: str
     name: str
@@ -192,6 +195,8 @@ KEYS: tuple[Key, ...] = (
         "Network passphrase; a data lake whose manifest names another network is refused."),
     Key("service", "http_port", "int", 8080, "Port of the progress/health HTTP endpoint; 0 disables it.",
         minimum=0, maximum=65535),
+    Key("service", "endpoint", "str", "127.0.0.1:8000",
+        "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),
     Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),
     Key("service", "log_format", "choice", "text",
         "text: human-readable lines; json: one JSON object per line (ts, level, logger, msg, extra fields).",
@@ -224,6 +229,10 @@ KEYS: tuple[Key, ...] = (
         f"Ledgers per range; a positive multiple of {CHUNK_SIZE}. Change only for tests and private networks; "
         "it can never change for an existing data directory.", minimum=CHUNK_SIZE),
     Key("backfill", "max_retries", "int", 3, "Whole-range retries before a range is marked FAILED.", minimum=0),
+    Key("backfill", "max_duration", "duration", None,
+        "Stop the backfill after this long (e.g. \"90s\", \"30m\", \"6h\", \"1h30m\"; a bare number is "
+        "seconds) and exit 75; re-running the same command continues from the last checkpoint. Unset: no limit.",
+        minimum=1.0, example="6h", commented=True),
     Key("backfill", "check_ledger_hashes", "bool", True,
         "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
@@ -402,6 +411,18 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
         if not math.isfinite(val):
             problems.append(f"{what} must be a finite number, got {v.value!r}")
             return None
+    elif key.kind == "duration":
+        if isinstance(val, bool) or not isinstance(val, (int, float, str)):
+            problems.append(f'{what} must be a duration such as "90s", "30m" or "6h", got {val!r}')
+            return None
+        try:
+            val = parse_duration(val) if isinstance(val, str) else float(val)
+        except ValueError:
+            problems.append(f'{what} must be a duration such as "90s", "30m" or "6h", got {v.value!r}')
+            return None
+        if not math.isfinite(val):
+            problems.append(f"{what} must be a finite duration, got {v.value!r}")
+            return None
     else:  # str, choice, path, location
         if isinstance(val, Path):
             val = str(val)
@@ -422,6 +443,35 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
         problems.append(f"{what} must be {bounds}, got {val!r}")
         return None
     return val
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90s"``, ``"30m"``, ``"6h"``, ``"2d"``, ``"1h30m"`` or a bare number of seconds."""
+    t = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+        return float(t)
+    parts = _DURATION_PART.findall(t)
+    if not parts or "".join(n + u for n, u in parts) != t:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 6h, 1h30m)")
+    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` -> ``"1h30m"``; fractions of a second are kept as ``"1.5s"``."""
+    rest = float(seconds)
+    out = ""
+    for unit in ("d", "h", "m"):
+        n = int(rest // _DURATION_UNITS[unit])
+        if n:
+            out += f"{n}{unit}"
+            rest -= n * _DURATION_UNITS[unit]
+    if rest or not out:
+        out += f"{rest:g}s"
+    return out
 
 
 def _absolute(p: str | Path, base: Path) -> Path:

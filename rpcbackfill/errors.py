@@ -10,6 +10,7 @@ Exit codes (documented in README.md):
     2  invalid input (command line, configuration, data-directory mismatch)
     3  not found (query commands)
     4  data directory already in use by another process
+    75 ``[backfill] max_duration`` elapsed; re-running continues (EX_TEMPFAIL)
     130/143  interrupted by SIGINT/SIGTERM (128 + signal number)
 """
 
@@ -147,6 +148,16 @@ class MetaStoreError(StoreError):
 
 class RangeFailedError(RpcBackfillError):
     """One or more ranges ended FAILED."""
+
+
+class MaxDurationElapsed(RpcBackfillError):
+    """``[backfill] max_duration`` elapsed: the run stopped; re-running continues (EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class CheckFailedError(RpcBackfillError):
+    """A check command (``verify``, ``detect-gaps``) found problems; its report is on stdout."""
 
 
 class SourceConfigError(SourceError):

@@ -43,8 +43,11 @@ def get_ledger(config: Config, seq: int) -> bytes:
     """Raw LedgerCloseMeta XDR of ledger ``seq`` from the immutable stores (NotFoundError if absent)."""
     if seq < FIRST_LEDGER:
         raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
-    with LedgerStore(config.immutable_stores.ledgers_base) as store:
-        return store.get_ledger(seq)
+    try:
+        with LedgerStore(config.immutable_stores.ledgers_base) as store:
+            return store.get_ledger(seq)
+    except NotFoundError as e:
+        raise NotFoundError(_why_absent(config, seq)) from e
 
 
 def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
@@ -80,7 +83,38 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
             if tx_hash in lcm.iter_hashes(hashes):
                 return seq
             log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
-    raise NotFoundError(f"transaction {tx_hash.hex()} not found in any COMPLETE range")
+    done = [i.id for i in ranges if i.state == COMPLETE]
+    others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != COMPLETE)
+    raise NotFoundError(
+        f"transaction {tx_hash.hex()} is not in this data directory (searched "
+        + (f"COMPLETE range{'s' * (len(done) > 1)} {', '.join(map(str, done))}" if done else "no COMPLETE range")
+        + (f"; {others}" if others else "")
+        + ")"
+    )
+
+
+def _why_absent(config: Config, seq: int) -> str:
+    """Why ledger ``seq`` has no finished chunk, in the operator's terms (range and its state)."""
+    from ..ledgermath import range_first_ledger, range_last_ledger, range_of_ledger
+    from ..meta.store import COMPLETE, MetaStore
+
+    head = f"ledger {seq} is not in this data directory"
+    try:
+        meta = MetaStore(config.meta_store.path, read_only=True)
+    except MetaStoreError:
+        return f"{head} ({config.service.data_dir} holds no backfill)"
+    try:
+        rs = meta.global_info()["range_size"] or config.backfill.range_size
+        rid = range_of_ledger(seq, rs)
+        info = meta.range_info(rid) if rid in meta.range_ids() else None
+    finally:
+        meta.close()
+    where = f"range {rid} (ledgers {range_first_ledger(rid, rs)}-{range_last_ledger(rid, rs)})"
+    if info is None or info.state is None:
+        return f"{head}: {where} has not been backfilled"
+    if info.state == COMPLETE:
+        return f"{head}: {where} is COMPLETE but its chunk is missing (run `stellar-rpc verify`)"
+    return f"{head}: {where} is {info.state}" + (f" ({info.error})" if info.error else "")
 
 
 def status(config: Config) -> dict:

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config
-from ..errors import InputError, MetaStoreError
+from ..config import Config, format_duration
+from ..errors import InputError, MaxDurationElapsed, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import COMPLETE, FAILED, MetaStore, RangeInfo, resume_state
 from .lock import DataDirLock
@@ -330,8 +330,13 @@ class Coordinator:
             "backfill %d-%d: %d ranges (%d already COMPLETE), up to %d in parallel",
             bf.start_ledger, bf.end_ledger, len(self._range_ids), len(self._range_ids) - len(todo), bf.parallel_ranges,
         )
+        deadline = t0 + bf.max_duration if bf.max_duration else None
+        timed_out = False
         while (todo or self._workers) and self._stop_signal is None:
             now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                timed_out = True  # stop like a signal does: orchestrators cancel, checkpoints stay
+                break
             for rid in list(todo):
                 if len(self._workers) >= bf.parallel_ranges:
                     break
@@ -356,6 +361,16 @@ class Coordinator:
             self._shutdown_workers()
             self._summary(time.monotonic() - t0)
             return 128 + self._stop_signal
+        if timed_out:
+            self._state = "stopping"
+            limit = format_duration(bf.max_duration or 0)
+            log.warning("max_duration %s elapsed: stopping orchestrators; re-run the same command to continue", limit)
+            self._shutdown_workers()
+            self._summary(time.monotonic() - t0)
+            raise MaxDurationElapsed(
+                f"max_duration {limit} elapsed: stopped before the backfill finished; re-running the same command "
+                "continues from the last checkpoint"
+            )
         self._summary(time.monotonic() - t0)
         if failed:
             self._state = "failed"

@@ -7,8 +7,9 @@ Both expose the same three calls with the same error contract:
   anything worth retrying (5xx, 429, timeouts, connection resets, truncated bodies);
   ``SourceError`` for the rest (permissions, bad requests).
 - ``exists(key) -> bool``.
-- ``list_keys(max_results) -> list[str]``: the first keys in lexicographic order (used to
-  detect the file extension), relative to the lake root.
+- ``list_keys(max_results, prefix="") -> list[str]``: the first ``max_results`` keys (all of
+  them for None) that start with ``prefix``, in lexicographic order, relative to the lake
+  root (used to detect the file extension, and by ``detect-gaps`` to list a partition).
 """
 
 from __future__ import annotations
@@ -53,16 +54,22 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
-    def list_keys(self, max_results: int = 16) -> list[str]:
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]:
         out: list[str] = []
-        if not self.root.is_dir():
+        # walk only the directory the prefix names (a key's "/" are directory separators)
+        head = prefix.rpartition("/")[0]
+        top = self.root / head if head else self.root
+        if not top.is_dir():
             return out
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             for f in sorted(filenames):
-                out.append(f if rel == "." else f"{rel}/{f}")
-                if len(out) >= max_results:
+                key = f if rel == "." else f"{rel}/{f}"
+                if not key.startswith(prefix):
+                    continue
+                out.append(key)
+                if max_results is not None and len(out) >= max_results:
                     return out
         return out
 
@@ -122,14 +129,15 @@ class GcsStore:
         except Exception as e:
             raise _classify(e, f"gs://{self.bucket_name}/{self._name(key)}") from None
 
-    def list_keys(self, max_results: int = 16) -> list[str]:
+    def list_keys(self, max_results: int | None = 16, prefix: str = "") -> list[str]:
+        full = self.prefix + prefix
         try:
             it = self._client.list_blobs(
-                self.bucket_name, prefix=self.prefix, max_results=max_results, timeout=self.timeout, retry=None
+                self.bucket_name, prefix=full, max_results=max_results, timeout=self.timeout, retry=None
             )
             return [b.name[len(self.prefix) :] for b in it]
         except Exception as e:
-            raise _classify(e, f"gs://{self.bucket_name}/{self.prefix}") from None
+            raise _classify(e, f"gs://{self.bucket_name}/{full}") from None
 
     def close(self) -> None:
         if not self._own_client:
