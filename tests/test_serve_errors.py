@@ -38,11 +38,19 @@ def err(reply) -> tuple[int, str]:
     return reply["error"]["code"], reply["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b'{"jsonrpc":"2.0",', b"[" * 2000 + b"]" * 2000])
+@pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b'{"jsonrpc":"2.0",'])
 def test_parse_errors(url, body):
     status, reply = post(url, body)
     assert status == 200
     assert reply["id"] is None and err(reply)[0] == -32700
+
+
+def test_deep_nesting_is_rejected_without_a_traceback(url):
+    """Parse error when it exceeds the interpreter's recursion limit, else an invalid (batch) request."""
+    status, reply = post(url, b"[" * 2000 + b"]" * 2000)
+    assert status == 200
+    replies = reply if isinstance(reply, list) else [reply]
+    assert replies and all(r["id"] is None and err(r)[0] in (-32700, -32600) for r in replies)
 
 
 @pytest.mark.parametrize(
@@ -276,5 +284,28 @@ def test_wrong_network_passphrase_is_a_clear_error(cfg):
         code, msg = err(rpc(srv.url, "getTransaction", {"hash": h.hex()}))
         assert code == -32603 and "network_passphrase" in msg and f"ledger {seq}" in msg
         assert rpc(srv.url, "getNetwork")["result"]["passphrase"] == "Test SDF Network ; September 2015"
+    finally:
+        srv.stop()
+
+
+def test_get_transactions_reads_a_bounded_number_of_ledgers(cfg, url):
+    from rpcbackfill.rpc.methods import Limits
+
+    srv = InThreadServer(cfg, ServerOptions(limits=Limits(scan_ledgers_max=3)))
+    try:
+        start, seen = FIRST, []
+        page = rpc(srv.url, "getTransactions", {"startLedger": start, "pagination": {"limit": 200}})["result"]
+        for _ in range(5):
+            ledgers = {t["ledger"] for t in page["transactions"]}
+            cursor_ledger = int(page["cursor"]) >> 32
+            assert all(start <= s < start + 3 for s in ledgers)  # at most 3 ledgers read per request
+            assert cursor_ledger == start + 2  # the cursor continues after the last ledger read
+            seen += [(t["ledger"], t["applicationOrder"]) for t in page["transactions"]]
+            start += 3
+            page = rpc(srv.url, "getTransactions", {"pagination": {"cursor": page["cursor"], "limit": 200}})["result"]
+        full = rpc(url, "getTransactions", {"startLedger": FIRST, "pagination": {"limit": 200}})  # no cap
+        assert (
+            seen and seen == [(t["ledger"], t["applicationOrder"]) for t in full["result"]["transactions"]][: len(seen)]
+        )
     finally:
         srv.stop()
