@@ -107,14 +107,18 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     rows = [bench(tx, a.ledgers, a.runs) for tx in a.tx]
-    print(f"{'tx/ledger':>9} {'KiB/ledger':>10} {'KiB hashed':>10} {'tx_hashes µs':>12} {'auth_spans µs':>13} "
-          f"{'sha256 µs':>9} {'check µs':>8} {'hash MB/s':>9} {'scan_batch µs':>13} {'verify_batch µs':>15} "
-          f"{'link ns':>7}")
+    print(
+        f"{'tx/ledger':>9} {'KiB/ledger':>10} {'KiB hashed':>10} {'tx_hashes µs':>12} {'auth_spans µs':>13} "
+        f"{'sha256 µs':>9} {'check µs':>8} {'hash MB/s':>9} {'scan_batch µs':>13} {'verify_batch µs':>15} "
+        f"{'link ns':>7}"
+    )
     for r in rows:
-        print(f"{r['tx_per_ledger']:>9.0f} {r['bytes_per_ledger'] / 1024:>10.1f} {r['hashed_bytes_per_ledger'] / 1024:>10.1f} "
-              f"{r['tx_hashes_ns'] / 1e3:>12.1f} {r['auth_spans_ns'] / 1e3:>13.1f} {r['sha256_ns'] / 1e3:>9.1f} "
-              f"{r['check_ns'] / 1e3:>8.1f} {r['hashed_bytes_per_ledger'] / r['sha256_ns'] * 1e3:>9.0f} "
-              f"{r['scan_batch_ns'] / 1e3:>13.1f} {r['verify_batch_ns'] / 1e3:>15.1f} {r['link_ns']:>7.0f}")
+        print(
+            f"{r['tx_per_ledger']:>9.0f} {r['bytes_per_ledger'] / 1024:>10.1f} {r['hashed_bytes_per_ledger'] / 1024:>10.1f} "
+            f"{r['tx_hashes_ns'] / 1e3:>12.1f} {r['auth_spans_ns'] / 1e3:>13.1f} {r['sha256_ns'] / 1e3:>9.1f} "
+            f"{r['check_ns'] / 1e3:>8.1f} {r['hashed_bytes_per_ledger'] / r['sha256_ns'] * 1e3:>9.0f} "
+            f"{r['scan_batch_ns'] / 1e3:>13.1f} {r['verify_batch_ns'] / 1e3:>15.1f} {r['link_ns']:>7.0f}"
+        )
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
     return 0

@@ -51,6 +51,7 @@ class _SourcedLedger(Protocol):
     @property
     def prev_hash(self) -> bytes | None: ...
 
+
 _sha256 = hashlib.sha256
 
 
@@ -58,8 +59,19 @@ def _short(h: bytes) -> str:
     return h.hex()[:16] + "…"
 
 
-def _verify(mv: memoryview, seq: int, version: int, stored: bytes, txset_hash: bytes, result_hash: bytes,
-            h0: int, h1: int, t0: int, t1: int, results: bytes) -> None:
+def _verify(
+    mv: memoryview,
+    seq: int,
+    version: int,
+    stored: bytes,
+    txset_hash: bytes,
+    result_hash: bytes,
+    h0: int,
+    h1: int,
+    t0: int,
+    t1: int,
+    results: bytes,
+) -> None:
     """The three hash checks of one ledger whose spans ``auth_spans`` found in ``mv``."""
     got = _sha256(mv[h0:h1]).digest()
     if got != stored:

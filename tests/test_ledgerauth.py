@@ -65,7 +65,11 @@ def our_verdict(buf: bytes) -> list[str]:
         verify_ledger(buf)
     except LedgerAuthError as e:
         msg = str(e)
-        for key, name in (("header hash", "header"), ("txSetHash", "txSetHash"), ("txSetResultHash", "txSetResultHash")):
+        for key, name in (
+            ("header hash", "header"),
+            ("txSetHash", "txSetHash"),
+            ("txSetResultHash", "txSetResultHash"),
+        ):
             if key in msg:
                 return [name]
         raise
@@ -129,7 +133,10 @@ def test_real_chains_link_across_files(fixtures):
         c = HashChain()
         for a, b in zip(fs, fs[1:], strict=False):
             if b.seq == a.seq + 1:
-                assert _body(b.lcm)[1].ledger_header.header.previous_ledger_hash.hash == _body(a.lcm)[1].ledger_header.hash.hash
+                assert (
+                    _body(b.lcm)[1].ledger_header.header.previous_ledger_hash.hash
+                    == _body(a.lcm)[1].ledger_header.hash.hash
+                )
         if SYNTHETIC in key:
             continue  # not authenticable (see SYNTHETIC); their links are checked by the SDK above
         for f in fs:
@@ -298,8 +305,10 @@ def test_mutated_ledgers_agree_with_stellar_sdk():
 
 def _cfg_file(tmp_path: Path, extra: str) -> Path:
     p = tmp_path / "c.toml"
-    p.write_text(f'[service]\ndata_dir = "{tmp_path / "d"}"\n[backfill]\n{extra}\n'
-                 f'[backfill.buffered_storage]\nbucket_path = "{tmp_path / "lake"}"\n')
+    p.write_text(
+        f'[service]\ndata_dir = "{tmp_path / "d"}"\n[backfill]\n{extra}\n'
+        f'[backfill.buffered_storage]\nbucket_path = "{tmp_path / "lake"}"\n'
+    )
     return p
 
 
@@ -345,8 +354,18 @@ def test_backfill_fails_on_a_tampered_ledger_then_proceeds_with_the_check_off(tm
         f"[backfill]\nrange_size = {RS}\nparallel_ranges = 1\ncheckpoint_interval = 1000\n"
         f'[backfill.buffered_storage]\nbucket_path = "{lake}"\nnum_workers = 4\nbuffer_size = 64\n'
     )
-    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", "2", "--end-ledger", str(RS + 1),
-           "--config-path", str(conf)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "--backfill",
+        "--start-ledger",
+        "2",
+        "--end-ledger",
+        str(RS + 1),
+        "--config-path",
+        str(conf),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
     assert p.returncode == 1, p.stderr
     cause = f"ledger {VICTIM}: transaction results do not match the header's txSetResultHash"
@@ -354,8 +373,9 @@ def test_backfill_fails_on_a_tampered_ledger_then_proceeds_with_the_check_off(tm
     assert any(f"range 0 FAILED (not retryable): {cause}" in line for line in p.stderr.splitlines()), p.stderr
     assert "range 0 attempt" not in p.stderr and "Traceback" not in p.stderr
 
-    p = subprocess.run([*cmd, "--set", "backfill.check_ledger_hashes=false"], capture_output=True, text=True,
-                       timeout=240, cwd=REPO)
+    p = subprocess.run(
+        [*cmd, "--set", "backfill.check_ledger_hashes=false"], capture_output=True, text=True, timeout=240, cwd=REPO
+    )
     assert p.returncode == 0, p.stderr
     assert "check_ledger_hashes = false: ingested ledgers are NOT authenticated" in p.stderr
     off = make_config(tmp_path / "data", lake, 2, RS + 1, check_ledger_hashes=False)
@@ -465,8 +485,7 @@ def test_generated_lakes_authenticate(tmp_path, lcm_version):
     lake files (the demo and the backfill tests run with the check on)."""
     from rpcbackfill.devtools.lakegen import generate_lake
 
-    generate_lake(tmp_path, 2, 301, seed=3, tx_per_ledger=6, ledgers_per_batch=8, fsync=False,
-                  lcm_version=lcm_version)
+    generate_lake(tmp_path, 2, 301, seed=3, tx_per_ledger=6, ledgers_per_batch=8, fsync=False, lcm_version=lcm_version)
     c = HashChain()
     txs = 0
     for seq, buf in lake_ledgers(tmp_path, 2, 301):
