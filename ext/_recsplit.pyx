@@ -67,13 +67,12 @@ cdef extern from "recsplit_core.h" nogil:
     int rs_builder_finish(rs_builder *b)
 
     ctypedef struct rs_index:
-        rs_keys K
         uint64_t n_keys, n_buckets
-        const uint32_t *vals
-        const uint64_t *bits
-        rs_ef ef_keys, ef_bits
+        uint32_t range_start
+    int RS_LOOKUP_ABSENT, RS_LOOKUP_DAMAGED, RS_OPEN_OK, RS_OPEN_CORRUPT, RS_OPEN_UNSUPPORTED
+    int rs_index_open(rs_index *ix, const uint8_t *buf, uint64_t size, char *err, size_t errlen)
     int64_t rs_lookup(const rs_index *ix, const uint8_t *key)
-    void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base)
+    uint64_t rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base)
     void rs_detect_simd()
     int rs_simd
 
@@ -257,8 +256,11 @@ cdef class Builder:
 
 
 cdef class Index:
-    """Lookups over the sections of a mapped index file (layout: rpcbackfill/index/recsplit.py).
+    """Lookups over a mapped index file (layout: docs/recsplit-format.md).
 
+    The constructor validates the header and section table (rs_index_open) and raises
+    ``corrupt(msg)`` or ``unsupported(msg)`` -- the caller's exception classes -- with ``msg``
+    naming ``name``; a lookup that meets impossible directory or seed data raises ``corrupt``.
     ``buf`` must stay alive and unchanged while this object exists; call release() before
     closing the mapping."""
 
@@ -266,36 +268,34 @@ cdef class Index:
     cdef const uint8_t[::1] view
     cdef readonly uint64_t n_keys
     cdef readonly uint32_t range_start
+    cdef readonly str name
+    cdef object corrupt
     cdef bint live
 
-    def __cinit__(self, buf, uint64_t n_keys, uint64_t n_buckets, uint64_t bucket_salt, uint64_t split_salt,
-                  uint32_t range_start, uint64_t vals_off, uint64_t bits_off,
-                  tuple ef_keys, tuple ef_bits):
-        """ef_* = (n, l, low_off, high_off, samples_off) with byte offsets into buf."""
+    def __cinit__(self, buf, str name, corrupt=ValueError, unsupported=ValueError):
+        cdef char err[256]
+        cdef int rc
+        self.name = name
+        self.corrupt = corrupt
         self.view = buf
-        cdef const uint8_t *base = &self.view[0]
-        rs_keys_init(&self.ix.K, bucket_salt, split_salt)
-        self.ix.n_keys = n_keys
-        self.ix.n_buckets = n_buckets
-        self.ix.vals = <const uint32_t *>(base + vals_off)
-        self.ix.bits = <const uint64_t *>(base + bits_off)
-        self.ix.ef_keys.n = ef_keys[0]
-        self.ix.ef_keys.l = ef_keys[1]
-        self.ix.ef_keys.low = <const uint64_t *>(base + <uint64_t>ef_keys[2])
-        self.ix.ef_keys.high = <const uint64_t *>(base + <uint64_t>ef_keys[3])
-        self.ix.ef_keys.samples = <const uint64_t *>(base + <uint64_t>ef_keys[4])
-        self.ix.ef_bits.n = ef_bits[0]
-        self.ix.ef_bits.l = ef_bits[1]
-        self.ix.ef_bits.low = <const uint64_t *>(base + <uint64_t>ef_bits[2])
-        self.ix.ef_bits.high = <const uint64_t *>(base + <uint64_t>ef_bits[3])
-        self.ix.ef_bits.samples = <const uint64_t *>(base + <uint64_t>ef_bits[4])
-        self.n_keys = n_keys
-        self.range_start = range_start
+        if self.view.shape[0] == 0:
+            raise corrupt(f"index {name} is empty")
+        rc = rs_index_open(&self.ix, &self.view[0], self.view.shape[0], err, sizeof(err))
+        if rc != RS_OPEN_OK:
+            self.view = None
+            msg = f"index {name}: {err.decode('ascii', 'replace')}"
+            raise (unsupported if rc == RS_OPEN_UNSUPPORTED else corrupt)(msg)
+        self.n_keys = self.ix.n_keys
+        self.range_start = self.ix.range_start
         self.live = True
 
     def release(self):
         self.live = False
         self.view = None
+
+    cdef _damaged(self, key):
+        return self.corrupt(f"index {self.name}: the bucket directory or seeds met by hash {bytes(key).hex()} "
+                            "are impossible (damaged file)")
 
     def lookup(self, key):
         """Absolute ledger of a 32-byte key, or None when the key is certainly absent."""
@@ -303,7 +303,7 @@ cdef class Index:
         cdef const uint8_t *p
         cdef int64_t v
         if not self.live:
-            raise ValueError("index is closed")
+            raise ValueError(f"index {self.name} is closed")
         if type(key) is bytes:  # fast path: no buffer acquisition
             if PyBytes_GET_SIZE(key) != 32:
                 raise ValueError(f"key must be 32 bytes, got {PyBytes_GET_SIZE(key)}")
@@ -315,20 +315,28 @@ cdef class Index:
                 raise ValueError(f"key must be 32 bytes, got {view.shape[0]}")
             v = rs_lookup(&self.ix, &view[0])
         if v < 0:
+            if v == RS_LOOKUP_DAMAGED:
+                raise self._damaged(key)
             return None
         return self.range_start + v
 
     def lookup_many(self, const uint8_t[::1] keys):
         """Absolute ledgers (uint32, 0 = not found) of concatenated 32-byte keys; GIL released."""
         if not self.live:
-            raise ValueError("index is closed")
+            raise ValueError(f"index {self.name} is closed")
         if keys.shape[0] % 32:
             raise ValueError(f"key buffer of {keys.shape[0]} bytes is not a multiple of 32")
         cdef Py_ssize_t n = keys.shape[0] // 32, i
+        cdef uint64_t bad
         out = np.zeros(n, dtype=np.uint32)
         if n == 0:
             return out
         cdef uint32_t[::1] o = out
         with nogil:
-            rs_lookup_batch(&self.ix, &keys[0], n, &o[0], self.range_start)
+            bad = rs_lookup_batch(&self.ix, &keys[0], n, &o[0], self.range_start)
+        if bad:
+            for i in range(n):  # name the first key that met damage
+                if rs_lookup(&self.ix, &keys[i * 32]) == RS_LOOKUP_DAMAGED:
+                    raise self._damaged(bytes(keys[i * 32:(i + 1) * 32]))
+            raise self.corrupt(f"index {self.name}: {bad} lookups met impossible directory or seed data")
         return out

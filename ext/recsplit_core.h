@@ -37,6 +37,7 @@
 #endif
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,19 +283,41 @@ static inline void rs_bits_clear(rs_bits *b) {
     b->nbits = 0;
 }
 
-static inline uint64_t rs_read_bits(const uint64_t *w, uint64_t pos, uint32_t k) {
+/* ---- bounded readers of mapped sections ---------------------------------------------------------
+ * Every read of an index file goes through these: `nw` is the section's length in words, a word
+ * at or past it reads as 0, and the scans stop there.  A hostile file therefore can only make a
+ * lookup compute a wrong position, which the caller's range checks (rs_lookup) turn into
+ * RS_LOOKUP_DAMAGED; it can never make it read outside the mapping or loop without end.
+ * RS_PAST_END is the position the scans report when they run off the section: larger than any
+ * valid bit position, so the end-of-bucket checks reject it. */
+#define RS_PAST_END (~0ULL >> 1)
+
+static inline uint64_t rs_word(const uint64_t *w, uint64_t nw, uint64_t i) { return i < nw ? w[i] : 0; }
+
+static inline uint64_t rs_read_bits(const uint64_t *w, uint64_t nw, uint64_t pos, uint32_t k) {
     if (k == 0) return 0;
     uint64_t wi = pos >> 6;
     uint32_t o = pos & 63;
-    uint64_t v = w[wi] >> o;
-    if (o + k > 64) v |= w[wi + 1] << (64 - o);
+    uint64_t v;
+    if (__builtin_expect(wi + 1 < nw, 1)) {
+        v = w[wi] >> o;
+        if (o + k > 64) v |= w[wi + 1] << (64 - o);
+    } else {
+        v = rs_word(w, nw, wi) >> o;
+        if (o + k > 64) v |= rs_word(w, nw, wi + 1) << (64 - o);
+    }
     return k == 64 ? v : v & ((1ULL << k) - 1);
 }
 
-/* unary code at *pos: number of zeros before the next one; *pos moves past the one */
-static inline uint64_t rs_read_unary(const uint64_t *w, uint64_t *pos) {
+/* unary code at *pos: number of zeros before the next one; *pos moves past the one
+ * (RS_PAST_END when the section ends first) */
+static inline uint64_t rs_read_unary(const uint64_t *w, uint64_t nw, uint64_t *pos) {
     uint64_t p = *pos;
     uint64_t wi = p >> 6;
+    if (__builtin_expect(wi >= nw, 0)) {
+        *pos = RS_PAST_END;
+        return 0;
+    }
     uint64_t word = w[wi] >> (p & 63);
     if (word) {
         uint64_t q = (uint64_t)__builtin_ctzll(word);
@@ -303,7 +326,11 @@ static inline uint64_t rs_read_unary(const uint64_t *w, uint64_t *pos) {
     }
     uint64_t q = 64 - (p & 63);
     for (;;) {
-        word = w[++wi];
+        if (++wi >= nw) {
+            *pos = RS_PAST_END;
+            return 0;
+        }
+        word = w[wi];
         if (word) break;
         q += 64;
     }
@@ -344,15 +371,18 @@ static inline uint32_t rs_select64(uint64_t word, uint32_t r) {
     return rs_select64_portable(word, r);
 }
 
-/* position just after the cnt-th one at or after pos (cnt >= 1) */
-static inline uint64_t rs_skip_ones(const uint64_t *w, uint64_t pos, uint64_t cnt) {
+/* position just after the cnt-th one at or after pos (cnt >= 1); RS_PAST_END when the section
+ * of nw words holds fewer */
+static inline uint64_t rs_skip_ones(const uint64_t *w, uint64_t nw, uint64_t pos, uint64_t cnt) {
     uint64_t wi = pos >> 6;
+    if (__builtin_expect(wi >= nw, 0)) return RS_PAST_END;
     uint64_t word = w[wi] & (~0ULL << (pos & 63));
     for (;;) {
         uint64_t c = (uint64_t)__builtin_popcountll(word);
         if (c >= cnt) break;
         cnt -= c;
-        word = w[++wi];
+        if (++wi >= nw) return RS_PAST_END;
+        word = w[wi];
     }
     return wi * 64 + rs_select64(word, (uint32_t)(cnt - 1)) + 1;
 }
@@ -365,6 +395,7 @@ typedef struct {
     const uint64_t *low;
     const uint64_t *high;
     const uint64_t *samples; /* position in high of every RS_EF_SAMPLE-th one */
+    uint64_t n_low, n_high, n_samples; /* section lengths in words (reads past them see zeros) */
 } rs_ef;
 
 typedef struct {
@@ -416,25 +447,22 @@ static void rs_ef_free(rs_ef_built *e) {
     memset(e, 0, sizeof(*e));
 }
 
-/* position in high of the i-th one */
+/* position in high of the i-th one (i < n, so the sample index is within n_samples, checked
+ * on open) */
 static inline uint64_t rs_ef_select(const rs_ef *e, uint64_t i) {
     uint64_t p = e->samples[i / RS_EF_SAMPLE];
     uint64_t r = i % RS_EF_SAMPLE;
     if (r == 0) return p;
-    return rs_skip_ones(e->high, p + 1, r) - 1;
+    return rs_skip_ones(e->high, e->n_high, p + 1, r) - 1;
 }
 
-static inline uint64_t rs_ef_get(const rs_ef *e, uint64_t i) {
-    uint64_t p = rs_ef_select(e, i);
-    return ((p - i) << e->l) | rs_read_bits(e->low, i * e->l, e->l);
-}
-
-/* values i and i+1 */
+/* values i and i+1 (i + 1 < n).  On a damaged file the results are arbitrary numbers; the
+ * caller range-checks them before using them as positions. */
 static inline void rs_ef_get2(const rs_ef *e, uint64_t i, uint64_t *a, uint64_t *b) {
     uint64_t p = rs_ef_select(e, i);
-    uint64_t q = rs_skip_ones(e->high, p + 1, 1) - 1;
-    uint64_t lo = e->l ? rs_read_bits(e->low, i * e->l, e->l) : 0;
-    uint64_t lo2 = e->l ? rs_read_bits(e->low, (i + 1) * e->l, e->l) : 0;
+    uint64_t q = rs_skip_ones(e->high, e->n_high, p + 1, 1) - 1;
+    uint64_t lo = e->l ? rs_read_bits(e->low, e->n_low, i * e->l, e->l) : 0;
+    uint64_t lo2 = e->l ? rs_read_bits(e->low, e->n_low, (i + 1) * e->l, e->l) : 0;
     *a = ((p - i) << e->l) | lo;
     *b = ((q - i - 1) << e->l) | lo2;
 }
@@ -819,17 +847,25 @@ static int rs_builder_finish(rs_builder *b) {
 
 /* ---- lookup ----------------------------------------------------------------------------------- */
 
+#define RS_LOOKUP_ABSENT (-1)  /* the key is certainly not in the index */
+#define RS_LOOKUP_DAMAGED (-2) /* the file's directory or seeds are impossible for this key */
+
 typedef struct {
     rs_keys K;
     uint64_t n_keys, n_buckets;
+    uint32_t range_start;
     const uint32_t *vals; /* n_keys records: value | fingerprint << 24 */
     const uint64_t *bits;
+    uint64_t n_bits_words; /* words of the seeds section */
+    uint64_t seed_bits;    /* used bits of it (every bucket's seeds end at or before) */
     rs_ef ef_keys, ef_bits;
 } rs_index;
 
 /* Walk down a bucket's splitting tree for one key.  fp / up: read positions in the fixed and
  * unary parts of the bucket's Golomb-Rice codes; base: first in-bucket position of the current
- * node; m: keys of the current node (0 once the walk is finished). */
+ * node; m: keys of the current node (0 once the walk is finished).  The walk ends after at most
+ * one node per tree level whatever the file holds (m shrinks at every step), and base + m never
+ * exceeds the bucket's key count. */
 typedef struct {
     uint64_t fp, up, h2;
     uint32_t m, base, level;
@@ -845,16 +881,16 @@ static inline void rs_walk_init(rs_walk *w, uint64_t start, uint32_t m, uint64_t
 }
 
 /* one node of the walk; returns 1 when the walk is finished (w->base is the position) */
-static inline int rs_walk_step(const uint64_t *bits, rs_walk *w) {
+static inline int rs_walk_step(const uint64_t *bits, uint64_t nw, rs_walk *w) {
     uint32_t m = w->m;
     if (m <= 1) {
         w->m = 0;
         return 1;
     }
     uint32_t k = rs_golomb_k[m];
-    uint64_t fixed = rs_read_bits(bits, w->fp, k);
+    uint64_t fixed = rs_read_bits(bits, nw, w->fp, k);
     w->fp += k;
-    uint64_t seed = (rs_read_unary(bits, &w->up) << k) | fixed;
+    uint64_t seed = (rs_read_unary(bits, nw, &w->up) << k) | fixed;
     uint32_t lv = w->level < RS_MAX_LEVELS ? w->level : RS_MAX_LEVELS - 1;
     uint32_t r = rs_split_pos(w->h2, rs_start_seed[lv] + seed, m);
     if (m <= RS_LEAF) {
@@ -869,7 +905,7 @@ static inline int rs_walk_step(const uint64_t *bits, rs_walk *w) {
             m = split;
         } else {
             w->fp += rs_fixed_bits[split];
-            if (rs_nodes[split]) w->up = rs_skip_ones(bits, w->up, rs_nodes[split]);
+            if (rs_nodes[split]) w->up = rs_skip_ones(bits, nw, w->up, rs_nodes[split]);
             w->base += split;
             m -= split;
         }
@@ -877,7 +913,7 @@ static inline int rs_walk_step(const uint64_t *bits, rs_walk *w) {
         uint32_t part = r >> (unit == RS_LEAF ? 3 : 5);
         if (part) {
             w->fp += (uint64_t)rs_fixed_bits[unit] * part;
-            w->up = rs_skip_ones(bits, w->up, (uint64_t)rs_nodes[unit] * part);
+            w->up = rs_skip_ones(bits, nw, w->up, (uint64_t)rs_nodes[unit] * part);
             w->base += unit * part;
         }
         uint32_t rest = m - unit * part;
@@ -888,32 +924,53 @@ static inline int rs_walk_step(const uint64_t *bits, rs_walk *w) {
     return 0;
 }
 
-/* in-bucket position of a key with split hash h2 in a bucket of m keys whose seeds start at bit
- * `start` of the Golomb-Rice stream */
-static inline uint32_t rs_position(const uint64_t *bits, uint64_t start, uint32_t m, uint64_t h2) {
-    rs_walk w;
-    rs_walk_init(&w, start, m, h2);
-    while (!rs_walk_step(bits, &w)) {
-    }
-    return w.base;
+/* A finished walk of a bucket of m keys whose seeds end at bit `end` is plausible only if it read
+ * nothing past the bucket (a valid file never does). */
+static inline int rs_walk_ok(const rs_walk *w, uint64_t end, uint32_t m) {
+    return w->fp <= end && w->up <= end && w->base < m;
 }
 
-/* value (ledger - range start) of key, or -1 when the key is certainly absent */
+/* Bucket directory of bucket bk: keys [*c0, *c1), seed bits [*s, *e).  Returns 0 for an empty
+ * bucket, 1 for a bucket with keys, -1 when the entries are impossible (damaged file): more keys
+ * than the file holds or than a bucket can have, seeds outside the seeds section or too few
+ * bits for the bucket's tree. */
+static inline int rs_bucket(const rs_index *ix, uint64_t bk, uint64_t *c0, uint64_t *c1, uint64_t *s, uint64_t *e) {
+    rs_ef_get2(&ix->ef_keys, bk, c0, c1);
+    if (*c1 == *c0) return 0;
+    if (*c1 < *c0 || *c1 > ix->n_keys || *c1 - *c0 > RS_MAX_M) return -1;
+    uint64_t m = *c1 - *c0;
+    rs_ef_get2(&ix->ef_bits, bk, s, e);
+    if (*e < *s || *e > ix->seed_bits || *e - *s < (uint64_t)rs_fixed_bits[m] + rs_nodes[m]) return -1;
+    return 1;
+}
+
+/* fetch a bucket's seed lines (64-byte lines of 512 bits) in parallel; at most 16 lines (a
+ * bucket of ~1000 keys uses about 4) */
+static inline void rs_prefetch_seeds(const rs_index *ix, uint64_t start, uint64_t end) {
+    uint64_t last = end >> 9;
+    if (last > (start >> 9) + 16) last = (start >> 9) + 16;
+    for (uint64_t line = start >> 9; line <= last; line++) __builtin_prefetch(&ix->bits[line << 3]);
+}
+
+/* value (ledger - range start) of key, RS_LOOKUP_ABSENT when the key is certainly absent,
+ * RS_LOOKUP_DAMAGED when the file cannot be right */
 static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
-    if (ix->n_keys == 0) return -1;
+    if (ix->n_keys == 0) return RS_LOOKUP_ABSENT;
     uint64_t h1 = rs_hash_bucket(&ix->K, key);
     uint64_t bk = rs_bucket_of(h1, ix->n_buckets);
-    uint64_t c0, c1;
-    rs_ef_get2(&ix->ef_keys, bk, &c0, &c1);
-    if (c1 == c0) return -1;
-    uint64_t start, end;
-    rs_ef_get2(&ix->ef_bits, bk, &start, &end);
-    /* fetch the bucket's seed lines in parallel instead of one by one during the walk */
-    for (uint64_t line = start >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
+    uint64_t c0, c1, start = 0, end = 0;
+    int b = rs_bucket(ix, bk, &c0, &c1, &start, &end);
+    if (b <= 0) return b < 0 ? RS_LOOKUP_DAMAGED : RS_LOOKUP_ABSENT;
+    rs_prefetch_seeds(ix, start, end);
     uint64_t h2 = rs_hash_split(&ix->K, key);
-    uint64_t p = c0 + rs_position(ix->bits, start, (uint32_t)(c1 - c0), h2);
-    uint32_t rec = ix->vals[p];
-    if ((rec >> 24) != rs_fingerprint(&ix->K, h2)) return -1;
+    uint32_t m = (uint32_t)(c1 - c0);
+    rs_walk w;
+    rs_walk_init(&w, start, m, h2);
+    while (!rs_walk_step(ix->bits, ix->n_bits_words, &w)) {
+    }
+    if (!rs_walk_ok(&w, end, m)) return RS_LOOKUP_DAMAGED;
+    uint32_t rec = ix->vals[c0 + w.base];
+    if ((rec >> 24) != rs_fingerprint(&ix->K, h2)) return RS_LOOKUP_ABSENT;
     return rec & 0xffffff;
 }
 
@@ -924,14 +981,16 @@ static inline int64_t rs_lookup(const rs_index *ix, const uint8_t *key) {
  *                 node per key per pass, so the dependent chains of different keys overlap),
  *                 prefetch each key's value slot;
  *   finish(w-2):  read the values two windows later, when their cache lines have arrived.
- * out[i] = base + value, or 0 when key i is certainly absent. */
+ * out[i] = base + value, or 0 when key i is certainly absent or its lookup met damage; returns
+ * the number of keys whose lookup met damage (0 on a sound file). */
 #ifndef RS_BATCH_WINDOW
 #define RS_BATCH_WINDOW 64 /* keys per pipeline window: measured 64 > 32 > 128 on this machine */
 #endif
 
 typedef struct {
-    uint64_t h2[RS_BATCH_WINDOW], slot[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW];
+    uint64_t h2[RS_BATCH_WINDOW], slot[RS_BATCH_WINDOW], start[RS_BATCH_WINDOW], end[RS_BATCH_WINDOW];
     uint32_t m[RS_BATCH_WINDOW];
+    uint8_t bad[RS_BATCH_WINDOW];
     uint64_t first;
     uint32_t n;
 } rs_window;
@@ -949,14 +1008,13 @@ static inline void rs_win_prepare(const rs_index *ix, const uint8_t *keys, uint6
         __builtin_prefetch(&ix->ef_bits.samples[bk[j] / RS_EF_SAMPLE]);
     }
     for (uint32_t j = 0; j < wn; j++) {
-        uint64_t a, b, end;
-        rs_ef_get2(&ix->ef_keys, bk[j], &a, &b);
-        w->slot[j] = a;
-        w->m[j] = (uint32_t)(b - a);
-        if (w->m[j] == 0) continue;
-        rs_ef_get2(&ix->ef_bits, bk[j], &w->start[j], &end);
+        uint64_t c0, c1;
+        int b = rs_bucket(ix, bk[j], &c0, &c1, &w->start[j], &w->end[j]);
+        w->bad[j] = b < 0;
+        w->slot[j] = c0;
+        w->m[j] = b > 0 ? (uint32_t)(c1 - c0) : 0;
         /* the whole bucket's seeds: a walk touches most of its cache lines */
-        for (uint64_t line = w->start[j] >> 9; line <= (end >> 9); line++) __builtin_prefetch(&ix->bits[line << 3]);
+        if (b > 0) rs_prefetch_seeds(ix, w->start[j], w->end[j]);
     }
 }
 
@@ -972,9 +1030,14 @@ static inline void rs_win_walk(const rs_index *ix, rs_window *w) {
         uint32_t keep = 0;
         for (uint32_t a = 0; a < na; a++) {
             uint32_t j = active[a];
-            if (rs_walk_step(ix->bits, &walks[j])) {
-                w->slot[j] += walks[j].base;
-                __builtin_prefetch(&ix->vals[w->slot[j]]);
+            if (rs_walk_step(ix->bits, ix->n_bits_words, &walks[j])) {
+                if (rs_walk_ok(&walks[j], w->end[j], w->m[j])) {
+                    w->slot[j] += walks[j].base;
+                    __builtin_prefetch(&ix->vals[w->slot[j]]);
+                } else {
+                    w->bad[j] = 1;
+                    w->m[j] = 0;
+                }
             } else {
                 active[keep++] = j;
             }
@@ -983,24 +1046,27 @@ static inline void rs_win_walk(const rs_index *ix, rs_window *w) {
     }
 }
 
-static inline void rs_win_finish(const rs_index *ix, const rs_window *w, uint32_t *out, uint32_t base) {
+static inline uint64_t rs_win_finish(const rs_index *ix, const rs_window *w, uint32_t *out, uint32_t base) {
+    uint64_t bad = 0;
     for (uint32_t j = 0; j < w->n; j++) {
         uint32_t v = 0;
         if (w->m[j]) {
             uint32_t rec = ix->vals[w->slot[j]];
             if ((rec >> 24) == rs_fingerprint(&ix->K, w->h2[j])) v = base + (rec & 0xffffff);
         }
+        bad += w->bad[j];
         out[w->first + j] = v;
     }
+    return bad;
 }
 
-static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
+static uint64_t rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n, uint32_t *out, uint32_t base) {
     if (ix->n_keys == 0) {
         memset(out, 0, n * 4);
-        return;
+        return 0;
     }
     rs_window win[3];
-    uint64_t nw = (n + RS_BATCH_WINDOW - 1) / RS_BATCH_WINDOW;
+    uint64_t nw = (n + RS_BATCH_WINDOW - 1) / RS_BATCH_WINDOW, bad = 0;
     for (uint64_t i = 0; i < nw + 2; i++) {
         if (i < nw) {
             uint64_t first = i * RS_BATCH_WINDOW;
@@ -1008,8 +1074,151 @@ static void rs_lookup_batch(const rs_index *ix, const uint8_t *keys, uint64_t n,
             rs_win_prepare(ix, keys, first, wn, &win[i % 3]);
         }
         if (i >= 1 && i - 1 < nw) rs_win_walk(ix, &win[(i - 1) % 3]);
-        if (i >= 2 && i - 2 < nw) rs_win_finish(ix, &win[(i - 2) % 3], out, base);
+        if (i >= 2 && i - 2 < nw) bad += rs_win_finish(ix, &win[(i - 2) % 3], out, base);
     }
+    return bad;
+}
+
+/* ---- opening a file ------------------------------------------------------------------------------
+ * rs_index_open checks everything the lookups rely on, from the 256-byte header (layout in
+ * docs/recsplit-format.md) and the file size alone, before any pointer into the file is formed:
+ * magic, version, parameters, declared size, key/bucket counts, and that every section lies in
+ * the file and is long enough for the counts.  What it cannot check without reading the whole
+ * file (the contents of the sections) the bounded readers and rs_bucket/rs_walk_ok contain.
+ * The CRC over the whole file is checked by the caller (rpcbackfill/index/recsplit.py). */
+
+#define RS_OPEN_OK 0
+#define RS_OPEN_CORRUPT 1
+#define RS_OPEN_UNSUPPORTED 2
+#define RS_FILE_VERSION 1
+#define RS_HEADER_BYTES 256
+#define RS_MAGIC "RBTXIDX\0"
+
+static inline uint32_t rs_load32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* section at header offset `at`: (offset, length) pair; 0 if it lies in the file past the header
+ * on an 8-byte boundary */
+static int rs_section(const uint8_t *h, uint32_t at, uint64_t size, const char *name, uint64_t *off, uint64_t *len,
+                      char *err, size_t errlen) {
+    *off = rs_load64(h + at);
+    *len = rs_load64(h + at + 8);
+    if (*off < RS_HEADER_BYTES || *off % 8 || *off > size || *len > size - *off) {
+        snprintf(err, errlen, "section %s [%llu, +%llu) lies outside the file of %llu bytes", name,
+                 (unsigned long long)*off, (unsigned long long)*len, (unsigned long long)size);
+        return -1;
+    }
+    return 0;
+}
+
+static int rs_ef_open(const uint8_t *buf, uint32_t at, uint64_t size, uint64_t n_expect, const char *name, rs_ef *e,
+                      char *err, size_t errlen) {
+    const uint8_t *h = buf;
+    uint64_t off, len;
+    char sec[32];
+    e->n = rs_load64(h + at);
+    e->l = rs_load32(h + at + 8);
+    if (e->n != n_expect) {
+        snprintf(err, errlen, "Elias-Fano %s holds %llu values, expected %llu", name, (unsigned long long)e->n,
+                 (unsigned long long)n_expect);
+        return -1;
+    }
+    if (e->l >= 64) {
+        snprintf(err, errlen, "Elias-Fano %s low width %u is invalid", name, e->l);
+        return -1;
+    }
+    snprintf(sec, sizeof sec, "%s_low", name);
+    if (rs_section(h, at + 16, size, sec, &off, &len, err, errlen)) return -1;
+    e->low = (const uint64_t *)(buf + off);
+    e->n_low = len / 8;
+    snprintf(sec, sizeof sec, "%s_high", name);
+    if (rs_section(h, at + 32, size, sec, &off, &len, err, errlen)) return -1;
+    e->high = (const uint64_t *)(buf + off);
+    e->n_high = len / 8;
+    snprintf(sec, sizeof sec, "%s_samples", name);
+    if (rs_section(h, at + 48, size, sec, &off, &len, err, errlen)) return -1;
+    e->samples = (const uint64_t *)(buf + off);
+    e->n_samples = len / 8;
+    /* n <= size, l < 64: no overflow */
+    if (e->n_low < (e->n * e->l + 63) / 64 + 1 || e->n_high < 2 ||
+        e->n_samples < (e->n + RS_EF_SAMPLE - 1) / RS_EF_SAMPLE) {
+        snprintf(err, errlen, "Elias-Fano %s sections are too short for %llu values", name, (unsigned long long)e->n);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns RS_OPEN_OK / RS_OPEN_CORRUPT / RS_OPEN_UNSUPPORTED; err receives the reason.  Reads only
+ * buf[0, min(size, 256)).  buf must be 8-byte aligned (a mapping is). */
+static int rs_index_open(rs_index *ix, const uint8_t *buf, uint64_t size, char *err, size_t errlen) {
+    memset(ix, 0, sizeof(*ix));
+    err[0] = 0;
+    if (size < 16) {
+        snprintf(err, errlen, "truncated (%llu bytes)", (unsigned long long)size);
+        return RS_OPEN_CORRUPT;
+    }
+    if (memcmp(buf, RS_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "not a txhash index file (bad magic)");
+        return RS_OPEN_CORRUPT;
+    }
+    uint32_t version = rs_load32(buf + 8);
+    if (version != RS_FILE_VERSION) {
+        snprintf(err, errlen, "index format version %u is not supported (expected %u)", version, RS_FILE_VERSION);
+        return RS_OPEN_UNSUPPORTED;
+    }
+    if (size < RS_HEADER_BYTES) {
+        snprintf(err, errlen, "truncated (%llu bytes, the header needs %u)", (unsigned long long)size, RS_HEADER_BYTES);
+        return RS_OPEN_CORRUPT;
+    }
+    const uint8_t *h = buf;
+    uint64_t declared = rs_load64(h + 232);
+    if (declared != size) {
+        snprintf(err, errlen, "file is %llu bytes but its header declares %llu", (unsigned long long)size,
+                 (unsigned long long)declared);
+        return RS_OPEN_CORRUPT;
+    }
+    if (rs_load32(h + 12) != RS_HEADER_BYTES) {
+        snprintf(err, errlen, "header size %u, expected %u", rs_load32(h + 12), RS_HEADER_BYTES);
+        return RS_OPEN_CORRUPT;
+    }
+    uint32_t leaf = (uint32_t)h[36] | (uint32_t)h[37] << 8, lower = h[38], upper = h[39];
+    uint32_t bsize = rs_load32(h + 40), sample = rs_load32(h + 44);
+    if (leaf != RS_LEAF || lower != RS_LOWER_AGGR || upper != RS_UPPER_AGGR || bsize != RS_BUCKET_SIZE ||
+        sample != RS_EF_SAMPLE) {
+        snprintf(err, errlen, "parameters (%u, %u, %u, %u, %u) differ from this build's (%d, %d, %d, %d, %d)", leaf,
+                 lower, upper, bsize, sample, RS_LEAF, RS_LOWER_AGGR, RS_UPPER_AGGR, RS_BUCKET_SIZE, RS_EF_SAMPLE);
+        return RS_OPEN_UNSUPPORTED;
+    }
+    uint64_t n = rs_load64(h + 16), nb = rs_load64(h + 24);
+    uint64_t vals_off, vals_len, bits_off, bits_len;
+    if (rs_section(h, 64, size, "vals", &vals_off, &vals_len, err, errlen) ||
+        rs_section(h, 80, size, "bits", &bits_off, &bits_len, err, errlen))
+        return RS_OPEN_CORRUPT;
+    /* vals_len <= size, so 4 * n cannot overflow once it matches */
+    if (n > size / 4 || vals_len != 4 * n || nb != (n + RS_BUCKET_SIZE - 1) / RS_BUCKET_SIZE) {
+        snprintf(err, errlen, "inconsistent key/bucket counts (%llu keys, %llu buckets, %llu value bytes)",
+                 (unsigned long long)n, (unsigned long long)nb, (unsigned long long)vals_len);
+        return RS_OPEN_CORRUPT;
+    }
+    uint64_t seed_bits = rs_load64(h + 96);
+    if (bits_len / 8 < 1 || seed_bits > (bits_len / 8) * 64 - 64) {
+        snprintf(err, errlen, "seed section of %llu bytes is shorter than its %llu bits plus one word",
+                 (unsigned long long)bits_len, (unsigned long long)seed_bits);
+        return RS_OPEN_CORRUPT;
+    }
+    if (rs_ef_open(buf, 104, size, nb + 1, "efk", &ix->ef_keys, err, errlen) ||
+        rs_ef_open(buf, 168, size, nb + 1, "efb", &ix->ef_bits, err, errlen))
+        return RS_OPEN_CORRUPT;
+    rs_keys_init(&ix->K, rs_load64(h + 48), rs_load64(h + 56));
+    ix->n_keys = n;
+    ix->n_buckets = nb;
+    ix->range_start = rs_load32(h + 32);
+    ix->vals = (const uint32_t *)(buf + vals_off);
+    ix->bits = (const uint64_t *)(buf + bits_off);
+    ix->n_bits_words = bits_len / 8;
+    ix->seed_bits = seed_bits;
+    return RS_OPEN_OK;
 }
 
 #endif

@@ -8,8 +8,7 @@
     stellar-rpc detect-gaps --start-ledger S --end-ledger E [--json]
     stellar-rpc version | gen-config-file | dev ...
 
-Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``
-(imported lazily, so ``version`` and friends work whatever state the rest of the package is in).
+Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``.
 
 ``main`` is the console-script entry point.  It never shows a traceback for bad input: every
 failure becomes one ``error: ...`` line on stderr and an exit code (see ``rpcbackfill.errors``):
@@ -26,6 +25,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +38,34 @@ from .config import (
     Config,
     example_config_text,
     load_config,
+    parse_ascii_int,
 )
-from .errors import (
-    CheckFailedError,
-    ConfigError,
-    InputError,
-    NotImplementedFeatureError,
-    RangeFailedError,
-    RpcBackfillError,
-)
+from .errors import CheckFailedError, ConfigError, InputError, RangeFailedError, RpcBackfillError
 from .fsutil import atomic_write
-from .ledgermath import FIRST_LEDGER, UINT32_MAX
+from .ledgermath import FIRST_LEDGER, UINT32_MAX, ranges_between
 from .logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging, debug_enabled
+from .meta.store import RangeState
+from .orchestration import api
+from .orchestration.status import RangeStatus, StatusReport
 
 log = logging.getLogger(__name__)
 
 PROG = "stellar-rpc"
 DEBUG_HINT = "run with --log-level debug for the traceback"
+
+
+class _AsciiInt(click.ParamType):
+    """An integer written in ASCII digits (click.INT would take any script's digits)."""
+
+    name = "INTEGER"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_ascii_int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an integer of ASCII digits", param, ctx)
 
 
 # --- shared options ---------------------------------------------------------------------------
@@ -146,48 +157,21 @@ def _early_logging(opts: dict[str, Any]) -> None:
     configure_logging(level, fmt if fmt in LOG_FORMATS else "text")
 
 
-# --- the dev group, loaded lazily ------------------------------------------------------------------
+# --- commands loaded on first use ------------------------------------------------------------------
 
-
-def _dev_unavailable(message: str, cause: BaseException | None = None) -> click.Command:
-    def fail(args: tuple[str, ...]) -> None:
-        err = NotImplementedFeatureError(message)
-        if cause is not None:
-            raise err from cause
-        raise err
-
-    return click.Command(
-        "dev",
-        callback=fail,
-        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
-        help="Developer tools (not available in this build).",
-        short_help="Developer tools (not available in this build).",
-    )
-
-
-def _load_dev() -> click.Command:
-    try:
-        devcli = importlib.import_module("rpcbackfill.devtools.cli")  # owned by the benchmarks issue
-    except ModuleNotFoundError as e:
-        if e.name in ("rpcbackfill.devtools.cli", "rpcbackfill.devtools"):
-            return _dev_unavailable("the dev tools (rpcbackfill.devtools.cli) are not part of this build")
-        return _dev_unavailable(f"cannot load the dev tools: {type(e).__name__}: {e}", e)
-    except Exception as e:  # a broken dev module must not break the rest of the CLI
-        return _dev_unavailable(f"cannot load the dev tools: {type(e).__name__}: {e}", e)
-    group = getattr(devcli, "dev", None)
-    if not isinstance(group, click.Command):
-        return _dev_unavailable("rpcbackfill.devtools.cli defines no click group named 'dev'")
-    return group
+# name -> (module, attribute).  The developer tools pull in the lake generator and its XDR
+# templates; an operator's commands should not pay for that import.
+LAZY_COMMANDS = {"dev": ("rpcbackfill.devtools.cli", "dev")}
 
 
 class _RootGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), "dev"})
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == "dev":
-            return _load_dev()
+        if cmd_name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[cmd_name]
+            return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, cmd_name)
 
 
@@ -202,13 +186,13 @@ class _RootGroup(click.Group):
 @click.option("--backfill", is_flag=True, help="Backfill [--start-ledger, --end-ledger] into the data directory.")
 @click.option(
     "--start-ledger",
-    type=click.INT,
+    type=_AsciiInt(),
     default=None,
     help="First ledger (a range first ledger: 2, 10000002, ...). Overrides [backfill] start_ledger.",
 )
 @click.option(
     "--end-ledger",
-    type=click.INT,
+    type=_AsciiInt(),
     default=None,
     help="Last ledger (a range last ledger: 10000001, 20000001, ...). Overrides [backfill] end_ledger.",
 )
@@ -242,9 +226,6 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
         for_backfill=True,
         **{"backfill.start_ledger": start_ledger, "backfill.end_ledger": end_ledger},
     )
-    from .ledgermath import ranges_between
-    from .orchestration import api
-
     b = cfg.backfill
     assert b.start_ledger is not None and b.end_ledger is not None  # for_backfill: _load requires both
     ranges = ranges_between(b.start_ledger, b.end_ledger, b.range_size)
@@ -302,7 +283,7 @@ class _LedgerSeq(click.ParamType):
             seq = value
         else:
             try:
-                seq = int(str(value).strip(), 10)
+                seq = parse_ascii_int(str(value))
             except ValueError:
                 self.fail(f"must be a ledger sequence (an integer >= {FIRST_LEDGER}), got {value!r}", param, ctx)
         if not FIRST_LEDGER <= seq <= UINT32_MAX:
@@ -336,8 +317,6 @@ def get_ledger_by_sequence(ctx: click.Context, seq: int, as_base64: bool, **comm
     if not as_base64 and sys.stdout.isatty():
         raise InputError("refusing to write binary XDR to a terminal; redirect stdout or pass --base64")
     cfg = _load(ctx, common)
-    from .orchestration import api
-
     data = api.get_ledger(cfg, seq)
     if as_base64:
         import base64
@@ -355,8 +334,6 @@ def get_ledger_by_sequence(ctx: click.Context, seq: int, as_base64: bool, **comm
 def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -> int:
     """Print {"ledger_sequence": N} for transaction HEX; exit 3 when it is absent."""
     cfg = _load(ctx, common)
-    from .orchestration import api
-
     seq = api.get_transaction_ledger(cfg, tx_hash)
     _out(json.dumps({"ledger_sequence": int(seq)}) + "\n")
     return 0
@@ -369,15 +346,13 @@ def get_transaction_by_hash(ctx: click.Context, tx_hash: bytes, **common: Any) -
 def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
     """Per-range state and progress of the data directory (exit 1 when a range FAILED)."""
     cfg = _load(ctx, common)
-    from .orchestration import api
-
-    st = api.status(cfg)
-    _out((json.dumps(st, indent=2, default=str) if as_json else format_status(st)) + "\n")
-    failed = [r for r in st.get("ranges", []) if isinstance(r, dict) and r.get("state") == "FAILED"]
+    report = api.status(cfg)
+    _out((json.dumps(report.to_json(), indent=2) if as_json else format_status(report)) + "\n")
+    failed = [r for r in report.ranges if r.state == RangeState.FAILED]
     if failed:
         raise RangeFailedError(
             f"{len(failed)} range{'s' * (len(failed) > 1)} FAILED ("
-            + ", ".join(f"range {r.get('id')}: {r.get('error') or 'no error recorded'}" for r in failed)
+            + ", ".join(f"range {r.id}: {r.error or 'no error recorded'}" for r in failed)
             + "); re-run the backfill to resume"
         )
     return 0
@@ -480,82 +455,52 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)
 
 
-def _flatten_row(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if isinstance(v, dict) and not prefix:
-            out.update(_flatten_row(v, f"{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-STATUS_COLUMNS = (
-    "id",
-    "range",
-    "state",
-    "start_ledger",
-    "end_ledger",
-    "percent",
-    "ledgers_done",
-    "ledgers_total",
-    "ledger.phase",
-    "ledger.last_committed_ledger",
-    "txhash.phase",
-    "txhash.count",
-    "completed_at",
-    "error",
+# (header, value of a RangeStatus) in table order
+STATUS_COLUMNS: tuple[tuple[str, Callable[[RangeStatus], Any]], ...] = (
+    ("ID", lambda r: r.id),
+    ("STATE", lambda r: r.state),
+    ("START", lambda r: r.start_ledger),
+    ("END", lambda r: r.end_ledger),
+    ("PERCENT", lambda r: r.percent),
+    ("LEDGERS", lambda r: r.ledgers_done),
+    ("LAST_COMMITTED", lambda r: r.last_committed_ledger),
+    ("LEDGER_PHASE", lambda r: r.ledger_phase),
+    ("TXHASH_PHASE", lambda r: r.txhash_phase),
+    ("TX", lambda r: r.tx_count),
+    ("ATTEMPTS", lambda r: r.attempts),
+    ("COMPLETED_AT", lambda r: r.completed_at),
+    ("ERROR", lambda r: r.error),
 )
 
 
-def format_status(st: dict[str, Any]) -> str:
-    """Render ``api.status()`` as text: scalar fields as ``key: value``, ``ranges`` as a table.
+def format_status(report: StatusReport) -> str:
+    """``StatusReport`` as text: a summary, then one table row per range (``--json`` has
+    every field).  Columns empty in every row are left out; numbers are right-aligned."""
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items()) or "none"
+    lines = [
+        f"mode: {_cell(report.mode)}",
+        f"ledgers: {_cell(report.start_ledger)}-{_cell(report.end_ledger)} (range size {_cell(report.range_size)})",
+        f"complete: {report.complete}",
+        f"ranges: {counts}",
+        f"progress: {report.ledgers_done}/{report.ledgers_total} ledgers, {report.tx_count} tx hashes",
+    ]
+    if not report.ranges:
+        return "\n".join(lines + ["(no ranges)"])
+    raw = [[get(r) for _, get in STATUS_COLUMNS] for r in report.ranges]
+    keep = [i for i in range(len(STATUS_COLUMNS)) if any(row[i] is not None for row in raw)]
+    heads = [STATUS_COLUMNS[i][0] for i in keep]
+    cells = [[_cell(row[i]) for i in keep] for row in raw]
+    widths = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(heads)]
 
-    ``ranges`` may be a list of dicts or a dict of id -> dict; nested dicts become ``a.b`` columns.
-    Known columns (``STATUS_COLUMNS``) are shown in that order when present, else every scalar
-    column; columns that are empty in every row are left out.
-    """
-    lines: list[str] = []
-    rows: list[dict[str, Any]] = []
-    for key, value in st.items():
-        if key == "ranges" and isinstance(value, list) and all(isinstance(r, dict) for r in value):
-            rows = [_flatten_row(r) for r in value]
-        elif key == "ranges" and isinstance(value, dict) and all(isinstance(r, dict) for r in value.values()):
-            rows = [_flatten_row({"range": rid, **r}) for rid, r in value.items()]
-        else:
-            lines.append(f"{key}: {_cell(value)}")
-    if rows:
-        every: list[str] = []
-        for r in rows:
-            every.extend(c for c in r if c not in every)
-        # Known fields in a readable order; otherwise every scalar column. --json has everything.
-        if "state" in every:
-            cols = [c for c in STATUS_COLUMNS if c in every]
-        else:
-            cols = [c for c in every if not any(isinstance(r.get(c), (dict, list)) for r in rows)]
-        cols = [c for c in cols if any(r.get(c) is not None for r in rows)]
-        cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    def fmt(values: list[str], numeric: list[bool]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
 
-        def fmt(values: list[str], raw: list[Any] | None = None) -> str:
-            parts = []
-            for i, v in enumerate(values):
-                numeric = raw is not None and isinstance(raw[i], (int, float)) and not isinstance(raw[i], bool)
-                parts.append(v.rjust(widths[i]) if numeric else v.ljust(widths[i]))
-            return "  ".join(parts).rstrip()
-
-        if lines:
-            lines.append("")
-        lines.append(fmt([c.upper() for c in cols]))
-        for r, row in zip(rows, cells):
-            lines.append(fmt(row, [r.get(c) for c in cols]))
-    elif "ranges" in st and not st["ranges"]:
-        lines.append("(no ranges)")
+    lines += ["", fmt(heads, [False] * len(heads))]
+    for row, c in zip(raw, cells, strict=True):
+        lines.append(fmt(c, [isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for i in keep]))
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -161,6 +162,33 @@ SECTIONS = (
 
 _REQUIRED = object()  # marker: the key has no default
 
+# --- input bounds (issue 15): every input is bounded before it is used ------------------------
+MAX_CONFIG_BYTES = 1 << 20  # a configuration file is a few KiB; more is a mistake (or /dev/zero)
+MAX_RANGE_SIZE = UINT32_MAX // CHUNK_SIZE * CHUNK_SIZE  # largest chunk multiple of uint32 ledgers
+MAX_DURATION_S = 366 * 24 * 3600.0  # a year: longer "limits" are typos (and overflow timers)
+# data_dir may not live on these pseudo filesystems (nothing durable can be stored there)
+PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+_ASCII_INT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_ascii_int(text: str) -> int:
+    """Base-10 integer from text of ASCII digits (``_`` between digits allowed, surrounding
+    blanks ignored).  ``int()`` alone would also take other scripts' digits ("١٢٣" -> 123);
+    ValueError for anything else."""
+    t = text.strip(" \t")
+    if not _ASCII_INT.fullmatch(t):
+        raise ValueError(f"not an integer of ASCII digits: {text!r}")
+    return int(t.replace("_", ""), 10)
+
+
+def parse_ascii_float(text: str) -> float:
+    """Decimal number from ASCII text (digits, one point, optional exponent); ValueError else."""
+    t = text.strip(" \t")
+    if not _ASCII_FLOAT.fullmatch(t):
+        raise ValueError(f"not a decimal number of ASCII digits: {text!r}")
+    return float(t)
+
 
 @dataclass(frozen=True)
 class Key:
@@ -211,9 +239,10 @@ KEYS: tuple[Key, ...] = (
         commented=True),
     Key("immutable_stores", "txhash_base", "path", "immutable/txhash", "Finished RecSplit transaction-hash indexes.",
         commented=True),
-    Key("rocksdb", "block_cache_mb", "int", 64, "Block cache of the meta store, MiB.", minimum=1),
-    Key("rocksdb", "write_buffer_mb", "int", 64, "Memtable size of the meta store, MiB.", minimum=1),
-    Key("rocksdb", "max_write_buffer_number", "int", 2, "Memtables kept before a flush stalls writes.", minimum=1),
+    Key("rocksdb", "block_cache_mb", "int", 64, "Block cache of the meta store, MiB.", minimum=1, maximum=65536),
+    Key("rocksdb", "write_buffer_mb", "int", 64, "Memtable size of the meta store, MiB.", minimum=1, maximum=4096),
+    Key("rocksdb", "max_write_buffer_number", "int", 2, "Memtables kept before a flush stalls writes.", minimum=1,
+        maximum=64),
     Key("backfill", "start_ledger", "int", None,
         "First ledger to backfill: a range first ledger (2, 10000002, ...). The --start-ledger flag overrides it.",
         minimum=FIRST_LEDGER, maximum=UINT32_MAX, example=2, commented=True),
@@ -222,17 +251,20 @@ KEYS: tuple[Key, ...] = (
         minimum=FIRST_LEDGER, maximum=UINT32_MAX, example=10000001, commented=True),
     Key("backfill", "ledger_backend", "choice", "buffered_storage", "Where ledgers come from.",
         choices=LEDGER_BACKENDS),
-    Key("backfill", "parallel_ranges", "int", 2, "Ranges ingested at the same time (one process each).", minimum=1),
+    Key("backfill", "parallel_ranges", "int", 2, "Ranges ingested at the same time (one process each).", minimum=1,
+        maximum=256),
     Key("backfill", "checkpoint_interval", "int", DEFAULT_CHECKPOINT_INTERVAL,
-        "Ledgers between durable checkpoints; a crash re-ingests at most this many ledgers per range.", minimum=1),
+        "Ledgers between durable checkpoints; a crash re-ingests at most this many ledgers per range.", minimum=1,
+        maximum=UINT32_MAX),
     Key("backfill", "range_size", "int", DEFAULT_RANGE_SIZE,
         f"Ledgers per range; a positive multiple of {CHUNK_SIZE}. Change only for tests and private networks; "
-        "it can never change for an existing data directory.", minimum=CHUNK_SIZE),
-    Key("backfill", "max_retries", "int", 3, "Whole-range retries before a range is marked FAILED.", minimum=0),
+        "it can never change for an existing data directory.", minimum=CHUNK_SIZE, maximum=MAX_RANGE_SIZE),
+    Key("backfill", "max_retries", "int", 3, "Whole-range retries before a range is marked FAILED.", minimum=0,
+        maximum=1000),
     Key("backfill", "max_duration", "duration", None,
         "Stop the backfill after this long (e.g. \"90s\", \"30m\", \"6h\", \"1h30m\"; a bare number is "
         "seconds) and exit 75; re-running the same command continues from the last checkpoint. Unset: no limit.",
-        minimum=1.0, example="6h", commented=True),
+        minimum=1.0, maximum=MAX_DURATION_S, example="6h", commented=True),
     Key("backfill", "check_ledger_hashes", "bool", True,
         "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
@@ -242,11 +274,12 @@ KEYS: tuple[Key, ...] = (
         "Required with ledger_backend = \"buffered_storage\".",
         example="gs://my-ledger-bucket/pubnet"),
     Key("backfill.buffered_storage", "buffer_size", "int", 10_000, "Lake files fetched ahead of the consumer.",
-        minimum=1),
-    Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1),
-    Key("backfill.buffered_storage", "retry_limit", "int", 5, "Retries per object on transient errors (retry_limit + 1 attempts in all).", minimum=0),
+        minimum=1, maximum=1_000_000),
+    Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1, maximum=4096),
+    Key("backfill.buffered_storage", "retry_limit", "int", 5, "Retries per object on transient errors (retry_limit + 1 attempts in all).", minimum=0,
+        maximum=1000),
     Key("backfill.buffered_storage", "retry_wait", "float", 1.0,
-        "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0),
+        "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0, maximum=3600.0),
     Key("backfill.captive_core", "binary_path", "path", None,
         "stellar-core executable (a bare name is looked up on PATH). Required with ledger_backend = \"captive_core\".",
         example="/usr/local/bin/stellar-core", commented=True),
@@ -279,9 +312,34 @@ class _Value:
     from_text: bool  # True when the value is a string to be parsed (env, --set)
 
 
+def _read_bounded(path: Path) -> bytes:
+    """At most MAX_CONFIG_BYTES of a regular file (or a pipe); devices are refused, so
+    ``--config-path /dev/zero`` fails at once instead of reading until memory runs out."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ConfigError(f"config file {path} is not a regular file")
+        os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while total <= MAX_CONFIG_BYTES:
+            b = os.read(fd, MAX_CONFIG_BYTES + 1 - total)
+            if not b:
+                break
+            chunks.append(b)
+            total += len(b)
+    finally:
+        os.close(fd)
+    if total > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    return b"".join(chunks)
+
+
 def _read_toml(path: Path) -> dict:
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -298,6 +356,8 @@ def _read_toml(path: Path) -> dict:
     except tomllib.TOMLDecodeError as e:
         # tomllib's message already ends with "(at line L, column C)"
         raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays/tables recursively
+        raise ConfigError(f"config file {path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def _flatten_toml(data: dict, where: str, problems: list[str]) -> dict[str, _Value]:
@@ -380,7 +440,7 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
     if key.kind == "int":
         if v.from_text:
             try:
-                val = int(str(val).strip().replace("_", ""), 10)
+                val = parse_ascii_int(str(val))
             except ValueError:
                 problems.append(f"{what} must be an integer, got {v.value!r}")
                 return None
@@ -400,7 +460,7 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
     elif key.kind == "float":
         if v.from_text:
             try:
-                val = float(str(val).strip())
+                val = parse_ascii_float(str(val))
             except ValueError:
                 problems.append(f"{what} must be a number, got {v.value!r}")
                 return None
@@ -446,13 +506,13 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")  # ASCII digits only, like every number
 
 
 def parse_duration(text: str) -> float:
     """Seconds in ``"90s"``, ``"30m"``, ``"6h"``, ``"2d"``, ``"1h30m"`` or a bare number of seconds."""
     t = str(text).strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(?:\.\d+)?", t):
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", t):
         return float(t)
     parts = _DURATION_PART.findall(t)
     if not parts or "".join(n + u for n, u in parts) != t:
@@ -480,15 +540,23 @@ def _absolute(p: str | Path, base: Path) -> Path:
 
 
 def _check_dir_path(label: str, p: Path, problems: list[str]) -> None:
-    """``p`` may be absent (created later) but must not be, or sit under, a non-directory."""
-    if p.exists() and not p.is_dir():
-        problems.append(f"{label} {p} exists and is not a directory")
-        return
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                problems.append(f"{label} {p}: {parent} is not a directory")
+    """``p`` may be absent (created later) but must not be, or sit under, a non-directory, nor
+    lie on a pseudo filesystem (/proc, /sys, /dev)."""
+    for pseudo in PSEUDO_FILESYSTEMS:
+        if p == pseudo or pseudo in p.parents:
+            problems.append(f"{label} {p} is on the {pseudo} pseudo filesystem, which cannot hold data")
             return
+    try:
+        if p.exists() and not p.is_dir():
+            problems.append(f"{label} {p} exists and is not a directory")
+            return
+        for parent in p.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    problems.append(f"{label} {p}: {parent} is not a directory")
+                return
+    except OSError as e:  # e.g. a parent without search permission
+        problems.append(f"{label} {p} cannot be inspected: {e.strerror or e}")
 
 
 def _resolve_location(key: Key, raw: str, data_dir: Path | None, what: str, problems: list[str]) -> str:
@@ -750,5 +818,7 @@ def reference_table() -> str:
         else:
             default = f"`{_toml_literal(key.default)}`"
         meaning = key.doc + (f" One of: {', '.join(key.choices)}." if key.choices else "")
+        if key.minimum is not None and key.maximum is not None:
+            meaning += f" Accepted: {_toml_literal(key.minimum)} to {_toml_literal(key.maximum)}."
         lines.append(f"| `{key.dotted}` | {default} | `{key.env}` | {meaning} |")
     return "\n".join(lines) + "\n"

@@ -1,8 +1,16 @@
-"""Every error rpcbackfill raises on purpose, in one typed hierarchy.
+"""Every error rpcbackfill raises on purpose, in one typed hierarchy, grouped by family.
 
-The CLI maps each class to an exit code (``exit_code``) and prints ``str(err)`` as one
-line on stderr -- never a traceback.  Library code raises the most specific class;
-callers catch the base class they can handle.
+Each class carries two decisions:
+
+``exit_code``
+    What the CLI exits with; it prints ``str(err)`` as one line on stderr -- never a traceback.
+``retryable``
+    Whether the coordinator may retry a range task that failed with it.  ``False`` for what a
+    retry cannot fix: bad input or configuration, a full disk, corrupt or unreadable stores, a
+    ledger missing from a bounded lake.  ``is_retryable`` extends the rule to exceptions that
+    are not ours.
+
+Library code raises the most specific class; callers catch the base class they can handle.
 
 Exit codes (documented in README.md):
     0  success
@@ -21,15 +29,17 @@ class RpcBackfillError(Exception):
     """Base class of every deliberate rpcbackfill error."""
 
     exit_code = 1
+    retryable = True
 
 
-# --- input and configuration ------------------------------------------------------------
+# --- input and configuration (exit 2, never retried) ---------------------------------------
 
 
 class InputError(RpcBackfillError):
     """Bad input from the operator: flags, configuration, data-directory mismatch."""
 
     exit_code = 2
+    retryable = False
 
 
 class ConfigError(InputError):
@@ -46,10 +56,7 @@ class LedgerRangeError(InputError):
     """Start/end ledgers that violate the range rules of spec section 1-2."""
 
 
-class NotImplementedFeatureError(RpcBackfillError):
-    """A command whose implementation has not landed yet."""
-
-    exit_code = 1
+# --- environment and queries -------------------------------------------------------------
 
 
 class NotFoundError(RpcBackfillError):
@@ -70,14 +77,31 @@ class Cancelled(RpcBackfillError):
     exit_code = 130
 
 
-# --- XDR ---------------------------------------------------------------------------------
+# --- outcomes of a whole run or check (raised by the commands, never inside a range task) --
+
+
+class RangeFailedError(RpcBackfillError):
+    """One or more ranges are FAILED (``status`` reports it with exit 1)."""
+
+
+class MaxDurationElapsed(RpcBackfillError):
+    """``[backfill] max_duration`` elapsed: the run stopped; re-running continues (EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class CheckFailedError(RpcBackfillError):
+    """A check command (``verify``, ``detect-gaps``) found problems; its report is on stdout."""
+
+
+# --- XDR -----------------------------------------------------------------------------------
 
 
 class XdrError(RpcBackfillError, ValueError):
     """Malformed or unsupported XDR bytes (truncated, bad length, unknown union arm)."""
 
 
-# --- ledger sources ------------------------------------------------------------------------
+# --- ledger sources --------------------------------------------------------------------------
 
 
 class SourceError(RpcBackfillError):
@@ -86,16 +110,6 @@ class SourceError(RpcBackfillError):
 
 class TransientSourceError(SourceError):
     """A failure worth retrying (5xx, timeout, truncated body, corrupt zstd)."""
-
-
-class MissingLedgerError(SourceError):
-    """A ledger/object inside a bounded range does not exist. Fatal, never retried."""
-
-
-class LakeConfigError(SourceError):
-    """The data lake manifest is absent, malformed or contradicts the configuration."""
-
-    exit_code = 2
 
 
 class CoreProcessError(SourceError):
@@ -109,9 +123,30 @@ class LedgerSequenceError(SourceError):
 class LedgerAuthError(SourceError):
     """An ingested ledger fails authentication against its own hashes: its header hash, the
     previous-ledger hash chain, or the transaction-set / result-set hash the header commits to.
-    Fatal: the source serves the same bytes again, so a retry cannot help.  The message names
-    the ledger sequence and the hash that failed."""
+    Not retried: the source serves the same bytes again.  The message names the ledger sequence
+    and the hash that failed."""
 
+    retryable = False
+
+
+class MissingLedgerError(SourceError):
+    """A ledger/object inside a bounded range does not exist: it stays missing."""
+
+    retryable = False
+
+
+class LakeConfigError(SourceError):
+    """The data lake manifest is absent, malformed or contradicts the configuration."""
+
+    exit_code = 2
+    retryable = False
+
+
+class SourceConfigError(SourceError):
+    """A ledger source's own configuration is unusable (captive-core binary or cfg missing,
+    cfg passphrase contradicting the configured network)."""
+
+    exit_code = 2
     retryable = False
 
 
@@ -122,46 +157,67 @@ class StoreError(RpcBackfillError):
     """A store (LFS chunks, spill files, index shards, meta store) failed."""
 
 
+class IndexBuildError(StoreError):
+    """The RecSplit builder could not produce an index (a new attempt draws new salts)."""
+
+
 class CorruptStoreError(StoreError):
     """Stored bytes fail verification (bad index, bad checksum, wrong sequence)."""
+
+    retryable = False
 
 
 class UnsupportedFormatError(StoreError):
     """A file declares a format version this build does not understand."""
 
+    retryable = False
+
 
 class DiskFullError(StoreError):
-    """No space left on device (ENOSPC/EDQUOT). Not retried."""
+    """No space left on device (ENOSPC/EDQUOT)."""
+
+    retryable = False
 
 
 class DuplicateKeyError(StoreError):
     """The same transaction hash was indexed twice."""
 
-
-class IndexBuildError(StoreError):
-    """The RecSplit builder could not produce an index."""
+    retryable = False
 
 
 class MetaStoreError(StoreError):
     """The meta store is unreadable or inconsistent with the request."""
 
-
-class RangeFailedError(RpcBackfillError):
-    """One or more ranges ended FAILED."""
+    retryable = False
 
 
-class MaxDurationElapsed(RpcBackfillError):
-    """``[backfill] max_duration`` elapsed: the run stopped; re-running continues (EX_TEMPFAIL)."""
+def is_retryable(e: BaseException) -> bool:
+    """May a range task that failed with ``e`` be retried?  Ours: the class's ``retryable``.
+    An ``ImportError`` means a broken installation, which a retry cannot fix; any other
+    unexpected exception (a bug, an OOM in a dependency) gets the benefit of the doubt."""
+    if isinstance(e, RpcBackfillError):
+        return e.retryable
+    return not isinstance(e, ImportError)
 
-    exit_code = 75
+
+# --- data integrity (issue 15) ---------------------------------------------------------------
+# Damage is an error, never an answer: a query that meets damaged or missing stored data exits 1
+# naming the file, never 3 ("not found") and never with a wrong result.  Not retryable (inherited).
 
 
-class CheckFailedError(RpcBackfillError):
-    """A check command (``verify``, ``detect-gaps``) found problems; its report is on stdout."""
+class DataCorruptionError(CorruptStoreError):
+    """Stored data that a finished (COMPLETE) range must hold is damaged: an index shard or chunk
+    fails its checks, or a ledger read back is not the one asked for."""
+
+    exit_code = 1
 
 
-class SourceConfigError(SourceError):
-    """A ledger source's own configuration is unusable (captive-core binary or cfg missing,
-    cfg passphrase contradicting the configured network)."""
+class MissingDataError(DataCorruptionError):
+    """A file that a COMPLETE range must have (chunk .data/.index, index shard) is absent."""
 
-    exit_code = 2
+
+class MetaStoreCorruptError(MetaStoreError):
+    """The meta store exists but cannot be read (RocksDB corruption, failed checksum, I/O), or
+    contradicts the data directory."""
+
+    exit_code = 1

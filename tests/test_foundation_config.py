@@ -236,7 +236,7 @@ def test_unknown_env_and_flag_keys_rejected(tmp_path):
         ('ledger_backend = "gcs"', "backfill", "buffered_storage, captive_core"),
         ("start_ledger = 1", "backfill", "backfill.start_ledger"),
         ("start_ledger = 4294967296", "backfill", "between 2 and 4294967295"),
-        ("max_retries = -1", "backfill", ">= 0"),
+        ("max_retries = -1", "backfill", "between 0 and 1000"),
         ("range_size = 12345", "backfill", "range_size must be a positive multiple of 10000"),
         ("block_cache_mb = [1]", "rocksdb", "must be an integer, got list"),
         ('retry_wait = "1s"', "backfill.buffered_storage", "must be a number"),

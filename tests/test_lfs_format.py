@@ -83,7 +83,7 @@ def test_finished_chunk_bytes_exact(tmp_path):
     """.data == concat(ZstdCompressor(level=3).compress(lcm)); .index == header + LE offsets."""
     ledgers = make_ledgers(chunk_first_ledger(5), 37)
     stats = write_chunk(tmp_path / "b", tmp_path / "w", 5, ledgers)
-    frames = [zstandard.ZstdCompressor(level=3).compress(x) for x in ledgers]
+    frames = [zstandard.ZstdCompressor(level=3, write_checksum=True).compress(x) for x in ledgers]
     d, i = lfs.chunk_paths(tmp_path / "b", 5)
     data = d.read_bytes()
     assert data == b"".join(frames)
@@ -93,7 +93,7 @@ def test_finished_chunk_bytes_exact(tmp_path):
     for f, x in zip(frames, ledgers):
         p = zstandard.get_frame_parameters(f)
         assert p.content_size == len(x)  # a Go reader can size its buffer from the header
-        assert not p.has_checksum
+        assert p.has_checksum  # a flipped bit is a decompression error, not another ledger
         assert zstandard.ZstdDecompressor().decompress(f) == x
 
 
@@ -122,8 +122,8 @@ def _zstd_cli_version():
     reason="zstd CLI absent or built on another libzstd release (block output differs across releases)",
 )
 def test_frames_match_zstd_cli(tmp_path, fixture_ledgers):
-    """The spec's "zstd -3": the CLI (from a file, so the size is known; --no-check as the
-    stored frames carry no checksum) produces the very frames we store."""
+    """The spec's "zstd -3": the CLI (from a file, so the size is known; with its default content
+    checksum, as our frames) produces the very frames we store."""
     seen = set()
     for f in fixture_ledgers:
         if f.lcm in seen or len(seen) >= 12:
@@ -131,7 +131,7 @@ def test_frames_match_zstd_cli(tmp_path, fixture_ledgers):
         seen.add(f.lcm)
         p = tmp_path / "l.xdr"
         p.write_bytes(f.lcm)
-        cli = subprocess.run(["zstd", "-3", "-q", "-c", "--no-check", str(p)], capture_output=True, check=True).stdout
+        cli = subprocess.run(["zstd", "-3", "-q", "-c", "--check", str(p)], capture_output=True, check=True).stdout
         assert cli == lfs.compress_ledger(f.lcm), f.source
 
 

@@ -30,13 +30,23 @@ from tests.lib import REPO
 
 README = REPO / "README.md"
 MARKER = "<!-- post-demo commands:"
+SERVE_MARKER = "<!-- serve commands:"
 
 
-def readme_commands() -> list[str]:
+def readme_commands(marker: str = MARKER) -> list[str]:
+    """The shell commands of the README block after ``marker`` (continuation lines joined)."""
     text = README.read_text()
-    assert MARKER in text, "README lost its post-demo command block"
-    block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    return [line for line in block.splitlines() if line.strip()]
+    assert marker in text, f"README lost its command block {marker!r}"
+    block = text.split(marker, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    out, cur = [], ""
+    for line in block.splitlines():
+        if line.endswith("\\"):
+            cur += line[:-1].strip() + " "
+            continue
+        if (cur + line).strip():
+            out.append((cur + line).strip())
+        cur = ""
+    return out
 
 
 def makefile_demo_params() -> tuple[int, float, str]:
@@ -88,6 +98,9 @@ def test_readme_hash_is_in_the_demo_lake():
     [(_, raw)] = list(generate_ledgers(seq, seq, seed=seed, tx_per_ledger=tx))
     got_seq, hashes = lcm.tx_hashes(raw)
     assert got_seq == seq and want in lcm.iter_hashes(hashes)
+    # the serve block asks for the same transaction
+    serve_hashes = re.findall(r'"hash":"([0-9a-f]{64})"', "\n".join(readme_commands(SERVE_MARKER)))
+    assert serve_hashes == [want.hex()]
 
 
 def test_readme_post_demo_commands_work_as_written(demo):
@@ -113,7 +126,7 @@ def test_readme_post_demo_commands_work_as_written(demo):
         verb = cmd.split()[1]
         seen.add(verb)
         if verb == "status":
-            assert out.count("COMPLETE") >= 2 and "complete: True" in out
+            assert "ranges: 2 COMPLETE" in out  # the summary line: both ranges done
         elif verb == "get-ledger-by-sequence" and want_rc == 0 and "--base64" in cmd:
             assert lcm.ledger_sequence(base64.b64decode(out)) == seq
         elif verb == "get-ledger-by-sequence" and want_rc == 0:
@@ -139,7 +152,7 @@ def test_readme_post_demo_commands_work_as_written(demo):
 
 def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_path):
     """A range recorded as INGESTING / FAILED in the meta store: queries say so (exit 3), status exits 1."""
-    from rpcbackfill.meta.store import FAILED, MetaStore
+    from rpcbackfill.meta.store import MetaStore, RangeState
 
     shutil.copytree(demo / "config", tmp_path / "config")
     shutil.copytree(demo / ".venv", tmp_path / ".venv", symlinks=True)
@@ -164,7 +177,7 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     assert r.returncode == 0, r.stderr.decode()
     meta = MetaStore(data / "meta" / "rocksdb")
     try:
-        meta.set_range_state(2, FAILED, error="missing object in the lake")
+        meta.set_range_state(2, RangeState.FAILED, error="missing object in the lake")
     finally:
         meta.close()
     r = run(".venv/bin/stellar-rpc status --config-path config/demo.toml", tmp_path)
@@ -173,10 +186,69 @@ def test_query_errors_name_the_range_state_and_status_fails_on_failed(demo, tmp_
     assert r.stderr.decode().splitlines()[-1] == (
         "error: 1 range FAILED (range 2: missing object in the lake); re-run the backfill to resume"
     )
-    # a ledger of a deleted chunk in a COMPLETE range points at verify
+    # a ledger of a deleted chunk in a COMPLETE range is damage (exit 1, issue 15) naming the files,
+    # and points at verify
     for ext in ("data", "index"):
         (data / f"immutable/ledgers/chunks/0000/000001.{ext}").unlink()
     r = run(".venv/bin/stellar-rpc get-ledger-by-sequence 12345 --base64 --config-path config/demo.toml", tmp_path)
-    assert (
-        r.returncode == 3 and "range 1 (ledgers 10002-20001) is COMPLETE but its chunk is missing" in r.stderr.decode()
-    )
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert "ledger 12345 of COMPLETE range 1 is missing" in err and "000001.data" in err and "stellar-rpc verify" in err
+
+
+def test_readme_serve_commands_work_as_written(demo, tmp_path):
+    """The serve block: server in the background, the curl calls, ``kill %1``.  Only the port
+    differs (a free one, so tests running side by side never clash) and the hash (as above)."""
+    import signal
+    import time
+
+    from tests.lib.net import free_port
+
+    cmds = readme_commands(SERVE_MARKER)
+    assert cmds[0].startswith(".venv/bin/stellar-rpc serve ") and cmds[0].endswith("&")
+    assert "--config-path config/demo.toml" in cmds[0] and cmds[-1] == "kill %1"
+    curls = cmds[1:-1]
+    assert curls and all(c.startswith("curl -s localhost:8000 ") for c in curls)
+    seq = 12345
+    from rpcbackfill.stores.lfs import LedgerStore
+
+    with LedgerStore(demo / "demo-data/data/immutable/ledgers") as store:
+        _, hashes = lcm.tx_hashes(store.get_ledger(seq))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["STELLAR_RPC_SERVICE_ENDPOINT"] = f"127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as errf:
+        proc = subprocess.Popen(
+            ["bash", "-c", "exec " + cmds[0].rstrip("&").strip()],
+            cwd=demo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+        )
+    try:
+        deadline = time.monotonic() + 120  # a safety net for a broken server, not a timing assertion
+        while "JSON-RPC listening on" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "server never said it was listening"
+            time.sleep(0.1)
+        seen = set()
+        for cmd in curls:
+            line = cmd.replace("localhost:8000", f"127.0.0.1:{port}")
+            line = re.sub(r'"hash":"[0-9a-f]{64}"', f'"hash":"{hashes[:32].hex()}"', line)
+            r = run(line, demo)
+            assert r.returncode == 0, r.stderr.decode()
+            reply = json.loads(r.stdout)
+            assert "error" not in reply, reply
+            res = reply["result"]
+            if '"getLedgers"' in cmd:
+                seen.add("getLedgers")
+                assert res["ledgers"][0]["sequence"] == 2
+            elif '"getTransaction"' in cmd:
+                seen.add("getTransaction")
+                assert res["txHash"] == hashes[:32].hex() and res["ledger"] == seq
+        assert seen == {"getLedgers", "getTransaction"}
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what `kill %1` sends
+        proc.wait(timeout=60)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ import pytest
 
 from rpcbackfill.errors import NotFoundError
 from rpcbackfill.meta.store import MetaStore
-from rpcbackfill.orchestration import api
+from rpcbackfill.orchestration import api, faults
 from tests.lib.net import free_port
 from tests.lib.orchestration import (
     RS,
@@ -33,6 +34,7 @@ from tests.lib.orchestration import (
     start_coordinator,
     store_digest,
     wait_group_gone,
+    wait_held,
     with_port,
 )
 
@@ -57,27 +59,24 @@ def _rpc(port: int, method: str):
 def test_full_backfill_http_lock_and_queries(tmp_path, lake3):
     port = free_port()
     cfg = with_port(make_config(tmp_path / "data", lake3, 2, LAST, parallel_ranges=2), port)
-    p = start_coordinator(tmp_path, cfg)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    # Every range process stops after its first acknowledged checkpoint until released: the
+    # checks below run while the backfill is certainly in progress.
+    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "checkpoint_acked:1"))
     try:
+        wait_held(hold, "checkpoint_acked", p, n=2)  # ranges 0 and 1 (parallel_ranges=2)
         # --- while running: HTTP status/health, 503 for queries, second process refused
-        seen_states = set()
-        status = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                code, r = _rpc(port, "getStatus")
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.05)
-                continue
-            assert code == 200
-            status = r["result"]
-            seen_states |= {x["state"] for x in status["ranges"]}
-            if "INGESTING" in seen_states:
-                break
-            time.sleep(0.05)
-        assert status is not None and status["mode"] == "backfill"
+        code, r = _rpc(port, "getStatus")
+        assert code == 200
+        status = r["result"]
+        assert status["mode"] == "backfill" and status["run_state"] == "running"
         assert [x["id"] for x in status["ranges"]] == [0, 1, 2]
-        assert {"ledgers_per_s", "tx_per_s", "eta_s", "last_committed_ledger", "phase"} <= set(status["ranges"][0])
+        assert [x["state"] for x in status["ranges"]] == ["INGESTING", "INGESTING", "PENDING"]
+        r0 = status["ranges"][0]
+        assert {"ledgers_per_s", "tx_per_s", "eta_s", "last_committed_ledger", "ledger_phase", "attempts"} <= set(r0)
+        assert r0["last_committed_ledger"] == cfg.backfill.checkpoint_interval + 1  # held at the first checkpoint
+        assert r0["progress"]["rid"] == 0 and r0["progress"]["ledgers_total"] == RS
         code, r = _rpc(port, "getHealth")
         assert code == 200 and r["result"]["status"] == "healthy"
         code, r = _rpc(port, "getTransaction")
@@ -88,10 +87,13 @@ def test_full_backfill_http_lock_and_queries(tmp_path, lake3):
         assert second.returncode == 4, err
         assert b"in use by another process" in err
 
-        # the read-only status works beside the writer
+        # the read-only status works beside the writer, in the same schema
         st = api.status(cfg)
-        assert st["mode"] == "backfill" and len(st["ranges"]) == 3
+        assert st.mode == "backfill" and len(st.ranges) == 3
+        assert st.ranges[0].last_committed_ledger == r0["last_committed_ledger"]
+        assert set(st.to_json()["ranges"][0]) == set(r0)
 
+        faults.release(hold, "checkpoint_acked")
         assert p.wait(timeout=240) == 0
     finally:
         if p.poll() is None:
@@ -101,12 +103,12 @@ def test_full_backfill_http_lock_and_queries(tmp_path, lake3):
     n_ledgers, n_hashes = check_backfill_result(cfg, lake3, 2, LAST)
     assert n_ledgers == LAST - 1
     st = api.status(cfg)
-    assert st["complete"] and st["counts"] == {"COMPLETE": 3}
-    assert st["ledgers_done"] == LAST - 1 and st["tx_count"] == n_hashes
-    for r in st["ranges"]:
-        assert r["ledger"]["phase"] == "IMMUTABLE" and r["txhash"]["phase"] == "COMPLETE"
-        assert r["ledger"]["last_committed_ledger"] == r["end_ledger"]
-        assert r["completed_at"] >= r["created_at"]
+    assert st.complete and st.counts == {"COMPLETE": 3}
+    assert st.ledgers_done == LAST - 1 and st.tx_count == n_hashes
+    for r in st.ranges:
+        assert r.ledger_phase == "IMMUTABLE" and r.txhash_phase == "COMPLETE"
+        assert r.last_committed_ledger == r.end_ledger and r.percent == 100.0
+        assert r.completed_at >= r.created_at and r.attempts == 0
     assert active_leftovers(cfg) == []
     with pytest.raises(NotFoundError):
         api.get_transaction_ledger(cfg, b"\x5a" * 32)
@@ -138,18 +140,20 @@ def test_input_errors_before_any_work(tmp_path, lake3):
 
 def test_sigterm_stops_consistently_and_rerun_resumes(tmp_path, lake3):
     cfg = make_config(tmp_path / "data", lake3, 2, 2 * RS + 1, parallel_ranges=2)
-    p = start_coordinator(tmp_path, cfg)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    log_file = tmp_path / "coordinator.log"
+    with open(log_file, "wb") as log_out:
+        p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "checkpoint_acked:2"), stderr=log_out)
     meta_path = cfg.meta_store.path
-    deadline = time.monotonic() + 60
-    committed = 0
-    while time.monotonic() < deadline and committed < 2001:  # wait for a couple of checkpoints
-        time.sleep(0.1)
-        try:
-            st = api.status(cfg)
-        except NotFoundError:
-            continue
-        committed = max((r["ledger"]["last_committed_ledger"] or 0) for r in st["ranges"]) if st["ranges"] else 0
+    wait_held(hold, "checkpoint_acked", p)  # a range has two checkpoints and waits: the run is not over
     os.killpg(p.pid, signal.SIGTERM)  # like Ctrl-C/kill of the whole tree
+    # release the held range only once the coordinator acted on the signal
+    deadline = time.monotonic() + 60
+    while b"SIGTERM received" not in log_file.read_bytes():
+        assert time.monotonic() < deadline and p.poll() is None, log_file.read_text()
+        time.sleep(0.02)
+    faults.release(hold, "checkpoint_acked")
     assert p.wait(timeout=60) == 128 + signal.SIGTERM
     wait_group_gone(p.pid)
     m = MetaStore(meta_path, read_only=True)
@@ -185,10 +189,9 @@ def test_source_failures_retry_fail_then_resume(tmp_path, lake3):
     assert err.count(b"range 0 attempt ") == 2, err  # 1 try + max_retries task retries, then FAILED
     assert b"(after 3 attempts)" in err
     assert b"re-running the same command resumes" in err
-    st = api.status(cfg)
-    (r,) = st["ranges"]
-    assert r["state"] == "FAILED" and r["error"]
-    committed = r["ledger"]["last_committed_ledger"]
+    (r,) = api.status(cfg).ranges
+    assert r.state == "FAILED" and r.error and r.attempts == 3
+    committed = r.last_committed_ledger
     assert committed is not None and 4001 <= committed < 5000  # progress before the bad file is kept
 
     # a missing object inside the bounded range is fatal: FAILED without task retries
@@ -197,9 +200,44 @@ def test_source_failures_retry_fail_then_resume(tmp_path, lake3):
     _, err = p.communicate(timeout=180)
     assert p.returncode == 1 and b"range 0 attempt" not in err, err
     assert b"FAILED (not retryable)" in err
-    assert api.status(cfg)["ranges"][0]["ledger"]["last_committed_ledger"] == committed
+    (r,) = api.status(cfg).ranges
+    assert r.last_committed_ledger == committed and r.attempts == 1
 
     victim.write_bytes(good)
     assert run_to_end(tmp_path, cfg) == 0
     check_backfill_result(cfg, lake, 2, RS + 1)
-    assert api.status(cfg)["ranges"][0]["error"] is None
+    (r,) = api.status(cfg).ranges
+    assert r.error is None and r.attempts == 0 and r.state == "COMPLETE"
+
+
+def _decoy_package(root: Path) -> Path:
+    """A directory holding an ``rpcbackfill`` package that refuses to be imported -- what a
+    source checkout without built extensions looks like to a process started there."""
+    pkg = root / "rpcbackfill"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('raise ImportError("decoy rpcbackfill imported from the working directory")\n')
+    return root
+
+
+def test_range_processes_import_the_coordinators_package_whatever_the_cwd(tmp_path, lake3):
+    cwd = _decoy_package(tmp_path / "checkout")
+    cfg = make_config(tmp_path / "data", lake3, 2, RS + 1, max_retries=0)
+    p = start_coordinator(tmp_path, cfg, cwd=cwd, stderr=subprocess.PIPE)
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert b"decoy" not in err
+    check_backfill_result(cfg, lake3, 2, RS + 1)
+
+
+def test_bootstrap_import_failure_is_reported_and_not_retryable(tmp_path):
+    from rpcbackfill.orchestration.subprocess_runner import BOOTSTRAP, IMPORT_FAILED_EXIT, SubprocessRunner
+
+    decoy = _decoy_package(tmp_path / "checkout")
+    # a range process whose pinned sys.path leads to the decoy: it exits with the dedicated code
+    r = subprocess.run([sys.executable, "-c", BOOTSTRAP, "0", str(os.getpid()), str(decoy)],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == IMPORT_FAILED_EXIT
+    assert b"error: range process cannot import rpcbackfill: ImportError: decoy" in r.stderr
+    out = SubprocessRunner._lost(3, IMPORT_FAILED_EXIT)
+    assert (out.rid, out.status, out.error_class, out.retryable) == (3, "failed", "ImportError", False)
+    assert SubprocessRunner._lost(3, -9).retryable  # a killed process is retried

@@ -3,6 +3,7 @@ chosen ledgers, and a randomized walk of the meta-store state machine."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from hypothesis import strategies as st
 
 from rpcbackfill.errors import Cancelled, MetaStoreError
 from rpcbackfill.meta.store import (
-    LEDGER_PHASES,
-    RANGE_STATES,
-    TXHASH_PHASES,
+    LedgerPhase,
     MetaStore,
+    RangeState,
+    TxHashPhase,
     decode_cf_counts,
     decode_uint,
     encode_cf_counts,
@@ -43,7 +44,7 @@ def test_cancel_at_ledgers_then_resume(tmp_path, lake1):
             cancel = threading.Event()
 
             def progress(snap, stop_at=stop_at, cancel=cancel):
-                if stop_at is not None and snap["ledgers_done"] >= stop_at - 1:
+                if stop_at is not None and snap.ledgers_done >= stop_at - 1:
                     cancel.set()
 
             orch = RangeOrchestrator(cfg, info, meta, cancel, progress=progress)
@@ -60,6 +61,9 @@ def test_cancel_at_ledgers_then_resume(tmp_path, lake1):
                 assert (after.ledger_last_committed - 1) % 1000 == 0
                 assert after.ledger_last_committed < stop_at
                 assert after.state == "INGESTING"
+            # the orchestrator's record, kept by mirroring each acknowledged update, is the store's
+            stored = meta.range_info(0)
+            assert dataclasses.replace(orch.info, completed_at=None) == dataclasses.replace(stored, completed_at=None)
         assert seen_checkpoints == sorted(seen_checkpoints)
         info = meta.range_info(0)
         assert info.state == "COMPLETE" and info.ledger_count == RS
@@ -80,7 +84,7 @@ def test_encodings_roundtrip(u32, u64, counts):
 
 _OPS = st.lists(
     st.tuples(st.sampled_from(["state", "ledger", "txhash"]),
-              st.sampled_from(sorted(set(RANGE_STATES) | set(LEDGER_PHASES) | set(TXHASH_PHASES)))),
+              st.sampled_from(sorted({str(v) for e in (RangeState, LedgerPhase, TxHashPhase) for v in e}))),
     max_size=25,
 )
 
@@ -90,8 +94,8 @@ _OPS = st.lists(
 def test_state_machine_random_walk(tmp_path_factory, ops):
     """Whatever sequence of updates is attempted, the stored states only move along the spec's
     arrows (one step at a time), and COMPLETE is reached only with both sub-flows done."""
-    order = {"state": ["PENDING", "INGESTING", "TRANSITIONING", "COMPLETE"], "ledger": list(LEDGER_PHASES),
-             "txhash": list(TXHASH_PHASES)}
+    order = {"state": ["PENDING", "INGESTING", "TRANSITIONING", "COMPLETE"], "ledger": list(LedgerPhase),
+             "txhash": list(TxHashPhase)}
     m = MetaStore(tmp_path_factory.mktemp("walk") / "meta")
     try:
         m.init_backfill(2, RS + 1, RS)

@@ -9,22 +9,20 @@ import pytest
 
 from rpcbackfill.errors import InputError, MetaStoreError
 from rpcbackfill.meta.store import (
-    BUILDING_RECSPLIT,
-    COMPACTING,
-    COMPLETE,
-    FAILED,
-    IMMUTABLE,
-    INGESTING,
-    PENDING,
-    TRANSITIONING,
-    TX_COMPLETE,
-    VERIFYING_RECSPLIT,
-    WRITING_LFS,
     Checkpoint,
+    LedgerPhase,
     MetaStore,
+    RangeState,
+    TxHashPhase,
     resume_state,
 )
 from rpcbackfill.records import ChunkProgress
+
+PENDING, INGESTING, TRANSITIONING = RangeState.PENDING, RangeState.INGESTING, RangeState.TRANSITIONING
+COMPLETE, FAILED = RangeState.COMPLETE, RangeState.FAILED
+WRITING_LFS, IMMUTABLE = LedgerPhase.WRITING_LFS, LedgerPhase.IMMUTABLE
+COMPACTING, BUILDING_RECSPLIT = TxHashPhase.COMPACTING, TxHashPhase.BUILDING_RECSPLIT
+VERIFYING_RECSPLIT, TX_COMPLETE = TxHashPhase.VERIFYING_RECSPLIT, TxHashPhase.COMPLETE
 
 RS = 10_000
 
@@ -161,3 +159,23 @@ def test_mode_mismatch_refused(meta):
     meta._write({b"global:mode": b"streaming"})
     with pytest.raises(InputError, match="streaming"):
         meta.init_backfill(2, RS + 1, RS)
+
+
+def test_states_are_enums_stored_as_their_names(meta):
+    meta.init_backfill(2, RS + 1, RS)
+    meta.start_ingesting(0, "/s")
+    info = meta.range_info(0)
+    assert info.state is RangeState.INGESTING and info.ledger_phase is LedgerPhase.INGESTING
+    assert f"{info.state}" == str(info.state) == "INGESTING" and json.dumps(info.state) == '"INGESTING"'
+    assert meta.dump()["range:0:state"] == b"INGESTING"
+    meta._write({b"range:0:state": b"SLEEPING"})
+    with pytest.raises(MetaStoreError, match="unknown range state 'SLEEPING'"):
+        meta.range_info(0)
+
+
+def test_attempts_written_by_the_coordinator_are_read_back(meta):
+    meta.init_backfill(2, RS + 1, RS)
+    assert meta.range_info(0).attempts == 0
+    meta.set_attempts(0, 3)
+    assert meta.dump()["range:0:attempts"] == struct.pack(">I", 3)
+    assert meta.range_info(0).attempts == 3

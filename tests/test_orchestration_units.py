@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -14,8 +15,9 @@ import pytest
 from rpcbackfill.errors import DataDirLockedError
 from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, StatusServer
 from rpcbackfill.orchestration.lock import DataDirLock
-from rpcbackfill.orchestration.progress import Progress, TerminalBar, fmt_eta
+from rpcbackfill.orchestration.progress import Progress, ProgressSnapshot, TerminalBar, fmt_eta
 from rpcbackfill.orchestration.protocol import Channel, ChannelClosed
+from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
@@ -60,10 +62,10 @@ def test_channel_roundtrip_and_eof():
     big = bytes(range(256)) * 4000  # larger than one recv() chunk and the socket buffer
     import threading
 
-    t = threading.Thread(target=lambda: (ca.send(("call", 1, "checkpoint", (0, big))), ca.send(("progress", {"range": 0}))))
+    t = threading.Thread(target=lambda: (ca.send(("call", 1, "checkpoint", (0, big))), ca.send(("progress", ProgressSnapshot(0, 1, 2, 3, sent_at=1.0)))))
     t.start()
     assert cb.recv() == ("call", 1, "checkpoint", (0, big))
-    assert cb.recv() == ("progress", {"range": 0})
+    assert cb.recv() == ("progress", ProgressSnapshot(0, 1, 2, 3, sent_at=1.0))
     t.join()
     ca.close()
     with pytest.raises(ChannelClosed):
@@ -107,33 +109,56 @@ def test_http_jsonrpc_and_get():
         srv.close()
 
 
+def _info(rid: int, state: str = "INGESTING", done: int = 0):
+    from rpcbackfill.meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
+
+    return RangeInfo(rid, RangeState(state), start_ledger=rid * 10_000 + 2, end_ledger=(rid + 1) * 10_000 + 1,
+                     ledger_phase=LedgerPhase.INGESTING, txhash_phase=TxHashPhase.INGESTING, ledger_count=done)
+
+
 def test_progress_rates_eta_and_lines(monkeypatch):
     import rpcbackfill.orchestration.progress as pm
 
     t = [100.0]
     monkeypatch.setattr(pm.time, "monotonic", lambda: t[0])
     p = Progress(window_s=10)
-    p.set_range(0, state="INGESTING", ledgers_total=10_000)
     for i in range(21):  # 100 ledgers/s, 300 tx/s for 20 s
-        p.update({"range": 0, "phase": "INGESTING", "ledgers_done": 100 * i, "ledgers_total": 10_000, "tx_done": 300 * i})
+        p.update(ProgressSnapshot(0, 100 * i, 10_000, 300 * i))
         t[0] += 1.0
-    (r,) = p.snapshot()
-    assert r["ledgers_per_s"] == pytest.approx(100.0)
-    assert r["tx_per_s"] == pytest.approx(300.0)
-    assert r["eta_s"] == pytest.approx((10_000 - 2000) / 100.0)
-    (line,) = p.lines()
-    assert "2000/10000 ledgers" in line and "100 ledgers/s" in line and "300 tx/s" in line and "RSS" in line
+    live = p.live(0)
+    assert live.ledgers_per_s == pytest.approx(100.0) and live.tx_per_s == pytest.approx(300.0)
+    assert live.eta_s == pytest.approx((10_000 - 2000) / 100.0)
+    assert p.live(1) is None
+    rep = StatusReport.of("backfill", 2, 20_001, 10_000, [RangeStatus.of(_info(0), live), RangeStatus.of(_info(1, "PENDING"))],
+                          rss_bytes=50 << 20)
+    (line,) = rep.progress_lines(p.window_s)  # PENDING ranges have no line
+    assert line.startswith("range 0 INGESTING: 2000/10000 ledgers (20.0%), 100 ledgers/s, 300 tx/s")
+    assert "RSS 50 MiB" in line and f"ETA {fmt_eta(80)}" in line
+    assert rep.ledgers_done == 2000 and rep.counts == {"INGESTING": 1, "PENDING": 1}
+    # the snapshot appears field for field in the JSON output
+    assert rep.to_json()["ranges"][0]["progress"] == dataclasses.asdict(live.snapshot)
     # a resume from an older checkpoint resets the window instead of producing negative rates
-    p.update({"range": 0, "ledgers_done": 1000, "tx_done": 3000})
-    assert p.snapshot()[0]["ledgers_per_s"] == 0.0
+    p.update(ProgressSnapshot(0, 1000, 10_000, 3000))
+    assert p.live(0).ledgers_per_s == 0.0
     assert fmt_eta(3725) == "1h02m05s" and fmt_eta(None) == "?"
 
 
-def test_terminal_bar_only_on_tty(tmp_path):
+def test_live_progress_never_lowers_the_checkpointed_count():
+    snap = ProgressSnapshot(0, 500, 10_000, 7)
+    r = RangeStatus.of(_info(0, done=1000), Progress().live(0))
+    assert r.ledgers_done == 1000 and r.progress is None
     p = Progress()
-    p.set_range(0, state="INGESTING", ledgers_total=100, ledgers_done=50)
+    p.update(snap)
+    r = RangeStatus.of(_info(0, done=1000), p.live(0))
+    assert r.ledgers_done == 1000 and r.progress == snap
+    p.update(ProgressSnapshot(0, 4321, 10_000, 9))
+    assert RangeStatus.of(_info(0, done=1000), p.live(0)).ledgers_done == 4321
+
+
+def test_terminal_bar_only_on_tty(tmp_path):
+    rep = StatusReport.of("backfill", 2, 10_001, 10_000, [RangeStatus.of(_info(0, done=5000))])
     with open(tmp_path / "f", "w") as f:
-        TerminalBar(p, stream=f).draw()
+        TerminalBar(rep.bar, stream=f).draw()
     assert (tmp_path / "f").read_text() == ""
 
     class Tty:
@@ -150,5 +175,5 @@ def test_terminal_bar_only_on_tty(tmp_path):
             pass
 
     t = Tty()
-    TerminalBar(p, stream=t).draw()
+    TerminalBar(rep.bar, stream=t).draw()
     assert "50.0%" in t.out and t.out.startswith("\r")

@@ -47,13 +47,13 @@ def test_ingesting_range_not_served_then_picked_up(tmp_path, tmp_path_factory):
     assert run_to_end(tmp_path, cfg0) == 0  # range 0 COMPLETE
     cfg1 = make_config(data, lake, RS + 2, LAST)
     assert run_to_end(tmp_path, cfg1, env={"RPCBACKFILL_TEST_CRASH_AT": "checkpoint_acked:2"}) != 0
-    st = {r["id"]: r for r in api.status(cfg1)["ranges"]}
-    assert st[0]["state"] == "COMPLETE" and st[1]["state"] == "INGESTING"
-    assert st[1]["ledger"]["last_committed_ledger"] >= RS + 2  # range 1 holds committed ledgers
+    st = {r.id: r for r in api.status(cfg1).ranges}
+    assert st[0].state == "COMPLETE" and st[1].state == "INGESTING"
+    assert st[1].last_committed_ledger >= RS + 2  # range 1 holds committed ledgers
 
     hashes = _range1_hashes()
     probe_seq, probe = hashes[len(hashes) // 20]  # a transaction of range 1's committed part
-    assert probe_seq <= st[1]["ledger"]["last_committed_ledger"]
+    assert probe_seq <= st[1].last_committed_ledger
 
     srv = InThreadServer(with_endpoint(cfg1, "127.0.0.1:0"), ServerOptions(refresh_interval_s=0.1))
     try:

@@ -299,53 +299,26 @@ def _write_index(idx_path: Path, b, n_keys: int, n_buckets: int, range_start: in
     return off, mphf
 
 
-def _parse_header(path: Path, buf) -> dict:
-    size = len(buf)
-    if size < 16:
-        raise CorruptStoreError(f"index {path} is truncated ({size} bytes)")
-    if bytes(buf[:8]) != MAGIC:
-        raise CorruptStoreError(f"{path} is not a txhash index file (bad magic {bytes(buf[:8])!r})")
-    (version,) = struct.unpack_from("<I", buf, 8)
-    if version != VERSION:
-        raise UnsupportedFormatError(f"{path}: index format version {version} is not supported (expected {VERSION})")
-    if size < HEADER_SIZE:
-        raise CorruptStoreError(f"index {path} is truncated ({size} bytes, header needs {HEADER_SIZE})")
-    h = dict(zip((n for n, _ in _HEADER_FIELDS), _HEADER.unpack_from(buf, 0)))
-    if h["file_size"] != size:
-        raise CorruptStoreError(f"index {path} is {size} bytes but its header declares {h['file_size']}")
-    if h["header_size"] != HEADER_SIZE:
-        raise CorruptStoreError(f"index {path}: header size {h['header_size']}, expected {HEADER_SIZE}")
-    params = (h["leaf"], h["lower_aggr"], h["upper_aggr"], h["bucket_size"], h["ef_sample"])
-    mine = (_recsplit.LEAF, _recsplit.LOWER_AGGR, _recsplit.UPPER_AGGR, _recsplit.BUCKET_SIZE, _recsplit.EF_SAMPLE)
-    if params != mine:
-        raise UnsupportedFormatError(f"index {path}: parameters {params} differ from this build's {mine}")
-    n, nb = h["n_keys"], h["n_buckets"]
-    if nb != n_buckets_for(n) or h["vals_len"] != 4 * n:
-        raise CorruptStoreError(f"index {path}: inconsistent key/bucket counts ({n} keys, {nb} buckets)")
-    if h["efk_n"] != nb + 1 or h["efb_n"] != nb + 1:
-        raise CorruptStoreError(f"index {path}: Elias-Fano sequences do not cover {nb} buckets")
-    if h["bits_len"] * 8 < h["seed_bits"] + 64:
-        raise CorruptStoreError(f"index {path}: seed section shorter than its {h['seed_bits']} bits")
-    for pfx in ("efk", "efb"):
-        n_ef, l_ef = h[f"{pfx}_n"], h[f"{pfx}_l"]
-        if l_ef >= 64:
-            raise CorruptStoreError(f"index {path}: Elias-Fano low width {l_ef} is invalid")
-        if h[f"{pfx}_low_len"] < ((n_ef * l_ef + 63) // 64 + 1) * 8 or h[f"{pfx}_high_len"] < 16 or \
-                h[f"{pfx}_s_len"] < ((n_ef + _recsplit.EF_SAMPLE - 1) // _recsplit.EF_SAMPLE) * 8:
-            raise CorruptStoreError(f"index {path}: Elias-Fano section too short")
-    for sec in ("vals", "bits", "efk_low", "efk_high", "efk_s", "efb_low", "efb_high", "efb_s"):
-        o, ln = h[f"{sec}_off"], h[f"{sec}_len"]
-        if o < HEADER_SIZE or o % 8 or o + ln > size:
-            raise CorruptStoreError(f"index {path}: section {sec} [{o}, {o + ln}) lies outside the file")
-    return h
+CHECKSUM_MODES = ("open", "first-use", "off")
 
 
 class ShardIndex:
-    """One mapped ``cf-{x}.idx`` file.  ``lookup`` returns the absolute ledger or None."""
+    """One mapped ``cf-{x}.idx`` file.  ``lookup`` returns the absolute ledger or None.
 
-    def __init__(self, idx_path: Path | str, *, verify_checksum: bool = False):
+    Opening validates the header and the section table against the file size (in C,
+    ``rs_index_open``): a truncated or inconsistent file raises ``CorruptStoreError`` naming it
+    before any pointer into it is used.  ``checksum`` says when the CRC-32 of the whole file is
+    checked: ``"open"`` in the constructor, ``"first-use"`` (default) before the first lookup
+    answers -- so a range whose other shards are never asked pays only for the shard it uses --
+    or ``"off"``.  Lookups that meet impossible directory or seed data raise
+    ``CorruptStoreError`` too; they never read outside the file.
+    """
+
+    def __init__(self, idx_path: Path | str, *, checksum: str = "first-use"):
+        if checksum not in CHECKSUM_MODES:
+            raise ValueError(f"checksum must be one of {CHECKSUM_MODES}, got {checksum!r}")
         self.path = Path(idx_path)
-        self._mm = None
+        self._mm: mmap.mmap | None = None
         self._ix = None
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -363,22 +336,33 @@ class ShardIndex:
         finally:
             os.close(fd)
         try:
-            h = _parse_header(self.path, self._mm)
+            self._ix = _recsplit.Index(self._mm, str(self.path), CorruptStoreError, UnsupportedFormatError)
+            h = dict(zip((n for n, _ in _HEADER_FIELDS), _HEADER.unpack_from(self._mm, 0)))
             self.header = h
-            if verify_checksum:
-                check_crc(self.path, self._mm, h)
-            self._ix = _recsplit.Index(
-                self._mm, h["n_keys"], h["n_buckets"], h["bucket_salt"], h["split_salt"], h["range_start"],
-                h["vals_off"], h["bits_off"],
-                (h["efk_n"], h["efk_l"], h["efk_low_off"], h["efk_high_off"], h["efk_s_off"]),
-                (h["efb_n"], h["efb_l"], h["efb_low_off"], h["efb_high_off"], h["efb_s_off"]),
-            )
+            self._crc_ok = checksum == "off"
+            if checksum == "open":
+                self._verify()
         except BaseException:
             self.close()
             raise
         self.n_keys: int = h["n_keys"]
         self.range_start: int = h["range_start"]
-        self.lookup = self._ix.lookup  # type: ignore[method-assign,assignment]  # hot path: skip one Python frame per lookup
+        # hot path: once the checksum is known good, skip one Python frame per lookup
+        self.lookup = self._ix.lookup if self._crc_ok else self._first_lookup  # type: ignore[method-assign,assignment]
+
+    def _verify(self) -> None:
+        if not self._crc_ok:
+            if self._mm is None:
+                raise ValueError(f"index {self.path} is closed")
+            check_crc(self.path, self._mm, self.header)
+            self._crc_ok = True
+
+    def _first_lookup(self, hash32: bytes) -> int | None:
+        self._verify()
+        if self._ix is None:
+            raise ValueError(f"index {self.path} is closed")
+        self.lookup = self._ix.lookup  # type: ignore[method-assign,assignment]
+        return self._ix.lookup(hash32)
 
     def lookup(self, hash32: bytes) -> int | None:  # replaced per instance while open
         """Absolute ledger of ``hash32`` (confirm by reading it), or None when certainly absent."""
@@ -388,6 +372,7 @@ class ShardIndex:
         """uint32 ledgers (0 = not found) for concatenated 32-byte hashes or an (n, 32) uint8 array."""
         if self._ix is None:
             raise ValueError(f"index {self.path} is closed")
+        self._verify()
         return self._ix.lookup_many(as_key_buffer(hashes))
 
     def close(self) -> None:
@@ -419,6 +404,8 @@ def as_key_buffer(hashes):
 
 
 def check_crc(path: Path, buf, h: dict) -> None:
+    """CRC-32 of the whole file (crc field zeroed) against the header's; CorruptStoreError naming
+    ``path`` on mismatch.  zlib releases the GIL for each 16 MiB step."""
     crc = zlib.crc32(bytes(buf[:CRC_OFFSET]) + b"\0\0\0\0" + bytes(buf[CRC_OFFSET + 4 : HEADER_SIZE]))
     mv = memoryview(buf)
     step = 1 << 24
@@ -439,7 +426,7 @@ def verify_shard(
 ) -> None:
     """VERIFYING_RECSPLIT: checksum, key count, range start, and every key -> its ledger."""
     idx_path, sorted_path = Path(idx_path), Path(sorted_path)
-    with ShardIndex(idx_path, verify_checksum=True) as ix:
+    with ShardIndex(idx_path, checksum="open") as ix:
         if ix.n_keys != n_keys:
             raise CorruptStoreError(f"index {idx_path} holds {ix.n_keys} keys, expected {n_keys}")
         if ix.range_start != range_start:

@@ -12,6 +12,18 @@ from ..records import HASH_SIZE, NSHARDS, shard_of
 from .recsplit import ShardIndex, as_key_buffer
 
 
+def open_shard(range_dir: Path | str, shard: int, range_start: int | None = None) -> ShardIndex:
+    """One shard of a range (``CorruptStoreError`` if missing, damaged or of another range).
+
+    Queries of one hash need only its shard: opening just that one keeps a damaged sibling
+    shard from failing lookups it has no part in."""
+    ix = ShardIndex(index_shard_path(range_dir, shard))
+    if range_start is not None and ix.range_start != range_start:
+        ix.close()
+        raise CorruptStoreError(f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}")
+    return ix
+
+
 class TxHashIndex:
     """Route a hash to its shard (first hex digit) and look it up there.
 
@@ -23,12 +35,7 @@ class TxHashIndex:
         self._shards: list[ShardIndex] = []
         try:
             for x in range(NSHARDS):
-                ix = ShardIndex(index_shard_path(self.range_dir, x))
-                self._shards.append(ix)
-                if range_start is not None and ix.range_start != range_start:
-                    raise CorruptStoreError(
-                        f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}"
-                    )
+                self._shards.append(open_shard(self.range_dir, x, range_start))
         except BaseException:
             self.close()
             raise

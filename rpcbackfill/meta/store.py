@@ -34,9 +34,11 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
-from ..errors import InputError, MetaStoreError
+from ..errors import InputError, MetaStoreCorruptError, MetaStoreError
 from ..ledgermath import check_range_size, range_first_ledger, range_last_ledger, range_of_ledger
 from ..records import NSHARDS, SHARD_DIGITS, ChunkProgress
 
@@ -44,37 +46,71 @@ log = logging.getLogger(__name__)
 
 MODE_BACKFILL = "backfill"
 
-# range:{id}:state
-PENDING = "PENDING"
-INGESTING = "INGESTING"
-TRANSITIONING = "TRANSITIONING"
-COMPLETE = "COMPLETE"
-FAILED = "FAILED"
-RANGE_STATES = (PENDING, INGESTING, TRANSITIONING, COMPLETE, FAILED)
 
-# range:{id}:ledger:phase
-LEDGER_INGESTING = "INGESTING"
-WRITING_LFS = "WRITING_LFS"
-IMMUTABLE = "IMMUTABLE"
-LEDGER_PHASES = (LEDGER_INGESTING, WRITING_LFS, IMMUTABLE)
+class _StrEnum(str, Enum):
+    """A str-valued enum that prints as its value (``enum.StrEnum`` needs Python 3.11)."""
 
-# range:{id}:txhash:phase
-TX_INGESTING = "INGESTING"
-COMPACTING = "COMPACTING"
-BUILDING_RECSPLIT = "BUILDING_RECSPLIT"
-VERIFYING_RECSPLIT = "VERIFYING_RECSPLIT"
-TX_COMPLETE = "COMPLETE"
-TXHASH_PHASES = (TX_INGESTING, COMPACTING, BUILDING_RECSPLIT, VERIFYING_RECSPLIT, TX_COMPLETE)
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def parse(cls, value: str, what: str):
+        try:
+            return cls(value)
+        except ValueError:
+            raise MetaStoreError(f"meta store: unknown {what} {value!r}") from None
+
+
+class RangeState(_StrEnum):
+    """``range:{id}:state``."""
+
+    PENDING = "PENDING"
+    INGESTING = "INGESTING"
+    TRANSITIONING = "TRANSITIONING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+
+class LedgerPhase(_StrEnum):
+    """``range:{id}:ledger:phase``, in order."""
+
+    INGESTING = "INGESTING"
+    WRITING_LFS = "WRITING_LFS"
+    IMMUTABLE = "IMMUTABLE"
+
+
+class TxHashPhase(_StrEnum):
+    """``range:{id}:txhash:phase``, in order."""
+
+    INGESTING = "INGESTING"
+    COMPACTING = "COMPACTING"
+    BUILDING_RECSPLIT = "BUILDING_RECSPLIT"
+    VERIFYING_RECSPLIT = "VERIFYING_RECSPLIT"
+    COMPLETE = "COMPLETE"
+
 
 SHARD_STEPS = ("sorted", "built", "verified")
+# the txhash phase during which each shard step is recorded
+SHARD_STEP_PHASE = {
+    "sorted": TxHashPhase.COMPACTING,
+    "built": TxHashPhase.BUILDING_RECSPLIT,
+    "verified": TxHashPhase.VERIFYING_RECSPLIT,
+}
 
 _RANGE_NEXT = {
-    PENDING: {INGESTING},
-    INGESTING: {TRANSITIONING},
-    TRANSITIONING: {COMPLETE},
-    COMPLETE: set(),
-    FAILED: {PENDING, INGESTING, TRANSITIONING},
+    RangeState.PENDING: {RangeState.INGESTING},
+    RangeState.INGESTING: {RangeState.TRANSITIONING},
+    RangeState.TRANSITIONING: {RangeState.COMPLETE},
+    RangeState.COMPLETE: set(),
+    RangeState.FAILED: {RangeState.PENDING, RangeState.INGESTING, RangeState.TRANSITIONING},
 }
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def encode_u32(v: int) -> bytes:
@@ -130,20 +166,20 @@ class RangeInfo:
     """Decoded view of every key of one range."""
 
     id: int
-    state: str | None = None
-    start_ledger: int | None = None
-    end_ledger: int | None = None
+    state: RangeState
+    start_ledger: int
+    end_ledger: int
     created_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
     attempts: int = 0
-    ledger_phase: str | None = None
+    ledger_phase: LedgerPhase | None = None
     ledger_last_committed: int | None = None
     ledger_count: int = 0
     immutable_path: str | None = None
     open_chunk: ChunkProgress | None = None
     chunks_verified: int = 0
-    txhash_phase: str | None = None
+    txhash_phase: TxHashPhase | None = None
     txhash_last_committed: int | None = None
     cf_counts: list[int] = field(default_factory=lambda: [0] * NSHARDS)
     rocksdb_path: str | None = None
@@ -156,38 +192,31 @@ class RangeInfo:
     def tx_count(self) -> int:
         return sum(self.cf_counts)
 
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "start_ledger": self.start_ledger,
-            "end_ledger": self.end_ledger,
-            "created_at": self.created_at,
-            "completed_at": self.completed_at,
-            "error": self.error,
-            "ledger": {
-                "phase": self.ledger_phase,
-                "last_committed_ledger": self.ledger_last_committed,
-                "count": self.ledger_count,
-                "immutable_path": self.immutable_path,
-                "chunks_verified": self.chunks_verified,
-            },
-            "txhash": {
-                "phase": self.txhash_phase,
-                "last_committed_ledger": self.txhash_last_committed,
-                "cf_counts": {SHARD_DIGITS[i]: n for i, n in enumerate(self.cf_counts)},
-                "count": self.tx_count,
-                "rocksdb_path": self.rocksdb_path,
-                "recsplit_path": self.recsplit_path,
-                "shards_compacted": len(self.shard_sorted),
-                "shards_built": len(self.shard_built),
-                "shards_verified": len(self.shard_verified),
-            },
-        }
+
+class MetaWriter(Protocol):
+    """The updates a range orchestrator makes while it drives its range (``MetaStore`` has them;
+    an orchestrator in another process or machine gets a forwarding implementation).  Each is
+    one synced batch, validated against the state machines above."""
+
+    def start_ingesting(self, rid: int, spill_dir: str) -> None: ...
+
+    def checkpoint(self, rid: int, cp: Checkpoint) -> None: ...
+
+    def start_transition(self, rid: int) -> None: ...
+
+    def set_ledger_phase(self, rid: int, phase: LedgerPhase, immutable_path: str | None = None) -> None: ...
+
+    def set_txhash_phase(self, rid: int, phase: TxHashPhase, recsplit_path: str | None = None) -> None: ...
+
+    def mark_chunks_verified(self, rid: int, n: int) -> None: ...
+
+    def mark_shard(self, rid: int, step: str, shard: str, value: str | int) -> None: ...
+
+    def complete_range(self, rid: int) -> None: ...
 
 
 class MetaStore:
-    """Typed access to the meta store.  ``read_only=True`` may run beside a live writer."""
+    """Typed access to the meta store (implements ``MetaWriter``).  ``read_only=True`` may run beside a live writer."""
 
     def __init__(self, path: Path | str, rocksdb=None, *, read_only: bool = False):
         from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteOptions
@@ -212,7 +241,7 @@ class MetaStore:
         try:
             self._db = Rdict(str(self.path), opts, access_type=access)
         except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
-            raise MetaStoreError(f"cannot open meta store {self.path}: {e}") from None
+            raise MetaStoreCorruptError(f"cannot open meta store {self.path}: {_one_line(e)}") from None
         self._wopt = WriteOptions()
         self._wopt.sync = True  # acknowledged == durable (WAL fsynced)
         self._closed = False
@@ -230,8 +259,14 @@ class MetaStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _unreadable(self, e: Exception, what: str) -> MetaStoreCorruptError:
+        return MetaStoreCorruptError(f"meta store {self.path} is unreadable ({what}): {_one_line(e)}")
+
     def _get(self, key: bytes) -> bytes | None:
-        v = self._db.get(key)
+        try:
+            v = self._db.get(key)
+        except Exception as e:  # RocksDB corruption / I/O error, as a plain Exception
+            raise self._unreadable(e, f"reading {key.decode(errors='replace')}") from None
         return None if v is None else bytes(v)
 
     def _str(self, key: bytes) -> str | None:
@@ -259,7 +294,19 @@ class MetaStore:
 
     def dump(self) -> dict[str, bytes]:
         """Every key and raw value (tests, debugging)."""
-        return {bytes(k).decode(): bytes(v) for k, v in self._db.items()}  # type: ignore[arg-type]  # raw mode: bytes
+        out: dict[str, bytes] = {}
+        it = self._db.iter()
+        try:
+            it.seek_to_first()
+            while it.valid():
+                out[bytes(it.key()).decode()] = bytes(it.value())
+                it.next()
+            it.status()  # raises if the scan stopped on an error rather than at the end
+        except Exception as e:
+            raise self._unreadable(e, "scanning all keys") from None
+        finally:
+            del it
+        return out
 
     # --- global -------------------------------------------------------------------------------
 
@@ -300,7 +347,7 @@ class MetaStore:
         ids = list(range(first_id, last_id + 1))
         for rid in ids:
             if self._get(rkey(rid, "state")) is None:
-                puts[rkey(rid, "state")] = PENDING.encode()
+                puts[rkey(rid, "state")] = RangeState.PENDING.encode()
                 puts[rkey(rid, "start_ledger")] = encode_u32(range_first_ledger(rid, range_size))
                 puts[rkey(rid, "end_ledger")] = encode_u32(range_last_ledger(rid, range_size))
                 puts[rkey(rid, "created_at")] = now
@@ -310,14 +357,21 @@ class MetaStore:
     def range_ids(self) -> list[int]:
         ids = set()
         it = self._db.iter()
-        it.seek(b"range:")
-        while it.valid():
-            k = bytes(it.key())
-            if not k.startswith(b"range:"):
-                break
-            ids.add(int(k.split(b":")[1]))
-            it.next()
-        del it
+        try:
+            it.seek(b"range:")
+            while it.valid():
+                k = bytes(it.key())
+                if not k.startswith(b"range:"):
+                    break
+                ids.add(int(k.split(b":")[1]))
+                it.next()
+            # an iterator that hit a damaged block just stops being valid: only status() tells
+            # "end of data" from "error", so an unchecked loop would report no ranges at all
+            it.status()
+        except Exception as e:
+            raise self._unreadable(e, "listing ranges") from None
+        finally:
+            del it
         return sorted(ids)
 
     # --- ranges -------------------------------------------------------------------------------
@@ -326,21 +380,27 @@ class MetaStore:
         g = lambda s: self._get(rkey(rid, s))  # noqa: E731
         s = lambda s: self._str(rkey(rid, s))  # noqa: E731
         u = lambda s: self._uint(rkey(rid, s))  # noqa: E731
+        state, start, end = s("state"), u("start_ledger"), u("end_ledger")
+        if state is None:
+            raise MetaStoreError(f"meta store has no range {rid}")
+        if start is None or end is None:
+            raise MetaStoreError(f"meta store: range {rid} lacks its start or end ledger")
+        lp, tp = s("ledger:phase"), s("txhash:phase")
         info = RangeInfo(
             id=rid,
-            state=s("state"),
-            start_ledger=u("start_ledger"),
-            end_ledger=u("end_ledger"),
+            state=RangeState.parse(state, "range state"),
+            start_ledger=start,
+            end_ledger=end,
             created_at=s("created_at"),
             completed_at=s("completed_at"),
             error=s("error"),
             attempts=u("attempts") or 0,
-            ledger_phase=s("ledger:phase"),
+            ledger_phase=None if lp is None else LedgerPhase.parse(lp, "ledger phase"),
             ledger_last_committed=u("ledger:last_committed_ledger"),
             ledger_count=u("ledger:count") or 0,
             immutable_path=s("ledger:immutable_path"),
             chunks_verified=u("ledger:chunks_verified") or 0,
-            txhash_phase=s("txhash:phase"),
+            txhash_phase=None if tp is None else TxHashPhase.parse(tp, "txhash phase"),
             txhash_last_committed=u("txhash:last_committed_ledger"),
             rocksdb_path=s("txhash:rocksdb_path"),
             recsplit_path=s("txhash:recsplit_path"),
@@ -361,35 +421,34 @@ class MetaStore:
             n = u(f"txhash:shard:{x}:verified")
             if n is not None:
                 info.shard_verified[x] = n
-        if info.state is None:
-            raise MetaStoreError(f"meta store has no range {rid}")
         return info
 
-    def _require_state(self, rid: int) -> str:
+    def _require_state(self, rid: int) -> RangeState:
         st = self._str(rkey(rid, "state"))
         if st is None:
             raise MetaStoreError(f"meta store has no range {rid}")
-        return st
+        return RangeState.parse(st, "range state")
 
-    def set_range_state(self, rid: int, state: str, *, error: str | None = None, extra: dict | None = None) -> None:
+    def set_range_state(
+        self, rid: int, state: RangeState | str, *, error: str | None = None, extra: dict | None = None
+    ) -> None:
         """Move range ``rid`` to ``state`` (validated); ``extra`` = additional keys (suffix -> bytes)."""
-        if state not in RANGE_STATES:
-            raise MetaStoreError(f"unknown range state {state!r}")
+        state = RangeState.parse(state, "range state")
         cur = self._require_state(rid)
-        if state != cur and state != FAILED and state not in _RANGE_NEXT[cur]:
+        if state != cur and state != RangeState.FAILED and state not in _RANGE_NEXT[cur]:
             raise MetaStoreError(f"range {rid}: illegal state change {cur} -> {state}")
-        if cur == COMPLETE and state == FAILED:
+        if cur == RangeState.COMPLETE and state == RangeState.FAILED:
             raise MetaStoreError(f"range {rid}: a COMPLETE range cannot become FAILED")
-        if state == COMPLETE and cur != COMPLETE:
+        if state == RangeState.COMPLETE and cur != RangeState.COMPLETE:
             lp = self._str(rkey(rid, "ledger:phase"))
             tp = self._str(rkey(rid, "txhash:phase"))
-            if lp != IMMUTABLE or tp != TX_COMPLETE:
+            if lp != LedgerPhase.IMMUTABLE or tp != TxHashPhase.COMPLETE:
                 raise MetaStoreError(f"range {rid}: cannot complete with ledger phase {lp} and txhash phase {tp}")
         puts = {rkey(rid, "state"): state.encode()}
         deletes = []
-        if state == FAILED:
+        if state == RangeState.FAILED:
             puts[rkey(rid, "error")] = (error or "unknown error").encode()
-        elif cur == FAILED:
+        elif cur == RangeState.FAILED:
             deletes.append(rkey(rid, "error"))
         for k, v in (extra or {}).items():
             puts[rkey(rid, k)] = v
@@ -399,22 +458,23 @@ class MetaStore:
         """PENDING -> INGESTING with both sub-flows at INGESTING (one batch)."""
         self.set_range_state(
             rid,
-            INGESTING,
+            RangeState.INGESTING,
             extra={
-                "ledger:phase": LEDGER_INGESTING.encode(),
-                "txhash:phase": TX_INGESTING.encode(),
+                "ledger:phase": LedgerPhase.INGESTING.encode(),
+                "txhash:phase": TxHashPhase.INGESTING.encode(),
                 "txhash:rocksdb_path": spill_dir.encode(),
             },
         )
 
     def set_attempts(self, rid: int, attempts: int) -> None:
+        """Failed attempts of the range in the current run (written by the coordinator only)."""
         self._require_state(rid)
         self._write({rkey(rid, "attempts"): encode_u32(attempts)})
 
     def checkpoint(self, rid: int, cp: Checkpoint) -> None:
         """Spec section 4 checkpoint: ledger + txhash progress and counts in ONE synced batch."""
         cur = self._require_state(rid)
-        if cur != INGESTING:
+        if cur != RangeState.INGESTING:
             raise MetaStoreError(f"range {rid}: checkpoint at ledger {cp.last_committed_ledger} while {cur}")
         prev = self._uint(rkey(rid, "ledger:last_committed_ledger"))
         if prev is not None and cp.last_committed_ledger < prev:
@@ -440,34 +500,34 @@ class MetaStore:
         """INGESTING -> TRANSITIONING; ledger phase WRITING_LFS, txhash phase COMPACTING (one batch)."""
         self.set_range_state(
             rid,
-            TRANSITIONING,
-            extra={"ledger:phase": WRITING_LFS.encode(), "txhash:phase": COMPACTING.encode()},
+            RangeState.TRANSITIONING,
+            extra={"ledger:phase": LedgerPhase.WRITING_LFS.encode(), "txhash:phase": TxHashPhase.COMPACTING.encode()},
         )
 
-    def _set_phase(self, rid: int, sub: str, phases: tuple, phase: str, extra: dict | None) -> None:
-        if phase not in phases:
-            raise MetaStoreError(f"range {rid}: unknown {sub} phase {phase!r}")
+    def _set_phase(self, rid: int, sub: str, phases: type[_StrEnum], phase: str, extra: dict | None) -> None:
+        order = list(phases)
+        new = phases.parse(phase, f"{sub} phase")
         state = self._require_state(rid)
-        if phase != phases[0] and state != TRANSITIONING:
-            raise MetaStoreError(f"range {rid}: {sub} phase {phase} while the range is {state}")
+        if new != order[0] and state != RangeState.TRANSITIONING:
+            raise MetaStoreError(f"range {rid}: {sub} phase {new} while the range is {state}")
         cur = self._str(rkey(rid, f"{sub}:phase"))
-        if cur is None or phases.index(phase) - phases.index(cur) not in (0, 1):
-            raise MetaStoreError(f"range {rid}: illegal {sub} phase change {cur} -> {phase}")
-        puts = {rkey(rid, f"{sub}:phase"): phase.encode()}
+        if cur is None or order.index(new) - order.index(phases.parse(cur, f"{sub} phase")) not in (0, 1):
+            raise MetaStoreError(f"range {rid}: illegal {sub} phase change {cur} -> {new}")
+        puts = {rkey(rid, f"{sub}:phase"): new.encode()}
         for k, v in (extra or {}).items():
             puts[rkey(rid, k)] = v
         self._write(puts)
 
-    def set_ledger_phase(self, rid: int, phase: str, immutable_path: str | None = None) -> None:
+    def set_ledger_phase(self, rid: int, phase: LedgerPhase, immutable_path: str | None = None) -> None:
         extra = {"ledger:immutable_path": immutable_path.encode()} if immutable_path else None
-        self._set_phase(rid, "ledger", LEDGER_PHASES, phase, extra)
+        self._set_phase(rid, "ledger", LedgerPhase, phase, extra)
 
-    def set_txhash_phase(self, rid: int, phase: str, recsplit_path: str | None = None) -> None:
+    def set_txhash_phase(self, rid: int, phase: TxHashPhase, recsplit_path: str | None = None) -> None:
         extra = {"txhash:recsplit_path": recsplit_path.encode()} if recsplit_path else None
-        self._set_phase(rid, "txhash", TXHASH_PHASES, phase, extra)
+        self._set_phase(rid, "txhash", TxHashPhase, phase, extra)
 
     def mark_chunks_verified(self, rid: int, n: int) -> None:
-        if self._str(rkey(rid, "ledger:phase")) != WRITING_LFS:
+        if self._str(rkey(rid, "ledger:phase")) != LedgerPhase.WRITING_LFS:
             raise MetaStoreError(f"range {rid}: chunk verification recorded outside WRITING_LFS")
         self._write({rkey(rid, "ledger:chunks_verified"): encode_u32(n)})
 
@@ -475,7 +535,7 @@ class MetaStore:
         """Record that ``step`` (sorted|built|verified) finished for ``shard``."""
         if step not in SHARD_STEPS or shard not in SHARD_DIGITS:
             raise MetaStoreError(f"range {rid}: bad shard mark {step}/{shard}")
-        want = {"sorted": COMPACTING, "built": BUILDING_RECSPLIT, "verified": VERIFYING_RECSPLIT}[step]
+        want = SHARD_STEP_PHASE[step]
         cur = self._str(rkey(rid, "txhash:phase"))
         if cur != want:
             raise MetaStoreError(f"range {rid}: shard {shard} {step} recorded during txhash phase {cur}")
@@ -484,13 +544,16 @@ class MetaStore:
 
     def complete_range(self, rid: int) -> None:
         """TRANSITIONING -> COMPLETE; callers have verified immutables and deleted active stores."""
-        self.set_range_state(rid, COMPLETE, extra={"completed_at": rfc3339_now().encode()})
+        self.set_range_state(rid, RangeState.COMPLETE, extra={"completed_at": rfc3339_now().encode()})
 
 
-def resume_state(info: RangeInfo) -> str:
+def resume_state(info: RangeInfo) -> RangeState:
     """The state a FAILED range resumes in, deduced from its sub-flow phases."""
-    if info.ledger_phase in (WRITING_LFS, IMMUTABLE) or info.txhash_phase not in (None, TX_INGESTING):
-        return TRANSITIONING
+    if info.ledger_phase in (LedgerPhase.WRITING_LFS, LedgerPhase.IMMUTABLE) or info.txhash_phase not in (
+        None,
+        TxHashPhase.INGESTING,
+    ):
+        return RangeState.TRANSITIONING
     if info.ledger_phase is not None:
-        return INGESTING
-    return PENDING
+        return RangeState.INGESTING
+    return RangeState.PENDING

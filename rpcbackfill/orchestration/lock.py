@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import DataDirLockedError
+from ..errors import DataDirLockedError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,11 @@ class DataDirLock:
     def acquire(self, wait_s: float = 0.0) -> DataDirLock:
         """Take the lock; retry for up to ``wait_s`` seconds (the orchestrators of a coordinator
         that was just killed need a moment to die), then raise DataDirLockedError."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:  # the operator's data_dir cannot hold files (permissions, read-only, ...)
+            raise InputError(f"cannot use data directory {self.path.parent}: {e.strerror or e}") from None
         deadline = time.monotonic() + wait_s
         while True:
             try:

@@ -1,10 +1,13 @@
 """One range's orchestrator: ingestion with checkpoints, then the transition.
 
-Runs inside an orchestrator process (``worker.py``) with a ``RemoteMeta`` that forwards every
-meta-store update to the coordinator and waits for its acknowledgement; tests may pass a real
-``MetaStore`` and run it in-process.  Every step is ordered so that a crash (SIGKILL) at any
-instant leaves a state the next run resumes from without redoing finished work
-(docs/design.md has the argument per phase):
+Runs as a work item of a ``RangeRunner`` (an orchestrator process of ``SubprocessRunner``, a
+thread of ``InProcessRunner``) with a ``MetaWriter`` that forwards every meta-store update to
+the coordinator and waits for its acknowledgement; tests may pass a real ``MetaStore``.  Each
+update is a typed ``updates.MetaUpdate``; after it is acknowledged the same update is mirrored
+onto ``self.info``, so the orchestrator's copy of the record never needs a re-read.
+
+Every step is ordered so that a crash (SIGKILL) at any instant leaves a state the next run
+resumes from without redoing finished work (docs/design.md has the argument per phase):
 
 Ingestion (range state INGESTING)
     ledger L from the source -> ChunkWriter.append + TxHashSpill.add;
@@ -24,7 +27,6 @@ Transition (range state TRANSITIONING), two sub-flows run side by side:
 
 from __future__ import annotations
 
-import errno
 import logging
 import shutil
 import threading
@@ -42,29 +44,35 @@ from ..errors import (
     LedgerSequenceError,
     MetaStoreError,
 )
-from ..fsutil import fsync_dir
+from ..fsutil import DISK_FULL_ERRNOS, fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
 from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
-    BUILDING_RECSPLIT,
-    COMPACTING,
-    FAILED,
-    IMMUTABLE,
-    INGESTING,
-    PENDING,
-    TRANSITIONING,
-    TX_COMPLETE,
-    VERIFYING_RECSPLIT,
-    WRITING_LFS,
     Checkpoint,
+    LedgerPhase,
+    MetaWriter,
     RangeInfo,
+    RangeState,
+    TxHashPhase,
 )
 from ..paths import DataDirLayout
 from ..records import HASH_SIZE, SHARD_DIGITS
 from ..sources import open_source
 from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
+from .progress import ProgressSnapshot
+from .updates import (
+    CompleteRange,
+    MarkChunksVerified,
+    MarkShard,
+    MetaUpdate,
+    SaveCheckpoint,
+    SetLedgerPhase,
+    SetTxHashPhase,
+    StartIngesting,
+    StartTransition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +89,6 @@ def remove_tree(path: Path) -> None:
         fsync_dir(path.parent)
 
 
-def as_disk_full(e: OSError) -> DiskFullError | None:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on device: {e.filename or ''} ({e.strerror})")
-    return None
-
-
 class RangeOrchestrator:
     """Drive range ``info.id`` from its recorded state to COMPLETE."""
 
@@ -94,9 +96,9 @@ class RangeOrchestrator:
         self,
         config: Config,
         info: RangeInfo,
-        meta,
+        meta: MetaWriter,
         cancel: threading.Event,
-        progress: Callable[[dict], None] | None = None,
+        progress: Callable[[ProgressSnapshot], None] | None = None,
         options: OrchestratorOptions | None = None,
     ):
         self.config = config
@@ -108,7 +110,6 @@ class RangeOrchestrator:
         self.options = options or OrchestratorOptions()
         self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
         self._last_progress = 0.0
-        self.phase = info.state or PENDING
         self.ledgers_done = info.ledger_count
         self.tx_done = info.tx_count
         self.layout = DataDirLayout(config)
@@ -116,51 +117,41 @@ class RangeOrchestrator:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _meta(self, method: str, *args) -> None:
+    def _update(self, update: MetaUpdate) -> None:
+        """Apply ``update`` (acknowledged: durable once this returns), then mirror it."""
         with self._meta_lock:
-            getattr(self.meta, method)(self.rid, *args)
+            update.apply(self.meta, self.rid)
+            update.mirror(self.info)
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
             raise Cancelled(f"range {self.rid}: cancelled")
 
-    def _report(self, force: bool = False, **extra) -> None:
+    def _report(self, force: bool = False) -> None:
         if self._progress_cb is None:
             return
         now = time.monotonic()
         if not force and now - self._last_progress < self.options.progress_every_s:
             return
         self._last_progress = now
-        snap = {
-            "range": self.rid,
-            "phase": self.phase,
-            "ledgers_done": self.ledgers_done,
-            "ledgers_total": self.info.end_ledger - self.info.start_ledger + 1,
-            "tx_done": self.tx_done,
-            "time": time.time(),
-        }
-        snap.update(extra)
-        self._progress_cb(snap)
+        total = self.info.end_ledger - self.info.start_ledger + 1
+        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done))
 
     # --- entry point -------------------------------------------------------------------------
 
     def run(self) -> None:
         st = self.info.state
-        if st == FAILED:
+        if st == RangeState.FAILED:
             raise MetaStoreError(f"range {self.rid} is FAILED; the coordinator must reset it before a run")
         try:
-            if st in (PENDING, INGESTING):
+            if st in (RangeState.PENDING, RangeState.INGESTING):
                 self._ingest()
                 self._check_cancel()
-                self._meta("start_transition")
-                self.info.state = TRANSITIONING
-                self.info.ledger_phase = WRITING_LFS
-                self.info.txhash_phase = COMPACTING
+                self._update(StartTransition())
             self._transition()
         except OSError as e:
-            df = as_disk_full(e)
-            if df is not None:
-                raise df from None
+            if e.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(f"no space left on device: {e.filename or ''} ({e.strerror})") from None
             raise
 
     # --- ingestion ---------------------------------------------------------------------------
@@ -170,19 +161,17 @@ class RangeOrchestrator:
         first, last = info.start_ledger, info.end_ledger
         ldir = self.layout.active_ledger_dir(self.rid)
         tdir = self.layout.active_txhash_dir(self.rid)
-        if info.state == PENDING or info.ledger_last_committed is None:
+        if info.state == RangeState.PENDING or info.ledger_last_committed is None:
             # Nothing committed: whatever an earlier attempt left in the active stores is garbage.
             remove_tree(ldir)
             remove_tree(tdir)
-            if info.state == PENDING:
-                self._meta("start_ingesting", str(tdir))
-                info.state = INGESTING
+            if info.state == RangeState.PENDING:
+                self._update(StartIngesting(str(tdir)))
             lc = first - 1
             counts = None
         else:
             lc = info.ledger_last_committed
             counts = list(info.cf_counts)
-        self.phase = INGESTING
         if lc >= last:
             log.info("range %d: ingestion already complete at ledger %d", self.rid, lc)
             return
@@ -250,13 +239,7 @@ class RangeOrchestrator:
             open_chunk = writer.sync()
         counts = list(spill.sync())
         faults.hit("checkpoint_synced")
-        cp = Checkpoint(seq, seq - self.info.start_ledger + 1, counts, open_chunk)
-        self._meta("checkpoint", cp)
-        self.info.ledger_last_committed = seq
-        self.info.txhash_last_committed = seq
-        self.info.cf_counts = counts
-        self.info.ledger_count = cp.ledger_count
-        self.info.open_chunk = open_chunk
+        self._update(SaveCheckpoint(Checkpoint(seq, seq - self.info.start_ledger + 1, counts, open_chunk)))
         self.tx_done = sum(counts)
         faults.hit("checkpoint_acked")
         self._report(force=True)
@@ -264,7 +247,6 @@ class RangeOrchestrator:
     # --- transition ----------------------------------------------------------------------------
 
     def _transition(self) -> None:
-        self.phase = TRANSITIONING
         self._report(force=True)
         with ThreadPoolExecutor(2, thread_name_prefix=f"range{self.rid}") as ex:
             futs = [ex.submit(self._ledger_subflow), ex.submit(self._txhash_subflow)]
@@ -286,9 +268,7 @@ class RangeOrchestrator:
         remove_tree(self.layout.active_ledger_dir(self.rid))
         remove_tree(self.layout.active_txhash_dir(self.rid))
         faults.hit("before_complete")
-        self._meta("complete_range")
-        self.info.state = "COMPLETE"
-        self.phase = "COMPLETE"
+        self._update(CompleteRange())
         self._report(force=True)
         log.info("range %d: COMPLETE", self.rid)
 
@@ -306,7 +286,7 @@ class RangeOrchestrator:
 
     def _ledger_subflow(self) -> None:
         info = self.info
-        if info.ledger_phase == WRITING_LFS:
+        if info.ledger_phase == LedgerPhase.WRITING_LFS:
             chunks = list(range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1))
             for i in range(info.chunks_verified, len(chunks)):
                 self._check_cancel()
@@ -315,16 +295,14 @@ class RangeOrchestrator:
                     raise CorruptStoreError(f"range {self.rid}: chunk {c} is missing after ingestion")
                 verify_chunk(self.ledgers_base, c, cancel=self.cancel)
                 faults.hit("verify_chunk")
-                self._meta("mark_chunks_verified", i + 1)
-                info.chunks_verified = i + 1
-            self._meta("set_ledger_phase", IMMUTABLE, str(self.ledgers_base))
-            info.ledger_phase = IMMUTABLE
+                self._update(MarkChunksVerified(i + 1))
+            self._update(SetLedgerPhase(LedgerPhase.IMMUTABLE, str(self.ledgers_base)))
 
     def _txhash_subflow(self) -> None:
         info = self.info
         tdir = self.layout.active_txhash_dir(self.rid)
         sorted_dir = self.layout.sorted_dir(self.rid)
-        if info.txhash_phase == COMPACTING:
+        if info.txhash_phase == TxHashPhase.COMPACTING:
             sorted_dir.mkdir(parents=True, exist_ok=True)
             for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_sorted:
@@ -332,11 +310,9 @@ class RangeOrchestrator:
                 self._check_cancel()
                 p = compact_shard(tdir, i, sorted_dir, cancel=self.cancel)
                 faults.hit("compact")
-                self._meta("mark_shard", "sorted", x, str(p))
-                info.shard_sorted[x] = str(p)
-            self._meta("set_txhash_phase", BUILDING_RECSPLIT)
-            info.txhash_phase = BUILDING_RECSPLIT
-        if info.txhash_phase == BUILDING_RECSPLIT:
+                self._update(MarkShard("sorted", x, str(p)))
+            self._update(SetTxHashPhase(TxHashPhase.BUILDING_RECSPLIT))
+        if info.txhash_phase == TxHashPhase.BUILDING_RECSPLIT:
             self.layout.index_dir(self.rid).mkdir(parents=True, exist_ok=True)
             for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_built:
@@ -345,11 +321,9 @@ class RangeOrchestrator:
                 build_shard(Path(info.shard_sorted[x]), self.layout.index_shard(self.rid, i),
                             info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("build")
-                self._meta("mark_shard", "built", x, info.cf_counts[i])
-                info.shard_built[x] = info.cf_counts[i]
-            self._meta("set_txhash_phase", VERIFYING_RECSPLIT)
-            info.txhash_phase = VERIFYING_RECSPLIT
-        if info.txhash_phase == VERIFYING_RECSPLIT:
+                self._update(MarkShard("built", x, info.cf_counts[i]))
+            self._update(SetTxHashPhase(TxHashPhase.VERIFYING_RECSPLIT))
+        if info.txhash_phase == TxHashPhase.VERIFYING_RECSPLIT:
             for i, x in enumerate(SHARD_DIGITS):
                 if x in info.shard_verified:
                     continue
@@ -357,9 +331,7 @@ class RangeOrchestrator:
                 verify_shard(self.layout.index_shard(self.rid, i), Path(info.shard_sorted[x]),
                              info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("verify_shard")
-                self._meta("mark_shard", "verified", x, info.cf_counts[i])
-                info.shard_verified[x] = info.cf_counts[i]
-            self._meta("set_txhash_phase", TX_COMPLETE, str(self.layout.index_dir(self.rid)))
-            info.txhash_phase = TX_COMPLETE
-        if info.txhash_phase != TX_COMPLETE:
+                self._update(MarkShard("verified", x, info.cf_counts[i]))
+            self._update(SetTxHashPhase(TxHashPhase.COMPLETE, str(self.layout.index_dir(self.rid))))
+        if info.txhash_phase != TxHashPhase.COMPLETE:
             raise MetaStoreError(f"range {self.rid}: unexpected txhash phase {info.txhash_phase}")

@@ -1,37 +1,58 @@
-"""Progress of a running backfill: trailing-window rates, ETA, RSS, progress lines and bar.
+"""Live progress of a running backfill: the snapshot type range tasks send, trailing-window
+rates and ETA, process-tree RSS, and the terminal bar.
 
-The coordinator feeds it every progress snapshot an orchestrator sends; the HTTP status, the
-periodic progress line and the terminal bar all read from here.
+``ProgressSnapshot`` is the one type for progress: a range task builds it
+(``RangeOrchestrator._report``), the runner carries it unchanged (pickled, or by reference in
+process), ``Progress.update`` keeps the latest one per range, and the status report
+(``status.RangeStatus.progress``) shows it field for field.  A new worker-side measurement is a
+new field with a default here; nothing in between changes.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 WINDOW_S = 30.0  # trailing window for ledgers/s and tx/s: long enough to smooth checkpoint stalls
 
 
-@dataclass
-class RangeProgress:
-    rid: int
-    state: str = "PENDING"
-    phase: str = "PENDING"
-    ledgers_done: int = 0
-    ledgers_total: int = 0
-    tx_done: int = 0
-    last_committed_ledger: int | None = None
-    attempts: int = 0
-    error: str | None = None
-    samples: collections.deque = None  # type: ignore[assignment]  # set in __post_init__; (time, ledgers, txs)
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """What a range task reports about itself, at most every ``progress_every_s``."""
 
-    def __post_init__(self):
-        if self.samples is None:
-            self.samples = collections.deque()
+    rid: int
+    ledgers_done: int  # ledgers of the range ingested so far (this run's view, ahead of checkpoints)
+    ledgers_total: int
+    tx_count: int  # transaction hashes collected so far
+    sent_at: float = field(default_factory=time.time)  # wall clock of the sender
+    # Worker-side counters by name (e.g. source fetch seconds, retries by reason, bytes read);
+    # additive: add a key in the sender, it shows up in the status output.
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LiveRange:
+    """The latest snapshot of a range with rates over the trailing window."""
+
+    snapshot: ProgressSnapshot
+    ledgers_per_s: float
+    tx_per_s: float
+    eta_s: float | None
+
+
+class _Window:
+    def __init__(self) -> None:
+        self.samples: collections.deque[tuple[float, int, int]] = collections.deque()  # (monotonic, ledgers, tx)
+        self.last: ProgressSnapshot | None = None
 
     def rates(self) -> tuple[float, float]:
         s = self.samples
@@ -40,30 +61,36 @@ class RangeProgress:
         dt = s[-1][0] - s[0][0]
         return (s[-1][1] - s[0][1]) / dt, (s[-1][2] - s[0][2]) / dt
 
-    def eta_s(self) -> float | None:
-        lps, _ = self.rates()
-        left = self.ledgers_total - self.ledgers_done
-        if left <= 0:
-            return 0.0
-        return left / lps if lps > 0 else None
 
-    def to_json(self) -> dict:
-        lps, tps = self.rates()
-        eta = self.eta_s()
-        return {
-            "id": self.rid,
-            "state": self.state,
-            "phase": self.phase,
-            "last_committed_ledger": self.last_committed_ledger,
-            "ledgers_done": self.ledgers_done,
-            "ledgers_total": self.ledgers_total,
-            "tx_count": self.tx_done,
-            "ledgers_per_s": round(lps, 1),
-            "tx_per_s": round(tps, 1),
-            "eta_s": None if eta is None else round(eta, 1),
-            "attempts": self.attempts,
-            "error": self.error,
-        }
+class Progress:
+    """Thread-safe latest snapshot per range; ``window_s`` is the trailing window for rates."""
+
+    def __init__(self, window_s: float = WINDOW_S):
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._ranges: dict[int, _Window] = {}
+
+    def update(self, snap: ProgressSnapshot) -> None:
+        now = time.monotonic()
+        with self._lock:
+            w = self._ranges.setdefault(snap.rid, _Window())
+            w.last = snap
+            if w.samples and w.samples[-1][1] > snap.ledgers_done:  # resumed from an older checkpoint
+                w.samples.clear()
+            w.samples.append((now, snap.ledgers_done, snap.tx_count))
+            while len(w.samples) > 2 and now - w.samples[0][0] > self.window_s:
+                w.samples.popleft()
+
+    def live(self, rid: int) -> LiveRange | None:
+        with self._lock:
+            w = self._ranges.get(rid)
+            if w is None or w.last is None:
+                return None
+            lps, tps = w.rates()
+            snap = w.last
+        left = snap.ledgers_total - snap.ledgers_done
+        eta = 0.0 if left <= 0 else (left / lps if lps > 0 else None)
+        return LiveRange(snap, lps, tps, eta)
 
 
 def tree_rss_bytes() -> int:
@@ -92,76 +119,17 @@ def fmt_eta(s: float | None) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
 
 
-class Progress:
-    """Thread-safe per-range progress; ``window_s`` is the trailing window for rates."""
-
-    def __init__(self, window_s: float = WINDOW_S):
-        self.window_s = window_s
-        self._lock = threading.Lock()
-        self.ranges: dict[int, RangeProgress] = {}
-        self.started = time.monotonic()
-
-    def set_range(self, rid: int, **fields) -> None:
-        with self._lock:
-            rp = self.ranges.setdefault(rid, RangeProgress(rid))
-            for k, v in fields.items():
-                setattr(rp, k, v)
-
-    def update(self, snap: dict) -> None:
-        """A snapshot from an orchestrator (see RangeOrchestrator._report)."""
-        now = time.monotonic()
-        with self._lock:
-            rp = self.ranges.setdefault(snap["range"], RangeProgress(snap["range"]))
-            rp.phase = snap.get("phase", rp.phase)
-            rp.ledgers_done = snap.get("ledgers_done", rp.ledgers_done)
-            rp.ledgers_total = snap.get("ledgers_total", rp.ledgers_total)
-            rp.tx_done = snap.get("tx_done", rp.tx_done)
-            if rp.samples and rp.samples[-1][1] > rp.ledgers_done:  # resumed from an older checkpoint
-                rp.samples.clear()
-            rp.samples.append((now, rp.ledgers_done, rp.tx_done))
-            while len(rp.samples) > 2 and now - rp.samples[0][0] > self.window_s:
-                rp.samples.popleft()
-
-    def snapshot(self) -> list[dict]:
-        with self._lock:
-            return [self.ranges[r].to_json() for r in sorted(self.ranges)]
-
-    def lines(self) -> list[str]:
-        """One progress line per range in flight (not PENDING, COMPLETE or FAILED)."""
-        rss = tree_rss_bytes()
-        out = []
-        for r in self.snapshot():
-            if r["state"] in ("PENDING", "COMPLETE", "FAILED"):
-                continue
-            pct = 100.0 * r["ledgers_done"] / r["ledgers_total"] if r["ledgers_total"] else 0.0
-            out.append(
-                f"range {r['id']} {r['state']}/{r['phase']}: {r['ledgers_done']}/{r['ledgers_total']} ledgers "
-                f"({pct:.1f}%), {r['ledgers_per_s']:.0f} ledgers/s, {r['tx_per_s']:.0f} tx/s "
-                f"(last {self.window_s:.0f}s), ETA {fmt_eta(r['eta_s'])}, RSS {rss / 2**20:.0f} MiB"
-            )
-        return out
-
-    def bar(self, width: int = 30) -> str:
-        snap = self.snapshot()
-        done = sum(r["ledgers_done"] for r in snap)
-        total = sum(r["ledgers_total"] for r in snap) or 1
-        lps = sum(r["ledgers_per_s"] for r in snap)
-        filled = int(width * done / total)
-        eta = (total - done) / lps if lps > 0 else None
-        return f"[{'#' * filled}{'.' * (width - filled)}] {100 * done / total:5.1f}% {lps:,.0f} ledgers/s ETA {fmt_eta(eta)}"
-
-
 class TerminalBar:
-    """A one-line bar redrawn on stderr, only when stderr is a terminal."""
+    """A one-line bar (the text ``render`` returns) redrawn on stderr, only on a terminal."""
 
-    def __init__(self, progress: Progress, enabled: bool | None = None, stream=None):
+    def __init__(self, render: Callable[[], str], enabled: bool | None = None, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.progress = progress
+        self.render = render
 
     def draw(self) -> None:
         if self.enabled:
-            self.stream.write("\r" + self.progress.bar() + "\x1b[K")
+            self.stream.write("\r" + self.render() + "\x1b[K")
             self.stream.flush()
 
     def clear(self) -> None:

@@ -1,18 +1,18 @@
-"""Coordinator <-> orchestrator messages over a Unix socketpair.
+"""Coordinator <-> orchestrator-process messages over a Unix socketpair (``SubprocessRunner``).
 
 Frame: 4-byte big-endian length, then a pickled tuple.  Both ends are processes of the same
-installation started by the coordinator, so pickle is safe here.
+installation started by the coordinator, so pickle is safe here.  Payloads are the typed
+objects of the executor seam (``executor``, ``updates``, ``progress``).
 
-Worker -> coordinator
-    ("call", req_id, method, args)      apply a meta-store update; the worker blocks until
+Orchestrator -> coordinator
+    ("update", req_id, MetaUpdate)      apply a meta-store update; the orchestrator blocks until
                                         ("ack", req_id, None) or ("err", req_id, message)
-    ("progress", snapshot_dict)         fire-and-forget progress for status/progress lines
+    ("progress", ProgressSnapshot)      fire and forget
     ("log", record_fields)              a log record, re-emitted through the coordinator's handlers
-    ("done", None)                      the range is COMPLETE (after the ack of complete_range)
-    ("failed", error_class_name, message, fatal)
-    ("cancelled", message)              stopped on request
-Coordinator -> worker
-    ("start", config, range_id, options_dict)   first message
+    ("outcome", Outcome)                last message: done (after the ack of CompleteRange),
+                                        failed or cancelled
+Coordinator -> orchestrator
+    ("start", WorkItem, options_dict)   first message (options: config, log_level, progress_every_s)
     ("ack" | "err", req_id, payload)
     ("stop", None)                      cancel promptly and exit
 """
@@ -24,20 +24,6 @@ import socket
 import struct
 
 from ..errors import RpcBackfillError
-
-# Meta-store methods a worker may ask the coordinator to apply (MetaStore's write API).
-ALLOWED_CALLS = frozenset(
-    {
-        "start_ingesting",
-        "checkpoint",
-        "start_transition",
-        "set_ledger_phase",
-        "set_txhash_phase",
-        "mark_chunks_verified",
-        "mark_shard",
-        "complete_range",
-    }
-)
 
 _HDR = struct.Struct(">I")
 MAX_FRAME = 64 << 20  # sanity bound: no message comes close (the config is the largest)

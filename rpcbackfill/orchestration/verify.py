@@ -331,7 +331,7 @@ class _Verifier:
                 out.append(None)
                 continue
             try:
-                ix = ShardIndex(path, verify_checksum=True)
+                ix = ShardIndex(path, checksum="open")
             except RpcBackfillError as e:
                 self.add(rr, "shard", str(e), shard=sx, path=str(path))
                 out.append(None)

@@ -1,19 +1,20 @@
-"""Orchestrator process: ``python -m rpcbackfill.orchestration.worker FD PARENT_PID``.
+"""The orchestrator process of ``SubprocessRunner``: runs one range and reports over a socket.
 
-Started by the coordinator with one end of a socketpair on ``FD`` (and the data-dir lock
-descriptor inherited, so the directory stays locked while this process lives).  It receives
-("start", config, range_info, options), runs the range's ``RangeOrchestrator`` and reports.
+Started by the coordinator through ``subprocess_runner.BOOTSTRAP``, which pins ``sys.path`` to
+the coordinator's before it imports this module and calls ``process_main([FD, PARENT_PID])``.
+``FD`` is one end of a socketpair; the data-dir lock descriptor is inherited too, so the
+directory stays locked while this process lives.  It receives ("start", WorkItem, options),
+runs the range's ``RangeOrchestrator`` with a ``ForwardingMeta`` and reports (protocol.py).
 
 Lifetime: the process dies with the coordinator -- ``PR_SET_PDEATHSIG(SIGKILL)`` for a
 coordinator killed outright, and EOF on the socket (cancel, then a hard exit after a grace
 period) for one that closed it.  SIGINT/SIGTERM and a ("stop",) message cancel promptly.
 
-Exit codes: 0 range COMPLETE, 1 failed (a ("failed", ...) message says why), 130 cancelled.
+Exit codes: 0 range COMPLETE, 1 failed (the ("outcome", ...) message says why), 130 cancelled.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import queue
@@ -22,53 +23,15 @@ import socket
 import sys
 import threading
 
-from ..errors import (
-    Cancelled,
-    CorruptStoreError,
-    DiskFullError,
-    DuplicateKeyError,
-    InputError,
-    LakeConfigError,
-    LedgerAuthError,
-    MetaStoreError,
-    MissingLedgerError,
-    RpcBackfillError,
-    UnsupportedFormatError,
-)
+from ..errors import Cancelled, MetaStoreError, RpcBackfillError
+from ..procutil import set_parent_death_signal
+from .executor import Outcome, WorkItem
 from .protocol import Channel, ChannelClosed
+from .updates import ForwardingMeta, MetaUpdate
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 EOF_GRACE_S = 5.0  # after the coordinator hung up: time to stop cleanly before a hard exit
-
-# Errors retrying cannot fix: the range is marked FAILED at once (spec: disk-full and corruption
-# fail fast; a ledger missing from a bounded lake and configuration problems stay missing).
-FATAL_ERRORS = (
-    DiskFullError,
-    CorruptStoreError,
-    DuplicateKeyError,
-    UnsupportedFormatError,
-    MissingLedgerError,
-    LedgerAuthError,
-    LakeConfigError,
-    InputError,
-    MetaStoreError,
-)
-
-
-def is_fatal(e: BaseException) -> bool:
-    return isinstance(e, FATAL_ERRORS)
-
-
-def set_parent_death_signal(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: rely on socket EOF
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 class Link:
@@ -107,16 +70,17 @@ class Link:
         with self._send_lock:
             self.chan.send(msg)
 
-    def call(self, method: str, *args) -> None:
+    def update(self, update: MetaUpdate) -> None:
+        """Send a meta-store update and wait for the coordinator's answer."""
         with self._send_lock:
             self._req += 1
-            rid = self._req
-            self.chan.send(("call", rid, method, args))
+            req = self._req
+            self.chan.send(("update", req, update))
         m = self.acks.get()
         if m[0] == "eof":
             raise Cancelled("coordinator went away")
-        if m[1] != rid:
-            raise MetaStoreError(f"protocol error: ack {m[1]} for request {rid}")
+        if m[1] != req:
+            raise MetaStoreError(f"protocol error: ack {m[1]} for request {req}")
         if m[0] == "err":
             raise MetaStoreError(m[2])
 
@@ -151,22 +115,7 @@ class LinkLogHandler(logging.Handler):
             self.handleError(record)
 
 
-class LinkMeta:
-    """MetaStore-shaped proxy: each update is applied (and synced) by the coordinator."""
-
-    def __init__(self, link: Link):
-        self._link = link
-
-    def __getattr__(self, name: str):
-        from .protocol import ALLOWED_CALLS
-
-        if name not in ALLOWED_CALLS:
-            raise AttributeError(name)
-        return lambda *args: self._link.call(name, *args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str]) -> int:
     fd, parent = int(argv[0]), int(argv[1])
     set_parent_death_signal(parent)
     chan = Channel(socket.socket(fileno=fd))
@@ -181,51 +130,51 @@ def main(argv: list[str] | None = None) -> int:
     start = chan.recv()
     if start[0] != "start":
         return 1
-    _, config, info, opts = start
-    from .orchestrator import OrchestratorOptions, RangeOrchestrator
-
+    _, item, opts = start
+    assert isinstance(item, WorkItem)
+    rid = item.rid
     link = Link(chan, cancel)
     # This is a process entry point: its log records travel to the coordinator, which emits
     # them through the handlers the CLI configured (text or JSON), tagged with the range.
     root = logging.getLogger()
     root.setLevel(opts.get("log_level", logging.INFO))
-    root.addHandler(LinkLogHandler(link, info.id))
+    root.addHandler(LinkLogHandler(link, rid))
     link.start_reader()
-    orch = RangeOrchestrator(
-        config,
-        info,
-        LinkMeta(link),
-        cancel,
-        progress=lambda snap: link.send(("progress", snap)),
-        options=OrchestratorOptions(progress_every_s=opts.get("progress_every_s", 1.0)),
-    )
     try:
+        from .orchestrator import OrchestratorOptions, RangeOrchestrator
+
+        orch = RangeOrchestrator(
+            opts["config"],
+            item.info,
+            ForwardingMeta(rid, link.update),
+            cancel,
+            progress=lambda snap: link.send(("progress", snap)),
+            options=OrchestratorOptions(progress_every_s=opts.get("progress_every_s", 1.0)),
+        )
         orch.run()
     except Cancelled as e:
-        log.info("range %d: stopped (%s)", info.id, e)
-        _try_send(link, ("cancelled", str(e)))
-        return 130
+        log.info("range %d: stopped (%s)", rid, e)
+        return _report(link, Outcome.cancelled(rid, str(e)), 130)
     except RpcBackfillError as e:
-        log.error("range %d failed: %s", info.id, e)
-        _try_send(link, ("failed", type(e).__name__, str(e), is_fatal(e)))
-        return 1
-    except Exception as e:  # an unexpected bug: report it with its type, let the coordinator retry
-        log.exception("range %d failed unexpectedly", info.id)
-        _try_send(link, ("failed", type(e).__name__, f"{type(e).__name__}: {e}", False))
-        return 1
-    _try_send(link, ("done", None))
-    return 0
+        log.error("range %d failed: %s", rid, e)
+        return _report(link, Outcome.failed(rid, e), 1)
+    except Exception as e:  # a bug, or a broken installation (ImportError: never retried)
+        log.exception("range %d failed unexpectedly", rid)
+        return _report(link, Outcome.failed(rid, e, unexpected=True), 1)
+    return _report(link, Outcome.done(rid), 0)
 
 
-def _try_send(link: Link, msg: tuple) -> None:
+def _report(link: Link, outcome: Outcome, code: int) -> int:
     try:
-        link.send(msg)
+        link.send(("outcome", outcome))
     except ChannelClosed:
         pass
+    return code
 
 
-if __name__ == "__main__":
-    code = main()
+def process_main(argv: list[str]) -> None:
+    """Entry point of the process (see subprocess_runner.BOOTSTRAP); never returns."""
+    code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown: source threads may still be winding down

@@ -166,7 +166,7 @@ class HistoryReader:
     def refresh(self) -> bool:
         """Re-read the meta store; serve newly COMPLETE ranges.  True when the set changed."""
         from ..index import TxHashIndex
-        from ..meta.store import COMPLETE, MetaStore
+        from ..meta.store import MetaStore, RangeState
 
         try:
             meta = MetaStore(self.meta_path, read_only=True)
@@ -187,7 +187,7 @@ class HistoryReader:
             (
                 ServedRange(i.id, i.start_ledger, i.end_ledger)
                 for i in infos
-                if i.state == COMPLETE and i.start_ledger is not None and i.end_ledger is not None
+                if i.state == RangeState.COMPLETE and i.start_ledger is not None and i.end_ledger is not None
             ),
             key=lambda r: r.start,
         )

@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import Config
+from ..config import Config, parse_ascii_int
 from ..errors import InputError
 from .methods import (
     INTERNAL_ERROR,
@@ -76,7 +76,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        port = int(port_s)
+        port = parse_ascii_int(port_s)
     except ValueError:
         raise InputError(f"[service] endpoint port must be a number, got {port_s!r}") from None
     if not 0 <= port <= 65535:

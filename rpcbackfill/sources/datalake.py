@@ -79,7 +79,7 @@ _JOIN_TIMEOUT = 5.0
 class _Batch:
     start: int  # header startSequence: LCM j is ledger start + j
     ledgers: list[Ledger]
-    nbytes: int
+    nbytes: int  # memory the batch holds (the decompressed file its ledgers are views of)
 
 
 class DataLakeSource:
@@ -322,7 +322,7 @@ class DataLakeSource:
                 found = found[lo - start : hi - start + 1]
             self._count("files")
             ledgers = [Ledger(*x) for x in found]
-            return _Batch(lo, ledgers, sum(len(x.lcm) for x in ledgers))
+            return _Batch(lo, ledgers, len(raw))  # the ledgers are views: the whole batch stays in memory
 
         return self._with_retries(attempt, where)
 

@@ -59,7 +59,7 @@ def fast_options(**kw):
 
 
 def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, log_level: str = "INFO",
-                      stderr=None) -> subprocess.Popen:
+                      stderr=None, cwd: Path | None = None) -> subprocess.Popen:
     """The coordinator in a new session (its own process group), as ``stellar-rpc`` would run."""
     blob = tmp / f"coord-{time.monotonic_ns()}.pickle"
     blob.write_bytes(pickle.dumps((config, options or fast_options(), log_level)))
@@ -67,8 +67,26 @@ def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, 
     e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.pop("RPCBACKFILL_TEST_CRASH_AT", None)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "tests.lib.orchestration", str(blob)], env=e,
+    # ``-m`` would put the working directory first on sys.path (a test may run the coordinator
+    # from a directory holding a decoy package): run the module without it.
+    return subprocess.Popen([sys.executable, "-c", _RUN_MODULE, str(blob)], env=e, cwd=cwd,
                             start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
+
+
+_RUN_MODULE = "import runpy, sys; sys.path.remove(''); runpy.run_module('tests.lib.orchestration', run_name='__main__')"
+
+
+def wait_held(hold_dir: Path, point: str, proc: subprocess.Popen, n: int = 1, timeout: float = 120.0) -> list[int]:
+    """Until ``n`` range processes hold at fault point ``point`` (see faults.py); the deadline
+    only guards against a hang, the test acts on the hold itself."""
+    from rpcbackfill.orchestration import faults
+
+    deadline = time.monotonic() + timeout
+    while len(pids := faults.held(hold_dir, point)) < n:
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {n} range(s) held at {point}"
+        assert time.monotonic() < deadline, f"no range held at {point} within {timeout}s"
+        time.sleep(0.02)
+    return pids
 
 
 def wait_group_gone(pgid: int, timeout: float = 20.0) -> None:

@@ -3,7 +3,8 @@
 Final files of chunk ``C`` (names: ``rpcbackfill.paths.chunk_paths``), byte-exact with the Go
 tooling (docs/formats.md "LFS chunks")::
 
-    {C:06d}.data    one zstd frame (level 3, content size set, no checksum) per ledger, concatenated
+    {C:06d}.data    one zstd frame (level 3, content size and content checksum set) per ledger,
+                    concatenated
     {C:06d}.index   8-byte header (version, offset width, 6 zero bytes), then N+1 little-endian
                     offsets of width 4 or 8: offset[i] is where ledger i's frame starts in .data
                     and offset[N] is the size of .data
@@ -75,9 +76,16 @@ def chunk_exists(ledgers_base: str | os.PathLike, chunk_id: int) -> bool:
     return data.is_file() and index.is_file()
 
 
+# Frames carry zstd's content checksum (low 32 bits of XXH64 of the ledger): a flipped bit anywhere
+# in a frame is then a decompression error, not a different well-formed ledger.  Spec section 7
+# allows frames with or without it; readers accept both (chunks written by other tools may lack
+# it, and are then only as safe as the spec'd format).
+ZSTD_CHECKSUM = True
+
+
 def compress_ledger(lcm: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    """The exact frame spec section 7 stores for one ledger (content size set, no checksum)."""
-    return zstandard.ZstdCompressor(level=level).compress(lcm)
+    """The exact frame we store for one ledger (content size and content checksum set)."""
+    return zstandard.ZstdCompressor(level=level, write_checksum=ZSTD_CHECKSUM).compress(lcm)
 
 
 def decompress_ledger(dctx: zstandard.ZstdDecompressor, frame, where: str) -> bytes:

@@ -48,6 +48,7 @@ from .format import (
     PARTIAL_RECORD_DTYPE,
     PARTIAL_VERSION,
     READ_AHEAD,
+    ZSTD_CHECKSUM,
     ChunkStats,
     chunk_exists,
     encode_index,
@@ -115,7 +116,7 @@ class ChunkWriter:
         self.last_ledger = chunk_last_ledger(chunk_id)
         self.data_path, self.index_path = chunk_paths(ledgers_base, chunk_id)
         self.data_partial, self.offsets_partial = chunk_partial_paths(work_dir, chunk_id)
-        self._cctx = zstandard.ZstdCompressor(level=level)
+        self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=ZSTD_CHECKSUM)
         self._compress = self._cctx.compress
         self._pack = PARTIAL_RECORD.pack
         self._data: BinaryIO | None = None  # buffered file object of the data partial (open state)

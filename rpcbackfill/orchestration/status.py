@@ -1,0 +1,172 @@
+"""The one status schema: ``StatusReport`` with a ``RangeStatus`` per range.
+
+Built from meta-store records (``RangeInfo``), optionally overlaid with live progress:
+
+* ``stellar-rpc status [--json]`` (``api.status``): from the meta store alone, beside a running
+  backfill or after it; the live fields (rates, ETA, RSS, ``progress``) are null.
+* The HTTP ``getStatus`` / ``GET /status`` of a running backfill (``Coordinator.status``):
+  the coordinator's records plus each range task's latest ``ProgressSnapshot``.
+* The periodic progress lines and the terminal bar of the coordinator.
+
+``to_json`` is the JSON form of both outputs (enum values as their strings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
+from ..records import SHARD_DIGITS
+from .progress import LiveRange, ProgressSnapshot, fmt_eta
+
+
+@dataclass
+class RangeStatus:
+    id: int
+    state: RangeState
+    start_ledger: int
+    end_ledger: int
+    ledger_phase: LedgerPhase | None
+    txhash_phase: TxHashPhase | None
+    last_committed_ledger: int | None  # the last checkpoint
+    ledgers_done: int  # live when the range runs, else the checkpointed count
+    ledgers_total: int
+    percent: float
+    tx_count: int
+    cf_counts: dict[str, int]
+    chunks_verified: int
+    shards_compacted: int
+    shards_built: int
+    shards_verified: int
+    attempts: int  # failed attempts of the range in the last run
+    error: str | None
+    created_at: str | None
+    completed_at: str | None
+    # live only (null from the meta store alone)
+    ledgers_per_s: float | None = None
+    tx_per_s: float | None = None
+    eta_s: float | None = None
+    progress: ProgressSnapshot | None = None
+
+    @classmethod
+    def of(cls, info: RangeInfo, live: LiveRange | None = None) -> RangeStatus:
+        total = info.end_ledger - info.start_ledger + 1
+        done, tx = info.ledger_count, info.tx_count
+        if live is not None:  # both only grow within a run; the snapshot is usually ahead
+            done, tx = max(done, live.snapshot.ledgers_done), max(tx, live.snapshot.tx_count)
+        return cls(
+            id=info.id,
+            state=info.state,
+            start_ledger=info.start_ledger,
+            end_ledger=info.end_ledger,
+            ledger_phase=info.ledger_phase,
+            txhash_phase=info.txhash_phase,
+            last_committed_ledger=info.ledger_last_committed,
+            ledgers_done=done,
+            ledgers_total=total,
+            percent=round(100.0 * done / total, 2) if total else 0.0,
+            tx_count=tx,
+            cf_counts={SHARD_DIGITS[i]: n for i, n in enumerate(info.cf_counts)},
+            chunks_verified=info.chunks_verified,
+            shards_compacted=len(info.shard_sorted),
+            shards_built=len(info.shard_built),
+            shards_verified=len(info.shard_verified),
+            attempts=info.attempts,
+            error=info.error,
+            created_at=info.created_at,
+            completed_at=info.completed_at,
+            ledgers_per_s=None if live is None else round(live.ledgers_per_s, 1),
+            tx_per_s=None if live is None else round(live.tx_per_s, 1),
+            eta_s=None if live is None or live.eta_s is None else round(live.eta_s, 1),
+            progress=None if live is None else live.snapshot,
+        )
+
+    @property
+    def phase(self) -> str:
+        """One word for the table and progress lines: the state, or both sub-flow phases."""
+        if self.state == RangeState.TRANSITIONING:
+            return f"ledger:{self.ledger_phase} txhash:{self.txhash_phase}"
+        return str(self.state)
+
+
+@dataclass
+class StatusReport:
+    mode: str | None
+    start_ledger: int | None
+    end_ledger: int | None
+    range_size: int | None
+    ranges: list[RangeStatus]
+    complete: bool
+    counts: dict[str, int]  # ranges per state
+    ledgers_done: int
+    ledgers_total: int
+    tx_count: int
+    # live only (null from the meta store alone)
+    run_state: str | None = None  # starting | running | stopping | failed | complete
+    parallel_ranges: int | None = None
+    rss_bytes: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        mode: str | None,
+        start: int | None,
+        end: int | None,
+        range_size: int | None,
+        ranges: list[RangeStatus],
+        **live: Any,
+    ) -> StatusReport:
+        states = [str(r.state) for r in ranges]
+        return cls(
+            mode=mode,
+            start_ledger=start,
+            end_ledger=end,
+            range_size=range_size,
+            ranges=ranges,
+            complete=bool(ranges) and all(s == RangeState.COMPLETE for s in states),
+            counts={s: states.count(s) for s in sorted(set(states))},
+            ledgers_done=sum(r.ledgers_done for r in ranges),
+            ledgers_total=sum(r.ledgers_total for r in ranges),
+            tx_count=sum(r.tx_count for r in ranges),
+            **live,
+        )
+
+    def to_json(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def progress_lines(self, window_s: float) -> list[str]:
+        """One line per range in flight (INGESTING or TRANSITIONING)."""
+        rss = f", RSS {self.rss_bytes / 2**20:.0f} MiB" if self.rss_bytes is not None else ""
+        out = []
+        for r in self.ranges:
+            if r.state not in (RangeState.INGESTING, RangeState.TRANSITIONING):
+                continue
+            out.append(
+                f"range {r.id} {r.phase}: {r.ledgers_done}/{r.ledgers_total} ledgers ({r.percent:.1f}%), "
+                f"{r.ledgers_per_s or 0:.0f} ledgers/s, {r.tx_per_s or 0:.0f} tx/s (last {window_s:.0f}s), "
+                f"ETA {fmt_eta(r.eta_s)}{rss}"
+            )
+        return out
+
+    def bar(self, width: int = 30) -> str:
+        total = self.ledgers_total or 1
+        lps = sum(r.ledgers_per_s or 0.0 for r in self.ranges)
+        filled = int(width * self.ledgers_done / total)
+        eta = (total - self.ledgers_done) / lps if lps > 0 else None
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {100 * self.ledgers_done / total:5.1f}% "
+            f"{lps:,.0f} ledgers/s ETA {fmt_eta(eta)}"
+        )
+
+
+def _plain(v: Any) -> Any:
+    """asdict output with enum members as their plain string values."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, str):
+        return str(v)
+    return v
