@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError, LedgerRangeError
+from .errors import ConfigError, InputError, LakeConfigError, LedgerRangeError
 from .ledgermath import (
     CHUNK_SIZE,
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -87,11 +87,17 @@ class RocksDBConfig:
 
 @dataclass(frozen=True)
 class BufferedStorageConfig:
-    bucket_path: str = ""  # gs://bucket/prefix, file:///path or a local path
+    bucket_path: str = ""  # a location of sources.objstore.SCHEMES or a local path
     buffer_size: int = 10_000  # files buffered ahead of the consumer
     num_workers: int = 200  # parallel downloads
     retry_limit: int = 5  # retries per object on transient errors (retry_limit + 1 attempts)
     retry_wait: float = 1.0  # seconds; backoff base (doubles per attempt, capped)
+    ledgers_per_file: int | None = None  # layout of a lake without .config.json (else checked against it)
+    files_per_partition: int | None = None
+    anonymous: bool = False  # unsigned/anonymous requests even when credentials exist
+    region: str | None = None  # S3 region (default: the AWS chain)
+    endpoint_url: str | None = None  # S3-compatible endpoint (default: the AWS chain)
+    force_path_style: bool = False  # S3 path-style addressing (MinIO, Ceph)
 
 
 @dataclass(frozen=True)
@@ -270,9 +276,9 @@ KEYS: tuple[Key, ...] = (
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
         "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised."),
     Key("backfill.buffered_storage", "bucket_path", "location", "",
-        "Data lake root: gs://bucket/prefix, file:///abs/path or a local path (relative: against data_dir). "
-        "Required with ledger_backend = \"buffered_storage\".",
-        example="gs://my-ledger-bucket/pubnet"),
+        "Data lake root: s3://bucket/prefix, gs://bucket/prefix, file:///abs/path or a local path (relative: "
+        "against data_dir). Required with ledger_backend = \"buffered_storage\".",
+        example="s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet"),
     Key("backfill.buffered_storage", "buffer_size", "int", 10_000, "Lake files fetched ahead of the consumer.",
         minimum=1, maximum=1_000_000),
     Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1, maximum=4096),
@@ -280,6 +286,24 @@ KEYS: tuple[Key, ...] = (
         maximum=1000),
     Key("backfill.buffered_storage", "retry_wait", "float", 1.0,
         "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0, maximum=3600.0),
+    Key("backfill.buffered_storage", "ledgers_per_file", "int", None,
+        "Ledgers per lake file (ledgersPerBatch). Required, with files_per_partition, for a lake without "
+        ".config.json; with a manifest both must agree with it.", minimum=1, maximum=UINT32_MAX, example=1,
+        commented=True),
+    Key("backfill.buffered_storage", "files_per_partition", "int", None,
+        "Lake files per partition directory (batchesPerPartition); see ledgers_per_file.", minimum=1,
+        maximum=UINT32_MAX, example=64000, commented=True),
+    Key("backfill.buffered_storage", "anonymous", "bool", False,
+        "Read the lake with anonymous (unsigned) requests even when credentials are available. Without "
+        "credentials requests are anonymous anyway."),
+    Key("backfill.buffered_storage", "region", "str", None,
+        "S3 only: bucket region (default: AWS_REGION / the AWS profile); the public pubnet lake is in us-east-2.",
+        example="us-east-2", commented=True),
+    Key("backfill.buffered_storage", "endpoint_url", "str", None,
+        "S3 only: endpoint of an S3-compatible store (MinIO, R2, Ceph); default: AWS_ENDPOINT_URL_S3 / "
+        "AWS_ENDPOINT_URL, else AWS.", example="http://127.0.0.1:9000", commented=True),
+    Key("backfill.buffered_storage", "force_path_style", "bool", False,
+        "S3 only: path-style addressing (https://host/bucket/key), needed by most S3-compatible stores."),
     Key("backfill.captive_core", "binary_path", "path", None,
         "stellar-core executable (a bare name is looked up on PATH). Required with ledger_backend = \"captive_core\".",
         example="/usr/local/bin/stellar-core", commented=True),
@@ -430,7 +454,7 @@ def _describe(key: Key, v: _Value) -> str:
     return key.dotted if v.source in ("default",) else f"{key.dotted} (from {v.source})"
 
 
-_BOOL_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_BOOL_TEXT = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
@@ -560,19 +584,18 @@ def _check_dir_path(label: str, p: Path, problems: list[str]) -> None:
 
 
 def _resolve_location(key: Key, raw: str, data_dir: Path | None, what: str, problems: list[str]) -> str:
+    # The scheme table lives with the stores; imported here lazily (config is the lower layer).
+    from .sources import objstore
+
     raw = raw.strip()
     if raw == "":
         return ""
-    if raw.startswith("gs://"):
-        if not raw[len("gs://"):].split("/", 1)[0]:
-            problems.append(f"{what} must name a bucket: gs://bucket[/prefix], got {raw!r}")
-        return raw.rstrip("/") if raw.count("/") > 2 else raw
-    if raw.startswith("file://"):
-        if not raw.startswith("file:///"):
-            problems.append(f"{what}: file:// URLs must be absolute (file:///path), got {raw!r}")
+    try:
+        raw = objstore.check_location(raw)
+    except LakeConfigError as e:
+        problems.append(f"{what}: {e}")
         return raw
     if "://" in raw:
-        problems.append(f"{what}: unsupported scheme in {raw!r} (accepted: gs://, file://, local path)")
         return raw
     return str(_absolute(raw, data_dir)) if data_dir is not None else raw
 
@@ -698,16 +721,7 @@ def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: boo
 
     backend = values["backfill.ledger_backend"]
     if backend == "buffered_storage":
-        bucket = values["backfill.buffered_storage.bucket_path"]
-        if bucket == "":
-            problems.append(
-                "backfill.buffered_storage.bucket_path is required when backfill.ledger_backend is "
-                "buffered_storage (gs://bucket/prefix, file:///path or a local path)"
-            )
-        elif bucket is not None and ("://" not in bucket or bucket.startswith("file:///")):
-            local = Path(bucket[len("file://") :] if bucket.startswith("file://") else bucket)
-            if not local.is_dir():
-                problems.append(f"backfill.buffered_storage.bucket_path {bucket} is not an existing directory")
+        _check_lake(values, invalid, problems)
     elif backend == "captive_core":
         binary = values["backfill.captive_core.binary_path"]
         conf = values["backfill.captive_core.config_path"]
@@ -724,6 +738,34 @@ def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: boo
             elif not os.access(path, mode):
                 problems.append(f"{key} {path} is not {ability}")
     return range_problems
+
+
+def _check_lake(values: dict[str, Any], invalid: set[str], problems: list[str]) -> None:
+    from .sources import objstore
+
+    sect = "backfill.buffered_storage"
+    bucket = values[f"{sect}.bucket_path"]
+    if bucket == "":
+        problems.append(
+            f"{sect}.bucket_path is required when backfill.ledger_backend is buffered_storage "
+            f"({objstore.accepted_forms()})"
+        )
+    if not bucket or f"{sect}.bucket_path" in invalid:
+        return
+    try:
+        scheme = objstore.scheme_of(bucket)
+        local = objstore.local_path(bucket)
+    except LakeConfigError:
+        return  # already reported by _resolve_location
+    if local is not None and not local.is_dir():
+        problems.append(f"{sect}.bucket_path {bucket} is not an existing directory")
+    for name in ("region", "endpoint_url", "force_path_style"):
+        if values[f"{sect}.{name}"] not in (None, False) and name not in scheme.options:
+            forms = " or ".join(s.form for s in objstore.SCHEMES.values() if name in s.options)
+            problems.append(f"{sect}.{name} applies only to {forms} lakes, not to {bucket}")
+    endpoint = values[f"{sect}.endpoint_url"]
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        problems.append(f"{sect}.endpoint_url must be an http:// or https:// URL, got {endpoint!r}")
 
 
 def _build(values: dict[str, Any]) -> Config:

@@ -136,9 +136,10 @@ class MissingLedgerError(SourceError):
 
 
 class LakeConfigError(SourceError):
-    """The data lake manifest is absent, malformed or contradicts the configuration."""
+    """The data lake manifest is absent, malformed or contradicts the configuration, or the
+    lake's location cannot be used.  Exit 1 like every source failure: it is found by reading
+    the lake (pre-flight check or a range), not by validating the configuration file."""
 
-    exit_code = 2
     retryable = False
 
 

@@ -25,6 +25,7 @@ from ..config import Config, format_duration
 from ..errors import InputError, MaxDurationElapsed, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
+from ..sources import preflight
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
 from .http import StatusServer
 from .lock import DataDirLock
@@ -138,6 +139,7 @@ class Coordinator:
                 if info.attempts:
                     self.meta.set_attempts(rid, 0)  # range:{id}:attempts counts the failures of this run
                 self._set_info(self.meta.range_info(rid))
+            preflight(self.config, list(self._infos.values()))  # exit 1 at once if the source cannot serve them
             self._runner = self._runner_factory(self._runner_settings(), self)
             self._start_http()
             return self._loop()

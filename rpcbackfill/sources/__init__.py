@@ -3,10 +3,12 @@
 ``open_source(config, cancel)`` returns the ``LedgerSource`` selected by
 ``config.backfill.ledger_backend``:
 
-- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
+- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on S3, GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
-Layout math and the local lake writer live in ``sources.layout``.
+``preflight(config, ranges)`` checks, once before any range starts, that the source can
+serve the ledgers of the ranges still to ingest (``sources.checks``).  Layout math and the local lake writer live
+in ``sources.layout``; object stores and their scheme table in ``sources.objstore``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from ..errors import ConfigError
 from .base import Ledger, LedgerSource
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from collections.abc import Iterable
 
-__all__ = ["Ledger", "LedgerSource", "open_source"]
+    from ..config import Config
+    from .checks import RangeLike
+
+__all__ = ["Ledger", "LedgerSource", "open_source", "preflight"]
+
+
+def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
+    """See ``sources.checks.preflight``."""
+    from .checks import preflight as run
+
+    run(config, ranges)
 
 
 def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
