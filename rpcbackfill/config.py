@@ -120,6 +120,7 @@ class BackfillConfig:
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
+    check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -287,6 +288,10 @@ KEYS: tuple[Key, ...] = (
         "Stop the backfill after this long (e.g. \"90s\", \"30m\", \"6h\", \"1h30m\"; a bare number is "
         "seconds) and exit 75; re-running the same command continues from the last checkpoint. Unset: no limit.",
         minimum=1.0, maximum=MAX_DURATION_S, example="6h", commented=True),
+    Key("backfill", "check_ledger_hashes", "bool", True,
+        "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
+        "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
+        "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised."),
     Key("backfill.buffered_storage", "bucket_path", "location", "",
         "Data lake root: s3://bucket/prefix, gs://bucket/prefix, file:///abs/path or a local path (relative: "
         "against data_dir). Required with ledger_backend = \"buffered_storage\".",

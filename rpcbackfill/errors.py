@@ -129,6 +129,15 @@ class LedgerSequenceError(SourceError):
     """Ledgers arrived out of order, with a gap, or with a broken hash chain."""
 
 
+class LedgerAuthError(SourceError):
+    """An ingested ledger fails authentication against its own hashes: its header hash, the
+    previous-ledger hash chain, or the transaction-set / result-set hash the header commits to.
+    Not retried: the source serves the same bytes again.  The message names the ledger sequence
+    and the hash that failed."""
+
+    retryable = False
+
+
 class MissingLedgerError(SourceError):
     """A ledger/object inside a bounded range does not exist: it stays missing."""
 

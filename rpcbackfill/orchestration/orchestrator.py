@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..fsutil import DISK_FULL_ERRNOS, fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
+from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     Checkpoint,
@@ -191,6 +192,7 @@ class RangeOrchestrator:
         log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "",
                  extra=self._fields(ledger=lc + 1, phase="INGESTING"))
         spill = TxHashSpill(tdir, counts=counts)
+        chain = ledger_chain(self.config, f"range {self.rid}")  # None if check_ledger_hashes = false
         writer = None
         writer_chunk = -1  # chunk id the current writer (or skip mode) belongs to
         try:
@@ -203,6 +205,8 @@ class RangeOrchestrator:
                     ledger = source.get_ledger(seq)  # parsed once, by the source
                     if ledger.seq != seq:
                         raise LedgerSequenceError(f"range {self.rid}: source returned ledger {ledger.seq} for {seq}")
+                    if chain is not None:
+                        chain.add(ledger)  # links it (the source authenticated it) or checks it
                     c = chunk_of_ledger(seq)
                     if c != writer_chunk:
                         writer = self._open_writer(c, seq, ldir)

@@ -46,6 +46,7 @@ from ..errors import (
     TransientSourceError,
     XdrError,
 )
+from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
 from .base import Ledger
@@ -86,6 +87,7 @@ class DataLakeSource:
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         request_timeout: float | tuple[float, float] | None = None,
         store=None,
+        authenticate: bool = False,
     ):
         problems = []
         if config.buffer_size < 1:
@@ -104,6 +106,7 @@ class DataLakeSource:
         self.expected_schema = expected_schema
         self.max_buffer_bytes = max(1, int(max_buffer_bytes))
         self._request_timeout = request_timeout
+        self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the worker
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
@@ -267,8 +270,8 @@ class DataLakeSource:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
             raw = decompress_frame(data, where, CorruptDownloadError)  # corrupt download: retried
-            try:
-                start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
+            try:  # the one parse of these ledgers (authenticated: hashes checked in this thread)
+                start, end, found = verify_batch(raw) if self.authenticate else lcm.scan_batch(raw)
             except XdrError as e:
                 raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
