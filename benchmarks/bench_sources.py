@@ -1,5 +1,5 @@
 """Throughput of the ledger sources: ledgers/s and MB/s from a local lake, from the GCS
-emulator, and from captive core (the stand-in in tests/, serving a pre-recorded meta stream).
+emulator, from moto's S3 server (anonymous boto3 client), and from captive core (the stand-in in tests/, serving a pre-recorded meta stream).
 
     python benchmarks/bench_sources.py                      # quick (< 2 min)
     python benchmarks/bench_sources.py --ledgers 100000 --gcs-ledgers 10000 --kind pubnet --json out.json
@@ -12,7 +12,8 @@ transactions per ledger on average (~6 KB); ``--kind pubnet`` 163, as many as pu
 Columns: ``xdr MB/s`` counts LedgerCloseMeta bytes delivered to the consumer, ``zst MB/s`` the
 compressed lake bytes read.  ``cpu s/Kledger`` is CPU time (this process and its children)
 per 1,000 ledgers: it does not depend on how many cores were free.  The emulator is a
-single-threaded Python server, so its row measures the client path, not GCS.  The captive-core
+single-threaded Python server, so its row measures the client path, not GCS; the same holds for
+the moto S3 row (``--gcs-ledgers`` ledgers too).  The captive-core
 row is bounded by the stand-in's own speed (a Python script copying frames).
 Every figure is the median of ``--runs`` runs.
 """
@@ -59,9 +60,9 @@ def consume(src, first: int, last: int) -> int:
     return n
 
 
-def bench_lake(name, bucket_path, n, args, schema, zst_bytes, **kw):
+def bench_lake(name, bucket_path, n, args, schema, zst_bytes, cfg_kw=None, **kw):
     cfg = BufferedStorageConfig(bucket_path=bucket_path, buffer_size=args.buffer, num_workers=args.workers,
-                                retry_limit=2, retry_wait=0.1)
+                                retry_limit=2, retry_wait=0.1, **(cfg_kw or {}))
 
     def run():
         with DataLakeSource(cfg, NET, threading.Event(), **kw) as src:
@@ -95,7 +96,7 @@ def main() -> int:
     ap.add_argument("--kind", choices=("small", "pubnet"), default="small")
     ap.add_argument("--workers", type=int, default=8, help="num_workers (default 8)")
     ap.add_argument("--buffer", type=int, default=100, help="buffer_size in files (default 100)")
-    ap.add_argument("--skip", default="", help="comma list of: local,batch64,gcs,core")
+    ap.add_argument("--skip", default="", help="comma list of: local,batch64,gcs,s3,core")
     add_common_args(ap)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -141,6 +142,28 @@ def main() -> int:
             finally:
                 os.environ.pop("STORAGE_EMULATOR_HOST", None)
                 emu.close()
+        if "s3" not in skip:
+            from tests.lib.s3 import MotoS3, aws_env
+            from tests.lib.s3 import upload_lake as upload_s3
+
+            server = MotoS3()
+            saved = dict(os.environ)
+            try:
+                sl = work / "s3lake"
+                s = LakeSchema(NET, 1, 64000)
+                write_lake(sl, ledgers(args.kind, args.gcs_ledgers), s, fsync=False)
+                upload_s3(server.client(), "bench", "pubnet", sl)
+                for k, v in aws_env(work, AWS_ENDPOINT_URL_S3=server.host).items():
+                    if v:
+                        os.environ[k] = v
+                    else:
+                        os.environ.pop(k, None)
+                rows.append(bench_lake("S3 (moto server)", "s3://bench/pubnet", args.gcs_ledgers, args, s,
+                                       per_ledger_zst * args.gcs_ledgers, cfg_kw={"force_path_style": True}))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+                server.close()
         if "core" not in skip:
             stream = work / "meta.stream"
             with open(stream, "wb") as f:

@@ -418,14 +418,19 @@ def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json:
     bucket_path = cfg.backfill.buffered_storage.bucket_path
     if not bucket_path:
         raise InputError("detect-gaps needs a data lake: set [backfill.buffered_storage] bucket_path")
+    from .errors import LakeConfigError
     from .sources.gaps import detect_gaps as find_gaps
-    from .sources.objstore import open_store
+    from .sources.objstore import StoreOptions, open_store
 
-    store = open_store(bucket_path)
     try:
-        report = find_gaps(store, start_ledger, end_ledger)
-    finally:
-        store.close()
+        store = open_store(bucket_path, StoreOptions.from_config(cfg.backfill.buffered_storage))
+        try:
+            report = find_gaps(store, start_ledger, end_ledger)
+        finally:
+            store.close()
+    except LakeConfigError as e:
+        # exit 1 means "objects are missing" here: a lake it cannot interpret is bad input (exit 2)
+        raise InputError(str(e)) from None
     _out((json.dumps(report.to_json(), indent=2) if as_json else report.format_text()) + "\n")
     if report.missing:
         raise CheckFailedError(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InputError, LedgerRangeError
+from .errors import ConfigError, InputError, LakeConfigError, LedgerRangeError
 from .ledgermath import (
     CHUNK_SIZE,
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -55,7 +55,11 @@ TESTNET_PASSPHRASE = "Test SDF Network ; September 2015"
 class ServiceConfig:
     data_dir: Path
     network_passphrase: str = PUBNET_PASSPHRASE
-    http_port: int = 8080  # 0 disables the HTTP endpoint
+    http_port: int | None = None  # deprecated: overrides http_endpoint's port; 0 disables the endpoint
+    http_endpoint: str = "127.0.0.1:8080"  # getHealth/getStatus while a backfill runs
+    admin_endpoint: str | None = None  # GET /metrics (Prometheus); None = off
+    health_stall_threshold: float = 120.0  # getHealth reports a stall after this long without progress
+    progress_interval: float = 30.0  # a progress log line per running range this often
     endpoint: str = "127.0.0.1:8000"  # JSON-RPC listen address of `stellar-rpc serve`
     log_level: str = "info"  # debug|info|warning|error
     log_format: str = "text"  # text|json
@@ -87,11 +91,17 @@ class RocksDBConfig:
 
 @dataclass(frozen=True)
 class BufferedStorageConfig:
-    bucket_path: str = ""  # gs://bucket/prefix, file:///path or a local path
+    bucket_path: str = ""  # a location of sources.objstore.SCHEMES or a local path
     buffer_size: int = 10_000  # files buffered ahead of the consumer
     num_workers: int = 200  # parallel downloads
     retry_limit: int = 5  # retries per object on transient errors (retry_limit + 1 attempts)
     retry_wait: float = 1.0  # seconds; backoff base (doubles per attempt, capped)
+    ledgers_per_file: int | None = None  # layout of a lake without .config.json (else checked against it)
+    files_per_partition: int | None = None
+    anonymous: bool = False  # unsigned/anonymous requests even when credentials exist
+    region: str | None = None  # S3 region (default: the AWS chain)
+    endpoint_url: str | None = None  # S3-compatible endpoint (default: the AWS chain)
+    force_path_style: bool = False  # S3 path-style addressing (MinIO, Ceph)
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class BackfillConfig:
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
+    check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -195,7 +206,7 @@ def parse_ascii_float(text: str) -> float:
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key.  ``kind``: str, int, float, duration, choice, path, location (bucket_path),
+    """One configuration key.  ``kind``: str, int, float, bool, duration, choice, path, location (bucket_path),
     urls (a list of history-archive URLs; from text: comma-separated)."""
 
     section: str
@@ -225,8 +236,21 @@ KEYS: tuple[Key, ...] = (
         example="/var/lib/stellar-rpc"),
     Key("service", "network_passphrase", "str", PUBNET_PASSPHRASE,
         "Network passphrase; a data lake whose manifest names another network is refused."),
-    Key("service", "http_port", "int", 8080, "Port of the progress/health HTTP endpoint; 0 disables it.",
-        minimum=0, maximum=65535),
+    Key("service", "http_port", "int", None,
+        "Deprecated: use http_endpoint. When set, replaces the port of http_endpoint; 0 disables the endpoint.",
+        minimum=0, maximum=65535, example=8080, commented=True),
+    Key("service", "http_endpoint", "str", "127.0.0.1:8080",
+        "HOST:PORT of the backfill's health/status endpoint (JSON-RPC getHealth, getStatus; GET /health, "
+        "/status). A port already in use is a start-up error."),
+    Key("service", "admin_endpoint", "str", None,
+        "HOST:PORT serving Prometheus metrics at GET /metrics while a backfill runs. Unset: no metrics endpoint.",
+        example="127.0.0.1:6061", commented=True),
+    Key("service", "health_stall_threshold", "duration", 120.0,
+        "getHealth answers an error when no ledger was ingested and no transition step finished for this long "
+        "(e.g. \"120s\", \"5m\").", minimum=1.0),
+    Key("service", "progress_interval", "duration", 30.0,
+        "A progress log line per running range (ledgers, rates, ETA as fields) this often during a backfill.",
+        minimum=0.1),
     Key("service", "endpoint", "str", "127.0.0.1:8000",
         "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),
     Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),
@@ -269,10 +293,14 @@ KEYS: tuple[Key, ...] = (
         "Stop the backfill after this long (e.g. \"90s\", \"30m\", \"6h\", \"1h30m\"; a bare number is "
         "seconds) and exit 75; re-running the same command continues from the last checkpoint. Unset: no limit.",
         minimum=1.0, maximum=MAX_DURATION_S, example="6h", commented=True),
+    Key("backfill", "check_ledger_hashes", "bool", True,
+        "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
+        "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
+        "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised."),
     Key("backfill.buffered_storage", "bucket_path", "location", "",
-        "Data lake root: gs://bucket/prefix, file:///abs/path or a local path (relative: against data_dir). "
-        "Required with ledger_backend = \"buffered_storage\".",
-        example="gs://my-ledger-bucket/pubnet"),
+        "Data lake root: s3://bucket/prefix, gs://bucket/prefix, file:///abs/path or a local path (relative: "
+        "against data_dir). Required with ledger_backend = \"buffered_storage\".",
+        example="s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet"),
     Key("backfill.buffered_storage", "buffer_size", "int", 10_000, "Lake files fetched ahead of the consumer.",
         minimum=1, maximum=1_000_000),
     Key("backfill.buffered_storage", "num_workers", "int", 200, "Parallel downloads.", minimum=1, maximum=4096),
@@ -280,6 +308,24 @@ KEYS: tuple[Key, ...] = (
         maximum=1000),
     Key("backfill.buffered_storage", "retry_wait", "float", 1.0,
         "Seconds before the first retry; doubles per attempt (capped).", minimum=0.0, maximum=3600.0),
+    Key("backfill.buffered_storage", "ledgers_per_file", "int", None,
+        "Ledgers per lake file (ledgersPerBatch). Required, with files_per_partition, for a lake without "
+        ".config.json; with a manifest both must agree with it.", minimum=1, maximum=UINT32_MAX, example=1,
+        commented=True),
+    Key("backfill.buffered_storage", "files_per_partition", "int", None,
+        "Lake files per partition directory (batchesPerPartition); see ledgers_per_file.", minimum=1,
+        maximum=UINT32_MAX, example=64000, commented=True),
+    Key("backfill.buffered_storage", "anonymous", "bool", False,
+        "Read the lake with anonymous (unsigned) requests even when credentials are available. Without "
+        "credentials requests are anonymous anyway."),
+    Key("backfill.buffered_storage", "region", "str", None,
+        "S3 only: bucket region (default: AWS_REGION / the AWS profile); the public pubnet lake is in us-east-2.",
+        example="us-east-2", commented=True),
+    Key("backfill.buffered_storage", "endpoint_url", "str", None,
+        "S3 only: endpoint of an S3-compatible store (MinIO, R2, Ceph); default: AWS_ENDPOINT_URL_S3 / "
+        "AWS_ENDPOINT_URL, else AWS.", example="http://127.0.0.1:9000", commented=True),
+    Key("backfill.buffered_storage", "force_path_style", "bool", False,
+        "S3 only: path-style addressing (https://host/bucket/key), needed by most S3-compatible stores."),
     Key("backfill.captive_core", "binary_path", "path", None,
         "stellar-core executable (a bare name is looked up on PATH). Required with ledger_backend = \"captive_core\".",
         example="/usr/local/bin/stellar-core", commented=True),
@@ -438,6 +484,9 @@ def _describe(key: Key, v: _Value) -> str:
     return key.dotted if v.source in ("default",) else f"{key.dotted} (from {v.source})"
 
 
+_BOOL_TEXT = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
     """Type-check/parse one value; append a problem and return None when it is invalid."""
     val = v.value
@@ -451,6 +500,16 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
                 return None
         elif isinstance(val, bool) or not isinstance(val, int):
             problems.append(f"{what} must be an integer, got {type(val).__name__} {val!r}")
+            return None
+    elif key.kind == "bool":
+        if v.from_text:
+            norm = str(val).strip().lower()
+            if norm not in _BOOL_TEXT:
+                problems.append(f"{what} must be true or false, got {v.value!r}")
+                return None
+            val = _BOOL_TEXT[norm]
+        elif not isinstance(val, bool):
+            problems.append(f"{what} must be true or false, got {type(val).__name__} {val!r}")
             return None
     elif key.kind == "float":
         if v.from_text:
@@ -575,19 +634,18 @@ def _check_dir_path(label: str, p: Path, problems: list[str]) -> None:
 
 
 def _resolve_location(key: Key, raw: str, data_dir: Path | None, what: str, problems: list[str]) -> str:
+    # The scheme table lives with the stores; imported here lazily (config is the lower layer).
+    from .sources import objstore
+
     raw = raw.strip()
     if raw == "":
         return ""
-    if raw.startswith("gs://"):
-        if not raw[len("gs://"):].split("/", 1)[0]:
-            problems.append(f"{what} must name a bucket: gs://bucket[/prefix], got {raw!r}")
-        return raw.rstrip("/") if raw.count("/") > 2 else raw
-    if raw.startswith("file://"):
-        if not raw.startswith("file:///"):
-            problems.append(f"{what}: file:// URLs must be absolute (file:///path), got {raw!r}")
+    try:
+        raw = objstore.check_location(raw)
+    except LakeConfigError as e:
+        problems.append(f"{what}: {e}")
         return raw
     if "://" in raw:
-        problems.append(f"{what}: unsupported scheme in {raw!r} (accepted: gs://, file://, local path)")
         return raw
     return str(_absolute(raw, data_dir)) if data_dir is not None else raw
 
@@ -713,16 +771,7 @@ def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: boo
 
     backend = values["backfill.ledger_backend"]
     if backend == "buffered_storage":
-        bucket = values["backfill.buffered_storage.bucket_path"]
-        if bucket == "":
-            problems.append(
-                "backfill.buffered_storage.bucket_path is required when backfill.ledger_backend is "
-                "buffered_storage (gs://bucket/prefix, file:///path or a local path)"
-            )
-        elif bucket is not None and ("://" not in bucket or bucket.startswith("file:///")):
-            local = Path(bucket[len("file://") :] if bucket.startswith("file://") else bucket)
-            if not local.is_dir():
-                problems.append(f"backfill.buffered_storage.bucket_path {bucket} is not an existing directory")
+        _check_lake(values, invalid, problems)
     elif backend == "captive_core":
         binary = values["backfill.captive_core.binary_path"]
         conf = values["backfill.captive_core.config_path"]
@@ -739,6 +788,34 @@ def _check_backfill(values: dict[str, Any], invalid: set[str], for_backfill: boo
             elif not os.access(path, mode):
                 problems.append(f"{key} {path} is not {ability}")
     return range_problems
+
+
+def _check_lake(values: dict[str, Any], invalid: set[str], problems: list[str]) -> None:
+    from .sources import objstore
+
+    sect = "backfill.buffered_storage"
+    bucket = values[f"{sect}.bucket_path"]
+    if bucket == "":
+        problems.append(
+            f"{sect}.bucket_path is required when backfill.ledger_backend is buffered_storage "
+            f"({objstore.accepted_forms()})"
+        )
+    if not bucket or f"{sect}.bucket_path" in invalid:
+        return
+    try:
+        scheme = objstore.scheme_of(bucket)
+        local = objstore.local_path(bucket)
+    except LakeConfigError:
+        return  # already reported by _resolve_location
+    if local is not None and not local.is_dir():
+        problems.append(f"{sect}.bucket_path {bucket} is not an existing directory")
+    for name in ("region", "endpoint_url", "force_path_style"):
+        if values[f"{sect}.{name}"] not in (None, False) and name not in scheme.options:
+            forms = " or ".join(s.form for s in objstore.SCHEMES.values() if name in s.options)
+            problems.append(f"{sect}.{name} applies only to {forms} lakes, not to {bucket}")
+    endpoint = values[f"{sect}.endpoint_url"]
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        problems.append(f"{sect}.endpoint_url must be an http:// or https:// URL, got {endpoint!r}")
 
 
 def _build(values: dict[str, Any]) -> Config:
@@ -764,6 +841,8 @@ def _build(values: dict[str, Any]) -> Config:
 
 
 def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     if isinstance(value, str):

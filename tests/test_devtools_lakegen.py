@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 
 import pytest
@@ -319,6 +320,13 @@ def test_cli_generate_lake(tmp_path, templates):
     r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "2", "--last", "3",
                                  "--tx-per-ledger", "-4"])
     assert r.exit_code != 0
+    # a bucket URL is refused (the object-store registry says it is not local), not made a directory
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
+        r = runner.invoke(dev, ["generate-lake", "--output", "s3://bucket/lake", "--first", "2", "--last", "3"],
+                          catch_exceptions=False)
+        assert r.exit_code == 2 and "not a local directory" in r.output
+        assert os.listdir(cwd) == []
 
 
 def test_cli_v0_lake_and_progress(tmp_path, templates):

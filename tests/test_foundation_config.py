@@ -124,7 +124,7 @@ config_path = "{corecfg}"
     [
         ("backfill.parallel_ranges", "3", "4", 5, 2, ("backfill", "parallel_ranges")),
         ("service.log_level", '"warning"', "error", "debug", "info", ("service", "log_level")),
-        ("service.http_port", "1000", "2000", "3000", 8080, ("service", "http_port")),
+        ("service.health_stall_threshold", "1000", "2000", "3000", 120.0, ("service", "health_stall_threshold")),
         ("backfill.buffered_storage.retry_wait", "0.5", "0.25", "0.125", 1.0, ("backfill", "buffered_storage", "retry_wait")),
     ],
 )
@@ -336,6 +336,8 @@ def test_home_is_expanded(tmp_path, monkeypatch):
         ("gs://bucket/prefix/", "gs://bucket/prefix"),
         ("gs://bucket", "gs://bucket"),
         ("file:///srv/lake", "file:///srv/lake"),
+        ("s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet/", "s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet"),
+        ("s3://bucket", "s3://bucket"),
     ],
 )
 def test_bucket_urls_kept(tmp_path, bucket, expect):
@@ -344,12 +346,43 @@ def test_bucket_urls_kept(tmp_path, bucket, expect):
 
 
 @pytest.mark.parametrize(
-    "bucket, fragment", [("gs://", "must name a bucket"), ("file://lake", "must be absolute"), ("s3://b/p", "unsupported scheme")]
+    "bucket, fragment",
+    [
+        ("gs://", "must name a bucket"),
+        ("s3:///prefix", "must name a bucket"),
+        ("file://lake", "must be absolute"),
+        ("azure://b/p", "unsupported scheme"),
+    ],
 )
 def test_bad_bucket_urls(tmp_path, bucket, fragment):
     env = {"STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path), "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": bucket}
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_config(None, env=env)
+
+
+def test_s3_keys_parse_and_apply_only_to_s3(tmp_path):
+    base = {"STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path), "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": "s3://b/p"}
+    env = dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ANONYMOUS="yes",
+               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_FORCE_PATH_STYLE="true",
+               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
+               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="http://127.0.0.1:9000")
+    bs = load_config(None, env=env, for_backfill=True,
+                     overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001}).backfill.buffered_storage
+    assert (bs.anonymous, bs.force_path_style, bs.region, bs.endpoint_url) == (True, True, "us-east-2",
+                                                                                "http://127.0.0.1:9000")
+    with pytest.raises(ConfigError, match="must be true or false"):
+        load_config(None, env=dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ANONYMOUS="maybe"))
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    bad = dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH=str(lake),
+               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
+               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="ftp://x")
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, env=bad, for_backfill=True,
+                    overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001})
+    probs = problems_of(ei)
+    assert any("region applies only to s3://bucket/prefix lakes" in p for p in probs), probs
+    assert any("endpoint_url must be an http:// or https:// URL" in p for p in probs), probs
 
 
 def test_data_dir_is_a_file(tmp_path):
@@ -549,7 +582,7 @@ def test_example_parses_and_holds_defaults(tmp_path):
     assert cfg.service == base.service
     assert cfg.rocksdb == base.rocksdb
     assert cfg.meta_store == base.meta_store and cfg.immutable_stores == base.immutable_stores
-    assert cfg.backfill.buffered_storage.bucket_path.startswith("gs://")
+    assert cfg.backfill.buffered_storage.bucket_path.startswith("s3://")
     assert cfg.backfill.range_size == base.backfill.range_size
     # every key appears, set or commented out
     text = example_config_text()

@@ -20,7 +20,7 @@ from rpcbackfill.sources import layout, open_source
 from rpcbackfill.sources.base import Ledger, LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
-from rpcbackfill.sources.objstore import LocalStore
+from rpcbackfill.sources.objstore.local import LocalStore
 from tests.lib.gcs_fault_proxy import FaultProxy
 from tests.lib.ledgers import chain as make_chain
 from tests.lib.oracle import sdk_reference
@@ -144,7 +144,7 @@ def test_missing_manifest(tmp_path, chain):
 
 
 def test_bad_bucket_paths(tmp_path):
-    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("s3://x/y", "scheme")]:
+    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("azure://x/y", "scheme"), ("s3:///y", "must name a bucket")]:
         with DataLakeSource(cfg(path), NET) as src:
             with pytest.raises(LakeConfigError, match=match):
                 src.prepare_range(2, 3)
@@ -388,6 +388,20 @@ def test_gcs_range_check_and_manifest(gcs_env):
             src.prepare_range(2, 3)
 
 
+def test_gcs_preflight_no_bucket_and_forbidden(gcs_env):
+    from rpcbackfill.sources.checks import check_lake
+
+    assert check_lake(cfg("gs://lake/pubnet"), NET, 2, 401).ledgers_per_batch == 8
+    with pytest.raises(SourceError, match="bucket nobucket does not exist") as ei:
+        check_lake(cfg("gs://nobucket/pubnet"), NET, 2, 10)
+    assert type(ei.value) is SourceError
+    gcs_env.add("/lake/", "status", code=403, times=-1)
+    with pytest.raises(SourceError) as ei:
+        check_lake(cfg("gs://lake/pubnet"), NET, 2, 10)
+    assert str(ei.value) == ("data lake pre-flight check failed: gs://lake/pubnet/.config.json: "
+                             "access to bucket lake denied (HTTP 403)")
+
+
 def test_gcs_persistent_5xx_gives_up(gcs_env, chain):
     s = LakeSchema(NET, 8, 4)
     key = layout.object_key(64, s)
@@ -425,16 +439,16 @@ def test_gcs_anonymous_fallback(monkeypatch, tmp_path):
     # no usable application-default credentials: public lakes are read anonymously
     from google.auth.credentials import AnonymousCredentials
 
-    from rpcbackfill.sources import objstore
+    from rpcbackfill.sources.objstore import gcs
 
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
-    client = objstore._make_client()
+    client = gcs.make_client()
     assert isinstance(client._credentials, AnonymousCredentials)
-    store = objstore.GcsStore("gs://public-bucket/some/prefix/", client=client)
+    store = gcs.GcsStore("gs://public-bucket/some/prefix/", client=client)
     assert (store.bucket_name, store.prefix) == ("public-bucket", "some/prefix/")
     with pytest.raises(LakeConfigError, match="gs://bucket/prefix"):
-        objstore.GcsStore("gs:///nobucket", client=client)
+        gcs.GcsStore("gs:///nobucket", client=client)
 
 
 def test_gcs_unreachable_endpoint_retries_then_fails(monkeypatch):

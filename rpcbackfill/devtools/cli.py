@@ -81,9 +81,21 @@ def generate_lake_cmd(output, first, last, seed, tx_per_ledger, ledgers_per_batc
 
     if last < first:
         raise click.BadParameter(f"--last {last} precedes --first {first}", param_hint="--last")
+    from ..errors import LakeConfigError
+    from ..sources import objstore
+
+    try:  # the generator writes a directory: refuse a bucket URL rather than make a dir named "s3:"
+        local = objstore.local_path(output)
+    except LakeConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--output") from None
+    if local is None:
+        raise click.BadParameter(
+            f"{output} is not a local directory; generate locally, then copy (e.g. aws s3 sync DIR {output})",
+            param_hint="--output",
+        )
     try:
         stats = generate_lake(
-            output,
+            local,
             first,
             last,
             seed=seed,

@@ -3,12 +3,12 @@
 ``open_source(config, cancel)`` returns the ``LedgerSource`` selected by
 ``config.backfill.ledger_backend``:
 
-- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on GCS or a local directory, spec §5)
+- ``"buffered_storage"`` → ``DataLakeSource`` (Galexie lake on S3, GCS or a local directory, spec §5)
 - ``"captive_core"`` → ``CaptiveCoreSource`` (bounded catchup of stellar-core, spec §6)
 
-``preflight(config, ranges)`` checks, once before any range starts, that the source can serve
-the ranges still to do (captive core: ``captive_core.preflight``).  Layout math and the local
-lake writer live in ``sources.layout``.
+``preflight(config, ranges)`` checks, once before any range starts, that the source can
+serve the ledgers of the ranges still to ingest (``sources.checks``).  Layout math and the local lake writer live
+in ``sources.layout``; object stores and their scheme table in ``sources.objstore``.
 """
 
 from __future__ import annotations
@@ -23,19 +23,16 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ..config import Config
-    from .captive_core import RangeLike
+    from .checks import RangeLike
 
 __all__ = ["Ledger", "LedgerSource", "open_source", "preflight"]
 
 
 def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
-    """Raise a one-line ``SourceError`` (exit 1) when the configured source cannot serve the
-    ranges still to do; ``ranges`` are the coordinator's ``RangeInfo``s (COMPLETE ones included:
-    captive core removes their leftover directories)."""
-    if config.backfill.ledger_backend == "captive_core":
-        from .captive_core import preflight as captive_core_preflight
+    """See ``sources.checks.preflight``."""
+    from .checks import preflight as run
 
-        captive_core_preflight(config, ranges)
+    run(config, ranges)
 
 
 def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
@@ -48,10 +45,17 @@ def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
     if backend == "buffered_storage":
         from .datalake import DataLakeSource
 
-        return DataLakeSource(config.backfill.buffered_storage, passphrase, cancel)
+        return DataLakeSource(
+            config.backfill.buffered_storage, passphrase, cancel, authenticate=config.backfill.check_ledger_hashes
+        )
     if backend == "captive_core":
         from .captive_core import CaptiveCoreSource
 
-        return CaptiveCoreSource(config.backfill.captive_core, cancel, network_passphrase=passphrase,
-                                 range_size=config.backfill.range_size)
+        return CaptiveCoreSource(
+            config.backfill.captive_core,
+            cancel,
+            network_passphrase=passphrase,
+            range_size=config.backfill.range_size,
+            authenticate=config.backfill.check_ledger_hashes,
+        )
     raise ConfigError(f"backfill.ledger_backend must be 'buffered_storage' or 'captive_core', got {backend!r}")

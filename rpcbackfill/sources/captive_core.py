@@ -51,6 +51,7 @@ from ..errors import (
     SourceError,
     XdrError,
 )
+from ..ledgerauth import verify_ledger
 from ..ledgermath import DEFAULT_RANGE_SIZE, range_of_ledger
 from .base import Ledger
 from .core_config import CONFIG_NAME, CoreToml
@@ -96,6 +97,7 @@ class CaptiveCoreSource:
         network_passphrase: str = PUBNET_PASSPHRASE,
         range_size: int = DEFAULT_RANGE_SIZE,
         check_hash_chain: bool = True,
+        authenticate: bool = False,
         stop_timeout: float = 10.0,
         new_db_timeout: float = 600.0,
         env: dict[str, str] | None = None,
@@ -105,6 +107,7 @@ class CaptiveCoreSource:
         self.network_passphrase = network_passphrase
         self.range_size = range_size
         self.check_hash_chain = check_hash_chain
+        self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the reader thread
         self.stop_timeout = stop_timeout
         self.new_db_timeout = new_db_timeout
         self.env = env
@@ -227,7 +230,8 @@ class CaptiveCoreSource:
                 except _Eof as e:
                     raise self._died(f"truncated frame ({e.args[0]} of {n} bytes) before ledger {expect}") from None
                 try:  # the one parse of this ledger: sequence, header hashes and tx hashes
-                    seq, header_hash, prev_header_hash, tx_hashes = lcm_scanner.ledger_info(lcm)
+                    scan = verify_ledger if self.authenticate else lcm_scanner.ledger_info
+                    seq, header_hash, prev_header_hash, tx_hashes = scan(lcm)
                 except XdrError as e:
                     raise LedgerSequenceError(
                         f"captive core sent a malformed LedgerCloseMeta before ledger {expect}: {e}"
@@ -248,7 +252,11 @@ class CaptiveCoreSource:
                 prev_seq = seq
                 if seq < self._first:
                     continue  # core replays from a checkpoint boundary: skip ledgers before the range
-                if not self._put(Ledger(seq, lcm, tx_hashes)):
+                if self.authenticate:
+                    ledger = Ledger(seq, lcm, tx_hashes, header_hash, prev_header_hash)
+                else:
+                    ledger = Ledger(seq, lcm, tx_hashes)
+                if not self._put(ledger):
                     if self.cancel.is_set():
                         self._stop_core()
                     return

@@ -1,9 +1,11 @@
 """Data-lake ledger source (``ledger_backend = "buffered_storage"``, spec section 5).
 
 ``prepare_range(first, last)``:
-  1. opens the store (local directory, ``file://`` URL or ``gs://bucket/prefix``),
-  2. reads ``.config.json`` and refuses a lake of another network or whose schema
-     contradicts the configuration; detects ``.xdr.zst`` vs ``.xdr.zstd`` from a listing,
+  1. opens the store named by ``bucket_path`` (``sources.objstore``: any scheme it knows),
+  2. reads ``.config.json`` (or, for a lake without one, takes the configured
+     ``ledgers_per_file``/``files_per_partition``) and refuses a lake of another network or
+     whose schema contradicts the configuration; detects ``.xdr.zst`` vs ``.xdr.zstd`` from a
+     listing (``resolve_schema``, shared with the pre-flight check),
   3. checks the lake holds the range's first and last ledgers (fetches those two files),
   4. starts ``num_workers`` download threads.
 
@@ -35,6 +37,7 @@ from .. import lcm
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
+    CorruptDownloadError,
     LakeConfigError,
     LedgerSequenceError,
     MissingLedgerError,
@@ -43,11 +46,12 @@ from ..errors import (
     TransientSourceError,
     XdrError,
 )
+from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
 from .base import Ledger
 from .layout import LakeSchema
-from .objstore import LocalStore, ObjectMissing, open_store
+from .objstore import ObjectMissing, ObjectStore, StoreOptions, StoreTuning, open_store
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +61,6 @@ MAX_BACKOFF = 30.0
 # pubnet ledgers decompress to ~1-2 MB, so the file cap alone (default 10,000) could reach
 # tens of GB.  512 MiB keeps hundreds of ledgers ready, far more than the consumer needs.
 DEFAULT_MAX_BUFFER_BYTES = 512 << 20
-# Worker cap for a lake in a local directory (see prepare_range).  Local reads never wait on
-# a network; a worker only overlaps the file read and the zstd decompression (both release the
-# GIL) with the consumer.  Every extra thread costs GIL hand-offs and futex wake-ups: measured
-# on 2 cores (10,000 ledgers, 300 tx/ledger, one orchestrator, before the single-notify and
-# buffer changes below) 8 workers cost 6.9 ms of CPU per ledger, 2 workers 5.2 ms, 1 worker
-# 5.5 ms (less overlap); at 30 tx/ledger 1 and 2 workers were within 5%.  2 is the cheapest.
-LOCAL_MAX_WORKERS = 2
-# Cap on parked decompressed bytes for a local lake (see prepare_range): ~35 pubnet ledgers.
-# Measured (2 cores, 300 tx/ledger, one range): 32 MiB cost 10% less CPU per ledger than
-# 512 MiB (data still cached when consumed) and 4 MiB 2% more (allocator churn).
-LOCAL_MAX_BUFFER_BYTES = 32 << 20
 # How often blocked threads re-check the cancel event (seconds).
 _POLL = 0.05
 # How long close() waits for workers (an in-flight HTTP request finishes on its own timeout).
@@ -94,6 +87,7 @@ class DataLakeSource:
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         request_timeout: float | tuple[float, float] | None = None,
         store=None,
+        authenticate: bool = False,
     ):
         problems = []
         if config.buffer_size < 1:
@@ -112,6 +106,7 @@ class DataLakeSource:
         self.expected_schema = expected_schema
         self.max_buffer_bytes = max(1, int(max_buffer_bytes))
         self._request_timeout = request_timeout
+        self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the worker
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
@@ -136,6 +131,7 @@ class DataLakeSource:
         self._next_seq: int | None = None
         # counters (read by benchmarks/tests)
         self.stats = {"files": 0, "bytes_downloaded": 0, "retries": 0}
+        self.retry_reasons: dict[str, int] = {}  # "corrupt" (bad zstd/XDR) or "transport" (I/O, HTTP, timeout)
         self._stats_lock = threading.Lock()
 
     # --- context manager -------------------------------------------------------------------
@@ -150,46 +146,10 @@ class DataLakeSource:
 
     def _open(self) -> None:
         if self._store is None:
-            kw = {}
-            if self.config.bucket_path.startswith("gs://"):
-                kw["pool_size"] = self.config.num_workers
-                if self._request_timeout is not None:
-                    kw["timeout"] = self._request_timeout
-            self._store = open_store(self.config.bucket_path, **kw)
-        url = getattr(self._store, "url", self.config.bucket_path)
-        try:
-            raw = self._with_retries(lambda: self._store.get(layout.MANIFEST_NAME), f"{url}/{layout.MANIFEST_NAME}")
-        except ObjectMissing:
-            raise LakeConfigError(f"{url}: lake manifest {layout.MANIFEST_NAME} not found") from None
-        keys = self._with_retries(lambda: self._store.list_keys(16), url)
-        ext = layout.detect_ext_from_names(keys)
-        self._ext_detected = ext is not None
-        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=f"{url}/{layout.MANIFEST_NAME}")
-        bad_key = layout.first_key_contradicting(keys, schema)
-        if bad_key is not None:
-            raise LakeConfigError(
-                f"{url}: object {bad_key} contradicts the manifest (ledgersPerBatch {schema.ledgers_per_batch}, "
-                f"batchesPerPartition {schema.batches_per_partition})"
-            )
-        if schema.network_passphrase != self.network_passphrase:
-            raise LakeConfigError(
-                f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "
-                f"network {self.network_passphrase!r}"
-            )
-        exp = self.expected_schema
-        if exp is not None:
-            bad = [
-                f"{name} is {getattr(schema, attr)!r} in the lake but {getattr(exp, attr)!r} in the configuration"
-                for name, attr in (
-                    ("ledgersPerBatch", "ledgers_per_batch"),
-                    ("batchesPerPartition", "batches_per_partition"),
-                    ("compression", "compression"),
-                )
-                if getattr(schema, attr) != getattr(exp, attr)
-            ]
-            if bad:
-                raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
-        self.schema = schema
+            self._store = open_store(self.config.bucket_path, store_options(self.config, self._request_timeout))
+        self.schema, self._ext_detected = resolve_schema(
+            self._store, self.config, self.network_passphrase, self._with_retries, self.expected_schema
+        )
 
     def prepare_range(self, first: int, last: int) -> None:
         if self._closed:
@@ -226,13 +186,12 @@ class DataLakeSource:
         self._next_claim = 1
         self._next_seq = first
         n = min(self.config.num_workers, self.config.buffer_size, max(0, len(self._starts) - 1))
-        if isinstance(self._store, LocalStore):
-            # Local reads do not wait on a network: beyond a few threads per core they only
-            # contend for the GIL (measured: 200 workers cost 2x the CPU per ledger of 8).
-            n = min(n, LOCAL_MAX_WORKERS)
-            # Nor is there latency to hide: park only a little ahead of the consumer, so that a
-            # decompressed ledger is still in the CPU caches when the consumer compresses it.
-            self.max_buffer_bytes = min(self.max_buffer_bytes, LOCAL_MAX_BUFFER_BYTES)
+        # The store's own advice (a local directory: few workers, a short read-ahead).
+        tuning = getattr(self._store, "tuning", None) or StoreTuning()
+        if tuning.max_workers is not None:
+            n = min(n, tuning.max_workers)
+        if tuning.max_buffer_bytes is not None:
+            self.max_buffer_bytes = min(self.max_buffer_bytes, tuning.max_buffer_bytes)
         for i in range(n):
             t = threading.Thread(target=self._worker, name=f"datalake-{i}", daemon=True)
             t.start()
@@ -270,8 +229,13 @@ class DataLakeSource:
                 if attempt > self.config.retry_limit:
                     raise SourceError(f"{where}: giving up after {attempt} attempts: {e}") from None
                 self._count("retries")
+                reason = "corrupt" if isinstance(e, CorruptDownloadError) else "transport"
+                with self._stats_lock:
+                    self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait)
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait,
+                            extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason,
+                                   "object": where})
                 self._sleep(wait)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -305,11 +269,11 @@ class DataLakeSource:
             except ObjectMissing:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
-            try:
-                start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
+            raw = decompress_frame(data, where, CorruptDownloadError)  # corrupt download: retried
+            try:  # the one parse of these ledgers (authenticated: hashes checked in this thread)
+                start, end, found = verify_batch(raw) if self.authenticate else lcm.scan_batch(raw)
             except XdrError as e:
-                raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
+                raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
                 raise MissingLedgerError(
                     f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, "
@@ -420,3 +384,101 @@ class DataLakeSource:
         self._cur = None
         if self._own_store and self._store is not None:
             self._store.close()
+
+
+# --- shared with the pre-flight check (sources.checks) ---------------------------------------
+
+
+def resolve_schema(
+    store: ObjectStore,
+    config: BufferedStorageConfig,
+    network_passphrase: str,
+    call,
+    expected: LakeSchema | None = None,
+) -> tuple[LakeSchema, bool]:
+    """The lake's layout, checked; ``(schema, extension_detected)``.
+
+    From ``.config.json`` when the lake has one (configured ``ledgers_per_file`` /
+    ``files_per_partition`` must then agree with it), else from those two keys (both
+    required).  Refuses another network, a layout contradicted by the lake's first object
+    names, and a schema contradicting ``expected``.  ``call(fn, where)`` runs each request
+    under the caller's retry policy.
+    """
+    url = store.url
+    manifest_where = f"{url}/{layout.MANIFEST_NAME}"
+    try:
+        raw = call(lambda: store.get(layout.MANIFEST_NAME), manifest_where)
+    except ObjectMissing:
+        raw = None
+    try:
+        keys = call(lambda: store.list_keys(16), url)
+    except (LakeConfigError, Cancelled):
+        raise
+    except SourceError as e:
+        if raw is None:
+            raise
+        # Some public buckets allow reading objects but not listing them: with a readable
+        # manifest the listing is only a hint (extension, a layout check); probing finds the rest.
+        log.warning("%s: cannot list the lake (%s); the file extension will be found by probing", url, e)
+        keys = []
+    ext = layout.detect_ext_from_names(keys)
+    lpf, fpp = config.ledgers_per_file, config.files_per_partition
+    if raw is None:
+        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
+        if unset:
+            raise LakeConfigError(
+                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
+                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
+            )
+        assert lpf is not None and fpp is not None
+        schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
+        origin = "the configured layout"
+        log.info("%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
+                 url, layout.MANIFEST_NAME, lpf, fpp)
+    else:
+        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
+        origin = "the manifest"
+        bad = [
+            f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
+            for name, v, field, attr in (
+                ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
+                ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
+            )
+            if v is not None and v != getattr(schema, attr)
+        ]
+        if bad:
+            raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    bad_key = layout.first_key_contradicting(keys, schema)
+    if bad_key is not None:
+        raise LakeConfigError(
+            f"{url}: object {bad_key} contradicts {origin} (ledgersPerBatch {schema.ledgers_per_batch}, "
+            f"batchesPerPartition {schema.batches_per_partition})"
+        )
+    if schema.network_passphrase != network_passphrase:
+        raise LakeConfigError(
+            f"{url}: lake network passphrase {schema.network_passphrase!r} differs from the configured "
+            f"network {network_passphrase!r}"
+        )
+    if expected is not None:
+        bad = [
+            f"{name} is {getattr(schema, attr)!r} in the lake but {getattr(expected, attr)!r} in the configuration"
+            for name, attr in (
+                ("ledgersPerBatch", "ledgers_per_batch"),
+                ("batchesPerPartition", "batches_per_partition"),
+                ("compression", "compression"),
+            )
+            if getattr(schema, attr) != getattr(expected, attr)
+        ]
+        if bad:
+            raise LakeConfigError(f"{url}: lake schema contradicts the configuration: " + "; ".join(bad))
+    return schema, ext is not None
+
+
+def store_options(config: BufferedStorageConfig, request_timeout: float | tuple[float, float] | None = None,
+                  **overrides) -> StoreOptions:
+    """``StoreOptions`` for ``config``; ``request_timeout`` is seconds or (connect, read)."""
+    if request_timeout is not None:
+        c, r = request_timeout if isinstance(request_timeout, tuple) else (request_timeout, request_timeout)
+        overrides.setdefault("connect_timeout", float(c))
+        overrides.setdefault("read_timeout", float(r))
+    return StoreOptions.from_config(config, **overrides)

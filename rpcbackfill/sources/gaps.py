@@ -7,7 +7,7 @@ object keys the range needs.  No object is downloaded and nothing is requested p
 so a 10M-ledger check costs a few hundred list pages.  Only presence is checked; the content
 of an object is checked when it is read (``verify --against-source`` or a backfill).
 
-Works with any object store offering ``get``/``exists``/``list_keys`` (local directory, GCS...).
+Works with any object store offering ``get``/``exists``/``list_keys`` (local directory, GCS, S3).
 """
 
 from __future__ import annotations
