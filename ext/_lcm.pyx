@@ -27,6 +27,9 @@ cdef extern from "_lcm_grammar.h" nogil:
         size_t n_hashes
         size_t cap_hashes
         int hashes_on_heap
+        int at_mode
+        const uint8_t **at
+        size_t n_at
 
     enum:
         XS_MAX_DEPTH
@@ -385,3 +388,131 @@ def _skip_type(str name, buf, Py_ssize_t offset=0):
     if q == NULL:
         raise _error(&c, name, v.size)
     return <Py_ssize_t>(q - (v.ptr + offset))
+
+
+cdef extern from "_lcm_auth.h" nogil:
+    ctypedef struct xs_auth:
+        uint32_t version
+        const uint8_t *stored_hash
+        const uint8_t *prev_hash
+        const uint8_t *txset_hash
+        const uint8_t *result_hash
+        const uint8_t *hdr
+        const uint8_t *hdr_end
+        const uint8_t *txset
+        const uint8_t *txset_end
+        uint32_t n_results
+        size_t results_len
+
+    int xs_auth_locate(xs_ctx *c, const uint8_t *lcm, xs_auth *a)
+    void xs_auth_results(xs_ctx *c, const xs_auth *a, uint8_t *out)
+
+
+def auth_spans(buf):
+    """What ledger authentication hashes, from one LedgerCloseMeta (the whole value validated):
+    (seq, version, stored hash, previousLedgerHash, txSetHash, txSetResultHash,
+    header_start, header_end, txset_start, txset_end, result_set, hashes).
+
+    ``buf[header_start:header_end]`` is the LedgerHeader XDR, ``buf[txset_start:txset_end]`` the
+    TransactionSet (version 0) or GeneralizedTransactionSet XDR, ``result_set`` the XDR of the
+    TransactionResultSet built from txProcessing's result pairs in apply order; ``hashes`` the
+    transaction hashes exactly as tx_hashes returns them (so one pass serves both)."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef xs_auth a
+    cdef int rc
+    xs_init(&c, v.ptr, v.ptr + v.size, NULL, 0)
+    c.at_mode = 1
+    try:
+        with nogil:
+            rc = _scan_whole(v.ptr, v.size, &c)
+            if rc == 0:
+                rc = xs_auth_locate(&c, v.ptr, &a)
+        if rc != 0:
+            raise _error(&c, "LedgerCloseMeta", v.size)
+        return (xs_u32(c.slot[XS_SLOT_SEQ]),) + _auth_tuple(&c, &a, v.ptr)
+    finally:
+        xs_free(&c)
+
+
+cdef tuple _auth_tuple(xs_ctx *c, xs_auth *a, const uint8_t *base):
+    """auth_spans' fields after the sequence, with offsets relative to ``base`` (the ledger's first byte)."""
+    cdef bytes results = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>a.results_len)
+    cdef bytes hashes = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(c.n_at * 32))
+    cdef uint8_t *w = <uint8_t *>PyBytes_AS_STRING(hashes)
+    cdef size_t i
+    xs_auth_results(c, a, <uint8_t *>PyBytes_AS_STRING(results))
+    for i in range(c.n_at):
+        memcpy(w + i * 32, c.at[i], 32)
+    return (
+        a.version,
+        PyBytes_FromStringAndSize(<const char *>a.stored_hash, 32),
+        PyBytes_FromStringAndSize(<const char *>a.prev_hash, 32),
+        PyBytes_FromStringAndSize(<const char *>a.txset_hash, 32),
+        PyBytes_FromStringAndSize(<const char *>a.result_hash, 32),
+        <Py_ssize_t>(a.hdr - base),
+        <Py_ssize_t>(a.hdr_end - base),
+        <Py_ssize_t>(a.txset - base),
+        <Py_ssize_t>(a.txset_end - base),
+        results,
+        hashes,
+    )
+
+
+def auth_batch(buf):
+    """scan_batch for authentication, in the same single pass per ledger: (start, end,
+    [(seq, lcm, version, stored hash, previousLedgerHash, txSetHash, txSetResultHash,
+    header_start, header_end, txset_start, txset_end, result_set, hashes), ...]) where ``lcm`` is
+    a memoryview slice of ``buf`` and the offsets are relative to it (see auth_spans).  Same batch
+    checks as split_batch."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef xs_auth a
+    cdef const uint8_t *p = v.ptr
+    cdef const uint8_t *end = v.ptr + v.size
+    cdef const uint8_t *q = NULL
+    cdef uint32_t start_seq, end_seq, count, i, seq
+    cdef int rc = 0
+    if v.size < 12:
+        raise XdrError(f"malformed LedgerCloseMetaBatch: truncated input at byte 0 of {v.size} (header needs 12)")
+    start_seq = xs_u32(p)
+    end_seq = xs_u32(p + 4)
+    count = xs_u32(p + 8)
+    p += 12
+    if <uint64_t>end_seq < <uint64_t>start_seq or <uint64_t>count != <uint64_t>end_seq - start_seq + 1:
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count} ledgers for sequences {start_seq}..{end_seq}"
+        )
+    if <uint64_t>count * XS_MIN_SIZE_LedgerCloseMeta > <uint64_t>(end - p):
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count} ledgers cannot fit in {v.size - 12} bytes"
+        )
+    mv = memoryview(buf)
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    out = []
+    xs_init(&c, v.ptr, end, NULL, 0)
+    c.at_mode = 1
+    try:
+        for i in range(count):
+            with nogil:
+                q = _scan_lcm(&c, p)
+                rc = 0 if q != NULL else -1
+                if rc == 0:
+                    rc = xs_auth_locate(&c, p, &a)
+            if rc != 0:
+                raise _error(&c, f"LedgerCloseMetaBatch {start_seq}..{end_seq} (ledger #{i})", v.size)
+            seq = xs_u32(c.slot[XS_SLOT_SEQ])
+            if seq != start_seq + i:
+                raise XdrError(
+                    f"malformed LedgerCloseMetaBatch {start_seq}..{end_seq}: ledger #{i} has sequence {seq}, "
+                    f"expected {start_seq + i}"
+                )
+            out.append((seq, mv[p - v.ptr : q - v.ptr]) + _auth_tuple(&c, &a, p))
+            p = q
+        if p != end:
+            xs_fail(&c, XS_E_TRAIL, p, -1)
+            raise _error(&c, f"LedgerCloseMetaBatch {start_seq}..{end_seq}", v.size)
+        return start_seq, end_seq, out
+    finally:
+        xs_free(&c)

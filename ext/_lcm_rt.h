@@ -61,6 +61,12 @@ typedef struct {
     size_t n_hashes;
     size_t cap_hashes;
     int hashes_on_heap;   /* hashes was malloc'ed (else caller storage) */
+    /* ledger authentication (ext/_lcm_auth.h): when at_mode is set, xs_push_hash records
+     * where each hash lies in the buffer (at[0..n_at)) instead of copying it */
+    int at_mode;
+    const uint8_t **at;
+    size_t n_at;
+    size_t cap_at;
 } xs_ctx;
 
 static inline void xs_init(xs_ctx *c, const uint8_t *start, const uint8_t *end, uint8_t *hashbuf, size_t hashcap)
@@ -78,6 +84,7 @@ static inline void xs_reset_captures(xs_ctx *c)
     memset(c->slot, 0, sizeof(c->slot));
     memset(c->slot_hits, 0, sizeof(c->slot_hits));
     c->n_hashes = 0;
+    c->n_at = 0;
 }
 
 static inline void xs_free(xs_ctx *c)
@@ -87,6 +94,10 @@ static inline void xs_free(xs_ctx *c)
     c->hashes = NULL;
     c->hashes_on_heap = 0;
     c->cap_hashes = 0;
+    free((void *)c->at);
+    c->at = NULL;
+    c->n_at = 0;
+    c->cap_at = 0;
 }
 
 static const uint8_t *xs_fail(xs_ctx *c, int code, const uint8_t *at, int type_id)
@@ -130,9 +141,26 @@ static inline int xs_pad_ok(const uint8_t *q, uint64_t k)
     }
 }
 
+/* at_mode: remember the position q of a captured hash (heap array, doubling); 0 on success */
+static int xs_push_at(xs_ctx *c, const uint8_t *q)
+{
+    if (XS_UNLIKELY(c->n_at == c->cap_at)) {
+        size_t ncap = c->cap_at ? c->cap_at * 2 : 256;
+        const uint8_t **nb = (const uint8_t **)realloc((void *)c->at, ncap * sizeof(*nb));
+        if (!nb)
+            return -1;
+        c->at = nb;
+        c->cap_at = ncap;
+    }
+    c->at[c->n_at++] = q;
+    return 0;
+}
+
 /* append the 32-byte hash at q to the hash list; 0 on success */
 static int xs_push_hash(xs_ctx *c, const uint8_t *q)
 {
+    if (c->at_mode)
+        return xs_push_at(c, q);
     if (XS_UNLIKELY(c->n_hashes == c->cap_hashes)) {
         size_t ncap = c->cap_hashes ? c->cap_hashes * 2 : 64;
         uint8_t *nb;

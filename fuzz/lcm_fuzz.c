@@ -25,6 +25,35 @@
 #include <time.h>
 
 #include "_lcm_grammar.h"
+#include "_lcm_auth.h"
+
+/* ledger authentication spans (ledger_auth / auth_spans): scan recording hash positions, then
+ * locate the header / tx-set / result spans and copy the result set out */
+static void check_auth(const uint8_t *buf, size_t size)
+{
+    xs_ctx c;
+    xs_auth a;
+    const uint8_t *q;
+    xs_init(&c, buf, buf + size, NULL, 0);
+    c.at_mode = 1;
+    q = xs_scan_LedgerCloseMeta(buf, &c, XS_MAX_DEPTH);
+    if (q && c.slot_hits[XS_SLOT_HEADER_HASH] == 1 && c.slot_hits[XS_SLOT_PREV_HASH] == 1) {
+        if (xs_auth_locate(&c, buf, &a) == 0) {
+            const uint8_t *lo = buf, *hi = buf + size;
+            if (a.hdr < lo || a.hdr_end > hi || a.hdr > a.hdr_end || a.txset < a.hdr_end || a.txset_end > hi ||
+                a.txset > a.txset_end || a.result_hash + 32 > a.hdr_end || a.results_len < 4)
+                abort();
+            uint8_t *out = (uint8_t *)malloc(a.results_len);
+            if (!out)
+                abort();
+            xs_auth_results(&c, &a, out);
+            free(out);
+        } else if (c.err == XS_OK) {
+            abort();
+        }
+    }
+    xs_free(&c);
+}
 
 static void check_one(const uint8_t *data, size_t size)
 {
@@ -54,6 +83,7 @@ static void check_one(const uint8_t *data, size_t size)
         abort(); /* failure without a reason */
     }
     xs_free(&c);
+    check_auth(buf, size);
 
     /* one more grammar type chosen by the last byte, skipped from offset 0 */
     if (size) {

@@ -17,6 +17,19 @@ def tx_hashes_into(buf: Buffer, out: Buffer, out_offset: int = 0) -> tuple[int, 
 def split_batch(buf: Buffer) -> tuple[int, int, list[bytes]]: ...
 def scan_batch(buf: Buffer) -> tuple[int, int, list[tuple[int, memoryview, bytes]]]: ...
 
+# ledger authentication (rpcbackfill.ledgerauth): (seq, LedgerCloseMeta version, stored hash,
+# previousLedgerHash, txSetHash, txSetResultHash, header start, header end, tx-set start,
+# tx-set end, TransactionResultSet XDR, transaction hashes as tx_hashes returns them)
+def auth_spans(buf: Buffer) -> tuple[int, int, bytes, bytes, bytes, bytes, int, int, int, int, bytes, bytes]: ...
+
+# auth_spans for every ledger of a LedgerCloseMetaBatch, with the ledger's memoryview after its
+# sequence and offsets relative to that view: (start, end, [(seq, lcm, version, ...), ...])
+def auth_batch(
+    buf: Buffer,
+) -> tuple[
+    int, int, list[tuple[int, memoryview, int, bytes, bytes, bytes, bytes, int, int, int, int, bytes, bytes]]
+]: ...
+
 # testing aids
 TYPE_NAMES: tuple[str, ...]  # grammar types reachable from LedgerCloseMeta, sorted
 

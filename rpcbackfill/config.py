@@ -55,7 +55,11 @@ TESTNET_PASSPHRASE = "Test SDF Network ; September 2015"
 class ServiceConfig:
     data_dir: Path
     network_passphrase: str = PUBNET_PASSPHRASE
-    http_port: int = 8080  # 0 disables the HTTP endpoint
+    http_port: int | None = None  # deprecated: overrides http_endpoint's port; 0 disables the endpoint
+    http_endpoint: str = "127.0.0.1:8080"  # getHealth/getStatus while a backfill runs
+    admin_endpoint: str | None = None  # GET /metrics (Prometheus); None = off
+    health_stall_threshold: float = 120.0  # getHealth reports a stall after this long without progress
+    progress_interval: float = 30.0  # a progress log line per running range this often
     endpoint: str = "127.0.0.1:8000"  # JSON-RPC listen address of `stellar-rpc serve`
     log_level: str = "info"  # debug|info|warning|error
     log_format: str = "text"  # text|json
@@ -116,6 +120,7 @@ class BackfillConfig:
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
+    check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -226,8 +231,21 @@ KEYS: tuple[Key, ...] = (
         example="/var/lib/stellar-rpc"),
     Key("service", "network_passphrase", "str", PUBNET_PASSPHRASE,
         "Network passphrase; a data lake whose manifest names another network is refused."),
-    Key("service", "http_port", "int", 8080, "Port of the progress/health HTTP endpoint; 0 disables it.",
-        minimum=0, maximum=65535),
+    Key("service", "http_port", "int", None,
+        "Deprecated: use http_endpoint. When set, replaces the port of http_endpoint; 0 disables the endpoint.",
+        minimum=0, maximum=65535, example=8080, commented=True),
+    Key("service", "http_endpoint", "str", "127.0.0.1:8080",
+        "HOST:PORT of the backfill's health/status endpoint (JSON-RPC getHealth, getStatus; GET /health, "
+        "/status). A port already in use is a start-up error."),
+    Key("service", "admin_endpoint", "str", None,
+        "HOST:PORT serving Prometheus metrics at GET /metrics while a backfill runs. Unset: no metrics endpoint.",
+        example="127.0.0.1:6061", commented=True),
+    Key("service", "health_stall_threshold", "duration", 120.0,
+        "getHealth answers an error when no ledger was ingested and no transition step finished for this long "
+        "(e.g. \"120s\", \"5m\").", minimum=1.0),
+    Key("service", "progress_interval", "duration", 30.0,
+        "A progress log line per running range (ledgers, rates, ETA as fields) this often during a backfill.",
+        minimum=0.1),
     Key("service", "endpoint", "str", "127.0.0.1:8000",
         "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),
     Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),
@@ -270,6 +288,10 @@ KEYS: tuple[Key, ...] = (
         "Stop the backfill after this long (e.g. \"90s\", \"30m\", \"6h\", \"1h30m\"; a bare number is "
         "seconds) and exit 75; re-running the same command continues from the last checkpoint. Unset: no limit.",
         minimum=1.0, maximum=MAX_DURATION_S, example="6h", commented=True),
+    Key("backfill", "check_ledger_hashes", "bool", True,
+        "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
+        "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
+        "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised."),
     Key("backfill.buffered_storage", "bucket_path", "location", "",
         "Data lake root: s3://bucket/prefix, gs://bucket/prefix, file:///abs/path or a local path (relative: "
         "against data_dir). Required with ledger_backend = \"buffered_storage\".",

@@ -71,6 +71,10 @@ class DataDirLockedError(RpcBackfillError):
     exit_code = 4
 
 
+class EndpointError(RpcBackfillError):
+    """An HTTP endpoint of the run (status, metrics) cannot listen on its address (exit 1)."""
+
+
 class Cancelled(RpcBackfillError):
     """Work stopped because cancellation was requested (signal, shutdown)."""
 
@@ -112,12 +116,26 @@ class TransientSourceError(SourceError):
     """A failure worth retrying (5xx, timeout, truncated body, corrupt zstd)."""
 
 
+class CorruptDownloadError(TransientSourceError):
+    """A downloaded object did not decode (bad zstd frame or malformed XDR); retried like any
+    transient failure, counted apart (``source_retries_total{reason="corrupt"}``)."""
+
+
 class CoreProcessError(SourceError):
     """Captive stellar-core exited early, or could not be started."""
 
 
 class LedgerSequenceError(SourceError):
     """Ledgers arrived out of order, with a gap, or with a broken hash chain."""
+
+
+class LedgerAuthError(SourceError):
+    """An ingested ledger fails authentication against its own hashes: its header hash, the
+    previous-ledger hash chain, or the transaction-set / result-set hash the header commits to.
+    Not retried: the source serves the same bytes again.  The message names the ledger sequence
+    and the hash that failed."""
+
+    retryable = False
 
 
 class MissingLedgerError(SourceError):

@@ -4,7 +4,12 @@ Two formats, both written to stderr (stdout carries command output, e.g. raw XDR
 
 - ``text``: ``2026-01-02T03:04:05.678Z INFO  rpcbackfill.x: message key=value ...``
 - ``json``: one object per line: ``ts`` (RFC 3339 UTC, milliseconds), ``level``, ``logger``,
-  ``msg``, every ``extra={...}`` field of the call, and ``exc`` (the traceback) when present.
+  ``msg``, ``pid`` (of the process that made the record), every ``extra={...}`` field of the
+  call, and ``exc`` (the traceback) when present.
+
+Records of range processes reach the coordinator with their ``extra`` fields plus
+``range_id``, ``pid`` and ``attempt`` (``orchestration.worker.LinkLogHandler``); both formats
+show them as fields (JSON keys; ``key=value`` in text).
 
 ``configure_logging`` is idempotent: calling it again replaces the handler it installed.
 """
@@ -50,6 +55,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": getattr(record, "pid", record.process),
         }
         for k, v in extra_fields(record).items():
             out.setdefault(k, v)  # never let an extra field hide the four fixed ones

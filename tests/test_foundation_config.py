@@ -124,7 +124,7 @@ config_path = "{corecfg}"
     [
         ("backfill.parallel_ranges", "3", "4", 5, 2, ("backfill", "parallel_ranges")),
         ("service.log_level", '"warning"', "error", "debug", "info", ("service", "log_level")),
-        ("service.http_port", "1000", "2000", "3000", 8080, ("service", "http_port")),
+        ("service.health_stall_threshold", "1000", "2000", "3000", 120.0, ("service", "health_stall_threshold")),
         ("backfill.buffered_storage.retry_wait", "0.5", "0.25", "0.125", 1.0, ("backfill", "buffered_storage", "retry_wait")),
     ],
 )

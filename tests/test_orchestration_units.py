@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from rpcbackfill.errors import DataDirLockedError
-from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, StatusServer
+from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, Health, StatusServer
 from rpcbackfill.orchestration.lock import DataDirLock
 from rpcbackfill.orchestration.progress import Progress, ProgressSnapshot, TerminalBar, fmt_eta
 from rpcbackfill.orchestration.protocol import Channel, ChannelClosed
@@ -88,7 +88,8 @@ def test_http_jsonrpc_and_get():
         calls["n"] += 1
         return {"mode": "backfill", "ranges": [{"id": 0, "state": "INGESTING"}], "n": calls["n"]}
 
-    srv = StatusServer(0, lambda: {"status": "healthy"}, status).start()
+    health = {"h": Health(None, {"status": "healthy"})}
+    srv = StatusServer(0, lambda: health["h"], status).start()
     try:
         code, r = _post(srv.port, b'{"jsonrpc":"2.0","id":1,"method":"getHealth"}')
         assert code == 200 and r == {"jsonrpc": "2.0", "id": 1, "result": {"status": "healthy"}}
@@ -104,6 +105,14 @@ def test_http_jsonrpc_and_get():
             assert json.loads(resp.read())["n"] == calls["n"]
         with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health", timeout=10) as resp:
             assert json.loads(resp.read()) == {"status": "healthy"}
+        health["h"] = Health("stalled since T", {"status": "unhealthy", "reason": "stalled since T"})
+        code, r = _post(srv.port, b'{"jsonrpc":"2.0","id":4,"method":"getHealth"}')
+        assert code == 200 and r["id"] == 4 and "result" not in r
+        assert r["error"]["code"] == -32603 and r["error"]["message"] == "stalled since T"
+        assert json.loads(r["error"]["data"]) == {"status": "unhealthy", "reason": "stalled since T"}
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/health", timeout=10)
+        assert e.value.code == 503 and json.loads(e.value.read())["status"] == "unhealthy"
     finally:
         srv.close()
         srv.close()

@@ -26,7 +26,7 @@ from ..meta.store import MetaStore, RangeState
 from ..paths import DataDirLayout, chunk_paths
 from ..records import HASH_SIZE, shard_of
 from ..stores.lfs import LedgerStore
-from .coordinator import Coordinator
+from .coordinator import Coordinator, CoordinatorOptions
 from .status import RangeStatus, StatusReport
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def run_backfill(config: Config) -> int:
     raise ``InputError`` (exit 2) and a locked data directory ``DataDirLockedError`` (exit 4)
     before any work.
     """
-    return Coordinator(config).run()
+    return Coordinator(config, CoordinatorOptions(progress_interval_s=config.service.progress_interval)).run()
 
 
 def _open_meta(config: Config):

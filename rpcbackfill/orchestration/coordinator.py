@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from ..config import Config, format_duration
 from ..errors import InputError, MaxDurationElapsed, MetaStoreError
@@ -27,13 +28,18 @@ from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from ..sources import preflight
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
-from .http import StatusServer
+from .http import Health, MetricsServer, StatusServer, parse_host_port
 from .lock import DataDirLock
+from .metrics import BackfillMetrics
 from .progress import Progress, ProgressSnapshot, TerminalBar, tree_rss_bytes
 from .status import RangeStatus, StatusReport
 from .updates import MetaUpdate
 
 log = logging.getLogger(__name__)
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 POLL_S = 0.2  # event-loop tick: bounds the latency of signals, retries and progress lines
 
@@ -100,12 +106,19 @@ class Coordinator:
         self._lock: DataDirLock | None = None
         self.meta: MetaStore | None = None
         self._http: StatusServer | None = None
+        self._admin: MetricsServer | None = None
+        self.metrics = BackfillMetrics(lambda: self.report(rss=False))
         self._status_lock = threading.Lock()
         self._infos: dict[int, RangeInfo] = {}
         self._range_ids: list[int] = []
         self._state = "starting"
         self._bar: TerminalBar | None = None
+        # health: when the run last advanced (a ledger ingested or a meta update applied), and
+        # the ranges whose last attempt failed and that have not advanced since (rid -> reason)
+        self._last_advance = time.time()
+        self._retrying: dict[int, str] = {}
         self.http_port: int | None = None
+        self.admin_port: int | None = None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -134,19 +147,22 @@ class Coordinator:
                     continue
                 if info.state == RangeState.FAILED:
                     to = resume_state(info)
-                    log.info("range %d was FAILED (%s); resuming it as %s", rid, info.error, to)
+                    log.info("range %d was FAILED (%s); resuming it as %s", rid, info.error, to,
+                             extra={"range_id": rid, "phase": str(to)})
                     self.meta.set_range_state(rid, to)
                 if info.attempts:
                     self.meta.set_attempts(rid, 0)  # range:{id}:attempts counts the failures of this run
                 self._set_info(self.meta.range_info(rid))
             preflight(self.config, list(self._infos.values()))  # exit 1 at once if the source cannot serve them
-            self._runner = self._runner_factory(self._runner_settings(), self)
             self._start_http()
+            self._runner = self._runner_factory(self._runner_settings(), self)
             return self._loop()
         finally:
             self._shutdown_runner()
             if self._http is not None:
                 self._http.close()
+            if self._admin is not None:
+                self._admin.close()
             if self.meta is not None:
                 self.meta.close()
             if self._lock is not None:
@@ -175,9 +191,20 @@ class Coordinator:
             raise
         with self._status_lock:
             update.mirror(self._infos[rid])
+        self._advanced(rid)
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
+        live = self.progress.live(snapshot.rid)
         self.progress.update(snapshot)
+        self.metrics.observe(snapshot)
+        if live is None or snapshot.ledgers_done > live.snapshot.ledgers_done:
+            if snapshot.ledgers_done > 0 or live is not None:
+                self._advanced(snapshot.rid)
+
+    def _advanced(self, rid: int) -> None:
+        with self._status_lock:
+            self._last_advance = time.time()
+            self._retrying.pop(rid, None)
 
     def on_log(self, rid: int, record: logging.LogRecord) -> None:
         logger = logging.getLogger(record.name)
@@ -192,8 +219,46 @@ class Coordinator:
         with self._status_lock:
             self._infos[info.id] = info
 
-    def health(self) -> dict:
-        return {"status": "healthy", "mode": "backfill", "state": self._state}
+    def health(self) -> Health:
+        """``getHealth``: healthy only while the run advances (a ledger ingested or a transition
+        step applied within ``[service] health_stall_threshold``), no range waits for a retry
+        and none is FAILED.  Otherwise ``Health.error`` names the reason."""
+        now = time.time()
+        threshold = self.config.service.health_stall_threshold
+        with self._status_lock:
+            infos = [self._infos[rid] for rid in self._range_ids]
+            last, retrying = self._last_advance, dict(self._retrying)
+        rep = self.report(rss=False)
+        ingested = [(r.start_ledger, r.start_ledger + r.ledgers_done - 1) for r in rep.ranges if r.ledgers_done > 0]
+        oldest = min((a for a, _ in ingested), default=0)
+        latest = max((b for _, b in ingested), default=0)
+        result = {
+            "status": "healthy",
+            "latestLedger": latest,
+            "oldestLedger": oldest,
+            "ledgerRetentionWindow": rep.ledgers_done,
+            "mode": "backfill",
+            "state": self._state,
+            "lastProgressAt": _rfc3339(last),
+            "secondsSinceProgress": round(now - last, 1),
+            "stallThresholdSeconds": threshold,
+            "ranges": rep.counts,
+        }
+        failed = [i for i in infos if i.state == RangeState.FAILED]
+        error = None
+        if failed:
+            error = "; ".join(f"range {i.id} FAILED: {i.error}" for i in failed)
+        elif retrying:
+            error = "; ".join(f"range {rid} retrying after error {why}" for rid, why in sorted(retrying.items()))
+        elif self._state == "running" and now - last > threshold:
+            error = f"stalled since {_rfc3339(last)}: no ledger ingested and no transition step for {now - last:.0f}s"
+        if error is not None:
+            result["status"] = "unhealthy"
+            result["reason"] = error
+        return Health(error, result)
+
+    def health_json(self) -> dict:
+        return self.health().result
 
     def report(self, rss: bool = True) -> StatusReport:
         """The live status; ``rss=False`` skips the process-tree walk (the bar redraws often)."""
@@ -210,14 +275,19 @@ class Coordinator:
         return self.report().to_json()
 
     def _start_http(self) -> None:
-        port = self.config.service.http_port
-        if not port or port < 0:  # 0 disables the endpoint
-            return
-        try:
-            self._http = StatusServer(port, self.health, self.status, host=self.options.http_host).start()
+        """Bind the configured endpoints; one that cannot listen stops the run (EndpointError)."""
+        svc = self.config.service
+        host, port = parse_host_port(svc.http_endpoint, "[service] http_endpoint")
+        if svc.http_port is not None:
+            log.warning("[service] http_port is deprecated; set http_endpoint = \"%s:%d\" instead", host, svc.http_port)
+            port = svc.http_port
+        if svc.http_port != 0:  # http_port = 0 (deprecated) disables the endpoint
+            self._http = StatusServer(port, self.health, self.status, host=host).start()
             self.http_port = self._http.port
-        except OSError as e:
-            log.warning("status endpoint disabled: cannot listen on port %d (%s)", port, e)
+        if svc.admin_endpoint:
+            ahost, aport = parse_host_port(svc.admin_endpoint, "[service] admin_endpoint")
+            self._admin = MetricsServer(ahost, aport, self.metrics.registry).start()
+            self.admin_port = self._admin.port
 
     # --- signals ------------------------------------------------------------------------------
 
@@ -287,6 +357,7 @@ class Coordinator:
                     todo.remove(rid)
                     with self._status_lock:
                         info = self._infos[rid]
+                    self.metrics.attempt_started(rid)
                     runner.start(WorkItem(info))
             for out in runner.poll(POLL_S):
                 retry_in = self._finished(out, policy, failed)
@@ -297,8 +368,8 @@ class Coordinator:
             if self.options.progress_interval_s > 0 and now >= next_line:
                 next_line = now + self.options.progress_interval_s
                 bar.clear()
-                for line in self.report().progress_lines(self.progress.window_s):
-                    log.info("progress: %s", line)
+                for line, fields in self.report().progress_records(self.progress.window_s):
+                    log.info("progress: %s", line, extra=fields)
             bar.draw()
         bar.clear()
         if self._stop_signal is not None:
@@ -322,7 +393,7 @@ class Coordinator:
         if failed:
             self._state = "failed"
             for rid, why in sorted(failed.items()):
-                log.error("range %d FAILED: %s", rid, why)
+                log.error("range %d FAILED: %s", rid, why, extra={"range_id": rid, "phase": "FAILED"})
             log.error("backfill failed; re-running the same command resumes from the last checkpoint")
             return 1
         self._state = "complete"
@@ -341,6 +412,7 @@ class Coordinator:
             return None  # stopped on request: resumes on the next run
         if out.status == "done":  # cannot happen: "done" is sent after CompleteRange was applied
             out = Outcome(rid, "failed", "ProtocolError", f"task reported done in state {info.state}")
+        self.metrics.error(out.error_class)
         d = policy.failed(out)
         self.meta.set_attempts(rid, d.attempts)
         info.attempts = d.attempts
@@ -348,11 +420,17 @@ class Coordinator:
             self.meta.set_range_state(rid, RangeState.FAILED, error=d.reason)
             self._set_info(self.meta.range_info(rid))
             failed[rid] = d.reason
-            log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message)
+            log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message,
+                      extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class, "phase": "FAILED"})
             return None
+        with self._status_lock:
+            self._retrying[rid] = f"{out.error_class}: {out.message}"
+            info.error = d.reason  # shown by getStatus; the store keeps an error only for FAILED
         log.warning(
             "range %d attempt %d failed (%s: %s); retrying in %.1fs (max_retries %d)",
             rid, d.attempts, out.error_class, out.message, d.retry_in_s, self.config.backfill.max_retries,
+            extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class,
+                   "retry_in_s": round(d.retry_in_s, 3)},
         )
         return d.retry_in_s
 
@@ -364,4 +442,5 @@ class Coordinator:
         )
         for r in rep.ranges:
             log.info("range %d: %s (%d to %d)%s", r.id, r.state, r.start_ledger, r.end_ledger,
-                     f" -- {r.error}" if r.error else "")
+                     f" -- {r.error}" if r.error else "",
+                     extra={"range_id": r.id, "phase": str(r.state), "ledgers_done": r.ledgers_done})

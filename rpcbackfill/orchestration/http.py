@@ -1,6 +1,13 @@
-"""HTTP endpoint while a backfill runs: JSON-RPC 2.0 ``getHealth`` / ``getStatus`` (POST /),
-plain ``GET /health`` and ``GET /status``.  Every other JSON-RPC method answers HTTP 503 with a
-JSON-RPC error "Service in backfill mode" (queries are served only in streaming mode).
+"""HTTP endpoints while a backfill runs.
+
+``StatusServer`` (``[service] http_endpoint``): JSON-RPC 2.0 ``getHealth`` / ``getStatus``
+(POST /), plain ``GET /health`` and ``GET /status``.  Every other JSON-RPC method answers HTTP
+503 with a JSON-RPC error "Service in backfill mode" (queries are served only in streaming mode).
+
+``MetricsServer`` (``[service] admin_endpoint``): ``GET /metrics`` in the Prometheus text format.
+
+An address that cannot be bound (port in use, bad host) is ``EndpointError``: the run does not
+start without the endpoints it was configured with.
 """
 
 from __future__ import annotations
@@ -9,7 +16,10 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..errors import EndpointError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -18,25 +28,37 @@ BACKFILL_MODE_MESSAGE = "Service in backfill mode"
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 UNAVAILABLE = -32003
+UNHEALTHY = -32603  # stellar-rpc's getHealth answers internal error when unhealthy
 MAX_BODY = 1 << 20  # requests are tiny; refuse anything larger
+
+
+@dataclass(frozen=True)
+class Health:
+    """A ``getHealth`` answer.  ``error`` None: healthy.  ``result`` carries stellar-rpc's fields
+    (``status``, ``latestLedger``, ``oldestLedger``, ``ledgerRetentionWindow``) and the
+    backfill's; when unhealthy it is the error's ``data`` (a JSON string)."""
+
+    error: str | None
+    result: dict
 
 
 class StatusServer:
     """``StatusServer(port, health_fn, status_fn).start()``; ``close()`` idempotent; port 0 = any."""
 
-    def __init__(self, port: int, health: Callable[[], dict], status: Callable[[], dict], host: str = "127.0.0.1"):
+    def __init__(self, port: int, health: Callable[[], Health], status: Callable[[], dict], host: str = "127.0.0.1"):
         self._health = health
         self._status = status
         handler = self._make_handler()
-        self._srv = ThreadingHTTPServer((host, port), handler)
-        self._srv.daemon_threads = True
+        self._srv = _bind(host, port, handler, "[service] http_endpoint")
+        self.host = host
         self.port = self._srv.server_address[1]
         self._thread: threading.Thread | None = None
 
     def start(self) -> StatusServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, name="http-status", daemon=True)
         self._thread.start()
-        log.info("status endpoint on http://127.0.0.1:%d (getHealth, getStatus)", self.port)
+        log.info("status endpoint on http://%s:%d (getHealth, getStatus)", self.host, self.port,
+                 extra={"endpoint": f"{self.host}:{self.port}"})
         return self
 
     def close(self) -> None:
@@ -63,7 +85,8 @@ class StatusServer:
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/health":
-                    self._send(200, server._health())
+                    h = server._health()
+                    self._send(200 if h.error is None else 503, h.result)
                 elif self.path.rstrip("/") == "/status":
                     self._send(200, server._status())
                 else:
@@ -85,7 +108,13 @@ class StatusServer:
                     return
                 rid, method = req.get("id"), req["method"]
                 if method == "getHealth":
-                    self._send(200, {"jsonrpc": "2.0", "id": rid, "result": server._health()})
+                    h = server._health()
+                    if h.error is None:
+                        self._send(200, {"jsonrpc": "2.0", "id": rid, "result": h.result})
+                    else:  # like stellar-rpc: an unhealthy service answers an error, with the details as data
+                        err = _err(rid, UNHEALTHY, h.error)
+                        err["error"]["data"] = json.dumps(h.result)  # a string, as clients expect
+                        self._send(200, err)
                 elif method == "getStatus":
                     self._send(200, {"jsonrpc": "2.0", "id": rid, "result": server._status()})
                 else:
@@ -96,3 +125,69 @@ class StatusServer:
 
 def _err(rid, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+
+
+def parse_host_port(value: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:8000``) -> (host, port); ``InputError`` naming ``key``."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host:
+        raise InputError(f"{key} must be HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise InputError(f"{key}: port must be a number, got {port_s!r}") from None
+    if not 0 <= port <= 65535:
+        raise InputError(f"{key}: port must be within 0..65535, got {port}")
+    return host, port
+
+
+def _bind(host: str, port: int, handler, key: str) -> ThreadingHTTPServer:
+    try:
+        srv = ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise EndpointError(f"{key}: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    srv.daemon_threads = True
+    return srv
+
+
+class MetricsServer:
+    """``GET /metrics`` of ``registry`` (a prometheus_client ``CollectorRegistry``) on host:port."""
+
+    def __init__(self, host: str, port: int, registry, key: str = "[service] admin_endpoint"):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                log.debug("http: " + fmt, *args)
+
+            def do_GET(self):
+                if self.path.split("?", 1)[0].rstrip("/") != "/metrics":
+                    body, code, ctype = b"see /metrics\n", 404, "text/plain"
+                else:
+                    body, code, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._srv = _bind(host, port, Handler, key)
+        self.host = host
+        self.port = self._srv.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MetricsServer:
+        self._thread = threading.Thread(target=self._srv.serve_forever, name="http-metrics", daemon=True)
+        self._thread.start()
+        log.info("metrics endpoint on http://%s:%d/metrics", self.host, self.port,
+                 extra={"endpoint": f"{self.host}:{self.port}"})
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._srv.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._srv.server_close()

@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..fsutil import DISK_FULL_ERRNOS, fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
+from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     Checkpoint,
@@ -58,6 +59,7 @@ from ..meta.store import (
 from ..paths import DataDirLayout
 from ..records import HASH_SIZE, SHARD_DIGITS
 from ..sources import open_source
+from ..sources.metered import MeteredSource, SourceStats
 from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
 from .progress import ProgressSnapshot
@@ -110,6 +112,8 @@ class RangeOrchestrator:
         self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
         self._last_progress = 0.0
         self.ledgers_done = info.ledger_count
+        self._source: MeteredSource | None = None
+        self._source_stats: SourceStats | None = None  # kept after the source closed
         self.tx_done = info.tx_count
         self.layout = DataDirLayout(config)
         self.ledgers_base = self.layout.ledgers_base
@@ -121,6 +125,11 @@ class RangeOrchestrator:
         with self._meta_lock:
             update.apply(self.meta, self.rid)
             update.mirror(self.info)
+
+    def _fields(self, **kw) -> dict:
+        """``extra=`` fields of this range's log records."""
+        return {"range_id": self.rid, **{k: (str(v) if v is not None and not isinstance(v, int) else v)
+                                         for k, v in kw.items()}}
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -134,7 +143,9 @@ class RangeOrchestrator:
             return
         self._last_progress = now
         total = self.info.end_ledger - self.info.start_ledger + 1
-        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done))
+        if self._source is not None:
+            self._source_stats = self._source.snapshot()
+        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done, source=self._source_stats))
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -172,17 +183,21 @@ class RangeOrchestrator:
             lc = info.ledger_last_committed
             counts = list(info.cf_counts)
         if lc >= last:
-            log.info("range %d: ingestion already complete at ledger %d", self.rid, lc)
+            log.info("range %d: ingestion already complete at ledger %d", self.rid, lc,
+                     extra=self._fields(ledger=lc, phase="INGESTING"))
             return
         ldir.mkdir(parents=True, exist_ok=True)
         tdir.mkdir(parents=True, exist_ok=True)
         interval = self.config.backfill.checkpoint_interval
-        log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "")
+        log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "",
+                 extra=self._fields(ledger=lc + 1, phase="INGESTING"))
         spill = TxHashSpill(tdir, counts=counts)
+        chain = ledger_chain(self.config, f"range {self.rid}")  # None if check_ledger_hashes = false
         writer = None
         writer_chunk = -1  # chunk id the current writer (or skip mode) belongs to
         try:
-            with open_source(self.config, self.cancel) as source:
+            with MeteredSource(open_source(self.config, self.cancel), self.config.backfill.ledger_backend) as source:
+                self._source = source
                 source.prepare_range(lc + 1, last)
                 self._report(force=True)
                 for seq in range(lc + 1, last + 1):
@@ -190,6 +205,8 @@ class RangeOrchestrator:
                     ledger = source.get_ledger(seq)  # parsed once, by the source
                     if ledger.seq != seq:
                         raise LedgerSequenceError(f"range {self.rid}: source returned ledger {ledger.seq} for {seq}")
+                    if chain is not None:
+                        chain.add(ledger)  # links it (the source authenticated it) or checks it
                     c = chunk_of_ledger(seq)
                     if c != writer_chunk:
                         writer = self._open_writer(c, seq, ldir)
@@ -208,6 +225,9 @@ class RangeOrchestrator:
                         self._checkpoint(seq, writer, writer_chunk, spill)
                     self._report()
         finally:
+            if self._source is not None:
+                self._source_stats = self._source.snapshot()
+                self._source = None
             if writer is not None:
                 writer.close()
             spill.close()
@@ -217,7 +237,8 @@ class RangeOrchestrator:
         """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
         if chunk_exists(self.ledgers_base, c):
             # Finished before the crash but after the last checkpoint: never rewrite it.
-            log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c)
+            log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c,
+                     extra=self._fields(ledger=seq, phase="INGESTING", chunk=c))
             return None
         if seq == chunk_first_ledger(c):
             return ChunkWriter(self.ledgers_base, c, ldir)
@@ -244,6 +265,8 @@ class RangeOrchestrator:
 
     def _transition(self) -> None:
         self._report(force=True)
+        log.info("range %d: transition (ledger %s, txhash %s)", self.rid, self.info.ledger_phase,
+                 self.info.txhash_phase, extra=self._fields(ledger=self.info.end_ledger, phase="TRANSITIONING"))
         with ThreadPoolExecutor(2, thread_name_prefix=f"range{self.rid}") as ex:
             futs = [ex.submit(self._ledger_subflow), ex.submit(self._txhash_subflow)]
             errors = []
@@ -266,7 +289,7 @@ class RangeOrchestrator:
         faults.hit("before_complete")
         self._update(CompleteRange())
         self._report(force=True)
-        log.info("range %d: COMPLETE", self.rid)
+        log.info("range %d: COMPLETE", self.rid, extra=self._fields(ledger=self.info.end_ledger, phase="COMPLETE"))
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files that atomic writers killed mid-write left beside this range's final
@@ -275,7 +298,8 @@ class RangeOrchestrator:
         other run, so every such file is garbage of an earlier, crashed attempt."""
         candidates = self.layout.interrupted_writes(self.rid, self.info.start_ledger, self.info.end_ledger)
         for p in candidates:
-            log.info("range %d: removing %s left by an interrupted write", self.rid, p)
+            log.info("range %d: removing %s left by an interrupted write", self.rid, p,
+                     extra=self._fields(phase="TRANSITIONING"))
             p.unlink(missing_ok=True)
         for d in {p.parent for p in candidates}:
             fsync_dir(d)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..sources.metered import SourceStats
+
 WINDOW_S = 30.0  # trailing window for ledgers/s and tx/s: long enough to smooth checkpoint stalls
 
 
@@ -31,9 +33,8 @@ class ProgressSnapshot:
     ledgers_total: int
     tx_count: int  # transaction hashes collected so far
     sent_at: float = field(default_factory=time.time)  # wall clock of the sender
-    # Worker-side counters by name (e.g. source fetch seconds, retries by reason, bytes read);
-    # additive: add a key in the sender, it shows up in the status output.
-    metrics: dict[str, float] = field(default_factory=dict)
+    # the ledger source's cumulative measurements in this attempt (None before the source opened)
+    source: SourceStats | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -138,16 +138,32 @@ class StatusReport:
 
     def progress_lines(self, window_s: float) -> list[str]:
         """One line per range in flight (INGESTING or TRANSITIONING)."""
+        return [line for line, _ in self.progress_records(window_s)]
+
+    def progress_records(self, window_s: float) -> list[tuple[str, dict[str, Any]]]:
+        """``progress_lines`` with each line's numbers as log fields (``extra=``)."""
         rss = f", RSS {self.rss_bytes / 2**20:.0f} MiB" if self.rss_bytes is not None else ""
         out = []
         for r in self.ranges:
             if r.state not in (RangeState.INGESTING, RangeState.TRANSITIONING):
                 continue
-            out.append(
+            line = (
                 f"range {r.id} {r.phase}: {r.ledgers_done}/{r.ledgers_total} ledgers ({r.percent:.1f}%), "
                 f"{r.ledgers_per_s or 0:.0f} ledgers/s, {r.tx_per_s or 0:.0f} tx/s (last {window_s:.0f}s), "
                 f"ETA {fmt_eta(r.eta_s)}{rss}"
             )
+            fields = {
+                "range_id": r.id,
+                "phase": r.phase,
+                "ledger": (r.start_ledger + r.ledgers_done - 1) if r.ledgers_done else None,
+                "ledgers_done": r.ledgers_done,
+                "ledgers_total": r.ledgers_total,
+                "ledgers_per_s": r.ledgers_per_s or 0.0,
+                "tx_per_s": r.tx_per_s or 0.0,
+                "eta_s": r.eta_s,
+                "rss_bytes": self.rss_bytes,
+            }
+            out.append((line, fields))
         return out
 
     def bar(self, width: int = 30) -> str:

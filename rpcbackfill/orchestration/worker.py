@@ -24,6 +24,7 @@ import sys
 import threading
 
 from ..errors import Cancelled, MetaStoreError, RpcBackfillError
+from ..logsetup import extra_fields
 from ..procutil import set_parent_death_signal
 from .executor import Outcome, WorkItem
 from .protocol import Channel, ChannelClosed
@@ -88,10 +89,12 @@ class Link:
 class LinkLogHandler(logging.Handler):
     """Forwards log records to the coordinator as ("log", fields); stderr if the link is gone."""
 
-    def __init__(self, link: Link, rid: int):
+    def __init__(self, link: Link, rid: int, attempt: int = 1):
         super().__init__()
         self.link = link
-        self.prefix = f"[range {rid} pid {os.getpid()}] "
+        self.prefix = f"[range {rid} pid {os.getpid()}] "  # only for the stderr fallback
+        # fields every record of this process carries (a call's own extra= wins)
+        self.tags = {"range_id": rid, "pid": os.getpid(), "attempt": attempt}
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -99,13 +102,16 @@ class LinkLogHandler(logging.Handler):
                 "name": record.name,
                 "levelno": record.levelno,
                 "levelname": record.levelname,
-                "msg": self.prefix + record.getMessage(),
+                "msg": record.getMessage(),
                 "created": record.created,
                 "msecs": record.msecs,
                 "process": record.process,
                 "threadName": record.threadName,
                 "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else None,
             }
+            extras = {**self.tags, **extra_fields(record)}
+            fields.update({k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                           for k, v in extras.items() if k not in fields})
             if self.link.closed:
                 raise ChannelClosed("link closed")
             self.link.send(("log", fields))
@@ -138,7 +144,7 @@ def main(argv: list[str]) -> int:
     # them through the handlers the CLI configured (text or JSON), tagged with the range.
     root = logging.getLogger()
     root.setLevel(opts.get("log_level", logging.INFO))
-    root.addHandler(LinkLogHandler(link, rid))
+    root.addHandler(LinkLogHandler(link, rid, attempt=item.info.attempts + 1))
     link.start_reader()
     try:
         from .orchestrator import OrchestratorOptions, RangeOrchestrator
@@ -153,13 +159,13 @@ def main(argv: list[str]) -> int:
         )
         orch.run()
     except Cancelled as e:
-        log.info("range %d: stopped (%s)", rid, e)
+        log.info("range %d: stopped (%s)", rid, e, extra={"error_class": type(e).__name__})
         return _report(link, Outcome.cancelled(rid, str(e)), 130)
     except RpcBackfillError as e:
-        log.error("range %d failed: %s", rid, e)
+        log.error("range %d failed: %s", rid, e, extra={"error_class": type(e).__name__})
         return _report(link, Outcome.failed(rid, e), 1)
     except Exception as e:  # a bug, or a broken installation (ImportError: never retried)
-        log.exception("range %d failed unexpectedly", rid)
+        log.exception("range %d failed unexpectedly", rid, extra={"error_class": type(e).__name__})
         return _report(link, Outcome.failed(rid, e, unexpected=True), 1)
     return _report(link, Outcome.done(rid), 0)
 

@@ -45,9 +45,16 @@ def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
     if backend == "buffered_storage":
         from .datalake import DataLakeSource
 
-        return DataLakeSource(config.backfill.buffered_storage, passphrase, cancel)
+        return DataLakeSource(
+            config.backfill.buffered_storage, passphrase, cancel, authenticate=config.backfill.check_ledger_hashes
+        )
     if backend == "captive_core":
         from .captive_core import CaptiveCoreSource
 
-        return CaptiveCoreSource(config.backfill.captive_core, cancel, network_passphrase=passphrase)
+        return CaptiveCoreSource(
+            config.backfill.captive_core,
+            cancel,
+            network_passphrase=passphrase,
+            authenticate=config.backfill.check_ledger_hashes,
+        )
     raise ConfigError(f"backfill.ledger_backend must be 'buffered_storage' or 'captive_core', got {backend!r}")

@@ -28,6 +28,10 @@ class Ledger(NamedTuple):
     seq: int  # ledgerSeq of the header (the source checked it is the one asked for)
     lcm: bytes | memoryview  # the LedgerCloseMeta XDR, exactly as stored (a view into a batch when possible)
     tx_hashes: bytes  # concatenated 32-byte hashes in apply order, as rpcbackfill.lcm.tx_hashes
+    # Set when the source authenticated the ledger (rpcbackfill.ledgerauth, check_ledger_hashes):
+    # its header hash and previousLedgerHash, for the orchestrator's HashChain to link.
+    hash: bytes | None = None
+    prev_hash: bytes | None = None
 
 
 @runtime_checkable

@@ -44,6 +44,7 @@ from ..errors import (
     SourceError,
     XdrError,
 )
+from ..ledgerauth import verify_ledger
 from .base import Ledger
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class CaptiveCoreSource:
         *,
         network_passphrase: str | None = None,
         check_hash_chain: bool = True,
+        authenticate: bool = False,
         stop_timeout: float = 10.0,
         new_db_timeout: float = 600.0,
         env: dict[str, str] | None = None,
@@ -97,6 +99,7 @@ class CaptiveCoreSource:
         self.cancel = cancel if cancel is not None else threading.Event()
         self.network_passphrase = network_passphrase
         self.check_hash_chain = check_hash_chain
+        self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the reader thread
         self.stop_timeout = stop_timeout
         self.new_db_timeout = new_db_timeout
         self.env = env
@@ -338,7 +341,8 @@ class CaptiveCoreSource:
                 except _Eof as e:
                     raise self._died(f"truncated frame ({e.args[0]} of {n} bytes) before ledger {expect}") from None
                 try:  # the one parse of this ledger: sequence, header hashes and tx hashes
-                    seq, header_hash, prev_header_hash, tx_hashes = lcm_scanner.ledger_info(lcm)
+                    scan = verify_ledger if self.authenticate else lcm_scanner.ledger_info
+                    seq, header_hash, prev_header_hash, tx_hashes = scan(lcm)
                 except XdrError as e:
                     raise LedgerSequenceError(
                         f"captive core sent a malformed LedgerCloseMeta before ledger {expect}: {e}"
@@ -359,7 +363,11 @@ class CaptiveCoreSource:
                 prev_seq = seq
                 if seq < self._first:
                     continue  # core replays from a checkpoint boundary: skip ledgers before the range
-                if not self._put(Ledger(seq, lcm, tx_hashes)):
+                if self.authenticate:
+                    ledger = Ledger(seq, lcm, tx_hashes, header_hash, prev_header_hash)
+                else:
+                    ledger = Ledger(seq, lcm, tx_hashes)
+                if not self._put(ledger):
                     if self.cancel.is_set():
                         self._stop_core()
                     return

@@ -37,6 +37,7 @@ from .. import lcm
 from ..config import BufferedStorageConfig
 from ..errors import (
     Cancelled,
+    CorruptDownloadError,
     LakeConfigError,
     LedgerSequenceError,
     MissingLedgerError,
@@ -45,6 +46,7 @@ from ..errors import (
     TransientSourceError,
     XdrError,
 )
+from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
 from .base import Ledger
@@ -85,6 +87,7 @@ class DataLakeSource:
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         request_timeout: float | tuple[float, float] | None = None,
         store=None,
+        authenticate: bool = False,
     ):
         problems = []
         if config.buffer_size < 1:
@@ -103,6 +106,7 @@ class DataLakeSource:
         self.expected_schema = expected_schema
         self.max_buffer_bytes = max(1, int(max_buffer_bytes))
         self._request_timeout = request_timeout
+        self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the worker
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
@@ -127,6 +131,7 @@ class DataLakeSource:
         self._next_seq: int | None = None
         # counters (read by benchmarks/tests)
         self.stats = {"files": 0, "bytes_downloaded": 0, "retries": 0}
+        self.retry_reasons: dict[str, int] = {}  # "corrupt" (bad zstd/XDR) or "transport" (I/O, HTTP, timeout)
         self._stats_lock = threading.Lock()
 
     # --- context manager -------------------------------------------------------------------
@@ -224,8 +229,13 @@ class DataLakeSource:
                 if attempt > self.config.retry_limit:
                     raise SourceError(f"{where}: giving up after {attempt} attempts: {e}") from None
                 self._count("retries")
+                reason = "corrupt" if isinstance(e, CorruptDownloadError) else "transport"
+                with self._stats_lock:
+                    self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait)
+                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait,
+                            extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason,
+                                   "object": where})
                 self._sleep(wait)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -259,11 +269,11 @@ class DataLakeSource:
             except ObjectMissing:
                 raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
             self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where, TransientSourceError)  # corrupt download: retried
-            try:
-                start, end, found = lcm.scan_batch(raw)  # the one parse of these ledgers
+            raw = decompress_frame(data, where, CorruptDownloadError)  # corrupt download: retried
+            try:  # the one parse of these ledgers (authenticated: hashes checked in this thread)
+                start, end, found = verify_batch(raw) if self.authenticate else lcm.scan_batch(raw)
             except XdrError as e:
-                raise TransientSourceError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
+                raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
                 raise MissingLedgerError(
                     f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, "

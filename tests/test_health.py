@@ -1,0 +1,180 @@
+"""Truthful ``getHealth`` of a running backfill, and endpoints that cannot listen.
+
+Real CLI subprocesses over a small generated lake; stellar-sdk's RPC client asks getHealth.
+The source "starts failing" deterministically: the lake object holding the range's first
+ledger is overwritten with garbage, so every attempt fails at once (retry_limit = 0) and the
+coordinator schedules retries; restoring the object lets the next attempt ingest.  A fault
+hold in the transition keeps the run alive for the final healthy answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from stellar_sdk import SorobanServer
+from stellar_sdk.exceptions import ConnectionError as SdkConnectionError
+from stellar_sdk.exceptions import SorobanRpcErrorResponse
+
+from rpcbackfill.orchestration import faults
+from rpcbackfill.sources import layout
+from tests.lib import REPO
+from tests.lib.net import free_port
+from tests.lib.orchestration import kill_tree, make_lake, wait_held
+
+FIRST, LAST = 2, 10001
+
+
+def write_config(tmp: Path, lake: Path, http: str, service: str = "") -> Path:
+    cfg = tmp / "backfill.toml"
+    cfg.write_text(
+        f'[service]\ndata_dir = "data"\nhttp_endpoint = "{http}"\n{service}'
+        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\nmax_retries = 50\n"
+        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
+        "retry_limit = 0\nretry_wait = 0.01\n"
+    )
+    return cfg
+
+
+def cli(cfg: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
+    e["PYTHONPATH"] = str(REPO)
+    e.update(env or {})
+    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST), "--end-ledger", str(LAST),
+           "--config-path", str(cfg)]
+    return subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, start_new_session=True, **kw)
+
+
+def get_status(port: int) -> dict:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getStatus"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["result"]
+
+
+def poll_health(server: SorobanServer, p: subprocess.Popen, want_error: bool, timeout: float = 180.0):
+    """Ask getHealth until it answers an error (want_error) or healthy; the deadline only
+    guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert p.poll() is None, f"the run exited ({p.returncode})"
+        try:
+            h = server.get_health()
+            if not want_error:
+                return h
+        except SorobanRpcErrorResponse as e:
+            if want_error:
+                return e
+        except SdkConnectionError:
+            pass  # the endpoint is not up yet
+        assert time.monotonic() < deadline, "getHealth never changed"
+        time.sleep(0.05)
+
+
+def test_get_health_flips_on_source_failure_and_back(tmp_path):
+    lake = make_lake(tmp_path / "lake", FIRST, LAST, seed=5, tx_per_ledger=1.0)
+    obj = lake / layout.object_key(FIRST, layout.read_manifest(lake))
+    good = obj.read_bytes()
+    obj.write_bytes(b"not a zstd frame" * 8)
+    port = free_port()
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    log = (tmp_path / "stderr.txt").open("wb")
+    p = cli(write_config(tmp_path, lake, f"127.0.0.1:{port}"), faults.hold_env(hold, "verify_shard:1"), stderr=log)
+    server = SorobanServer(f"http://127.0.0.1:{port}")
+    try:
+        err = poll_health(server, p, want_error=True)
+        assert err.code == -32603
+        assert "range 0 retrying after error" in err.message and obj.name in err.message, err.message
+        data = json.loads(err.data)
+        assert data["status"] == "unhealthy" and data["mode"] == "backfill" and data["reason"] == err.message
+        r0 = get_status(port)["ranges"][0]
+        assert r0["attempts"] >= 1 and obj.name in r0["error"]
+
+        obj.write_bytes(good)  # the source recovers: the next attempt ingests
+        h = poll_health(server, p, want_error=False)
+        assert h.status == "healthy"
+        assert h.oldest_ledger == FIRST and FIRST <= h.latest_ledger <= LAST
+
+        wait_held(hold, "verify_shard", p)
+        h = server.get_health()
+        assert h.status == "healthy" and h.latest_ledger == LAST
+        faults.release(hold, "verify_shard")
+        assert p.wait(timeout=240) == 0
+    finally:
+        obj.write_bytes(good)
+        if p.poll() is None:
+            kill_tree(p)
+        log.close()
+
+
+def feed_fifo(fifo: Path, data: bytes, timeout: float = 60.0) -> None:
+    """Write ``data`` to the reader blocked on ``fifo`` (ENXIO until a reader has it open)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "nobody reads the FIFO"
+            time.sleep(0.02)
+    os.set_blocking(fd, True)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_get_health_reports_a_stall_then_recovers(tmp_path):
+    lake = make_lake(tmp_path / "lake", FIRST, LAST, seed=6, tx_per_ledger=1.0)
+    obj = lake / layout.object_key(5000, layout.read_manifest(lake))
+    good = obj.read_bytes()
+    obj.unlink()
+    os.mkfifo(obj)  # reading it blocks until the test writes: ingestion stops at ledger ~5000
+    port = free_port()
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    log = (tmp_path / "stderr.txt").open("wb")
+    cfg = write_config(tmp_path, lake, f"127.0.0.1:{port}", 'health_stall_threshold = "2s"\n')
+    p = cli(cfg, faults.hold_env(hold, "verify_shard:1"), stderr=log)
+    server = SorobanServer(f"http://127.0.0.1:{port}")
+    try:
+        err = poll_health(server, p, want_error=True)
+        assert err.message.startswith("stalled since ") and "no ledger ingested" in err.message, err.message
+        data = json.loads(err.data)
+        assert data["secondsSinceProgress"] >= 2 and data["latestLedger"] < 5000 and data["oldestLedger"] == FIRST
+
+        feed_fifo(obj, good)  # the source delivers again
+        h = poll_health(server, p, want_error=False)
+        assert h.status == "healthy" and h.latest_ledger >= 5000
+        wait_held(hold, "verify_shard", p)
+        faults.release(hold, "verify_shard")
+        assert p.wait(timeout=240) == 0
+    finally:
+        if obj.is_fifo():
+            obj.unlink()
+            obj.write_bytes(good)
+        if p.poll() is None:
+            kill_tree(p)
+        log.close()
+
+
+def test_http_endpoint_port_in_use_is_a_startup_error(tmp_path):
+    lake = make_lake(tmp_path / "lake", FIRST, LAST, seed=5, tx_per_ledger=1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = cli(write_config(tmp_path, lake, f"127.0.0.1:{port}"), stderr=subprocess.PIPE)
+        _, err = p.communicate(timeout=120)
+    text = err.decode()
+    assert p.returncode == 1, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: [service] http_endpoint: cannot listen on 127.0.0.1:{port}: Address already in use"]

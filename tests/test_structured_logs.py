@@ -1,0 +1,100 @@
+"""``--log-format json`` through the real CLI: every line of every process is one JSON object
+whose fields are fields (range_id, pid, attempt, error_class, ledger, phase, rates).
+
+The run is made to fail once deterministically: the lake object holding the range's first
+ledger is garbage until the coordinator logs that it will retry; the test then restores it,
+so attempt 2 succeeds.  A fault hold in the transition keeps the range TRANSITIONING until a
+progress line (``[service] progress_interval = "1s"``) has been logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from rpcbackfill.orchestration import faults
+from rpcbackfill.sources import layout
+from tests.lib import REPO
+from tests.lib.orchestration import kill_tree, make_lake, wait_held
+
+FIRST, LAST = 2, 10001
+
+
+def wait_for(lines: list[str], pred, p: subprocess.Popen, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(lines):
+            rec = json.loads(line)
+            if pred(rec):
+                return rec
+        assert p.poll() is None, f"the run exited ({p.returncode})"
+        assert time.monotonic() < deadline, "no such log record"
+        time.sleep(0.02)
+
+
+def test_json_logs_carry_fields_from_every_process(tmp_path):
+    lake = make_lake(tmp_path / "lake", FIRST, LAST, seed=8, tx_per_ledger=1.0)
+    obj = lake / layout.object_key(FIRST, layout.read_manifest(lake))
+    good = obj.read_bytes()
+    obj.write_bytes(b"garbage, not zstd" * 8)
+    cfg = tmp_path / "backfill.toml"
+    cfg.write_text(
+        '[service]\ndata_dir = "data"\nhttp_endpoint = "127.0.0.1:0"\nprogress_interval = "1s"\n'
+        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\nmax_retries = 5\n"
+        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
+        "retry_limit = 1\nretry_wait = 0.01\n"
+    )
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(faults.hold_env(hold, "verify_shard:1"))
+    cmd = [sys.executable, "-m", "rpcbackfill", "--log-format", "json", "--backfill", "--start-ledger", str(FIRST),
+           "--end-ledger", str(LAST), "--config-path", str(cfg)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        retry = wait_for(lines, lambda r: "retrying in" in r["msg"] and r["logger"].endswith("coordinator"), p)
+        obj.write_bytes(good)
+        wait_held(hold, "verify_shard", p)
+        progress = wait_for(lines, lambda r: r["msg"].startswith("progress:") and r["phase"].startswith("ledger:"), p)
+        faults.release(hold, "verify_shard")
+        assert p.wait(timeout=240) == 0
+        reader.join(timeout=30)
+    finally:
+        obj.write_bytes(good)
+        if p.poll() is None:
+            kill_tree(p)
+    recs = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert recs and all({"ts", "level", "logger", "msg", "pid"} <= set(r) for r in recs)
+
+    # the coordinator's retry decision
+    assert retry["range_id"] == 0 and retry["attempt"] == 1 and retry["error_class"] == "SourceError"
+    assert retry["pid"] == p.pid
+    # range-process records: forwarded with their own pid, the range and the attempt
+    worker = [r for r in recs if r["pid"] != p.pid]
+    assert worker and all(r["range_id"] == 0 and r["attempt"] in (1, 2) for r in worker)
+    assert len({r["pid"] for r in worker}) == 2  # two attempts, two processes
+    lake_retry = [r for r in worker if r["logger"] == "rpcbackfill.sources.datalake" and "retrying" in r["msg"]]
+    assert lake_retry and lake_retry[0]["error_class"] == "CorruptDownloadError" and lake_retry[0]["reason"] == "corrupt"
+    failed = [r for r in worker if r["level"] == "error"]
+    assert failed and failed[0]["error_class"] == "SourceError" and failed[0]["attempt"] == 1
+    ingesting = [r for r in worker if r["msg"].startswith("range 0: ingesting")]
+    assert [r["attempt"] for r in ingesting] == [1, 2] or [r["attempt"] for r in ingesting] == [2]
+    assert all(r["ledger"] == FIRST and r["phase"] == "INGESTING" for r in ingesting)
+    done = [r for r in worker if r["msg"] == "range 0: COMPLETE"]
+    assert done and done[0]["ledger"] == LAST and done[0]["phase"] == "COMPLETE" and done[0]["attempt"] == 2
+    # progress lines carry their numbers as fields
+    assert progress["range_id"] == 0 and progress["ledgers_done"] == LAST - FIRST + 1
+    assert progress["ledger"] == LAST and "txhash:VERIFYING_RECSPLIT" in progress["phase"]
+    early = [r for r in recs if r["msg"].startswith("progress:")]
+    assert all(isinstance(r["ledgers_done"], int) and r["range_id"] == 0 for r in early)
+    assert isinstance(progress["ledgers_per_s"], (int, float)) and isinstance(progress["tx_per_s"], (int, float))
+    assert "eta_s" in progress
