@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from ..errors import CorruptStoreError
+from ..errors import CorruptStoreError, DataCorruptionError, StoreError
 from ..paths import index_shard_path
 from ..records import HASH_SIZE, NSHARDS, shard_of
 from .recsplit import ShardIndex, as_key_buffer
@@ -22,6 +24,48 @@ def open_shard(range_dir: Path | str, shard: int, range_start: int | None = None
         ix.close()
         raise CorruptStoreError(f"{ix.path} belongs to range start {ix.range_start}, expected {range_start}")
     return ix
+
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def search_ranges(ranges: Iterable[R], lookup: Callable[[R], T | None]) -> tuple[T | None, list[StoreError]]:
+    """First answer of ``lookup`` over ``ranges``, and the damage met on the way.
+
+    ``lookup(range)`` answers the confirmed location of a hash in that range, None when the
+    range does not hold it, or raises a ``StoreError`` for damage (a missing or corrupt shard,
+    a missing chunk).  Damage in one range does not stop the search: a healthy range that
+    holds the hash still answers.  The caller reports the damage only when nothing answered
+    (then "not found" would be a lie: the hash may be in a damaged range)."""
+    damage: list[StoreError] = []
+    for r in ranges:
+        try:
+            found = lookup(r)
+        except StoreError as e:
+            damage.append(e)
+            continue
+        if found is not None:
+            return found, damage
+    return None, damage
+
+
+def damage_summary(damage: list[StoreError]) -> str:
+    """The first damage met, plus how many more ranges were damaged."""
+    more = f" (and {len(damage) - 1} more damaged range(s))" if len(damage) > 1 else ""
+    return f"{damage[0]}{more}"
+
+
+def shard_candidate(ix: ShardIndex, tx_hash: bytes, range_id: int, start: int, end: int) -> int | None:
+    """Candidate ledger of ``tx_hash`` from its shard ``ix`` of range ``range_id`` [start, end].
+
+    The candidate must still be confirmed by reading that ledger (RecSplit answers absent keys
+    with false positives); an answer outside the range is damage, as a sound shard only holds
+    values of its own keys."""
+    seq = ix.lookup(tx_hash)
+    if seq is not None and not start <= seq <= end:
+        raise DataCorruptionError(f"{ix.path} answered ledger {seq}, outside range {range_id} [{start}, {end}]")
+    return seq
 
 
 class TxHashIndex:

@@ -12,17 +12,15 @@ from pathlib import Path
 from .. import lcm
 from ..config import Config
 from ..errors import (
-    CorruptStoreError,
     DataCorruptionError,
     InputError,
     MetaStoreCorruptError,
     MetaStoreError,
     MissingDataError,
     NotFoundError,
-    StoreError,
     XdrError,
 )
-from ..index.txhash_index import open_shard
+from ..index.txhash_index import damage_summary, open_shard, search_ranges, shard_candidate
 from ..ledgermath import FIRST_LEDGER, chunk_of_ledger
 from ..meta.store import MetaStore, RangeState
 from ..paths import DataDirLayout, chunk_paths
@@ -169,22 +167,19 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     if len(tx_hash) != HASH_SIZE:
         raise InputError(f"a transaction hash has {HASH_SIZE} bytes, got {len(tx_hash)}")
     ranges = _read_meta(config)[1]
-    damage: list[CorruptStoreError | StoreError] = []
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
-        for info in (i for i in ranges if i.state == RangeState.COMPLETE):
-            try:
-                seq = _lookup_in_range(config, store, info, tx_hash)
-            except StoreError as e:  # CorruptStoreError, MissingDataError, I/O errors of this range
-                log.warning("range %d: %s", info.id, e)
-                damage.append(e)
-                continue
-            if seq is not None:
-                return seq
+        seq, damage = search_ranges(
+            (i for i in ranges if i.state == RangeState.COMPLETE),
+            lambda info: _lookup_in_range(config, store, info, tx_hash),
+        )
+    if seq is not None:
+        return seq
     if damage:
-        more = f" (and {len(damage) - 1} more damaged range(s))" if len(damage) > 1 else ""
+        for e in damage:
+            log.warning("%s", e)
         err = damage[0]
         cls = type(err) if isinstance(err, DataCorruptionError) else DataCorruptionError
-        raise cls(f"transaction {tx_hash.hex()} not found in the readable ranges; {err}{more}") from None
+        raise cls(f"transaction {tx_hash.hex()} not found in the readable ranges; {damage_summary(damage)}") from None
     done = [i.id for i in ranges if i.state == RangeState.COMPLETE]
     others = "; ".join(f"range {i.id} is {i.state}" for i in ranges if i.state != RangeState.COMPLETE)
     raise NotFoundError(
@@ -223,16 +218,11 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
     StoreError subclasses for damage."""
     ix = open_shard(DataDirLayout(config).txhash_range_dir(info.id), shard_of(tx_hash), range_start=info.start_ledger)
     try:
-        seq = ix.lookup(tx_hash)
+        seq = shard_candidate(ix, tx_hash, info.id, info.start_ledger, info.end_ledger)
     finally:
         ix.close()
     if seq is None:
         return None
-    if not info.start_ledger <= seq <= info.end_ledger:
-        # a sound shard only ever answers values of its own keys, all inside the range
-        raise DataCorruptionError(
-            f"{ix.path} answered ledger {seq}, outside range {info.id} [{info.start_ledger}, {info.end_ledger}]"
-        )
     try:
         raw = store.get_ledger(seq)
     except NotFoundError as e:

@@ -91,6 +91,19 @@ def _uint(value: Any, name: str, *, maximum: int = 0xFFFFFFFF) -> int | None:
     return value
 
 
+def _cursor_int(cursor: str, what: str, maximum: int) -> int:
+    """A cursor string as an integer: ASCII decimal digits only, at most ``maximum``.
+
+    ``int()`` alone would also take other scripts' digits ("١٢٣"), signs, spaces and
+    underscores, and would spend quadratic time on a megabyte of digits."""
+    width = len(str(maximum))
+    if not (cursor.isascii() and cursor.isdigit()):
+        raise invalid(f"invalid cursor {cursor[:40]!r}: expected {what} (ASCII decimal digits)")
+    if len(cursor) > width or int(cursor) > maximum:
+        raise invalid(f"invalid cursor {cursor[:40]!r}: {what} must not exceed {maximum}")
+    return int(cursor)
+
+
 def _xdr_format(p: dict) -> str:
     f = p.get("xdrFormat")
     if f is None or f == "":
@@ -267,12 +280,7 @@ class Methods:
         if cursor is not None:
             if start:
                 raise invalid("startLedger and cursor cannot both be set")
-            try:
-                start = int(cursor) + 1
-            except ValueError:
-                raise invalid(f"invalid cursor {cursor!r}: expected a ledger sequence") from None
-            if not 0 < start <= 0xFFFFFFFF + 1:
-                raise invalid(f"invalid cursor {cursor!r}")
+            start = _cursor_int(cursor, "a ledger sequence", 0xFFFFFFFF) + 1
         elif not start:
             raise invalid("startLedger is required (or pagination.cursor)")
         oldest, latest = r.oldest_ledger, r.latest_ledger
@@ -343,12 +351,7 @@ class Methods:
         if cursor is not None:
             if start:
                 raise invalid("startLedger and cursor cannot both be set")
-            try:
-                toid = int(cursor)
-            except ValueError:
-                raise invalid(f"invalid cursor {cursor!r}: expected a TOID") from None
-            if not 0 <= toid < 1 << 63:
-                raise invalid(f"invalid cursor {cursor!r}")
+            toid = _cursor_int(cursor, "a TOID", (1 << 63) - 1)
             start, after = toid >> 32, (toid >> _TOID_OP_BITS) & _TOID_TX_MASK
             if after == _TOID_TX_MASK:  # "end of this ledger" cursor
                 start, after = start + 1, 0

@@ -8,7 +8,9 @@ completes later is picked up by the next ``refresh()`` (the server calls it peri
 ledgers of any other range are *not available* -- never read half-written.
 
 Resources are opened once and reused by every request:
-* per range, a ``TxHashIndex`` (16 memory-mapped shards);
+* per range and shard, a memory-mapped RecSplit shard, opened when a lookup first needs it
+  (a damaged shard fails only the lookups routed to it, never the range's ledgers or other
+  ranges' lookups; see ``find_transaction``);
 * per chunk (opened on first use, kept in an LRU of ``max_open_chunks``), the decoded
   ``.index`` offsets and an open ``.data`` descriptor read with ``pread``.  The data file is
   read rather than mapped so that a damaged (e.g. truncated) chunk fails one request with an
@@ -32,13 +34,17 @@ from pathlib import Path
 from ..config import Config
 from ..errors import (
     CorruptStoreError,
+    DataCorruptionError,
     MetaStoreError,
     NotFoundError,
     StoreError,
     XdrError,
 )
+from ..index.recsplit import ShardIndex
+from ..index.txhash_index import damage_summary, open_shard, search_ranges, shard_candidate
 from ..ledgermath import CHUNK_SIZE, chunk_first_ledger, chunk_of_ledger
 from ..paths import DataDirLayout
+from ..records import shard_of
 from ..stores.lfs import decode_index
 from ..zstdframe import decompress_frame
 from .ledger import LedgerView, network_id
@@ -131,7 +137,7 @@ class HistoryReader:
         self.max_open_chunks = max_open_chunks
         self._lock = threading.Lock()
         self._chunks: OrderedDict[int, _Chunk] = OrderedDict()
-        self._indexes: dict[int, object] = {}  # range id -> TxHashIndex
+        self._shards: dict[tuple[int, int], ShardIndex] = {}  # (range id, shard) -> open shard
         self._ranges: tuple[ServedRange, ...] = ()
         self.oldest_close_time = 0
         self.latest_close_time = 0
@@ -165,7 +171,6 @@ class HistoryReader:
 
     def refresh(self) -> bool:
         """Re-read the meta store; serve newly COMPLETE ranges.  True when the set changed."""
-        from ..index import TxHashIndex
         from ..meta.store import MetaStore, RangeState
 
         try:
@@ -193,18 +198,8 @@ class HistoryReader:
         )
         if tuple(complete) == self._ranges:
             return False
-        opened = dict(self._indexes)
-        ok: list[ServedRange] = []
-        for r in complete:
-            if r.id not in opened:
-                try:
-                    opened[r.id] = TxHashIndex(self.layout.txhash_range_dir(r.id), range_start=r.start)
-                except (StoreError, OSError, ValueError) as e:
-                    log.error("range %d is COMPLETE but its index cannot be opened; not served: %s", r.id, e)
-                    continue
-            ok.append(r)
+        ok = list(complete)
         with self._lock:
-            self._indexes = opened
             self._ranges = tuple(ok)
         self._update_bounds()
         log.info(
@@ -266,32 +261,67 @@ class HistoryReader:
 
     # --- transactions ------------------------------------------------------------------------
 
+    def _shard(self, r: ServedRange, x: int) -> ShardIndex:
+        """Shard ``x`` of range ``r``, opened on first use (CorruptStoreError naming the file if bad).
+
+        A shard that fails to open is not remembered: a repaired file is picked up by the next lookup."""
+        with self._lock:
+            ix = self._shards.get((r.id, x))
+        if ix is not None:
+            return ix
+        ix = open_shard(self.layout.txhash_range_dir(r.id), x, range_start=r.start)  # outside the lock: file I/O
+        with self._lock:
+            if self._closed:
+                ix.close()
+                raise LedgerUnavailable("the reader is closed")
+            kept = self._shards.setdefault((r.id, x), ix)
+        if kept is not ix:  # another thread opened it meanwhile
+            ix.close()
+        return kept
+
+    def _find_in_range(self, r: ServedRange, tx_hash: bytes) -> tuple[LedgerView, int] | None:
+        """The confirmed transaction in range ``r``, None if absent; StoreError subclasses for damage."""
+        seq = shard_candidate(self._shard(r, shard_of(tx_hash)), tx_hash, r.id, r.start, r.end)
+        if seq is None:
+            return None
+        try:
+            view = self.ledger(seq, want=tx_hash)
+        except LedgerDamaged as e:
+            raise DataCorruptionError(f"range {r.id}: {e}") from None
+        if view.found is not None:
+            return view, view.found
+        log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
+        return None
+
     def find_transaction(self, tx_hash: bytes) -> tuple[LedgerView, int] | None:
         """(ledger, 0-based apply index) of the transaction with this outer or inner hash, or None.
 
-        Every served range's index is asked (newest first); a candidate counts only once the
-        ledger is read and the hash found in it (RecSplit answers absent keys with false positives).
+        Every served range is asked (newest first) through the one shard the hash belongs to; a
+        candidate counts only once the ledger is read and the hash found in it (RecSplit answers
+        absent keys with false positives).  Damage in one range (a missing or corrupt shard, a
+        missing or damaged chunk) does not stop the search: a healthy range that holds the hash
+        still answers.  Only when none answers is the damage raised, as ``LedgerDamaged`` naming
+        the file -- None ("not found") is reserved for a search that met no damage.  The same
+        rule as the ``get-transaction`` command (``orchestration.api.get_transaction_ledger``).
         """
-        ranges, indexes = self._ranges, self._indexes
-        for r in reversed(ranges):
-            idx = indexes.get(r.id)
-            if idx is None:
-                continue
-            seq = idx.lookup(tx_hash)  # type: ignore[attr-defined]
-            if seq is None or not r.start <= seq <= r.end:
-                continue
-            view = self.ledger(seq, want=tx_hash)
-            if view.found is not None:
-                return view, view.found
-            log.debug("index candidate ledger %d for %s was a false positive", seq, tx_hash.hex())
+        if self._closed:
+            raise LedgerUnavailable("the reader is closed")
+        found, damage = search_ranges(reversed(self._ranges), lambda r: self._find_in_range(r, tx_hash))
+        if found is not None:
+            return found
+        if damage:
+            for e in damage:
+                log.error("transaction lookup met damaged data: %s", e)
+            summary = damage_summary(damage)
+            raise LedgerDamaged(f"transaction {tx_hash.hex()} not found in the readable ranges; {summary}")
         return None
 
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            for ix in self._indexes.values():
-                ix.close()  # type: ignore[attr-defined]
-            self._indexes = {}
+            for ix in self._shards.values():
+                ix.close()
+            self._shards = {}
             self._ranges = ()
             self._chunks.clear()
 
