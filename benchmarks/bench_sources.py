@@ -172,7 +172,12 @@ def main() -> int:
             cfgp = work / "core.cfg"
             cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_STREAM="{stream}"\n')
             env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-            cc = CaptiveCoreConfig(binary_path=TESTS / "fake_stellar_core.py", config_path=cfgp)
+            archive = work / "archive" / ".well-known"
+            archive.mkdir(parents=True, exist_ok=True)
+            (archive / "stellar-history.json").write_text('{"currentLedger": 4294967295}')
+            cc = CaptiveCoreConfig(binary_path=TESTS / "fake_stellar_core.py", config_path=cfgp,
+                                   storage_path=work / "captive-core",
+                                   history_archive_urls=(f"file://{archive.parent}",))
 
             def run():
                 with CaptiveCoreSource(cc, threading.Event(), network_passphrase=NET, env=env) as src:

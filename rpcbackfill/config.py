@@ -26,7 +26,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,9 @@ class BufferedStorageConfig:
 @dataclass(frozen=True)
 class CaptiveCoreConfig:
     binary_path: Path | None = None
-    config_path: Path | None = None
+    config_path: Path | None = None  # the operator's stellar-core file (validators, history)
+    storage_path: Path | None = None  # default {data_dir}/captive-core ; per range: <storage_path>/<range:04d>
+    history_archive_urls: tuple[str, ...] = ()  # http(s):// or file:/// ; used when config_path has no HISTORY
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ def default_config(data_dir: Path | str, **backfill_overrides) -> Config:
     d = Path(data_dir).resolve()
     bs = backfill_overrides.pop("buffered_storage", None) or BufferedStorageConfig()
     cc = backfill_overrides.pop("captive_core", None) or CaptiveCoreConfig()
+    if cc.storage_path is None:
+        cc = replace(cc, storage_path=d / "captive-core")
     return Config(
         service=ServiceConfig(data_dir=d),
         meta_store=MetaStoreConfig(path=d / "meta" / "rocksdb"),
@@ -202,7 +206,8 @@ def parse_ascii_float(text: str) -> float:
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key.  ``kind``: str, int, float, bool, duration, choice, path, location (bucket_path)."""
+    """One configuration key.  ``kind``: str, int, float, bool, duration, choice, path, location (bucket_path),
+    urls (a list of history-archive URLs; from text: comma-separated)."""
 
     section: str
     name: str
@@ -327,6 +332,14 @@ KEYS: tuple[Key, ...] = (
     Key("backfill.captive_core", "config_path", "path", None,
         "stellar-core configuration file (see config/captive-core.example.toml). Required with captive_core.",
         example="/etc/stellar/captive-core.cfg", commented=True),
+    Key("backfill.captive_core", "storage_path", "path", "captive-core",
+        "Working directories of captive stellar-core: one private subdirectory per range (config, database, "
+        "buckets), removed when the range's catchup has finished. Needs room for one bucket list per range "
+        "running at a time.", commented=True),
+    Key("backfill.captive_core", "history_archive_urls", "urls", (),
+        "History archives (http(s):// or file:///) for captive core when config_path names none of its own "
+        "(no [HISTORY.*] get, no VALIDATORS HISTORY); ignored otherwise.",
+        example=("https://history.stellar.org/prd/core-live/core_live_001",), commented=True),
 )
 
 KEYS_BY_DOTTED: dict[str, Key] = {k.dotted: k for k in KEYS}
@@ -512,6 +525,8 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
         if not math.isfinite(val):
             problems.append(f"{what} must be a finite number, got {v.value!r}")
             return None
+    elif key.kind == "urls":
+        return _coerce_urls(val, v.from_text, what, problems)
     elif key.kind == "duration":
         if isinstance(val, bool) or not isinstance(val, (int, float, str)):
             problems.append(f'{what} must be a duration such as "90s", "30m" or "6h", got {val!r}')
@@ -546,6 +561,24 @@ def _coerce(key: Key, v: _Value, problems: list[str]) -> Any:
     return val
 
 
+def _coerce_urls(val: Any, from_text: bool, what: str, problems: list[str]) -> tuple[str, ...] | None:
+    """A list of history-archive URLs (text: comma-separated); http(s):// or file:///, no whitespace
+    or quotes (they become part of a shell command in the generated stellar-core config)."""
+    if from_text and isinstance(val, str):
+        val = [u for u in (part.strip() for part in val.split(",")) if u]
+    if not isinstance(val, (list, tuple)) or not all(isinstance(u, str) for u in val):
+        problems.append(f"{what} must be a list of URL strings, got {type(val).__name__} {val!r}")
+        return None
+    out = []
+    for u in val:
+        u = u.strip().rstrip("/")
+        if not u.startswith(("http://", "https://", "file:///")):
+            problems.append(f"{what}: {u!r} is not an http://, https:// or file:/// URL")
+        elif any(c.isspace() or c in "\"'`$;&|<>" for c in u):
+            problems.append(f"{what}: {u!r} contains whitespace, quotes or shell characters")
+        else:
+            out.append(u)
+    return tuple(out) if len(out) == len(val) else None
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")  # ASCII digits only, like every number
 
@@ -678,7 +711,7 @@ def load_config(
     for key in KEYS:
         raw = values[key.dotted]
         if key.kind == "path" and key.name != "data_dir" and raw is not None:
-            if key.section == "backfill.captive_core":
+            if key.section == "backfill.captive_core" and key.name != "storage_path":
                 values[key.dotted] = _resolve_core_file(key, raw, data_dir)
             else:
                 values[key.dotted] = _absolute(raw, data_dir) if data_dir is not None else Path(raw)
@@ -810,6 +843,8 @@ def _build(values: dict[str, Any]) -> Config:
 def _toml_literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
@@ -854,7 +889,7 @@ def example_config_text() -> str:
                 doc += f" One of: {', '.join(key.choices)}."
             if key.kind == "path" and key.default not in (None, _REQUIRED):
                 doc += f" Default: {{data_dir}}/{key.default}."
-            elif key.default not in (None, _REQUIRED, ""):
+            elif key.default not in (None, _REQUIRED, "", ()):
                 doc += f" Default: {_toml_literal(key.default)}."
             out.extend(_wrap(doc))
             value = key.example if key.example is not None else key.default

@@ -153,10 +153,19 @@ class LakeConfigError(SourceError):
 
 
 class SourceConfigError(SourceError):
-    """A ledger source's own configuration is unusable (captive-core binary or cfg missing,
-    cfg passphrase contradicting the configured network)."""
+    """A ledger source's own configuration is unusable (captive-core binary or cfg not set, or
+    not an executable / readable file)."""
 
     exit_code = 2
+    retryable = False
+
+
+class CorePreflightError(SourceError):
+    """Captive core cannot do the requested backfill, found before any range starts: stellar-core
+    older than protocol 23, a range beyond the history archive's latest checkpoint, or an operator
+    stellar-core file that is unreadable or sets a key the driver owns.  Exit 1 like every source
+    failure; a retry cannot fix it."""
+
     retryable = False
 
 

@@ -270,16 +270,20 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
 
     import psutil
 
-    from rpcbackfill.config import CaptiveCoreConfig
+    from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig
+    from tests.lib.core import make_archive
 
     pid_file = tmp_path / "core.pid"
     core_cfg = tmp_path / "core.cfg"
-    core_cfg.write_text(f'FAKE_LAKE = "{lake3}"\nFAKE_DB = "{tmp_path / "core.db"}"\nFAKE_PID_FILE = "{pid_file}"\n')
+    core_cfg.write_text(f'FAKE_LAKE = "{lake3}"\nFAKE_PID_FILE = "{pid_file}"\n')
     fake = Path(__file__).resolve().parent / "fake_stellar_core.py"
+    archive = make_archive(tmp_path / "archive", RS + 63, PUBNET_PASSPHRASE)
     base = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
     cfg = dataclasses.replace(base, backfill=dataclasses.replace(
         base.backfill, ledger_backend="captive_core",
-        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg)))
+        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg,
+                                       storage_path=tmp_path / "data" / "captive-core",
+                                       history_archive_urls=(f"file://{archive}",))))
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     hold = tmp_path / "hold"
     hold.mkdir()
@@ -295,6 +299,8 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
         time.sleep(0.05)
     assert not psutil.pid_exists(core_pid) or psutil.Process(core_pid).status() == psutil.STATUS_ZOMBIE, \
         f"captive core {core_pid} outlived the killed backfill"
+    assert (tmp_path / "data" / "captive-core" / "0000").is_dir()  # the killed range's core directory
     assert run_to_end(tmp_path, cfg, env=env) == 0
     check_backfill_result(cfg, lake3, 2, RS + 1)
     assert active_leftovers(cfg) == []
+    assert list((tmp_path / "data" / "captive-core").iterdir()) == []  # cleaned on resume, removed when done

@@ -16,6 +16,7 @@ import pytest
 from rpcbackfill.config import PUBNET_PASSPHRASE, CaptiveCoreConfig, default_config
 from rpcbackfill.errors import (
     Cancelled,
+    CorePreflightError,
     CoreProcessError,
     LedgerSequenceError,
     SourceConfigError,
@@ -24,14 +25,15 @@ from rpcbackfill.errors import (
 from rpcbackfill.sources import Ledger, open_source
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.core import CORE_ENV, FAKE_CORE, make_archive
 from tests.lib.ledgers import chain as make_chain
 from tests.lib.oracle import sdk_reference
 
 HERE = Path(__file__).resolve().parent
-FAKE = HERE / "fake_stellar_core.py"
+FAKE = FAKE_CORE
 NET = PUBNET_PASSPHRASE
-# the fake's "#!/usr/bin/env python3" must find this interpreter (with zstandard etc.)
-ENV = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+ENV = CORE_ENV
+ARCHIVE_LATEST = 319  # a checkpoint ledger after the chain's last (300)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,15 @@ def lake(tmp_path_factory, chain):
 
 
 def core_cfg(tmp_path: Path, lake: Path, **fake) -> CaptiveCoreConfig:
+    """A minimal operator file (no validators: the driver adds a placeholder quorum set) with the
+    stand-in's FAKE_* settings; the history archive comes from history_archive_urls."""
+    archive = make_archive(tmp_path / "archive", ARCHIVE_LATEST, NET)
     lines = [f'NETWORK_PASSPHRASE="{fake.pop("passphrase", NET)}"', f'FAKE_LAKE="{lake}"']
     lines += [f'{k.upper()}="{v}"' for k, v in fake.items()]
     cfgp = tmp_path / "captive-core.cfg"
     cfgp.write_text("\n".join(lines) + "\n")
-    return CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp)
+    return CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp, storage_path=tmp_path / "captive-core",
+                             history_archive_urls=(f"file://{archive}",))
 
 
 def source(cfg, cancel=None, **kw) -> CaptiveCoreSource:
@@ -81,10 +87,15 @@ def test_range(tmp_path, lake, chain, first, last):
     cfg = core_cfg(tmp_path, lake)
     with source(cfg) as src:
         src.prepare_range(first, last)
+        work = src.work_dir
+        assert work == tmp_path / "captive-core" / "0000"  # range 0 of the default range size
+        assert (work / "stellar.db").exists() and (work / "buckets" / "stellar-core.lock").exists()
+        assert (work / "stellar-core.cfg").exists()
+        assert not list(work.glob("*.log"))  # LOG_FILE_PATH = "": core output is captured instead
         got = [src.get_ledger(q).lcm for q in range(first, last + 1)]
         pid = src.pid
     assert got == [chain[q] for q in range(first, last + 1)]
-    assert (tmp_path / "fake-core.db").exists()  # new-db ran, in the cfg's directory
+    assert not work.exists()  # the whole range was delivered: the private directory is gone
     assert wait_gone(pid)
     assert src.returncode == 0  # stopped by SIGINT (the stand-in exits 0 on it), not killed
 
@@ -164,7 +175,7 @@ def test_config_errors(tmp_path, lake):
     with pytest.raises(SourceConfigError, match="binary_path"):
         source(CaptiveCoreConfig(binary_path=tmp_path / "nope", config_path=tmp_path / "x")).prepare_range(2, 3)
     cfg = core_cfg(tmp_path, lake, passphrase="Test SDF Network ; September 2015")
-    with pytest.raises(SourceConfigError, match="NETWORK_PASSPHRASE"):
+    with pytest.raises(CorePreflightError, match="NETWORK_PASSPHRASE"):
         source(cfg).prepare_range(2, 3)
 
 
@@ -202,8 +213,10 @@ ORCHESTRATOR = textwrap.dedent(
     sys.path[:0] = [{repo!r}, {tests!r}]
     from rpcbackfill.config import CaptiveCoreConfig
     from rpcbackfill.sources.captive_core import CaptiveCoreSource
-    src = CaptiveCoreSource(CaptiveCoreConfig(binary_path={fake!r}, config_path={cfg!r}), threading.Event(),
-                            env={env!r})
+    from pathlib import Path
+    src = CaptiveCoreSource(CaptiveCoreConfig(binary_path={fake!r}, config_path={cfg!r},
+                                              storage_path=Path({storage!r}), history_archive_urls={urls!r}),
+                            threading.Event(), env={env!r})
     src.prepare_range(100, 200)
     print(src.pid, flush=True)
     time.sleep(600)
@@ -214,7 +227,8 @@ ORCHESTRATOR = textwrap.dedent(
 def test_no_orphan_when_parent_is_sigkilled(tmp_path, lake):
     cfg = core_cfg(tmp_path, lake, fake_failure="hang")
     code = ORCHESTRATOR.format(
-        repo=str(HERE.parent), tests=str(HERE), fake=str(FAKE), cfg=str(cfg.config_path), env=ENV
+        repo=str(HERE.parent), tests=str(HERE), fake=str(FAKE), cfg=str(cfg.config_path), env=ENV,
+        storage=str(cfg.storage_path), urls=cfg.history_archive_urls,
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)
     try:
@@ -272,7 +286,7 @@ def test_meta_pipe_above_fd_setsize(tmp_path, lake, chain):
     try:
         with source(core_cfg(tmp_path, lake)) as src:
             src.prepare_range(30, 40)
-            assert src._rfd > 1024
+            assert src._meta_fd() > 1024
             assert [src.get_ledger(q).lcm for q in range(30, 41)] == [chain[q] for q in range(30, 41)]
     finally:
         for fd in fds:

@@ -16,6 +16,7 @@ from rpcbackfill.config import PUBNET_PASSPHRASE, BufferedStorageConfig, Captive
 from rpcbackfill.sources.captive_core import CaptiveCoreSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
+from tests.lib.core import make_archive
 from tests.lib.ledgers import iter_chain
 
 NET = PUBNET_PASSPHRASE
@@ -65,7 +66,9 @@ def test_captive_core_yields_exact_range(case):
         ledgers = _write(Path(d) / "lake", lpb, bpp, lake_first, lake_last)
         cfgp = Path(d) / "core.cfg"
         cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_LAKE="{Path(d) / "lake"}"\nFAKE_CHECKPOINT="{CHECKPOINT}"\n')
-        cc = CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp)
+        archive = make_archive(Path(d) / "archive", 1 << 30, NET)
+        cc = CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp, storage_path=Path(d) / "core",
+                               history_archive_urls=(f"file://{archive}",))
         with CaptiveCoreSource(cc, threading.Event(), network_passphrase=NET, env=ENV) as src:
             src.prepare_range(first, last)
             got = [src.get_ledger(q).lcm for q in range(first, last + 1)]

@@ -55,6 +55,7 @@ def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
             config.backfill.captive_core,
             cancel,
             network_passphrase=passphrase,
+            range_size=config.backfill.range_size,
             authenticate=config.backfill.check_ledger_hashes,
         )
     raise ConfigError(f"backfill.ledger_backend must be 'buffered_storage' or 'captive_core', got {backend!r}")

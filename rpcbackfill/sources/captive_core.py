@@ -1,9 +1,13 @@
 """Captive stellar-core ledger source (``ledger_backend = "captive_core"``, spec section 6).
 
-``prepare_range(first, last)`` runs, with the working directory set to the cfg's directory::
+Each range gets a private working directory ``<storage_path>/<range:04d>`` holding the
+configuration generated from the operator's file (``core_config.CoreToml``), core's database
+and its bucket directory, so ranges running in parallel never share state or the bucket lock.
+``prepare_range(first, last)`` empties that directory, writes the configuration, then runs
+(``core_runner.CoreRunner``, working directory = the private directory)::
 
-    <binary> --conf <cfg> --console new-db
-    <binary> --conf <cfg> --console catchup <last>/<last-first+1> --metadata-output-stream fd:3
+    <binary> --conf stellar-core.cfg --console new-db
+    <binary> --conf stellar-core.cfg --console catchup <last>/<last-first+1> --metadata-output-stream fd:3
 
 and reads the meta stream from fd 3: frames of a 4-byte big-endian length with the high bit
 (0x80000000) set, then that many bytes of ``LedgerCloseMeta`` XDR.  Core starts at a
@@ -11,32 +15,35 @@ checkpoint boundary, so ledgers before ``first`` are skipped.  Every delivered l
 follow the previous one by exactly 1 and (``check_hash_chain``) carry its hash as
 ``previousLedgerHash``.  Once ``last`` has been read core is stopped with SIGINT (SIGKILL
 after ``stop_timeout``).  Core ending the stream before ``last`` raises ``CoreProcessError``
-with its exit code and the tail of its output.
+with its exit code and the tail of its output.  ``close()`` removes the private directory
+once ``last`` was delivered; after a failure it stays for inspection until the range's next
+attempt empties it.
 
-No orphans: core runs in its own process group, gets ``PR_SET_PDEATHSIG = SIGKILL`` (so it
-dies with the thread that spawned it, even when the orchestrator is SIGKILLed) and is
-spawned and reaped by a dedicated thread that lives as long as the child.
+``preflight(config, ranges)`` runs once, before any range starts (the coordinator calls it).
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
+import json
 import logging
 import os
 import queue
-import re
 import select
+import shutil
 import signal
-import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Protocol
 
 from .. import lcm as lcm_scanner
-from ..config import CaptiveCoreConfig
+from ..config import PUBNET_PASSPHRASE, CaptiveCoreConfig, Config
 from ..errors import (
     Cancelled,
+    CorePreflightError,
     CoreProcessError,
     LedgerSequenceError,
     RpcBackfillError,
@@ -45,7 +52,17 @@ from ..errors import (
     XdrError,
 )
 from ..ledgerauth import verify_ledger
+from ..ledgermath import DEFAULT_RANGE_SIZE, range_of_ledger
 from .base import Ledger
+from .core_config import CONFIG_NAME, CoreToml
+from .core_runner import (
+    META_FD,
+    POLL_S,
+    THREAD_JOIN_S,
+    CoreProcess,
+    CoreRunner,
+    core_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +72,14 @@ RECORD_MARK = 0x80000000
 MAX_FRAME = 512 << 20
 # Frames read ahead of the consumer (the reader thread blocks beyond this).
 QUEUE_FRAMES = 64
-# Linux prctl option: deliver a signal to this process when its parent thread dies.
-PR_SET_PDEATHSIG = 1
-# How often blocked calls re-check cancellation (seconds).
-_POLL = 0.05
-# Lines of core output kept for error messages.
-_TAIL_LINES = 40
 _READ_CHUNK = 1 << 20
-# Try to enlarge the meta pipe (Linux F_SETPIPE_SZ) so core is not throttled by 64 KiB.
-_F_SETPIPE_SZ = 1031
-_PIPE_SIZE = 1 << 20
-
-_libc = None
-
-
-def _prctl():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc.prctl
+# The oldest stellar-core this driver supports (ledger protocol; meta flags of protocol 23).
+MIN_CORE_PROTOCOL = 23
+# Seconds allowed for `stellar-core version`, and for reading the archive's state file: the
+# whole pre-flight answers well within 30 s even when a host does not.
+PREFLIGHT_TIMEOUT_S = 10.0
+# The history archive state file: its currentLedger is the latest published checkpoint.
+ARCHIVE_STATE_PATH = ".well-known/stellar-history.json"
 
 
 class _Eof(Exception):
@@ -88,7 +94,8 @@ class CaptiveCoreSource:
         config: CaptiveCoreConfig,
         cancel: threading.Event | None = None,
         *,
-        network_passphrase: str | None = None,
+        network_passphrase: str = PUBNET_PASSPHRASE,
+        range_size: int = DEFAULT_RANGE_SIZE,
         check_hash_chain: bool = True,
         authenticate: bool = False,
         stop_timeout: float = 10.0,
@@ -98,6 +105,7 @@ class CaptiveCoreSource:
         self.config = config
         self.cancel = cancel if cancel is not None else threading.Event()
         self.network_passphrase = network_passphrase
+        self.range_size = range_size
         self.check_hash_chain = check_hash_chain
         self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the reader thread
         self.stop_timeout = stop_timeout
@@ -106,17 +114,17 @@ class CaptiveCoreSource:
         self._first = self._last = 0
         self._next_seq: int | None = None
         self._closed = False
+        self._delivered_last = False  # the whole range went to the consumer: the directory can go
         self._stopping = threading.Event()  # close() or end of range: no more reading
         self._q: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
-        self._proc: subprocess.Popen | None = None
-        self._threads: list[threading.Thread] = []
-        self._rfd: int | None = None
+        self._core: CoreProcess | None = None  # the catchup process
+        self._reader_thread: threading.Thread | None = None
         self._rbuf = bytearray()  # bytes read from the meta pipe, not yet parsed
         self._rpos = 0
         self._poller = select.poll()
-        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._lock = threading.Lock()
         self._stop_sent = False
+        self.work_dir: Path | None = None  # this range's private directory
         self.pid: int | None = None  # catchup process id (tests, diagnostics)
 
     def __enter__(self) -> CaptiveCoreSource:
@@ -127,32 +135,6 @@ class CaptiveCoreSource:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _check_config(self) -> tuple[Path, Path]:
-        problems = []
-        b, c = self.config.binary_path, self.config.config_path
-        if not b:
-            problems.append("captive_core.binary_path is not set")
-        elif not Path(b).is_file() or not os.access(b, os.X_OK):
-            problems.append(f"captive_core.binary_path {b} is not an executable file")
-        if not c:
-            problems.append("captive_core.config_path is not set")
-        elif not Path(c).is_file():
-            problems.append(f"captive_core.config_path {c} does not exist")
-        if problems:
-            raise SourceConfigError("; ".join(problems))
-        if self.network_passphrase:
-            m = re.search(r'^\s*NETWORK_PASSPHRASE\s*=\s*"([^"]*)"', Path(c).read_text(errors="replace"), re.M)
-            if m and m.group(1) != self.network_passphrase:
-                raise SourceConfigError(
-                    f"{c}: NETWORK_PASSPHRASE {m.group(1)!r} differs from the configured network "
-                    f"{self.network_passphrase!r}"
-                )
-        return Path(b).resolve(), Path(c).resolve()
-
-    def _argv(self, *args: str) -> list[str]:
-        b, c = self._paths
-        return [str(b), "--conf", str(c), "--console", *args]
-
     def prepare_range(self, first: int, last: int) -> None:
         if self._closed:
             raise SourceError("prepare_range on a closed CaptiveCoreSource")
@@ -160,120 +142,27 @@ class CaptiveCoreSource:
             raise SourceError("CaptiveCoreSource.prepare_range called twice (one bounded range per source)")
         if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
             raise SourceError(f"invalid ledger range [{first}, {last}]")
-        self._paths = self._check_config()
+        binary = core_binary(self.config)
+        toml = load_core_toml(self.config, self.network_passphrase)
+        for note in toml.notes:
+            log.debug("captive core config: %s", note)
+        rid = range_of_ledger(first, self.range_size)
+        self.work_dir = work_dir = range_work_dir(self.config, rid)
+        reset_work_dir(work_dir)  # whatever an earlier attempt left is never reused
+        conf = work_dir / CONFIG_NAME
+        conf.write_text(toml.render(f"range {rid}, ledgers {first}-{last}"), encoding="utf-8")
+        runner = CoreRunner(binary, conf, work_dir, self.env)
         self._first, self._last = first, last
-        self._run_new_db()
-        self._start_catchup(first, last)
+        runner.run("new-db", timeout=self.new_db_timeout, cancel=self.cancel)
+        self._core = core = runner.start(
+            "catchup", f"{last}/{last - first + 1}", "--metadata-output-stream", f"fd:{META_FD}", meta_pipe=True
+        )
+        self.pid = core.pid
+        assert core.meta_fd is not None
+        self._poller.register(core.meta_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._reader_thread = threading.Thread(target=self._reader, name="core-meta-reader", daemon=True)
+        self._reader_thread.start()
         self._next_seq = first
-
-    def _run_new_db(self) -> None:
-        argv = self._argv("new-db")
-        log.info("captive core: %s", " ".join(argv))
-        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        proc = self._spawn_blocking(argv, with_meta=False, tail=tail)
-        deadline = time.monotonic() + self.new_db_timeout
-        while proc.poll() is None:
-            if self.cancel.is_set() or time.monotonic() > deadline:
-                self._kill_group(proc, signal.SIGKILL)
-                proc.wait()
-                if self.cancel.is_set():
-                    raise Cancelled("captive core new-db cancelled")
-                raise CoreProcessError(f"stellar-core new-db did not finish within {self.new_db_timeout:.0f} s")
-            time.sleep(_POLL)
-        self._join_output()
-        if proc.returncode != 0:
-            raise CoreProcessError(
-                f"stellar-core new-db exited with code {proc.returncode}: {_fmt_tail(tail)}"
-            )
-
-    def _preexec(self, wfd: int | None, parent_pid: int):
-        prctl = _prctl()
-
-        def fn() -> None:  # runs in the child between fork and exec: keep it minimal
-            os.setpgid(0, 0)
-            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent_pid:  # parent already gone before prctl took effect
-                os._exit(1)
-            if wfd is not None:
-                if wfd != 3:
-                    os.dup2(wfd, 3)
-                else:
-                    os.set_inheritable(3, True)
-
-        return fn
-
-    def _spawn_blocking(self, argv: list[str], *, with_meta: bool, tail) -> subprocess.Popen:
-        """Spawn from a dedicated thread (PDEATHSIG follows the spawning *thread*) that then
-        waits for the child, so the child never outlives that thread's purpose."""
-        result: dict = {}
-        ready = threading.Event()
-        wfd = None
-        if with_meta:
-            r, wfd = os.pipe()
-            try:
-                import fcntl
-
-                fcntl.fcntl(r, _F_SETPIPE_SZ, _PIPE_SIZE)
-            except OSError:
-                pass
-            self._rfd = r
-            self._poller.register(r, select.POLLIN | select.POLLHUP | select.POLLERR)
-
-        def run() -> None:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=str(self._paths[1].parent),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(3,) if with_meta else (),
-                    preexec_fn=self._preexec(wfd, os.getpid()),
-                    env=self.env,
-                )
-            except OSError as e:
-                result["error"] = CoreProcessError(f"cannot start {argv[0]}: {e.strerror or e}")
-                ready.set()
-                return
-            finally:
-                if wfd is not None:
-                    os.close(wfd)
-            out = threading.Thread(target=self._drain_output, args=(proc, tail), name="core-output", daemon=True)
-            out.start()
-            self._out_thread = out  # set before the caller can ask for the output
-            result["proc"] = proc
-            ready.set()
-            proc.wait()  # keep this thread (the child's PDEATHSIG parent) alive until the child exits
-
-        t = threading.Thread(target=run, name=f"core-{argv[4] if len(argv) > 4 else 'run'}", daemon=True)
-        t.start()
-        self._threads.append(t)
-        ready.wait()
-        if "error" in result:
-            raise result["error"]
-        return result["proc"]
-
-    def _drain_output(self, proc: subprocess.Popen, tail) -> None:
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            tail.append(line)
-            log.debug("core[%d]: %s", proc.pid, line)
-        proc.stdout.close()
-
-    def _join_output(self) -> None:
-        t = getattr(self, "_out_thread", None)
-        if t is not None:
-            t.join(5)
-
-    def _start_catchup(self, first: int, last: int) -> None:
-        argv = self._argv("catchup", f"{last}/{last - first + 1}", "--metadata-output-stream", "fd:3")
-        log.info("captive core: %s", " ".join(argv))
-        self._tail.clear()
-        self._proc = self._spawn_blocking(argv, with_meta=True, tail=self._tail)
-        self.pid = self._proc.pid
-        t = threading.Thread(target=self._reader, name="core-meta-reader", daemon=True)
-        t.start()
-        self._threads.append(t)
 
     # --- meta stream -----------------------------------------------------------------------------
 
@@ -287,9 +176,9 @@ class CaptiveCoreSource:
         while len(buf) - self._rpos < n:
             if self._stopping.is_set() or self.cancel.is_set():
                 raise Cancelled("captive core source stopped")
-            if not self._poller.poll(_POLL * 1000):
+            if not self._poller.poll(POLL_S * 1000):
                 continue
-            chunk = os.read(self._rfd, _READ_CHUNK)
+            chunk = os.read(self._meta_fd(), _READ_CHUNK)
             if not chunk:
                 raise _Eof(len(buf) - self._rpos)
             if self._rpos:
@@ -305,7 +194,7 @@ class CaptiveCoreSource:
             if self._stopping.is_set():
                 return False
             try:
-                self._q.put(item, timeout=_POLL)
+                self._q.put(item, timeout=POLL_S)
                 return True
             except queue.Full:
                 if self.cancel.is_set():
@@ -398,17 +287,20 @@ class CaptiveCoreSource:
                 except queue.Empty:
                     pass
 
+    def _meta_fd(self) -> int:
+        core = self._core
+        if core is None or core.meta_fd is None:
+            raise Cancelled("captive core meta stream closed")
+        return core.meta_fd
+
     def _died(self, what: str) -> CoreProcessError:
-        proc = self._proc
-        code = None
-        if proc is not None:
-            try:
-                code = proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self._kill_group(proc, signal.SIGKILL)
-                code = proc.wait()
-        self._join_output()
-        return CoreProcessError(f"stellar-core {what}; exit code {code}: {_fmt_tail(self._tail)}")
+        core = self._core
+        assert core is not None
+        code = core.wait(self.stop_timeout)
+        if code is None:
+            code = core.kill()
+        core.join()
+        return CoreProcessError(f"stellar-core {what}; exit code {code}: {core.output_tail()}")
 
     # --- consumer -------------------------------------------------------------------------------
 
@@ -426,31 +318,22 @@ class CaptiveCoreSource:
                 self._stop_core(wait=False)  # SIGINT now; close() waits for core to go
                 raise Cancelled("captive core source cancelled")
             try:
-                item = self._q.get(timeout=_POLL)
+                item = self._q.get(timeout=POLL_S)
                 break
             except queue.Empty:
                 continue
         if isinstance(item, BaseException):
             raise item
         self._next_seq = seq + 1
+        self._delivered_last = seq == self._last
         return item
 
     # --- stopping -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _kill_group(proc: subprocess.Popen, sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
     @property
     def returncode(self) -> int | None:
         """Exit status of the catchup process once it has exited (negative: killed by that signal)."""
-        return None if self._proc is None else self._proc.poll()
+        return None if self._core is None else self._core.returncode
 
     def _stop_core(self, wait: bool = True) -> None:
         """SIGINT core's process group (once), wait for it, SIGKILL after ``stop_timeout``.
@@ -458,35 +341,35 @@ class CaptiveCoreSource:
         Meanwhile fd 3 is drained so core is never stuck writing meta while shutting down.
         """
         with self._lock:
-            proc = self._proc
-            if proc is None:
+            core = self._core
+            if core is None:
                 return
             first_call = not self._stop_sent
             self._stop_sent = True
-        if first_call and proc.poll() is None:
-            self._kill_group(proc, signal.SIGINT)
+        if first_call and core.returncode is None:
+            core.signal_group(signal.SIGINT)
         if not wait:
             return
         deadline = time.monotonic() + self.stop_timeout
         drain = None  # a poll object of our own: poll objects must not be shared across threads
-        if self._rfd is not None:
+        fd = core.meta_fd
+        if fd is not None:
             drain = select.poll()
-            drain.register(self._rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while proc.poll() is None:
+            drain.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while core.returncode is None:
             try:
-                if drain is None:
+                if drain is None or fd is None:
                     raise ValueError
-                if drain.poll(_POLL * 1000) and not os.read(self._rfd, _READ_CHUNK):
+                if drain.poll(POLL_S * 1000) and not os.read(fd, _READ_CHUNK):
                     drain = None  # EOF: core closed fd 3; just wait for it to exit
             except (OSError, ValueError, TypeError):
-                time.sleep(_POLL)
+                time.sleep(POLL_S)
             if time.monotonic() > deadline:
-                log.warning("captive core pid %d ignored SIGINT for %.1f s; killing it", proc.pid, self.stop_timeout)
-                self._kill_group(proc, signal.SIGKILL)
-                proc.wait()
+                log.warning("captive core pid %d ignored SIGINT for %.1f s; killing it", core.pid, self.stop_timeout)
+                core.kill()
                 break
         # the process group may still hold children of core: make sure they are gone too
-        self._kill_group(proc, signal.SIGKILL)
+        core.signal_group(signal.SIGKILL)
 
     def close(self) -> None:
         if self._closed:
@@ -494,24 +377,169 @@ class CaptiveCoreSource:
         self._closed = True
         self._stopping.set()
         self._stop_core()
-        for t in self._threads:
-            t.join(5)
-        self._join_output()
-        if self._rfd is not None:
-            try:
-                os.close(self._rfd)
-            except OSError:
-                pass
-            self._rfd = None
+        if self._reader_thread is not None:
+            self._reader_thread.join(THREAD_JOIN_S)
+        if self._core is not None:
+            self._core.join()
+            self._core.close_meta()
         while True:
             try:
                 self._q.get_nowait()
             except queue.Empty:
                 break
+        if self._delivered_last and self.work_dir is not None:
+            remove_work_dir(self.work_dir)  # the range no longer needs core: free the bucket list
 
 
-def _fmt_tail(tail) -> str:
-    lines = [l for l in tail if l.strip()]
-    if not lines:
-        return "no output"
-    return "output tail: " + " | ".join(lines[-10:])
+# --- configuration and private working directories ----------------------------------------------
+
+
+def core_binary(config: CaptiveCoreConfig) -> Path:
+    b = config.binary_path
+    if not b:
+        raise SourceConfigError("captive_core.binary_path is not set")
+    if not Path(b).is_file() or not os.access(b, os.X_OK):
+        raise SourceConfigError(f"captive_core.binary_path {b} is not an executable file")
+    return Path(b).resolve()
+
+
+def load_core_toml(config: CaptiveCoreConfig, network_passphrase: str) -> CoreToml:
+    """The operator's file merged with what the driver owns (``CorePreflightError`` if unusable)."""
+    if not config.config_path:
+        raise SourceConfigError("captive_core.config_path is not set")
+    return CoreToml.load(config.config_path, network_passphrase=network_passphrase,
+                         history_archive_urls=config.history_archive_urls)
+
+
+
+def range_work_dir(config: CaptiveCoreConfig, rid: int) -> Path:
+    """The private working directory of range ``rid``."""
+    if config.storage_path is None:
+        raise SourceConfigError("captive_core.storage_path is not set")
+    return Path(config.storage_path) / f"{rid:04d}"
+
+
+def reset_work_dir(d: Path) -> None:
+    """An empty ``d`` (a leftover of a crashed attempt is deleted, never reused)."""
+    if d.exists():
+        log.info("captive core: removing %s left by an earlier attempt", d)
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+
+def remove_work_dir(d: Path) -> None:
+    try:
+        shutil.rmtree(d)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("captive core: cannot remove %s: %s", d, e.strerror or e)
+    else:
+        log.info("captive core: removed %s", d)
+
+
+# --- pre-flight ----------------------------------------------------------------------------------
+
+
+class RangeLike(Protocol):
+    """What ``preflight`` needs of a range (``meta.store.RangeInfo`` has it)."""
+
+    id: int
+    start_ledger: int
+    end_ledger: int
+    state: Any  # a state name, or an enum whose value is one
+
+
+def _state(r: RangeLike) -> str | None:
+    return getattr(r.state, "value", r.state)
+
+
+# Range states whose ledgers still come from core (a TRANSITIONING range only reads local stores).
+_NEEDS_CORE = (None, "PENDING", "INGESTING")
+
+
+def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
+    """Checks made once before any range starts; ``CorePreflightError`` (one line, exit 1) when
+    captive core cannot do this backfill.  A no-op unless ``ledger_backend = "captive_core"``;
+    only the directory sweep when no range still needs core.
+
+    - the operator's stellar-core file is readable and sets no key the driver owns;
+    - ``stellar-core version`` reports ledger protocol >= ``MIN_CORE_PROTOCOL``;
+    - no range still to ingest (PENDING/INGESTING) ends beyond the latest checkpoint of the first
+      history archive (its ``.well-known/stellar-history.json``; http(s):// and file:// archives);
+    - private directories left by ranges past ingestion (TRANSITIONING, COMPLETE) are removed.
+    """
+    if config.backfill.ledger_backend != "captive_core":
+        return
+    cc = config.backfill.captive_core
+    ranges = list(ranges)
+    for r in ranges:
+        if _state(r) not in _NEEDS_CORE and cc.storage_path is not None:
+            d = range_work_dir(cc, r.id)
+            if d.exists():
+                remove_work_dir(d)
+    todo = [r for r in ranges if _state(r) in _NEEDS_CORE]
+    if not todo:
+        return
+    try:
+        binary = core_binary(cc)
+        toml = load_core_toml(cc, config.service.network_passphrase)
+    except SourceConfigError as e:
+        raise CorePreflightError(str(e)) from None
+    for note in toml.notes:
+        log.warning("captive core config: %s", note)
+    try:
+        build, protocol = core_version(binary, timeout=PREFLIGHT_TIMEOUT_S)
+    except CoreProcessError as e:
+        raise CorePreflightError(str(e)) from None
+    if protocol < MIN_CORE_PROTOCOL:
+        raise CorePreflightError(
+            f"{binary} is stellar-core {build} with ledger protocol {protocol}; captive core needs "
+            f"protocol {MIN_CORE_PROTOCOL} or later (stellar-core v{MIN_CORE_PROTOCOL}+)"
+        )
+    log.info("captive core: %s (%s, ledger protocol %d)", binary, build, protocol)
+    if toml.archive_url is None:
+        log.warning("captive core: cannot tell the first history archive's URL from its command in %s; "
+                    "ranges are not checked against it", toml.source)
+        return
+    latest = archive_latest_ledger(toml.archive_url, config.service.network_passphrase)
+    beyond = [r for r in todo if r.end_ledger > latest]
+    if beyond:
+        r = beyond[0]
+        more = f" (and {len(beyond) - 1} more)" if len(beyond) > 1 else ""
+        raise CorePreflightError(
+            f"range {r.id} (ledgers {r.start_ledger}-{r.end_ledger}){more} ends beyond ledger {latest}, the latest "
+            f"checkpoint of history archive {toml.archive_url}; captive core cannot replay it yet"
+        )
+    log.info("captive core: history archive %s has ledgers up to %d", toml.archive_url, latest)
+
+
+def archive_latest_ledger(url: str, network_passphrase: str, timeout: float = PREFLIGHT_TIMEOUT_S) -> int:
+    """``currentLedger`` of the archive's ``.well-known/stellar-history.json`` (its latest
+    checkpoint); an archive of another network (``networkPassphrase``, when present) is refused."""
+    where = f"{url.rstrip('/')}/{ARCHIVE_STATE_PATH}"
+    try:
+        if url.startswith("file://"):
+            raw = Path(where[len("file://"):]).read_bytes()
+        else:
+            req = urllib.request.Request(where, headers={"User-Agent": "rpcbackfill"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read(1 << 20)
+        state = json.loads(raw)
+        latest = state["currentLedger"]
+        if not isinstance(latest, int) or isinstance(latest, bool) or latest < 0:
+            raise ValueError(f"currentLedger is {latest!r}")
+        network = state.get("networkPassphrase")
+    except urllib.error.HTTPError as e:
+        raise CorePreflightError(f"cannot read history archive state {where}: HTTP {e.code}") from None
+    except urllib.error.URLError as e:
+        raise CorePreflightError(f"cannot read history archive state {where}: {e.reason}") from None
+    except OSError as e:
+        raise CorePreflightError(f"cannot read history archive state {where}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CorePreflightError(f"history archive state {where} is not valid: {e}") from None
+    if network is not None and network != network_passphrase:
+        raise CorePreflightError(
+            f"history archive {url} is of network {network!r}, not service.network_passphrase {network_passphrase!r}"
+        )
+    return latest

@@ -36,6 +36,7 @@ BUDGET_S = 12.0  # no new attempt starts after this; worst case ~ BUDGET_S + one
 class RangeLike(Protocol):
     """What the pre-flight reads of a range (the coordinator passes its ``RangeInfo``s)."""
 
+    id: int  # captive core names its per-range directories after it
     state: Any
     start_ledger: int
     end_ledger: int
@@ -48,7 +49,14 @@ _NEEDS_SOURCE = ("PENDING", "INGESTING")
 def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     """Check the configured source can serve the ranges still to ingest; raise ``SourceError``
     (exit 1) with one line naming the location and the cause when it cannot.  For a lake:
-    the first ledger of the earliest such range and the last of the latest."""
+    the first ledger of the earliest such range and the last of the latest.  Captive core:
+    ``captive_core.preflight`` (it also sweeps the core directories of ranges past ingestion,
+    so it gets every range)."""
+    if config.backfill.ledger_backend == "captive_core":
+        from .captive_core import preflight as captive_core_preflight
+
+        captive_core_preflight(config, ranges)
+        return
     todo = [r for r in ranges if getattr(r.state, "value", r.state) in _NEEDS_SOURCE]
     if not todo:
         return

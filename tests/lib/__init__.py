@@ -12,6 +12,7 @@
 * ``gcs_fault_proxy`` an HTTP proxy that injects faults between a storage client (GCS or S3) and its server
 * ``s3``             moto's S3 server on 127.0.0.1, lake upload, an AWS environment without credentials
 * ``orchestration``  coordinator runs in their own process group, result checks
+* ``core``           captive core: history archives, operator stellar-core files, the stand-in's path
 * ``lcm_support``    grammar-driven random XDR for the scanner tests
 """
 
