@@ -277,7 +277,12 @@ class MetaStore:
         if not self._closed:
             self._closed = True
             try:
-                self._db.close()
+                self._db.close()  # flushes the memtable to an SST file
+            except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
+                # Every write was acknowledged only once its WAL record was fsynced, so a flush that
+                # fails (typically: the disk filled up, already reported) loses nothing -- the next
+                # open replays the WAL.  Not a second error on the way out.
+                log.debug("meta store %s: flush on close failed: %s", self.path, _one_line(e))
             finally:
                 self._drop_shadow()
 
