@@ -161,6 +161,7 @@ class DataLakeSource:
         self._check_cancel()
         self._open()
         s = self.schema
+        assert s is not None  # set by _open()
         self._first, self._last = first, last
         self._starts = layout.batch_starts(first, last, s)
         # The lake must hold the first and last ledgers before any work starts.  The first
@@ -257,6 +258,7 @@ class DataLakeSource:
     def _fetch_for(self, i: int) -> _Batch:
         """Download, check and split file ``i`` of the range (with retries)."""
         s = self.schema
+        assert s is not None  # prepare_range opened the lake before any fetch
         bstart = self._starts[i]
         lo = max(self._first, bstart)
         hi = min(self._last, bstart + s.ledgers_per_batch - 1)
@@ -358,7 +360,7 @@ class DataLakeSource:
                     # also re-check every _POLL seconds, so no wake-up can be lost for good.
                     self._room.notify()
                     return b
-                if self._fatal_at is not None and i >= self._fatal_at:
+                if self._fatal is not None and self._fatal_at is not None and i >= self._fatal_at:
                     raise self._fatal
                 if self.cancel.is_set():
                     raise Cancelled("data lake source cancelled")
