@@ -263,3 +263,25 @@ def test_cli_without_tty_reports_early_and_through_the_transition(tmp_path):
     assert done >= 2 * len(SHARD_DIGITS)  # compacted and built were counted
     assert "shards 16/16 compacted, 16/16 built" in during_verify
     assert re.search(r"ETA \d+m\d\ds", during_verify), during_verify  # a measured step rate by then
+
+
+def test_live_display_steps_aside_for_log_lines(clock):
+    import logging
+
+    rep = _busy_report(clock)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        d = LiveDisplay(rep.renderable, enabled=True, stream=out, width=60)
+        d.draw()
+        assert d._live is not None
+        logging.getLogger("rpcbackfill.test").warning("a log line")
+        assert d._live is None  # cleared before the record was written
+        d.draw()
+        d.close()
+        assert d._live is None and d._before_log not in handler.filters
+    finally:
+        root.removeHandler(handler)
+    assert "a log line" in out.getvalue()

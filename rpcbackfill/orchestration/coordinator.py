@@ -159,6 +159,8 @@ class Coordinator:
             self._runner = self._runner_factory(self._runner_settings(), self)
             return self._loop()
         finally:
+            if self._bar is not None:
+                self._bar.close()  # idempotent; here for a loop left by an exception
             self._shutdown_runner()
             if self._http is not None:
                 self._http.close()
@@ -373,7 +375,7 @@ class Coordinator:
                 for line, fields in self.report().progress_records(self.progress.window_s):
                     log.info("progress: %s", line, extra=fields)
             bar.draw()
-        bar.clear()
+        bar.close()
         if self._stop_signal is not None:
             self._state = "stopping"
             name = signal.Signals(self._stop_signal).name

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -181,12 +182,28 @@ class LiveDisplay:
                                highlight=False, soft_wrap=False)
         self._live: Live | None = None
         self._lock = threading.Lock()  # log lines of range tasks clear it from another thread
+        self._handlers: list[logging.Handler] = []
+
+    def _before_log(self, record: logging.LogRecord) -> bool:
+        self.clear()  # any log line goes above the display, which the next draw puts back
+        return True
 
     def draw(self) -> None:
         if not self.enabled:
             return
+        if not self._handlers:
+            self._handlers = list(logging.getLogger().handlers)
+            for h in self._handlers:
+                h.addFilter(self._before_log)
         with self._lock:
             self._draw()
+
+    def close(self) -> None:
+        """Clear the display and stop watching log records."""
+        self.clear()
+        for h in self._handlers:
+            h.removeFilter(self._before_log)
+        self._handlers = []
 
     def _draw(self) -> None:
         if self._live is None:
