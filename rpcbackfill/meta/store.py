@@ -557,3 +557,58 @@ def resume_state(info: RangeInfo) -> RangeState:
     if info.ledger_phase is not None:
         return RangeState.INGESTING
     return RangeState.PENDING
+
+
+@dataclass(frozen=True)
+class RestoredRange:
+    """What ``rebuild-meta`` learned from the files of one finished range (see ``restore_complete``)."""
+
+    id: int
+    range_size: int
+    chunks: int
+    shard_keys: list[int]  # keys held by index shard 0..15
+    immutable_path: str
+    recsplit_path: str
+    rocksdb_path: str
+    sorted_paths: list[str]
+
+
+def restore_complete(store: MetaStore, ranges: list[RestoredRange], start: int, end: int, range_size: int) -> None:
+    """Write into an EMPTY store the keys a normal run leaves for each range of ``ranges`` as
+    COMPLETE, and the global scope [start, end] (one synced batch).  Used by ``rebuild-meta``."""
+    check_range_size(range_size)
+    if store.range_ids() or store.global_info()["mode"] is not None:
+        raise MetaStoreError(f"meta store {store.path} is not empty; refusing to restore into it")
+    now = rfc3339_now().encode()
+    puts: dict[bytes, bytes] = {
+        b"global:mode": MODE_BACKFILL.encode(),
+        b"global:backfill_start_ledger": encode_u32(start),
+        b"global:backfill_end_ledger": encode_u32(end),
+        b"global:range_size": encode_u64(range_size),
+    }
+    for r in ranges:
+        first, last = range_first_ledger(r.id, range_size), range_last_ledger(r.id, range_size)
+        keys = {
+            "state": RangeState.COMPLETE.encode(),
+            "start_ledger": encode_u32(first),
+            "end_ledger": encode_u32(last),
+            "created_at": now,
+            "completed_at": now,
+            "ledger:phase": LedgerPhase.IMMUTABLE.encode(),
+            "ledger:immutable_path": r.immutable_path.encode(),
+            "ledger:last_committed_ledger": encode_u32(last),
+            "ledger:count": encode_u64(last - first + 1),
+            "ledger:chunks_verified": encode_u32(r.chunks),
+            "txhash:phase": TxHashPhase.COMPLETE.encode(),
+            "txhash:recsplit_path": r.recsplit_path.encode(),
+            "txhash:rocksdb_path": r.rocksdb_path.encode(),
+            "txhash:last_committed_ledger": encode_u32(last),
+            "txhash:cf_counts": encode_cf_counts(r.shard_keys),
+        }
+        for i, x in enumerate(SHARD_DIGITS):
+            keys[f"txhash:shard:{x}:sorted"] = r.sorted_paths[i].encode()
+            keys[f"txhash:shard:{x}:built"] = encode_u64(r.shard_keys[i])
+            keys[f"txhash:shard:{x}:verified"] = encode_u64(r.shard_keys[i])
+        for k, v in keys.items():
+            puts[rkey(r.id, k)] = v
+    store._write(puts)
