@@ -64,7 +64,10 @@ def test_json_logs_carry_fields_from_every_process(tmp_path):
         retry = wait_for(lines, lambda r: "retrying in" in r["msg"] and r["logger"].endswith("coordinator"), p)
         obj.write_bytes(good)
         wait_held(hold, "verify_shard", p)
-        progress = wait_for(lines, lambda r: r["msg"].startswith("progress:") and r["phase"].startswith("ledger:"), p)
+        # the line logged while held (one logged earlier in the transition has another txhash phase)
+        progress = wait_for(
+            lines, lambda r: r["msg"].startswith("progress:") and "txhash:VERIFYING_RECSPLIT" in r["phase"], p
+        )
         faults.release(hold, "verify_shard")
         assert p.wait(timeout=240) == 0
         reader.join(timeout=30)
