@@ -59,7 +59,7 @@ class ServiceConfig:
     http_endpoint: str = "127.0.0.1:8080"  # getHealth/getStatus while a backfill runs
     admin_endpoint: str | None = None  # GET /metrics (Prometheus); None = off
     health_stall_threshold: float = 120.0  # getHealth reports a stall after this long without progress
-    progress_interval: float = 30.0  # a progress log line per running range this often
+    progress_interval: float = 30.0  # a progress log line per running range this often (first after <= 5 s)
     endpoint: str = "127.0.0.1:8000"  # JSON-RPC listen address of `stellar-rpc serve`
     log_level: str = "info"  # debug|info|warning|error
     log_format: str = "text"  # text|json
@@ -249,7 +249,8 @@ KEYS: tuple[Key, ...] = (
         "getHealth answers an error when no ledger was ingested and no transition step finished for this long "
         "(e.g. \"120s\", \"5m\").", minimum=1.0, maximum=MAX_DURATION_S),
     Key("service", "progress_interval", "duration", 30.0,
-        "A progress log line per running range (ledgers, rates, ETA as fields) this often during a backfill.",
+        "A progress log line per running range (ledgers or transition steps, rates, ETA as fields) this often "
+        "during a backfill; the first one comes after 5 s at most.",
         minimum=0.1, maximum=MAX_DURATION_S),
     Key("service", "endpoint", "str", "127.0.0.1:8000",
         "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),

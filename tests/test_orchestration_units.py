@@ -15,7 +15,7 @@ import pytest
 from rpcbackfill.errors import DataDirLockedError
 from rpcbackfill.orchestration.http import BACKFILL_MODE_MESSAGE, Health, StatusServer
 from rpcbackfill.orchestration.lock import DataDirLock
-from rpcbackfill.orchestration.progress import Progress, ProgressSnapshot, TerminalBar, fmt_eta
+from rpcbackfill.orchestration.progress import LiveDisplay, Progress, ProgressSnapshot, fmt_eta
 from rpcbackfill.orchestration.protocol import Channel, ChannelClosed
 from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 
@@ -164,25 +164,10 @@ def test_live_progress_never_lowers_the_checkpointed_count():
     assert RangeStatus.of(_info(0, done=1000), p.live(0)).ledgers_done == 4321
 
 
-def test_terminal_bar_only_on_tty(tmp_path):
+def test_live_display_only_on_tty(tmp_path):
     rep = StatusReport.of("backfill", 2, 10_001, 10_000, [RangeStatus.of(_info(0, done=5000))])
     with open(tmp_path / "f", "w") as f:
-        TerminalBar(rep.bar, stream=f).draw()
+        d = LiveDisplay(rep.renderable, stream=f)
+        d.draw()
+        d.clear()
     assert (tmp_path / "f").read_text() == ""
-
-    class Tty:
-        def __init__(self):
-            self.out = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.out += s
-
-        def flush(self):
-            pass
-
-    t = Tty()
-    TerminalBar(rep.bar, stream=t).draw()
-    assert "50.0%" in t.out and t.out.startswith("\r")

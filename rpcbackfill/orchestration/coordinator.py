@@ -31,7 +31,7 @@ from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
 from .http import Health, MetricsServer, StatusServer, parse_host_port
 from .lock import DataDirLock
 from .metrics import BackfillMetrics
-from .progress import Progress, ProgressSnapshot, TerminalBar, tree_rss_bytes
+from .progress import LiveDisplay, Progress, ProgressSnapshot, tree_rss_bytes
 from .status import RangeStatus, StatusReport
 from .updates import MetaUpdate
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 def _rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+FIRST_PROGRESS_S = 5.0  # the first progress line comes this soon after the start
 POLL_S = 0.2  # event-loop tick: bounds the latency of signals, retries and progress lines
 
 RunnerFactory = Callable[[RunnerSettings, RunnerHost], RangeRunner]
@@ -112,7 +113,7 @@ class Coordinator:
         self._infos: dict[int, RangeInfo] = {}
         self._range_ids: list[int] = []
         self._state = "starting"
-        self._bar: TerminalBar | None = None
+        self._bar: LiveDisplay | None = None
         # health: when the run last advanced (a ledger ingested or a meta update applied), and
         # the ranges whose last attempt failed and that have not advanced since (rid -> reason)
         self._last_advance = time.time()
@@ -164,6 +165,8 @@ class Coordinator:
             self._runner = self._runner_factory(self._runner_settings(), self)
             return self._loop()
         finally:
+            if self._bar is not None:
+                self._bar.close()  # idempotent; here for a loop left by an exception
             self._shutdown_runner()
             if self._http is not None:
                 self._http.close()
@@ -342,8 +345,9 @@ class Coordinator:
         not_before = {rid: 0.0 for rid in todo}
         failed: dict[int, str] = {}
         self._state = "running"
-        bar = self._bar = TerminalBar(lambda: self.report(rss=False).bar(), self.options.progress_bar)
-        next_line = time.monotonic() + self.options.progress_interval_s
+        bar = self._bar = LiveDisplay(lambda: self.report(rss=False).renderable(), self.options.progress_bar)
+        # the first progress line soon (FIRST_PROGRESS_S), then every progress_interval
+        next_line = time.monotonic() + min(FIRST_PROGRESS_S, self.options.progress_interval_s)
         t0 = time.monotonic()
         log.info(
             "backfill %d-%d: %d ranges (%d already COMPLETE), up to %d in parallel",
@@ -377,7 +381,7 @@ class Coordinator:
                 for line, fields in self.report().progress_records(self.progress.window_s):
                     log.info("progress: %s", line, extra=fields)
             bar.draw()
-        bar.clear()
+        bar.close()
         if self._stop_signal is not None:
             self._state = "stopping"
             name = signal.Signals(self._stop_signal).name

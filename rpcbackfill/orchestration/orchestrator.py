@@ -111,6 +111,7 @@ class RangeOrchestrator:
         self.options = options or OrchestratorOptions()
         self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
         self._last_progress = 0.0
+        self._report_lock = threading.Lock()  # both transition sub-flows report
         self.ledgers_done = info.ledger_count
         self._source: MeteredSource | None = None
         self._source_stats: SourceStats | None = None  # kept after the source closed
@@ -138,6 +139,11 @@ class RangeOrchestrator:
     def _report(self, force: bool = False) -> None:
         if self._progress_cb is None:
             return
+        with self._report_lock:
+            self._report_locked(force)
+
+    def _report_locked(self, force: bool) -> None:
+        assert self._progress_cb is not None
         now = time.monotonic()
         if not force and now - self._last_progress < self.options.progress_every_s:
             return
@@ -145,7 +151,20 @@ class RangeOrchestrator:
         total = self.info.end_ledger - self.info.start_ledger + 1
         if self._source is not None:
             self._source_stats = self._source.snapshot()
-        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done, source=self._source_stats))
+        done, steps = self._transition_steps()
+        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done, source=self._source_stats,
+                                           steps_done=done, steps_total=steps))
+
+    def _transition_steps(self) -> tuple[int, int]:
+        """Transition steps (chunks verified + shards compacted, built and verified) done and in all."""
+        info = self.info
+        n_chunks = chunk_of_ledger(info.end_ledger) - chunk_of_ledger(info.start_ledger) + 1
+        total = n_chunks + 3 * len(SHARD_DIGITS)
+        if info.state == RangeState.COMPLETE:
+            return total, total
+        chunks = n_chunks if info.ledger_phase == LedgerPhase.IMMUTABLE else info.chunks_verified
+        done = chunks + len(info.shard_sorted) + len(info.shard_built) + len(info.shard_verified)
+        return min(done, total), total
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -316,6 +335,7 @@ class RangeOrchestrator:
                 verify_chunk(self.ledgers_base, c, cancel=self.cancel)
                 faults.hit("verify_chunk")
                 self._update(MarkChunksVerified(i + 1))
+                self._report(force=True)
             self._update(SetLedgerPhase(LedgerPhase.IMMUTABLE, str(self.ledgers_base)))
 
     def _txhash_subflow(self) -> None:
@@ -331,6 +351,7 @@ class RangeOrchestrator:
                 p = compact_shard(tdir, i, sorted_dir, cancel=self.cancel)
                 faults.hit("compact")
                 self._update(MarkShard("sorted", x, str(p)))
+                self._report(force=True)
             self._update(SetTxHashPhase(TxHashPhase.BUILDING_RECSPLIT))
         if info.txhash_phase == TxHashPhase.BUILDING_RECSPLIT:
             self.layout.index_dir(self.rid).mkdir(parents=True, exist_ok=True)
@@ -342,6 +363,7 @@ class RangeOrchestrator:
                             info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("build")
                 self._update(MarkShard("built", x, info.cf_counts[i]))
+                self._report(force=True)
             self._update(SetTxHashPhase(TxHashPhase.VERIFYING_RECSPLIT))
         if info.txhash_phase == TxHashPhase.VERIFYING_RECSPLIT:
             for i, x in enumerate(SHARD_DIGITS):
@@ -352,6 +374,7 @@ class RangeOrchestrator:
                              info.start_ledger, info.cf_counts[i], cancel=self.cancel)
                 faults.hit("verify_shard")
                 self._update(MarkShard("verified", x, info.cf_counts[i]))
+                self._report(force=True)
             self._update(SetTxHashPhase(TxHashPhase.COMPLETE, str(self.layout.index_dir(self.rid))))
         if info.txhash_phase != TxHashPhase.COMPLETE:
             raise MetaStoreError(f"range {self.rid}: unexpected txhash phase {info.txhash_phase}")

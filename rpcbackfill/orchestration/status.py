@@ -17,9 +17,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from ..ledgermath import chunk_of_ledger
 from ..meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
 from ..records import SHARD_DIGITS
-from .progress import LiveRange, ProgressSnapshot, fmt_eta
+from .progress import TRANSITION_SHARE, LiveRange, ProgressSnapshot, fmt_eta
 
 
 @dataclass
@@ -49,6 +54,11 @@ class RangeStatus:
     tx_per_s: float | None = None
     eta_s: float | None = None
     progress: ProgressSnapshot | None = None
+    # transition steps (chunks verified + shards compacted, built, verified): live from the
+    # snapshot when the range runs, else from the record
+    steps_done: int = 0
+    steps_total: int = 0
+    steps_per_s: float | None = None
 
     @classmethod
     def of(cls, info: RangeInfo, live: LiveRange | None = None) -> RangeStatus:
@@ -81,7 +91,35 @@ class RangeStatus:
             tx_per_s=None if live is None else round(live.tx_per_s, 1),
             eta_s=None if live is None or live.eta_s is None else round(live.eta_s, 1),
             progress=None if live is None else live.snapshot,
+            **_steps(info, live),
         )
+
+    @property
+    def transitioning(self) -> bool:
+        return self.state == RangeState.TRANSITIONING or (
+            self.state == RangeState.INGESTING and self.ledgers_done >= self.ledgers_total
+        )
+
+    def progress_text(self) -> str:
+        """What the range is doing, without rates: ledgers while ingesting, steps in the transition."""
+        if self.transitioning:
+            n_chunks = self.steps_total - 3 * len(SHARD_DIGITS)
+            n = len(SHARD_DIGITS)
+            return (
+                f"transition {self.steps_done}/{self.steps_total} steps (chunks {self.chunks_verified}/{n_chunks} "
+                f"verified, shards {self.shards_compacted}/{n} compacted, {self.shards_built}/{n} built, "
+                f"{self.shards_verified}/{n} verified)"
+            )
+        return f"{self.ledgers_done}/{self.ledgers_total} ledgers ({self.percent:.1f}%)"
+
+    @property
+    def fraction(self) -> float:
+        """Share of the range's work done: ingestion and transition weighted by the ETA model."""
+        if self.state == RangeState.COMPLETE:
+            return 1.0
+        ingest = self.ledgers_done / self.ledgers_total if self.ledgers_total else 0.0
+        steps = self.steps_done / self.steps_total if self.steps_total else 0.0
+        return (ingest + TRANSITION_SHARE * steps) / (1 + TRANSITION_SHARE)
 
     @property
     def phase(self) -> str:
@@ -147,11 +185,11 @@ class StatusReport:
         for r in self.ranges:
             if r.state not in (RangeState.INGESTING, RangeState.TRANSITIONING):
                 continue
-            line = (
-                f"range {r.id} {r.phase}: {r.ledgers_done}/{r.ledgers_total} ledgers ({r.percent:.1f}%), "
-                f"{r.ledgers_per_s or 0:.0f} ledgers/s, {r.tx_per_s or 0:.0f} tx/s (last {window_s:.0f}s), "
-                f"ETA {fmt_eta(r.eta_s)}{rss}"
-            )
+            if r.transitioning:
+                rate = f"{r.steps_per_s or 0:.2f} steps/s" if r.steps_per_s is not None else "step rate ?"
+            else:
+                rate = f"{r.ledgers_per_s or 0:.0f} ledgers/s, {r.tx_per_s or 0:.0f} tx/s (last {window_s:.0f}s)"
+            line = f"range {r.id} {r.phase}: {r.progress_text()}, {rate}, ETA {fmt_eta(r.eta_s)}{rss}"
             fields = {
                 "range_id": r.id,
                 "phase": r.phase,
@@ -161,20 +199,68 @@ class StatusReport:
                 "ledgers_per_s": r.ledgers_per_s or 0.0,
                 "tx_per_s": r.tx_per_s or 0.0,
                 "eta_s": r.eta_s,
+                "steps_done": r.steps_done,
+                "steps_total": r.steps_total,
+                "steps_per_s": r.steps_per_s,
                 "rss_bytes": self.rss_bytes,
             }
             out.append((line, fields))
         return out
 
-    def bar(self, width: int = 30) -> str:
-        total = self.ledgers_total or 1
+    def eta_s(self) -> float | None:
+        """The whole run: the slowest running range, plus the ranges not started yet at the
+        summed ingest rate (each with its transition share); None while unknown."""
+        running = [r for r in self.ranges if r.state in (RangeState.INGESTING, RangeState.TRANSITIONING)]
+        etas = [r.eta_s for r in running]
+        if any(e is None for e in etas):
+            return None
+        eta = max((e for e in etas if e is not None), default=0.0)
+        waiting = sum(r.ledgers_total for r in self.ranges if r.state == RangeState.PENDING)
+        if waiting:
+            lps = sum(r.ledgers_per_s or 0.0 for r in running)
+            if lps <= 0:
+                return None
+            eta += waiting * (1 + TRANSITION_SHARE) / lps
+        return eta
+
+    def renderable(self) -> RenderableType:
+        """The terminal display: a total row and one row per range in flight, the ETA first.
+        Every cell is cut rather than wrapped, so no line is wider than the console."""
+        grid = Table.grid(padding=(0, 1))
+        label = max((len(f"range {r.id}") for r in self.ranges), default=5)
+        grid.add_column(no_wrap=True, overflow="ellipsis", min_width=label)
+        grid.add_column(no_wrap=True, min_width=12)
+        grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
+        total = len(self.ranges) or 1
+        done = sum(r.fraction for r in self.ranges) / total
         lps = sum(r.ledgers_per_s or 0.0 for r in self.ranges)
-        filled = int(width * self.ledgers_done / total)
-        eta = (total - self.ledgers_done) / lps if lps > 0 else None
-        return (
-            f"[{'#' * filled}{'.' * (width - filled)}] {100 * self.ledgers_done / total:5.1f}% "
-            f"{lps:,.0f} ledgers/s ETA {fmt_eta(eta)}"
-        )
+        grid.add_row("all", ProgressBar(total=1.0, completed=done, width=12),
+                     f"{100 * done:5.1f}% ETA {fmt_eta(self.eta_s())} {lps:,.0f} ledgers/s")
+        for r in self.ranges:
+            if r.state not in (RangeState.INGESTING, RangeState.TRANSITIONING):
+                continue
+            if r.transitioning:
+                what = (f"ETA {fmt_eta(r.eta_s)} transition {r.steps_done}/{r.steps_total} steps (chunks verified "
+                        f"{r.chunks_verified}, shards compacted/built/verified "
+                        f"{r.shards_compacted}/{r.shards_built}/{r.shards_verified})")
+            else:
+                what = f"ETA {fmt_eta(r.eta_s)} ingest {r.percent:5.1f}% {r.ledgers_per_s or 0:,.0f} ledgers/s"
+            grid.add_row(f"range {r.id}", ProgressBar(total=1.0, completed=r.fraction, width=12), what)
+        return grid
+
+
+def _steps(info: RangeInfo, live: LiveRange | None) -> dict[str, Any]:
+    if live is not None and live.snapshot.steps_total:
+        snap = live.snapshot
+        sps = None if live.steps_per_s is None else round(live.steps_per_s, 3)
+        return {"steps_done": snap.steps_done, "steps_total": snap.steps_total, "steps_per_s": sps}
+    n_chunks = chunk_of_ledger(info.end_ledger) - chunk_of_ledger(info.start_ledger) + 1
+    total = n_chunks + 3 * len(SHARD_DIGITS)
+    if info.state == RangeState.COMPLETE:
+        return {"steps_done": total, "steps_total": total}
+    chunks = n_chunks if info.ledger_phase == LedgerPhase.IMMUTABLE else info.chunks_verified
+    done = chunks + len(info.shard_sorted) + len(info.shard_built) + len(info.shard_verified)
+    return {"steps_done": min(done, total), "steps_total": total}
 
 
 def _plain(v: Any) -> Any:
