@@ -6,6 +6,7 @@
     stellar-rpc status [--json]
     stellar-rpc verify [--sample N] [--against-source] [--json]
     stellar-rpc detect-gaps --start-ledger S --end-ledger E [--json]
+    stellar-rpc rebuild-meta [--yes]
     stellar-rpc version | gen-config-file | dev ...
 
 Arguments are parsed and validated here; the work is done by ``rpcbackfill.orchestration.api``.
@@ -437,6 +438,48 @@ def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json:
             f"{report.ledgers_missing} ledgers ({len(report.missing_keys)} objects) of {start_ledger}-{end_ledger} "
             f"are missing from the lake {report.lake}"
         )
+    return 0
+
+
+@cli.command("rebuild-meta")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_common_options
+@click.pass_context
+def rebuild_meta(ctx: click.Context, yes: bool, **common: Any) -> int:
+    """Rebuild a lost or damaged meta store from the immutable files.
+
+    Ranges whose chunks and 16 index shards all check out become COMPLETE; the others are left
+    out (the next --backfill redoes them).  The old store is renamed aside, never deleted.
+    Refuses while a backfill holds the data directory.
+    """
+    cfg = _load(ctx, common)
+    from .orchestration.rebuild import RebuildPlan
+    from .orchestration.rebuild import rebuild_meta as rebuild
+
+    def confirm(plan: RebuildPlan) -> bool:
+        _out(plan.format_text() + "\n")
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError("rebuild-meta replaces the meta store: pass --yes to proceed")
+        if not click.confirm(f"replace the meta store {plan.meta_path} (the old one is kept aside)?"):
+            raise InputError("rebuild-meta cancelled; nothing changed")
+        return True
+
+    plan = rebuild(cfg, confirm)
+    if plan.moved_to is not None:
+        _out(f"old meta store moved to {plan.moved_to}\n")
+    _out(
+        f"new meta store at {plan.meta_path}: {len(plan.complete)} range(s) COMPLETE"
+        + (
+            f", {len(plan.partial)} partial range(s) left out ("
+            + ", ".join(str(r.id) for r in plan.partial)
+            + "): re-run --backfill to redo them"
+            if plan.partial
+            else ""
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -247,10 +247,10 @@ KEYS: tuple[Key, ...] = (
         example="127.0.0.1:6061", commented=True),
     Key("service", "health_stall_threshold", "duration", 120.0,
         "getHealth answers an error when no ledger was ingested and no transition step finished for this long "
-        "(e.g. \"120s\", \"5m\").", minimum=1.0),
+        "(e.g. \"120s\", \"5m\").", minimum=1.0, maximum=MAX_DURATION_S),
     Key("service", "progress_interval", "duration", 30.0,
         "A progress log line per running range (ledgers, rates, ETA as fields) this often during a backfill.",
-        minimum=0.1),
+        minimum=0.1, maximum=MAX_DURATION_S),
     Key("service", "endpoint", "str", "127.0.0.1:8000",
         "HOST:PORT the JSON-RPC server (`stellar-rpc serve`) listens on; port 0 picks a free port."),
     Key("service", "log_level", "choice", "info", "Log verbosity.", choices=LOG_LEVELS),

@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -111,6 +114,21 @@ _RANGE_NEXT = {
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
+
+
+def _shadow_dir(path: Path) -> str:
+    """A new temporary directory of symlinks to the files of the store at ``path`` (read-only use)."""
+    shadow = tempfile.mkdtemp(prefix="rpcbackfill-meta-ro-")
+    try:
+        for entry in path.iterdir():
+            if entry.name == "rocksdict-config.json":  # rewritten on open: a private copy
+                shutil.copyfile(entry, os.path.join(shadow, entry.name))
+            elif entry.name not in ("LOCK", "LOG") and not entry.name.startswith("LOG.old"):
+                os.symlink(entry.resolve(), os.path.join(shadow, entry.name))
+    except OSError as e:
+        shutil.rmtree(shadow, ignore_errors=True)
+        raise MetaStoreError(f"cannot read meta store {path}: {e.strerror or e}") from None
+    return shadow
 
 
 def encode_u32(v: int) -> bytes:
@@ -238,9 +256,16 @@ class MetaStore:
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             access = AccessType.read_write()
+        self._shadow: str | None = None
+        open_path = str(self.path)
+        if read_only and not os.access(self.path, os.W_OK):
+            # rocksdict rewrites rocksdict-config.json on every open, even read-only: a store on a
+            # read-only mount is opened through a private directory of links to its files.
+            self._shadow = open_path = _shadow_dir(self.path)
         try:
-            self._db = Rdict(str(self.path), opts, access_type=access)
+            self._db = Rdict(open_path, opts, access_type=access)
         except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
+            self._drop_shadow()
             raise MetaStoreCorruptError(f"cannot open meta store {self.path}: {_one_line(e)}") from None
         self._wopt = WriteOptions()
         self._wopt.sync = True  # acknowledged == durable (WAL fsynced)
@@ -251,7 +276,20 @@ class MetaStore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._db.close()
+            try:
+                self._db.close()  # flushes the memtable to an SST file
+            except Exception as e:  # rocksdict raises plain Exception with RocksDB's message
+                # Every write was acknowledged only once its WAL record was fsynced, so a flush that
+                # fails (typically: the disk filled up, already reported) loses nothing -- the next
+                # open replays the WAL.  Not a second error on the way out.
+                log.debug("meta store %s: flush on close failed: %s", self.path, _one_line(e))
+            finally:
+                self._drop_shadow()
+
+    def _drop_shadow(self) -> None:
+        if self._shadow is not None:
+            shutil.rmtree(self._shadow, ignore_errors=True)
+            self._shadow = None
 
     def __enter__(self) -> MetaStore:
         return self
@@ -557,3 +595,58 @@ def resume_state(info: RangeInfo) -> RangeState:
     if info.ledger_phase is not None:
         return RangeState.INGESTING
     return RangeState.PENDING
+
+
+@dataclass(frozen=True)
+class RestoredRange:
+    """What ``rebuild-meta`` learned from the files of one finished range (see ``restore_complete``)."""
+
+    id: int
+    range_size: int
+    chunks: int
+    shard_keys: list[int]  # keys held by index shard 0..15
+    immutable_path: str
+    recsplit_path: str
+    rocksdb_path: str
+    sorted_paths: list[str]
+
+
+def restore_complete(store: MetaStore, ranges: list[RestoredRange], start: int, end: int, range_size: int) -> None:
+    """Write into an EMPTY store the keys a normal run leaves for each range of ``ranges`` as
+    COMPLETE, and the global scope [start, end] (one synced batch).  Used by ``rebuild-meta``."""
+    check_range_size(range_size)
+    if store.range_ids() or store.global_info()["mode"] is not None:
+        raise MetaStoreError(f"meta store {store.path} is not empty; refusing to restore into it")
+    now = rfc3339_now().encode()
+    puts: dict[bytes, bytes] = {
+        b"global:mode": MODE_BACKFILL.encode(),
+        b"global:backfill_start_ledger": encode_u32(start),
+        b"global:backfill_end_ledger": encode_u32(end),
+        b"global:range_size": encode_u64(range_size),
+    }
+    for r in ranges:
+        first, last = range_first_ledger(r.id, range_size), range_last_ledger(r.id, range_size)
+        keys = {
+            "state": RangeState.COMPLETE.encode(),
+            "start_ledger": encode_u32(first),
+            "end_ledger": encode_u32(last),
+            "created_at": now,
+            "completed_at": now,
+            "ledger:phase": LedgerPhase.IMMUTABLE.encode(),
+            "ledger:immutable_path": r.immutable_path.encode(),
+            "ledger:last_committed_ledger": encode_u32(last),
+            "ledger:count": encode_u64(last - first + 1),
+            "ledger:chunks_verified": encode_u32(r.chunks),
+            "txhash:phase": TxHashPhase.COMPLETE.encode(),
+            "txhash:recsplit_path": r.recsplit_path.encode(),
+            "txhash:rocksdb_path": r.rocksdb_path.encode(),
+            "txhash:last_committed_ledger": encode_u32(last),
+            "txhash:cf_counts": encode_cf_counts(r.shard_keys),
+        }
+        for i, x in enumerate(SHARD_DIGITS):
+            keys[f"txhash:shard:{x}:sorted"] = r.sorted_paths[i].encode()
+            keys[f"txhash:shard:{x}:built"] = encode_u64(r.shard_keys[i])
+            keys[f"txhash:shard:{x}:verified"] = encode_u64(r.shard_keys[i])
+        for k, v in keys.items():
+            puts[rkey(r.id, k)] = v
+    store._write(puts)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..config import Config, format_duration
-from ..errors import InputError, MaxDurationElapsed, MetaStoreError
+from ..errors import InputError, MaxDurationElapsed, MetaStoreCorruptError, MetaStoreError
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from ..sources import preflight
@@ -137,8 +137,14 @@ class Coordinator:
         old_handlers = self._install_signals()
         try:
             self._lock = DataDirLock(self.config.service.data_dir).acquire(self.options.lock_wait_s)
-            self.meta = MetaStore(self.config.meta_store.path, self.config.rocksdb)
-            ids = self.meta.init_backfill(bf.start_ledger, bf.end_ledger, bf.range_size)
+            try:
+                self.meta = MetaStore(self.config.meta_store.path, self.config.rocksdb)
+                ids = self.meta.init_backfill(bf.start_ledger, bf.end_ledger, bf.range_size)
+            except MetaStoreError as e:
+                raise MetaStoreCorruptError(
+                    f"{e}; the meta store {self.config.meta_store.path} is damaged: run "
+                    "`stellar-rpc rebuild-meta` to rebuild it from the immutable files"
+                ) from None
             self._range_ids = ids
             for rid in ids:
                 info = self.meta.range_info(rid)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,11 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 UNAVAILABLE = -32003
 UNHEALTHY = -32603  # stellar-rpc's getHealth answers internal error when unhealthy
-MAX_BODY = 1 << 20  # requests are tiny; refuse anything larger
+INTERNAL_ERROR = -32603
+MAX_BODY = 64 * 1024  # requests are tiny; anything larger answers HTTP 413
+MAX_DEPTH = 64  # deeper JSON nesting is a parse error (the stdlib parser would recurse)
+BACKLOG = 1024  # listen backlog: bursts of concurrent clients queue instead of being reset
+CLIENT_TIMEOUT = 10.0  # seconds a connection may stay idle before its thread gives up on it
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class StatusServer:
                 log.debug("http: " + fmt, *args)
 
             def _send(self, code: int, obj) -> None:
-                body = json.dumps(obj).encode()
+                body = _dumps(obj)
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -90,23 +96,39 @@ class StatusServer:
                 elif self.path.rstrip("/") == "/status":
                     self._send(200, server._status())
                 else:
-                    self._send(404, {"error": f"no such path {self.path}"})
+                    self._send(404, {"error": "no such path"})
 
             def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n > MAX_BODY:
-                    self._send(413, _err(None, INVALID_REQUEST, "request too large"))
-                    return
+                raw = self.headers.get("Content-Length")
                 try:
-                    req = json.loads(self.rfile.read(n) or b"null")
+                    n = int(raw) if raw is not None else 0
                 except ValueError:
+                    n = -1
+                if n < 0:
+                    self.close_connection = True
+                    self._send(400, _err(None, INVALID_REQUEST, "bad Content-Length"))
+                    return
+                if n > MAX_BODY:
+                    self.close_connection = True  # the body is not read: the connection cannot be reused
+                    self._send(413, _err(None, INVALID_REQUEST, f"request larger than {MAX_BODY} bytes"))
+                    return
+                data = self.rfile.read(n)
+                if len(data) < n:  # the client went away mid-body
+                    log.debug("http: client %s went away mid-body", self.client_address)
+                    self.close_connection = True
+                    return
+                req = _parse(data)
+                if req is _BAD:
                     self._send(400, _err(None, PARSE_ERROR, "parse error"))
                     return
+                rid = req.get("id") if isinstance(req, dict) else None
+                if not _valid_id(rid):
+                    self._send(400, _err(None, INVALID_REQUEST, "invalid request: bad id"))
+                    return
                 if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
-                    rid = req.get("id") if isinstance(req, dict) else None
                     self._send(400, _err(rid, INVALID_REQUEST, "invalid request"))
                     return
-                rid, method = req.get("id"), req["method"]
+                method = req["method"]
                 if method == "getHealth":
                     h = server._health()
                     if h.error is None:
@@ -127,6 +149,68 @@ def _err(rid, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
 
+_BAD = object()  # _parse's "not JSON" marker
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True if ``data`` nests arrays/objects deeper than ``limit`` (brackets inside strings ignored)."""
+    depth = 0
+    in_str = escaped = False
+    for b in data:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:  # quote
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _parse(data: bytes):
+    """The JSON value of a request body, or ``_BAD`` (not UTF-8 JSON, NaN/Infinity, too deep)."""
+    if _too_deep(data):
+        return _BAD
+    try:
+        return json.loads(data or b"null", parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _BAD
+
+
+def _valid_id(rid) -> bool:
+    """JSON-RPC 2.0 ids: string, number or null; floats must be finite, nothing nested."""
+    if rid is None or isinstance(rid, str):
+        return True
+    if isinstance(rid, bool):
+        return False
+    if isinstance(rid, int):
+        return abs(rid) < 10**64  # huge integers are not ids any client sends
+    if isinstance(rid, float):
+        return math.isfinite(rid)
+    return False
+
+
+def _dumps(obj) -> bytes:
+    """Strict JSON (no NaN/Infinity); anything unserialisable becomes a JSON-RPC internal error."""
+    try:
+        return json.dumps(obj, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError) as e:
+        log.debug("http: answer not serialisable as JSON: %s", e)
+        return json.dumps(_err(None, INTERNAL_ERROR, "internal error")).encode()
+
+
 def parse_host_port(value: str, key: str) -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[::1]:8000``) -> (host, port); ``InputError`` naming ``key``."""
     host, sep, port_s = value.rpartition(":")
@@ -143,12 +227,25 @@ def parse_host_port(value: str, key: str) -> tuple[str, int]:
     return host, port
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded server with a deep listen backlog, daemon threads, and connection errors logged as
+    one debug line (the stdlib prints a traceback to stderr for a client that goes away)."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request, client_address) -> None:
+        e = sys.exc_info()[1]
+        log.debug("http: connection from %s ended: %s: %s", client_address, type(e).__name__, e)
+
+
 def _bind(host: str, port: int, handler, key: str) -> ThreadingHTTPServer:
+    handler.timeout = CLIENT_TIMEOUT  # socket timeout per connection: slow clients cannot pin a thread
     try:
-        srv = ThreadingHTTPServer((host, port), handler)
+        srv = _Server((host, port), handler)
     except OSError as e:
         raise EndpointError(f"{key}: cannot listen on {host}:{port}: {e.strerror or e}") from None
-    srv.daemon_threads = True
     return srv
 
 
