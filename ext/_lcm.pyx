@@ -69,29 +69,7 @@ MIN_LCM_SIZE = XS_MIN_SIZE_LedgerCloseMeta
 cdef enum:
     STACK_HASHES = 128
 
-_REASONS = (
-    "ok",
-    "truncated input",
-    "unknown union discriminant",
-    "invalid enum value",
-    "bool other than 0 or 1",
-    "optional flag other than 0 or 1",
-    "length above its XDR bound",
-    "array count exceeds the remaining bytes",
-    "non-zero padding byte",
-    "nesting deeper than the recursion limit",
-    "out of memory",
-    "trailing bytes after the value",
-    "ledger header fields not found exactly once",
-)
-
-
-cdef object _error(xs_ctx *c, str what, Py_ssize_t total):
-    reason = _REASONS[c.err] if 0 <= c.err < len(_REASONS) else f"error {c.err}"
-    where = ""
-    if 0 <= c.err_type < XS_NUM_TYPES:
-        where = " (in " + xs_type_names[c.err_type].decode() + ")"
-    return XdrError(f"malformed {what}: {reason} at byte {c.err_off} of {total}{where}")
+include "_xs_error.pxi"
 
 
 cdef inline const uint8_t *_scan_lcm(xs_ctx *c, const uint8_t *p, bint keep_hashes=False) noexcept nogil:
@@ -131,6 +109,24 @@ cdef class _View:
         if self.held:
             PyBuffer_Release(&self.view)
             self.held = False
+
+
+cdef const uint8_t *_batch_header(_View v, uint32_t *start_seq, uint32_t *end_seq, uint32_t *count) except NULL:
+    """Read and check a LedgerCloseMetaBatch header (start, end, count); return the first ledger's byte."""
+    if v.size < 12:
+        raise XdrError(f"malformed LedgerCloseMetaBatch: truncated input at byte 0 of {v.size} (header needs 12)")
+    start_seq[0] = xs_u32(v.ptr)
+    end_seq[0] = xs_u32(v.ptr + 4)
+    count[0] = xs_u32(v.ptr + 8)
+    if <uint64_t>end_seq[0] < <uint64_t>start_seq[0] or <uint64_t>count[0] != <uint64_t>end_seq[0] - start_seq[0] + 1:
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count[0]} ledgers for sequences {start_seq[0]}..{end_seq[0]}"
+        )
+    if <uint64_t>count[0] * XS_MIN_SIZE_LedgerCloseMeta > <uint64_t>(v.size - 12):
+        raise XdrError(
+            f"malformed LedgerCloseMetaBatch: {count[0]} ledgers cannot fit in {v.size - 12} bytes"
+        )
+    return v.ptr + 12
 
 
 cdef int _scan_whole(const uint8_t *p, Py_ssize_t n, xs_ctx *c) noexcept nogil:
@@ -285,20 +281,7 @@ cdef object _split(buf, bint with_hashes):
     cdef size_t *hoffs = NULL  # hoffs[i]: hashes collected before ledger i (with_hashes only)
     cdef int rc = 0
     cdef uint8_t stackbuf[STACK_HASHES * 32]
-    if v.size < 12:
-        raise XdrError(f"malformed LedgerCloseMetaBatch: truncated input at byte 0 of {v.size} (header needs 12)")
-    start_seq = xs_u32(p)
-    end_seq = xs_u32(p + 4)
-    count = xs_u32(p + 8)
-    p += 12
-    if <uint64_t>end_seq < <uint64_t>start_seq or <uint64_t>count != <uint64_t>end_seq - start_seq + 1:
-        raise XdrError(
-            f"malformed LedgerCloseMetaBatch: {count} ledgers for sequences {start_seq}..{end_seq}"
-        )
-    if <uint64_t>count * XS_MIN_SIZE_LedgerCloseMeta > <uint64_t>(end - p):
-        raise XdrError(
-            f"malformed LedgerCloseMetaBatch: {count} ledgers cannot fit in {v.size - 12} bytes"
-        )
+    p = _batch_header(v, &start_seq, &end_seq, &count)
     offs = <size_t *>malloc((<size_t>count + 1) * sizeof(size_t))
     if offs == NULL:
         raise MemoryError()
@@ -473,20 +456,7 @@ def auth_batch(buf):
     cdef const uint8_t *q = NULL
     cdef uint32_t start_seq, end_seq, count, i, seq
     cdef int rc = 0
-    if v.size < 12:
-        raise XdrError(f"malformed LedgerCloseMetaBatch: truncated input at byte 0 of {v.size} (header needs 12)")
-    start_seq = xs_u32(p)
-    end_seq = xs_u32(p + 4)
-    count = xs_u32(p + 8)
-    p += 12
-    if <uint64_t>end_seq < <uint64_t>start_seq or <uint64_t>count != <uint64_t>end_seq - start_seq + 1:
-        raise XdrError(
-            f"malformed LedgerCloseMetaBatch: {count} ledgers for sequences {start_seq}..{end_seq}"
-        )
-    if <uint64_t>count * XS_MIN_SIZE_LedgerCloseMeta > <uint64_t>(end - p):
-        raise XdrError(
-            f"malformed LedgerCloseMetaBatch: {count} ledgers cannot fit in {v.size - 12} bytes"
-        )
+    p = _batch_header(v, &start_seq, &end_seq, &count)
     mv = memoryview(buf)
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")

@@ -388,21 +388,7 @@ cdef int walk(const uint8_t *start, const uint8_t *end, xs_ctx *c, walk_t *w) no
     return 0
 
 
-_REASONS = (
-    "ok",
-    "truncated input",
-    "unknown union discriminant",
-    "invalid enum value",
-    "bool other than 0 or 1",
-    "optional flag other than 0 or 1",
-    "length above its XDR bound",
-    "array count exceeds the remaining bytes",
-    "non-zero padding byte",
-    "nesting deeper than the recursion limit",
-    "out of memory",
-    "trailing bytes after the value",
-    "ledger header fields not found exactly once",
-)
+include "_xs_error.pxi"
 
 
 cdef const uint8_t *envelope_fee_source(const uint8_t *base, const int64_t *e, const uint8_t *end) noexcept nogil:
@@ -487,11 +473,7 @@ def ledger_map(buf, want=None):
                 raise MemoryError()
             if w.err == 3:
                 raise XdrError(f"malformed LedgerCloseMeta: unexpected transaction-set structure ({view.len} bytes)")
-            reason = _REASONS[c.err] if 0 <= c.err < len(_REASONS) else f"error {c.err}"
-            where = ""
-            if 0 <= c.err_type < XS_NUM_TYPES:
-                where = " (in " + xs_type_names[c.err_type].decode() + ")"
-            raise XdrError(f"malformed LedgerCloseMeta: {reason} at byte {c.err_off} of {view.len}{where}")
+            raise _error(&c, "LedgerCloseMeta", view.len)
         cands = []
         if w.found >= 0:
             acct = fee_change_account(p, w.tx + w.found * TX_FIELDS, p + view.len)

@@ -32,6 +32,21 @@ def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProces
     )
 
 
+def detect_gaps_json(cfg: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """``detect-gaps --json`` over the whole test range [FIRST, LAST]."""
+    return cli(
+        "detect-gaps",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(LAST),
+        "--json",
+        "--config-path",
+        str(cfg),
+        env_extra=env_extra,
+    )
+
+
 def write_config(root: Path, bucket_path: str) -> Path:
     cfg = root / "gaps.toml"
     cfg.write_text(
@@ -70,16 +85,7 @@ def expand(missing: list[dict]) -> set[int]:
 
 
 def test_complete_lake_has_no_gaps(pristine, tmp_path):
-    r = cli(
-        "detect-gaps",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(LAST),
-        "--json",
-        "--config-path",
-        str(write_config(tmp_path, str(pristine))),
-    )
+    r = detect_gaps_json(write_config(tmp_path, str(pristine)))
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["complete"] is True and rep["missing"] == [] and rep["missing_keys"] == []
@@ -96,7 +102,7 @@ def test_removed_objects_are_found_exactly(pristine, tmp_path):
     shutil.copytree(pristine, lake)
     removed = remove(lake)
     cfg = write_config(tmp_path, str(lake))
-    r = cli("detect-gaps", "--start-ledger", str(FIRST), "--end-ledger", str(LAST), "--json", "--config-path", str(cfg))
+    r = detect_gaps_json(cfg)
     assert r.returncode == 1, r.stderr
     assert r.stderr.splitlines()[-1].startswith("error: ") and "missing from the lake" in r.stderr
     rep = json.loads(r.stdout)
@@ -145,17 +151,7 @@ def test_gcs_lake_one_list_per_partition(pristine, tmp_path):
         upload_lake(emu.client(), "gaps", "pubnet", lake)
         proxy = FaultProxy("127.0.0.1", emu.port)
         cfg = write_config(tmp_path, "gs://gaps/pubnet")
-        r = cli(
-            "detect-gaps",
-            "--start-ledger",
-            str(FIRST),
-            "--end-ledger",
-            str(LAST),
-            "--json",
-            "--config-path",
-            str(cfg),
-            env_extra={"STORAGE_EMULATOR_HOST": proxy.host},
-        )
+        r = detect_gaps_json(cfg, env_extra={"STORAGE_EMULATOR_HOST": proxy.host})
         assert r.returncode == 1, r.stderr
         rep = json.loads(r.stdout)
         assert sorted(rep["missing_keys"]) == sorted(removed)

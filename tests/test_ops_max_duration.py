@@ -22,19 +22,9 @@ import pytest
 from rpcbackfill.config import format_duration, parse_duration
 from rpcbackfill.sources import layout
 from tests.lib import REPO
-from tests.lib.orchestration import check_backfill_result, make_lake
+from tests.lib.orchestration import check_backfill_result, make_lake, write_backfill_config
 
 FIRST, LAST = 2, 20001
-
-
-def write_config(root: Path, lake: Path) -> Path:
-    cfg = root / "backfill.toml"
-    cfg.write_text(
-        '[service]\ndata_dir = "data"\nhttp_port = 0\n'
-        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 2\n"
-        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
-    )
-    return cfg
 
 
 def backfill(cfg: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -98,7 +88,7 @@ def test_parse_duration_rejects(text):
 def test_bad_max_duration_is_a_config_error(tmp_path):
     lake = tmp_path / "lake"
     lake.mkdir()
-    r = backfill(write_config(tmp_path, lake), "--set", "backfill.max_duration=soon")
+    r = backfill(write_backfill_config(tmp_path, lake), "--set", "backfill.max_duration=soon")
     assert r.returncode == 2
     assert "backfill.max_duration" in r.stderr and "duration" in r.stderr
 
@@ -108,7 +98,7 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
     # the reference: one uninterrupted run
     ref = tmp_path / "ref"
     ref.mkdir()
-    r = backfill(write_config(ref, lake))
+    r = backfill(write_backfill_config(ref, lake))
     assert r.returncode == 0, r.stderr[-3000:]
 
     # the object holding ledger 15000 becomes a FIFO: reading it blocks until the run is stopped
@@ -118,7 +108,7 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
     os.mkfifo(obj)
     run = tmp_path / "run"
     run.mkdir()
-    cfg = write_config(run, lake)
+    cfg = write_backfill_config(run, lake)
     try:
         r = backfill(cfg, "--set", "backfill.max_duration=3s")
     finally:

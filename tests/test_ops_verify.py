@@ -16,27 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.lib import REPO
-from tests.lib.orchestration import make_lake
+from tests.lib.orchestration import make_lake, write_backfill_config
 
 FIRST, LAST = 2, 20001
-
-
-def write_config(root: Path, lake: Path) -> Path:
-    """A config file in ``root`` whose data directory is ``root/data``."""
-    cfg = root / "backfill.toml"
-    cfg.write_text(
-        "[service]\n"
-        'data_dir = "data"\n'
-        "http_port = 0\n"
-        "[backfill]\n"
-        "range_size = 10000\n"
-        "checkpoint_interval = 1000\n"
-        "parallel_ranges = 2\n"
-        "[backfill.buffered_storage]\n"
-        f"bucket_path = {json.dumps(str(lake))}\n"
-        "num_workers = 2\n"
-    )
-    return cfg
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -62,7 +44,7 @@ def backfilled(tmp_path_factory) -> tuple[Path, Path]:
     lake = make_lake(base / "lake", FIRST, LAST, seed=11, tx_per_ledger=2.0)
     root = base / "pristine"
     root.mkdir()
-    cfg = write_config(root, lake)
+    cfg = write_backfill_config(root, lake)
     r = cli("--backfill", "--start-ledger", str(FIRST), "--end-ledger", str(LAST), "--config-path", str(cfg))
     assert r.returncode == 0, r.stderr[-3000:]
     return lake, root
@@ -73,7 +55,7 @@ def copy(backfilled, tmp_path) -> tuple[Path, Path]:
     """(config, data dir) of a private copy of the backfilled data directory."""
     lake, pristine = backfilled
     shutil.copytree(pristine / "data", tmp_path / "data")
-    return write_config(tmp_path, lake), tmp_path / "data"
+    return write_backfill_config(tmp_path, lake), tmp_path / "data"
 
 
 def verify(cfg: Path, *extra: str) -> tuple[int, dict, str]:
@@ -219,7 +201,7 @@ def test_against_source_names_a_ledger_that_differs(backfilled, tmp_path):
     mine = [raw for _, raw in lake_ledgers(tmp_path / "other", 777, 777)]
     lcms[777 - 776] = mine[0]
     (lake2 / key).write_bytes(layout.compress_batch(layout.encode_batch(776, lcms)))
-    cfg2 = write_config(tmp_path, lake2)
+    cfg2 = write_backfill_config(tmp_path, lake2)
     rc, rep, err = verify(cfg2, "--sample", "1", "--against-source")
     assert rc == 1, err[-2000:]
     assert [(p["kind"], p["ledger"]) for p in rep["problems"]] == [("source", 777)]

@@ -532,29 +532,17 @@ class _Verifier:
                     if raw is None:
                         complete = False
                         continue
+                    problem = None
                     try:
                         got_seq, hashes = lcm.tx_hashes(raw)
                     except (XdrError, ValueError) as e:
+                        problem = f"stored bytes are not a valid LedgerCloseMeta: {e}"
+                    else:
+                        if got_seq != seq:
+                            problem = f"holds ledger sequence {got_seq}, expected {seq}"
+                    if problem is not None:
                         complete = False
-                        self.add(
-                            rr,
-                            "ledger",
-                            f"stored bytes are not a valid LedgerCloseMeta: {e}",
-                            chunk=c,
-                            ledger=seq,
-                            path=str(self.layout.chunk_paths(c)[0]),
-                        )
-                        continue
-                    if got_seq != seq:
-                        complete = False
-                        self.add(
-                            rr,
-                            "ledger",
-                            f"holds ledger sequence {got_seq}, expected {seq}",
-                            chunk=c,
-                            ledger=seq,
-                            path=str(self.layout.chunk_paths(c)[0]),
-                        )
+                        self.add(rr, "ledger", problem, chunk=c, ledger=seq, path=str(self.layout.chunk_paths(c)[0]))
                         continue
                     rr.ledgers_checked += 1
                     if hashes:

@@ -56,6 +56,26 @@ def invalid(msg: str) -> RpcError:
     return RpcError(INVALID_PARAMS, msg)
 
 
+def _no_start_with_cursor(start: int | None) -> None:
+    """A page request names either startLedger or pagination.cursor, never both."""
+    if start:
+        raise invalid("startLedger and cursor cannot both be set")
+
+
+def _check_start(r: HistoryReader, start: int | None, cursor: object) -> tuple[int, int]:
+    """Check the first ledger of a paged request (startLedger is needed without a cursor and must
+    lie in the served range); return it and the latest ledger served."""
+    if start is None or (cursor is None and not start):
+        raise invalid("startLedger is required (or pagination.cursor)")
+    oldest, latest = r.oldest_ledger, r.latest_ledger
+    if cursor is None and not oldest <= start <= latest:
+        raise invalid(
+            f"start ledger must be between the oldest ledger: {oldest} and the latest ledger: {latest} "
+            "for this rpc instance"
+        )
+    return start, latest
+
+
 @dataclass(frozen=True)
 class Limits:
     ledgers_default: int = 5
@@ -278,17 +298,9 @@ class Methods:
         limit = _limit(limit_v, self.limits.ledgers_default, self.limits.ledgers_max)
         r = self._require_data()
         if cursor is not None:
-            if start:
-                raise invalid("startLedger and cursor cannot both be set")
+            _no_start_with_cursor(start)
             start = _cursor_int(cursor, "a ledger sequence", 0xFFFFFFFF) + 1
-        elif not start:
-            raise invalid("startLedger is required (or pagination.cursor)")
-        oldest, latest = r.oldest_ledger, r.latest_ledger
-        if cursor is None and not oldest <= start <= latest:
-            raise invalid(
-                f"start ledger must be between the oldest ledger: {oldest} and the latest ledger: {latest} "
-                "for this rpc instance"
-            )
+        start, latest = _check_start(r, start, cursor)
         ledgers: list[dict] = []
         seq: int | None = start
         last = start - 1
@@ -349,20 +361,12 @@ class Methods:
         r = self._require_data()
         after = 0  # first ledger: skip transactions with applicationOrder <= after
         if cursor is not None:
-            if start:
-                raise invalid("startLedger and cursor cannot both be set")
+            _no_start_with_cursor(start)
             toid = _cursor_int(cursor, "a TOID", (1 << 63) - 1)
             start, after = toid >> 32, (toid >> _TOID_OP_BITS) & _TOID_TX_MASK
             if after == _TOID_TX_MASK:  # "end of this ledger" cursor
                 start, after = start + 1, 0
-        elif not start:
-            raise invalid("startLedger is required (or pagination.cursor)")
-        oldest, latest = r.oldest_ledger, r.latest_ledger
-        if cursor is None and not oldest <= start <= latest:
-            raise invalid(
-                f"start ledger must be between the oldest ledger: {oldest} and the latest ledger: {latest} "
-                "for this rpc instance"
-            )
+        start, latest = _check_start(r, start, cursor)
         txs: list[dict] = []
         # TOID of the position before the first transaction returned: the cursor itself, or
         # "end of the ledger before start".

@@ -19,7 +19,9 @@ Errors: ``rpcbackfill.errors.SourceError`` and subclasses only.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
+
+from ..errors import LedgerSequenceError, SourceError
 
 
 class Ledger(NamedTuple):
@@ -45,3 +47,34 @@ class LedgerSource(Protocol):
     def __enter__(self) -> LedgerSource: ...
 
     def __exit__(self, *exc) -> None: ...
+
+
+class _BoundedSource:
+    """The ordering contract shared by the sources: one ``prepare_range`` of a valid range on an
+    open source, then ``get_ledger`` for each ledger of it strictly in order."""
+
+    _name: ClassVar[str]  # the class name the errors give
+    _closed: bool
+    _next_seq: int | None  # the ledger get_ledger expects next; None before prepare_range
+    _first: int
+    _last: int
+
+    def _check_prepare(self, first: int, last: int, *, started: bool = False) -> None:
+        """Raise unless prepare_range(first, last) may run (``started``: workers already run)."""
+        if self._closed:
+            raise SourceError(f"prepare_range on a closed {self._name}")
+        if started or self._next_seq is not None:
+            raise SourceError(f"{self._name}.prepare_range called twice (one bounded range per source)")
+        if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
+            raise SourceError(f"invalid ledger range [{first}, {last}]")
+
+    def _check_get(self, seq: int) -> None:
+        """Raise unless get_ledger(seq) is the next call the contract allows."""
+        if self._next_seq is None:
+            raise SourceError("get_ledger before prepare_range")
+        if self._closed:
+            raise SourceError(f"get_ledger on a closed {self._name}")
+        if seq != self._next_seq:
+            raise LedgerSequenceError(f"get_ledger({seq}) out of order: expected ledger {self._next_seq}")
+        if seq > self._last:
+            raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")

@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..ledgerauth import verify_ledger
 from ..ledgermath import DEFAULT_RANGE_SIZE, range_of_ledger
-from .base import Ledger
+from .base import Ledger, _BoundedSource
 from .core_config import CONFIG_NAME, CoreToml
 from .core_runner import (
     META_FD,
@@ -86,8 +86,10 @@ class _Eof(Exception):
     pass
 
 
-class CaptiveCoreSource:
+class CaptiveCoreSource(_BoundedSource):
     """``LedgerSource`` that runs a bounded catchup of captive stellar-core."""
+
+    _name = "CaptiveCoreSource"
 
     def __init__(
         self,
@@ -136,12 +138,7 @@ class CaptiveCoreSource:
     # --- setup ---------------------------------------------------------------------------------
 
     def prepare_range(self, first: int, last: int) -> None:
-        if self._closed:
-            raise SourceError("prepare_range on a closed CaptiveCoreSource")
-        if self._next_seq is not None:
-            raise SourceError("CaptiveCoreSource.prepare_range called twice (one bounded range per source)")
-        if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
-            raise SourceError(f"invalid ledger range [{first}, {last}]")
+        self._check_prepare(first, last)
         binary = core_binary(self.config)
         toml = load_core_toml(self.config, self.network_passphrase)
         for note in toml.notes:
@@ -241,7 +238,9 @@ class CaptiveCoreSource:
                         f"captive core sent ledger {seq} after ledger {prev_seq} (expected {prev_seq + 1})"
                     )
                 if prev_seq is None and seq > self._first:
-                    raise LedgerSequenceError(f"captive core started at ledger {seq}, after the first ledger {self._first}")
+                    raise LedgerSequenceError(
+                        f"captive core started at ledger {seq}, after the first ledger {self._first}"
+                    )
                 if self.check_hash_chain:
                     if prev_hash is not None and prev_header_hash != prev_hash:
                         raise LedgerSequenceError(
@@ -305,14 +304,7 @@ class CaptiveCoreSource:
     # --- consumer -------------------------------------------------------------------------------
 
     def get_ledger(self, seq: int) -> Ledger:
-        if self._next_seq is None:
-            raise SourceError("get_ledger before prepare_range")
-        if self._closed:
-            raise SourceError("get_ledger on a closed CaptiveCoreSource")
-        if seq != self._next_seq:
-            raise LedgerSequenceError(f"get_ledger({seq}) out of order: expected ledger {self._next_seq}")
-        if seq > self._last:
-            raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")
+        self._check_get(seq)
         while True:
             if self.cancel.is_set():
                 self._stop_core(wait=False)  # SIGINT now; close() waits for core to go
@@ -407,9 +399,9 @@ def load_core_toml(config: CaptiveCoreConfig, network_passphrase: str) -> CoreTo
     """The operator's file merged with what the driver owns (``CorePreflightError`` if unusable)."""
     if not config.config_path:
         raise SourceConfigError("captive_core.config_path is not set")
-    return CoreToml.load(config.config_path, network_passphrase=network_passphrase,
-                         history_archive_urls=config.history_archive_urls)
-
+    return CoreToml.load(
+        config.config_path, network_passphrase=network_passphrase, history_archive_urls=config.history_archive_urls
+    )
 
 
 def range_work_dir(config: CaptiveCoreConfig, rid: int) -> Path:
@@ -499,8 +491,11 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
         )
     log.info("captive core: %s (%s, ledger protocol %d)", binary, build, protocol)
     if toml.archive_url is None:
-        log.warning("captive core: cannot tell the first history archive's URL from its command in %s; "
-                    "ranges are not checked against it", toml.source)
+        log.warning(
+            "captive core: cannot tell the first history archive's URL from its command in %s; "
+            "ranges are not checked against it",
+            toml.source,
+        )
         return
     latest = archive_latest_ledger(toml.archive_url, config.service.network_passphrase)
     beyond = [r for r in todo if r.end_ledger > latest]
@@ -520,7 +515,7 @@ def archive_latest_ledger(url: str, network_passphrase: str, timeout: float = PR
     where = f"{url.rstrip('/')}/{ARCHIVE_STATE_PATH}"
     try:
         if url.startswith("file://"):
-            raw = Path(where[len("file://"):]).read_bytes()
+            raw = Path(where[len("file://") :]).read_bytes()
         else:
             req = urllib.request.Request(where, headers={"User-Agent": "rpcbackfill"})
             with urllib.request.urlopen(req, timeout=timeout) as resp:

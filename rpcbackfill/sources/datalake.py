@@ -39,7 +39,6 @@ from ..errors import (
     Cancelled,
     CorruptDownloadError,
     LakeConfigError,
-    LedgerSequenceError,
     MissingLedgerError,
     RpcBackfillError,
     SourceError,
@@ -49,7 +48,7 @@ from ..errors import (
 from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
-from .base import Ledger
+from .base import Ledger, _BoundedSource
 from .layout import LakeSchema
 from .objstore import ObjectMissing, ObjectStore, StoreOptions, StoreTuning, open_store
 
@@ -74,8 +73,10 @@ class _Batch:
     nbytes: int  # memory the batch holds (the decompressed file its ledgers are views of)
 
 
-class DataLakeSource:
+class DataLakeSource(_BoundedSource):
     """``LedgerSource`` over a Galexie data lake. One bounded range per instance."""
+
+    _name = "DataLakeSource"
 
     def __init__(
         self,
@@ -152,12 +153,7 @@ class DataLakeSource:
         )
 
     def prepare_range(self, first: int, last: int) -> None:
-        if self._closed:
-            raise SourceError("prepare_range on a closed DataLakeSource")
-        if self._threads or self._next_seq is not None:
-            raise SourceError("DataLakeSource.prepare_range called twice (one bounded range per source)")
-        if not (isinstance(first, int) and isinstance(last, int)) or first < 2 or last < first:
-            raise SourceError(f"invalid ledger range [{first}, {last}]")
+        self._check_prepare(first, last, started=bool(self._threads))
         self._check_cancel()
         self._open()
         s = self.schema
@@ -181,7 +177,9 @@ class DataLakeSource:
                     self.schema = s = dataclasses.replace(s, file_ext=layout.FILE_EXT)
                     raise
         except MissingLedgerError as e:
-            raise MissingLedgerError(f"data lake {self._store.url} does not hold range [{first}, {last}]: {e}") from None
+            raise MissingLedgerError(
+                f"data lake {self._store.url} does not hold range [{first}, {last}]: {e}"
+            ) from None
         self._ready[0] = b0
         self._ready_bytes = b0.nbytes
         self._next_claim = 1
@@ -199,7 +197,13 @@ class DataLakeSource:
             self._threads.append(t)
         log.info(
             "data lake %s: ledgers %d-%d in %d files (%d per file, ext %s), %d workers, buffer %d files",
-            self._store.url, first, last, len(self._starts), s.ledgers_per_batch, s.file_ext, n,
+            self._store.url,
+            first,
+            last,
+            len(self._starts),
+            s.ledgers_per_batch,
+            s.file_ext,
+            n,
             self.config.buffer_size,
         )
 
@@ -234,9 +238,14 @@ class DataLakeSource:
                 with self._stats_lock:
                     self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", where, attempt, e, wait,
-                            extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason,
-                                   "object": where})
+                log.warning(
+                    "%s: attempt %d failed (%s); retrying in %.2fs",
+                    where,
+                    attempt,
+                    e,
+                    wait,
+                    extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason, "object": where},
+                )
                 self._sleep(wait)
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -278,8 +287,7 @@ class DataLakeSource:
                 raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
             if start > lo or end < hi:
                 raise MissingLedgerError(
-                    f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, "
-                    f"needed {lo}-{hi}"
+                    f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, needed {lo}-{hi}"
                 )
             if lo != start or hi != end:  # drop ledgers outside the range early
                 found = found[lo - start : hi - start + 1]
@@ -331,14 +339,7 @@ class DataLakeSource:
     # --- consumer ------------------------------------------------------------------------------
 
     def get_ledger(self, seq: int) -> Ledger:
-        if self._next_seq is None:
-            raise SourceError("get_ledger before prepare_range")
-        if self._closed:
-            raise SourceError("get_ledger on a closed DataLakeSource")
-        if seq != self._next_seq:
-            raise LedgerSequenceError(f"get_ledger({seq}) out of order: expected ledger {self._next_seq}")
-        if seq > self._last:
-            raise SourceError(f"ledger {seq} is beyond the prepared range [{self._first}, {self._last}]")
+        self._check_get(seq)
         self._check_cancel()
         cur = self._cur
         if cur is None or seq >= cur.start + len(cur.ledgers):
@@ -435,8 +436,13 @@ def resolve_schema(
         assert lpf is not None and fpp is not None
         schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
         origin = "the configured layout"
-        log.info("%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
-                 url, layout.MANIFEST_NAME, lpf, fpp)
+        log.info(
+            "%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
+            url,
+            layout.MANIFEST_NAME,
+            lpf,
+            fpp,
+        )
     else:
         schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
         origin = "the manifest"
@@ -476,8 +482,9 @@ def resolve_schema(
     return schema, ext is not None
 
 
-def store_options(config: BufferedStorageConfig, request_timeout: float | tuple[float, float] | None = None,
-                  **overrides) -> StoreOptions:
+def store_options(
+    config: BufferedStorageConfig, request_timeout: float | tuple[float, float] | None = None, **overrides
+) -> StoreOptions:
     """``StoreOptions`` for ``config``; ``request_timeout`` is seconds or (connect, read)."""
     if request_timeout is not None:
         c, r = request_timeout if isinstance(request_timeout, tuple) else (request_timeout, request_timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import signal
@@ -31,6 +32,25 @@ def make_lake(root: Path, first: int, last: int, *, seed: int = 7, tx_per_ledger
         generate_lake(root, first, last, seed=seed, tx_per_ledger=tx_per_ledger, ledgers_per_batch=8,
                       batches_per_partition=64, fsync=False)
     return root
+
+
+def write_backfill_config(root: Path, lake: Path) -> Path:
+    """A backfill config file in ``root`` (data directory ``root/data``, 10,000-ledger ranges,
+    two in parallel) reading the local lake ``lake``."""
+    cfg = root / "backfill.toml"
+    cfg.write_text(
+        "[service]\n"
+        'data_dir = "data"\n'
+        "http_port = 0\n"
+        "[backfill]\n"
+        "range_size = 10000\n"
+        "checkpoint_interval = 1000\n"
+        "parallel_ranges = 2\n"
+        "[backfill.buffered_storage]\n"
+        f"bucket_path = {json.dumps(str(lake))}\n"
+        "num_workers = 2\n"
+    )
+    return cfg
 
 
 def make_config(data_dir: Path, lake: Path, start: int, end: int, **backfill):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
-from ...errors import LakeConfigError
+from ...errors import LakeConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -229,3 +229,20 @@ def network_cause(e: BaseException) -> str | None:
 
 def short(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
+
+
+def listing_error(err: Exception, url: str, bucket: str) -> Exception:
+    """The error to raise for a failed bucket listing, given the classified one: a bare 404 on a
+    listing means the bucket itself does not exist."""
+    if isinstance(err, ObjectMissing):
+        return SourceError(f"{url}: bucket {bucket} does not exist (HTTP 404)")
+    return err
+
+
+def close_client(client: Any, what: str, logger: logging.Logger) -> None:
+    """Close an SDK client (drops its pooled HTTP connections); best effort, a failure is logged
+    at debug level on the caller's logger."""
+    try:
+        client.close()
+    except Exception as e:  # pragma: no cover - best effort
+        logger.debug("closing the %s client failed: %s", what, e)

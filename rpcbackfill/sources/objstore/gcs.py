@@ -16,6 +16,8 @@ from . import (
     ObjectMissing,
     StoreOptions,
     StoreTuning,
+    close_client,
+    listing_error,
     network_cause,
     short,
     split_bucket,
@@ -70,17 +72,12 @@ class GcsStore:
             return [b.name[len(self.prefix) :] for b in it]
         except Exception as e:
             err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
-            if isinstance(err, ObjectMissing):  # listing a bucket that does not exist
-                err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
-            raise err from None
+            raise listing_error(err, self.url, self.bucket_name) from None
 
     def close(self) -> None:
         if not self._own_client:
             return
-        try:
-            self._client.close()  # drops pooled HTTP connections
-        except Exception as e:  # pragma: no cover - best effort
-            log.debug("closing the GCS client failed: %s", e)
+        close_client(self._client, "GCS", log)
 
     def _classify(self, e: Exception, where: str) -> Exception:
         """Map a google-cloud-storage / transport exception to our error types."""

@@ -25,6 +25,8 @@ from . import (
     ObjectMissing,
     StoreOptions,
     StoreTuning,
+    close_client,
+    listing_error,
     network_cause,
     short,
     split_bucket,
@@ -115,19 +117,14 @@ class S3Store:
                 r = self._client.list_objects_v2(**kw)
             except Exception as e:
                 err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
-                if isinstance(err, ObjectMissing):  # a bare 404 on a bucket listing
-                    err = SourceError(f"{self.url}: bucket {self.bucket_name} does not exist (HTTP 404)")
-                raise err from None
+                raise listing_error(err, self.url, self.bucket_name) from None
             out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", ()))
             token = r.get("NextContinuationToken")
             if not r.get("IsTruncated") or not token or (max_results is not None and len(out) >= max_results):
                 return out
 
     def close(self) -> None:
-        try:
-            self._client.close()  # drops pooled HTTP connections
-        except Exception as e:  # pragma: no cover - best effort
-            log.debug("closing the S3 client failed: %s", e)
+        close_client(self._client, "S3", log)
 
     def _classify(self, e: Exception, where: str) -> Exception:
         """Map a botocore / transport exception to our error types."""
