@@ -466,10 +466,18 @@ def test_captive_core_source_authenticates_each_ledger(tmp_path, small_chain):
     victim = _victim(small_chain, 70)
     lake = tmp_path / "lake"
     write_lake(lake, _tampered(small_chain, victim), LakeSchema(NET, 4, 16))
+    from tests.lib.core import make_archive
+
     cfgp = tmp_path / "captive-core.cfg"
     cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_LAKE="{lake}"\n')
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    cfg = CaptiveCoreConfig(binary_path=REPO / "tests" / "fake_stellar_core.py", config_path=cfgp)
+    archive = make_archive(tmp_path / "archive", 127, NET)  # a checkpoint beyond the range's end (80)
+    cfg = CaptiveCoreConfig(
+        binary_path=REPO / "tests" / "fake_stellar_core.py",
+        config_path=cfgp,
+        storage_path=tmp_path / "captive-core",
+        history_archive_urls=(f"file://{archive}",),
+    )
     with CaptiveCoreSource(cfg, network_passphrase=NET, env=env, stop_timeout=5.0, authenticate=True) as src:
         src.prepare_range(64, 80)
         for seq in range(64, victim):
