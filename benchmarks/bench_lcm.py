@@ -116,8 +116,10 @@ def main() -> int:
     groups["ALL"] = [f.lcm for f in ledgers]
 
     results = []
-    hdr = f"{'group':<22} {'ledgers':>7} {'MB':>7} {'tx':>5} {'tx_hashes MB/s':>14} {'(cpu)':>7} {'tx/s':>9} " \
-          f"{'into MB/s':>10} {'length MB/s':>11} {'sdk MB/s':>9} {'speed-up':>9}"
+    hdr = (
+        f"{'group':<22} {'ledgers':>7} {'MB':>7} {'tx':>5} {'tx_hashes MB/s':>14} {'(cpu)':>7} {'tx/s':>9} "
+        f"{'into MB/s':>10} {'length MB/s':>11} {'sdk MB/s':>9} {'speed-up':>9}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, ls in groups.items():
@@ -136,16 +138,25 @@ def main() -> int:
             sdk_bytes += len(b)
         sdk_mbs = sdk_bytes / (time.perf_counter() - t0) / 1e6
         r = {
-            "group": name, "ledgers": len(ls), "bytes": size, "tx": ntx,
-            "tx_hashes_MBps": size / t_hash / 1e6, "tx_hashes_cpu_MBps": size / c_hash / 1e6,
-            "tx_per_s": ntx / t_hash, "ledgers_per_s": len(ls) / t_hash,
-            "tx_hashes_into_MBps": size / t_into / 1e6, "lcm_length_MBps": size / t_len / 1e6,
-            "sdk_MBps": sdk_mbs, "speedup_vs_sdk": (size / t_hash / 1e6) / sdk_mbs,
+            "group": name,
+            "ledgers": len(ls),
+            "bytes": size,
+            "tx": ntx,
+            "tx_hashes_MBps": size / t_hash / 1e6,
+            "tx_hashes_cpu_MBps": size / c_hash / 1e6,
+            "tx_per_s": ntx / t_hash,
+            "ledgers_per_s": len(ls) / t_hash,
+            "tx_hashes_into_MBps": size / t_into / 1e6,
+            "lcm_length_MBps": size / t_len / 1e6,
+            "sdk_MBps": sdk_mbs,
+            "speedup_vs_sdk": (size / t_hash / 1e6) / sdk_mbs,
         }
         results.append(r)
-        print(f"{name:<22} {len(ls):>7} {size / 1e6:>7.2f} {ntx:>5} {r['tx_hashes_MBps']:>14.0f} "
-              f"{r['tx_hashes_cpu_MBps']:>7.0f} {r['tx_per_s']:>9.3g} {r['tx_hashes_into_MBps']:>10.0f} {r['lcm_length_MBps']:>11.0f} "
-              f"{sdk_mbs:>9.2f} {r['speedup_vs_sdk']:>8.0f}x")
+        print(
+            f"{name:<22} {len(ls):>7} {size / 1e6:>7.2f} {ntx:>5} {r['tx_hashes_MBps']:>14.0f} "
+            f"{r['tx_hashes_cpu_MBps']:>7.0f} {r['tx_per_s']:>9.3g} {r['tx_hashes_into_MBps']:>10.0f} {r['lcm_length_MBps']:>11.0f} "
+            f"{sdk_mbs:>9.2f} {r['speedup_vs_sdk']:>8.0f}x"
+        )
 
     # split_batch needs consecutive sequences: use the longest consecutive run of fixture ledgers
     runs, cur = [], [ledgers[0]]
@@ -164,15 +175,27 @@ def main() -> int:
     t1 = statistics.median(threaded_rate(all_ls, 1, args.min_time * 2) for _ in range(3))
     tn = statistics.median(threaded_rate(all_ls, args.threads, args.min_time * 2) for _ in range(3))
     thr = {"threads": args.threads, "MBps_1": size / t1 / 1e6, "MBps_n": size / tn / 1e6}
-    print(f"threads: 1 -> {thr['MBps_1']:.0f} MB/s, {args.threads} -> {thr['MBps_n']:.0f} MB/s "
-          f"(x{t1 / tn:.2f}; machine shared with other work)")
+    print(
+        f"threads: 1 -> {thr['MBps_1']:.0f} MB/s, {args.threads} -> {thr['MBps_n']:.0f} MB/s "
+        f"(x{t1 / tn:.2f}; machine shared with other work)"
+    )
 
     if args.json:
-        args.json.write_text(json.dumps({
-            "benchmark": "lcm", "python": platform.python_version(), "machine": platform.machine(),
-            "runs": args.runs, "min_time": args.min_time, "groups": results, "split_batch": split,
-            "threads": thr,
-        }, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "benchmark": "lcm",
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                    "runs": args.runs,
+                    "min_time": args.min_time,
+                    "groups": results,
+                    "split_batch": split,
+                    "threads": thr,
+                },
+                indent=1,
+            )
+        )
         print(f"wrote {args.json}")
     return 0
 

@@ -189,9 +189,11 @@ def main(argv=None) -> int:
         "avg_ledger_kb": raw_mb * 1e3 / a.ledgers,
         "loadavg_1m_end": os.getloadavg()[0],
     }
-    print(f"LFS chunk benchmark: {a.ledgers} ledgers, {raw_mb:.1f} MB raw -> {res['data_mb']:.1f} MB, "
-          f"libzstd {res['zstd_version']}, median of {a.runs} runs, load average {res['loadavg_1m_end']:.1f} "
-          f"on {os.cpu_count()} CPUs")
+    print(
+        f"LFS chunk benchmark: {a.ledgers} ledgers, {raw_mb:.1f} MB raw -> {res['data_mb']:.1f} MB, "
+        f"libzstd {res['zstd_version']}, median of {a.runs} runs, load average {res['loadavg_1m_end']:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
     print(f"{'metric':<28}{'value':>14}")
     rows = [
         ("zstd-3 floor MB/s", res["floor_mb_s"]),

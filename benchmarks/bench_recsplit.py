@@ -68,8 +68,9 @@ def make_records(n: int, seed: int) -> np.ndarray:
     for i in range(0, n, step):
         m = min(step, n - i)
         recs[i : i + m, :HASH_SIZE] = rng.integers(0, 256, (m, HASH_SIZE), dtype=np.uint8)
-        recs[i : i + m, HASH_SIZE:] = rng.integers(RANGE_START, RANGE_START + 10_000_000, m).astype("<u4") \
-            .view(np.uint8).reshape(m, SEQ_SIZE)
+        recs[i : i + m, HASH_SIZE:] = (
+            rng.integers(RANGE_START, RANGE_START + 10_000_000, m).astype("<u4").view(np.uint8).reshape(m, SEQ_SIZE)
+        )
     recs[:, 0] &= 0x0F  # shard 0: the first hex digit is fixed
     return recs
 
@@ -295,18 +296,43 @@ def main() -> int:
                 if isinstance(r, str):
                     rows.append([f"{size:,}", name] + ["n/a"] * 8 + [r])
                     continue
-                rows.append([
-                    f"{size:,}", name, r["bpk"], r["bits"], r.get("compact", "-"), r["build"], r["peak"],
-                    r.get("extra", "-"), r.get("batched", "-"), r["single"], f"fp={r['fp']:.4f}" if "fp" in r else "",
-                ])
+                rows.append(
+                    [
+                        f"{size:,}",
+                        name,
+                        r["bpk"],
+                        r["bits"],
+                        r.get("compact", "-"),
+                        r["build"],
+                        r["peak"],
+                        r.get("extra", "-"),
+                        r.get("batched", "-"),
+                        r["single"],
+                        f"fp={r['fp']:.4f}" if "fp" in r else "",
+                    ]
+                )
             print(f"  size {size:,} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         finally:
             if not args.work:
                 shutil.rmtree(work.parent, ignore_errors=True)
             else:
                 shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, ["keys", "impl", "bytes/key", "mphf bits/key", "compact ns/key", "build ns/key",
-                             "build peak MiB", "extra B/key", "lookup batched ns", "lookup single ns", "note"])
+    print_table(
+        rows,
+        [
+            "keys",
+            "impl",
+            "bytes/key",
+            "mphf bits/key",
+            "compact ns/key",
+            "build ns/key",
+            "build peak MiB",
+            "extra B/key",
+            "lookup batched ns",
+            "lookup single ns",
+            "note",
+        ],
+    )
     write_json(args.json, results)
     return 0
 

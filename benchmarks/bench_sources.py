@@ -61,8 +61,14 @@ def consume(src, first: int, last: int) -> int:
 
 
 def bench_lake(name, bucket_path, n, args, schema, zst_bytes, cfg_kw=None, **kw):
-    cfg = BufferedStorageConfig(bucket_path=bucket_path, buffer_size=args.buffer, num_workers=args.workers,
-                                retry_limit=2, retry_wait=0.1, **(cfg_kw or {}))
+    cfg = BufferedStorageConfig(
+        bucket_path=bucket_path,
+        buffer_size=args.buffer,
+        num_workers=args.workers,
+        retry_limit=2,
+        retry_wait=0.1,
+        **(cfg_kw or {}),
+    )
 
     def run():
         with DataLakeSource(cfg, NET, threading.Event(), **kw) as src:
@@ -123,12 +129,21 @@ def main() -> int:
 
         if "local" not in skip:
             s, _ = lakes["lake1"]
-            rows.append(bench_lake("local lake", str(work / "lake1"), args.ledgers, args, s,
-                                   per_ledger_zst * args.ledgers))
+            rows.append(
+                bench_lake("local lake", str(work / "lake1"), args.ledgers, args, s, per_ledger_zst * args.ledgers)
+            )
         if "batch64" not in skip:
             s, st = lakes["lake64"]
-            rows.append(bench_lake("local lake", str(work / "lake64"), args.ledgers, args, s,
-                                   st.compressed_bytes / n_max * args.ledgers))
+            rows.append(
+                bench_lake(
+                    "local lake",
+                    str(work / "lake64"),
+                    args.ledgers,
+                    args,
+                    s,
+                    st.compressed_bytes / n_max * args.ledgers,
+                )
+            )
         if "gcs" not in skip:
             emu = Emulator()
             try:
@@ -137,8 +152,16 @@ def main() -> int:
                 write_lake(gl, ledgers(args.kind, args.gcs_ledgers), s, fsync=False)
                 upload_lake(emu.client(), "bench", "pubnet", gl)
                 os.environ["STORAGE_EMULATOR_HOST"] = emu.host
-                rows.append(bench_lake("GCS emulator", "gs://bench/pubnet", args.gcs_ledgers, args, s,
-                                       per_ledger_zst * args.gcs_ledgers))
+                rows.append(
+                    bench_lake(
+                        "GCS emulator",
+                        "gs://bench/pubnet",
+                        args.gcs_ledgers,
+                        args,
+                        s,
+                        per_ledger_zst * args.gcs_ledgers,
+                    )
+                )
             finally:
                 os.environ.pop("STORAGE_EMULATOR_HOST", None)
                 emu.close()
@@ -158,8 +181,17 @@ def main() -> int:
                         os.environ[k] = v
                     else:
                         os.environ.pop(k, None)
-                rows.append(bench_lake("S3 (moto server)", "s3://bench/pubnet", args.gcs_ledgers, args, s,
-                                       per_ledger_zst * args.gcs_ledgers, cfg_kw={"force_path_style": True}))
+                rows.append(
+                    bench_lake(
+                        "S3 (moto server)",
+                        "s3://bench/pubnet",
+                        args.gcs_ledgers,
+                        args,
+                        s,
+                        per_ledger_zst * args.gcs_ledgers,
+                        cfg_kw={"force_path_style": True},
+                    )
+                )
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
@@ -175,9 +207,12 @@ def main() -> int:
             archive = work / "archive" / ".well-known"
             archive.mkdir(parents=True, exist_ok=True)
             (archive / "stellar-history.json").write_text('{"currentLedger": 4294967295}')
-            cc = CaptiveCoreConfig(binary_path=TESTS / "fake_stellar_core.py", config_path=cfgp,
-                                   storage_path=work / "captive-core",
-                                   history_archive_urls=(f"file://{archive.parent}",))
+            cc = CaptiveCoreConfig(
+                binary_path=TESTS / "fake_stellar_core.py",
+                config_path=cfgp,
+                storage_path=work / "captive-core",
+                history_archive_urls=(f"file://{archive.parent}",),
+            )
 
             def run():
                 with CaptiveCoreSource(cc, threading.Event(), network_passphrase=NET, env=env) as src:
@@ -188,13 +223,22 @@ def main() -> int:
 
     print(f"\nledger kind: {args.kind}; median of {args.runs} runs")
     print_table(
-        [[r["source"], r["note"], r["ledgers"], round(r["ledgers_per_s"]), round(r["xdr_mb_per_s"], 1),
-          "-" if r["zst_mb_per_s"] is None else round(r["zst_mb_per_s"], 1), round(r["cpu_s_per_kledger"], 3),
-          f"{r['spread']:.0%}"] for r in rows],
+        [
+            [
+                r["source"],
+                r["note"],
+                r["ledgers"],
+                round(r["ledgers_per_s"]),
+                round(r["xdr_mb_per_s"], 1),
+                "-" if r["zst_mb_per_s"] is None else round(r["zst_mb_per_s"], 1),
+                round(r["cpu_s_per_kledger"], 3),
+                f"{r['spread']:.0%}",
+            ]
+            for r in rows
+        ],
         ["source", "layout", "ledgers", "ledgers/s", "xdr MB/s", "zst MB/s", "cpu s/Kledger", "spread"],
     )
-    write_json(args.json, {"benchmark": "sources", "machine": info, "kind": args.kind, "runs": args.runs,
-                           "rows": rows})
+    write_json(args.json, {"benchmark": "sources", "machine": info, "kind": args.kind, "runs": args.runs, "rows": rows})
     return 0
 
 

@@ -71,7 +71,9 @@ def _git_commit() -> str:
         )
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -158,7 +160,9 @@ def _cpu_now() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def timed_runs(fn: Callable[[], Any], runs: int = 3, warmup: int = 0, setup: Callable[[], None] | None = None) -> Timing:
+def timed_runs(
+    fn: Callable[[], Any], runs: int = 3, warmup: int = 0, setup: Callable[[], None] | None = None
+) -> Timing:
     """Run ``fn`` ``warmup`` + ``runs`` times (``setup`` before each, untimed); keep wall + CPU times."""
     t = Timing()
     for i in range(warmup + runs):

@@ -99,13 +99,21 @@ def ensure_lake(work: Path, n_ledgers: int, tx_per_ledger: float, seed: int) -> 
             last_report[0] = now
             log(f"  lake {done}/{total}")
 
-    st = generate_lake(root, FIRST, FIRST + n_ledgers - 1, seed=seed, tx_per_ledger=tx_per_ledger,
-                       fsync=False, progress=progress)
+    st = generate_lake(
+        root, FIRST, FIRST + n_ledgers - 1, seed=seed, tx_per_ledger=tx_per_ledger, fsync=False, progress=progress
+    )
     d = {
-        "root": str(root), "first": st.first, "last": st.last, "ledgers": st.ledgers,
-        "transactions": st.transactions, "files": st.files, "raw_bytes": st.raw_bytes,
-        "compressed_bytes": st.compressed_bytes, "generate_seconds": st.seconds,
-        "tx_per_ledger": tx_per_ledger, "seed": seed,
+        "root": str(root),
+        "first": st.first,
+        "last": st.last,
+        "ledgers": st.ledgers,
+        "transactions": st.transactions,
+        "files": st.files,
+        "raw_bytes": st.raw_bytes,
+        "compressed_bytes": st.compressed_bytes,
+        "generate_seconds": st.seconds,
+        "tx_per_ledger": tx_per_ledger,
+        "seed": seed,
     }
     meta.write_text(json.dumps(d, indent=2))
     return root, d
@@ -158,9 +166,15 @@ def stage_zstd_floor(files, runs) -> StageResult:
     t = timed_runs(run, runs)
     raw = t.results[0]
     n = len(files)
-    return StageResult(stage="zstd_floor", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
-                       ledgers_per_core_s=per_core(n, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-                       raw_mb=raw / MIB)
+    return StageResult(
+        stage="zstd_floor",
+        ledgers=n,
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        ledgers_per_core_s=per_core(n, t.cpu_median),
+        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+        raw_mb=raw / MIB,
+    )
 
 
 def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) -> StageResult:
@@ -179,9 +193,16 @@ def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) 
     t = timed_runs(run, runs)
     n = last - first + 1
     raw = t.results[0]
-    return StageResult(stage="lake_read", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
-                       ledgers_per_s=n / t.wall_median, ledgers_per_core_s=per_core(n, t.cpu_median),
-                       mb_per_core_s=per_core(raw / MIB, t.cpu_median), workers=workers)
+    return StageResult(
+        stage="lake_read",
+        ledgers=n,
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        ledgers_per_s=n / t.wall_median,
+        ledgers_per_core_s=per_core(n, t.cpu_median),
+        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+        workers=workers,
+    )
 
 
 def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[StageResult, StageResult]:
@@ -197,9 +218,16 @@ def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[Stag
     t = timed_runs(run, runs, warmup=1)
     keys = t.results[0]
     raw = sum(map(len, lcms))
-    ours = StageResult(stage="tx_hashes (lcm scanner)", ledgers=len(lcms), wall_s=t.wall_median, cpu_s=t.cpu_median,
-                       tx_per_core_s=per_core(keys, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-                       ledgers_per_core_s=per_core(len(lcms), t.cpu_median), hashes=keys)
+    ours = StageResult(
+        stage="tx_hashes (lcm scanner)",
+        ledgers=len(lcms),
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        tx_per_core_s=per_core(keys, t.cpu_median),
+        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+        ledgers_per_core_s=per_core(len(lcms), t.cpu_median),
+        hashes=keys,
+    )
 
     from stellar_sdk import xdr
 
@@ -222,10 +250,16 @@ def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[Stag
     ts = timed_runs(run_sdk, max(1, min(runs, 3)))
     skeys = ts.results[0]
     sraw = sum(map(len, sample))
-    peer = StageResult(stage="tx_hashes (stellar-sdk decode)", ledgers=len(sample), wall_s=ts.wall_median,
-                       cpu_s=ts.cpu_median, tx_per_core_s=per_core(skeys, ts.cpu_median),
-                       mb_per_core_s=per_core(sraw / MIB, ts.cpu_median),
-                       ledgers_per_core_s=per_core(len(sample), ts.cpu_median), hashes=skeys)
+    peer = StageResult(
+        stage="tx_hashes (stellar-sdk decode)",
+        ledgers=len(sample),
+        wall_s=ts.wall_median,
+        cpu_s=ts.cpu_median,
+        tx_per_core_s=per_core(skeys, ts.cpu_median),
+        mb_per_core_s=per_core(sraw / MIB, ts.cpu_median),
+        ledgers_per_core_s=per_core(len(sample), ts.cpu_median),
+        hashes=skeys,
+    )
     ours["speedup_vs_sdk"] = ours["tx_per_core_s"] / peer["tx_per_core_s"] if peer["tx_per_core_s"] else float("nan")
     return ours, peer
 
@@ -250,9 +284,16 @@ def stage_lfs_write(lcms: list[bytes], first: int, work: Path, runs: int) -> Sta
     raw = sum(map(len, lcms))
     out = t.results[0]
     drop_dir(base)
-    return StageResult(stage="lfs_write", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
-                       ledgers_per_core_s=per_core(n, t.cpu_median), mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-                       bytes_written_per_ledger=out / n, compression_ratio=raw / out if out else float("nan"))
+    return StageResult(
+        stage="lfs_write",
+        ledgers=n,
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        ledgers_per_core_s=per_core(n, t.cpu_median),
+        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+        bytes_written_per_ledger=out / n,
+        compression_ratio=raw / out if out else float("nan"),
+    )
 
 
 def _index_api():
@@ -261,8 +302,14 @@ def _index_api():
 
     names = ["TxHashSpill", "compact_shard", "build_shard", "verify_shard", "TxHashIndex"]
     found = {}
-    mods = ["rpcbackfill.index", "rpcbackfill.index.spill", "rpcbackfill.index.compact",
-            "rpcbackfill.index.recsplit", "rpcbackfill.index.lookup", "rpcbackfill.index.txhash"]
+    mods = [
+        "rpcbackfill.index",
+        "rpcbackfill.index.spill",
+        "rpcbackfill.index.compact",
+        "rpcbackfill.index.recsplit",
+        "rpcbackfill.index.lookup",
+        "rpcbackfill.index.txhash",
+    ]
     for m in mods:
         try:
             mod = importlib.import_module(m)
@@ -322,9 +369,16 @@ def stage_index(keys: list[tuple[bytes, int]], range_start: int, work: Path, run
         idx.close()
     drop_dir(base)
     med = lambda xs: float(np.median(xs))  # noqa: E731
-    return StageResult(stage="index", keys=n, bytes_per_key=med(sizes), build_ns_per_key=med(build_t),
-                       pipeline_ns_per_key=med(total_t), lookup_ns_present=med(lookup_present),
-                       lookup_ns_absent=med(lookup_absent), absent_false_positive_rate=med(fp))
+    return StageResult(
+        stage="index",
+        keys=n,
+        bytes_per_key=med(sizes),
+        build_ns_per_key=med(build_t),
+        pipeline_ns_per_key=med(total_t),
+        lookup_ns_present=med(lookup_present),
+        lookup_ns_absent=med(lookup_absent),
+        absent_false_positive_rate=med(fp),
+    )
 
 
 def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers: int) -> StageResult:
@@ -384,10 +438,16 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
     txs = lake_stats["transactions"] * frac
     raw = lake_stats["raw_bytes"] * frac
     return StageResult(
-        stage="pipeline (in-process)", ledgers=n, wall_s=t.wall_median, cpu_s=t.cpu_median,
-        ledgers_per_s=n / t.wall_median, tx_per_s=txs / t.wall_median,
-        ledgers_per_core_s=per_core(n, t.cpu_median), tx_per_core_s=per_core(txs, t.cpu_median),
-        mb_per_core_s=per_core(raw / MIB, t.cpu_median), peak_rss_mb=max(rss) / MIB,
+        stage="pipeline (in-process)",
+        ledgers=n,
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        ledgers_per_s=n / t.wall_median,
+        tx_per_s=txs / t.wall_median,
+        ledgers_per_core_s=per_core(n, t.cpu_median),
+        tx_per_core_s=per_core(txs, t.cpu_median),
+        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
+        peak_rss_mb=max(rss) / MIB,
         stored_bytes_per_ledger=sorted(stored)[len(stored) // 2] / n,
     )
 
@@ -424,8 +484,18 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
     cfg = work / f"backfill-{tag}.toml"
     write_config(cfg, data, lake, parallel, workers)
     last = FIRST + ranges * RANGE_SIZE - 1
-    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST),
-           "--end-ledger", str(last), "--config-path", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "--backfill",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(last),
+        "--config-path",
+        str(cfg),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -436,8 +506,12 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     res = {
-        "rc": p.returncode, "wall_s": wall, "cpu_s": cpu, "cpu_s_sampled": samp.cpu_seconds,
-        "peak_rss_tree": samp.peak_rss, "peak_processes": samp.peak_procs,
+        "rc": p.returncode,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_s_sampled": samp.cpu_seconds,
+        "peak_rss_tree": samp.peak_rss,
+        "peak_processes": samp.peak_procs,
         # Block-layer writes of the whole tree from getrusage(RUSAGE_CHILDREN) (ru_oublock, 512-byte
         # units): exact for waited-for descendants.  Summing /proc/<pid>/io over the tree counts
         # an orchestrator's writes twice (once in its own counter, once more in the coordinator's
@@ -445,22 +519,27 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
         "disk_write_bytes": (ru1.ru_oublock - ru0.ru_oublock) * 512,
         "disk_write_bytes_sampled": samp.write_bytes,
         "immutable_bytes": dir_bytes(data / "immutable"),
-        "data_dir_bytes": dir_bytes(data), "stderr_tail": err.decode(errors="replace")[-2000:],
+        "data_dir_bytes": dir_bytes(data),
+        "stderr_tail": err.decode(errors="replace")[-2000:],
     }
     drop_dir(data)
     return res
 
 
-def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parallel: int, runs: int,
-                   workers: int) -> StageResult:
+def stage_backfill(
+    work: Path, lake: Path, lake_stats: dict, ranges: int, parallel: int, runs: int, workers: int
+) -> StageResult:
     rs = []
     for r in range(runs):
         log(f"  backfill {ranges} range(s), parallel_ranges={parallel}, run {r + 1}/{runs}")
         res = run_backfill(work, lake, ranges, parallel, workers, f"r{ranges}p{parallel}")
         if res["rc"] != 0:
-            return StageResult(stage=f"backfill x{ranges} p{parallel}",
-                               na=f"exit {res['rc']}: " + res["stderr_tail"].strip().splitlines()[-1][:200]
-                               if res["stderr_tail"].strip() else f"exit {res['rc']}")
+            return StageResult(
+                stage=f"backfill x{ranges} p{parallel}",
+                na=f"exit {res['rc']}: " + res["stderr_tail"].strip().splitlines()[-1][:200]
+                if res["stderr_tail"].strip()
+                else f"exit {res['rc']}",
+            )
         rs.append(res)
     import statistics as st
 
@@ -471,9 +550,15 @@ def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parall
     wall = st.median(r["wall_s"] for r in rs)
     cpu = st.median(r["cpu_s"] for r in rs)
     return StageResult(
-        stage=f"backfill x{ranges} p{parallel}", ledgers=n, wall_s=wall, cpu_s=cpu,
-        ledgers_per_s=n / wall, tx_per_s=txs / wall,
-        ledgers_per_core_s=per_core(n, cpu), tx_per_core_s=per_core(txs, cpu), mb_per_core_s=per_core(raw / MIB, cpu),
+        stage=f"backfill x{ranges} p{parallel}",
+        ledgers=n,
+        wall_s=wall,
+        cpu_s=cpu,
+        ledgers_per_s=n / wall,
+        tx_per_s=txs / wall,
+        ledgers_per_core_s=per_core(n, cpu),
+        tx_per_core_s=per_core(txs, cpu),
+        mb_per_core_s=per_core(raw / MIB, cpu),
         peak_rss_mb=max(r["peak_rss_tree"] for r in rs) / MIB,
         disk_written_per_ledger=st.median(r["disk_write_bytes"] for r in rs) / n,
         stored_bytes_per_ledger=st.median(r["immutable_bytes"] for r in rs) / n,
@@ -487,8 +572,18 @@ def stage_backfill(work: Path, lake: Path, lake_stats: dict, ranges: int, parall
 def stage_serve(work: Path, tx_per_ledger: float, seed: int) -> tuple:
     """benchmarks/bench_serve.py as a subprocess (its own table goes to our stdout)."""
     out = work / "serve-results.json"
-    cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_serve.py"), "--tx-per-ledger",
-           f"{tx_per_ledger:g}", "--seed", str(seed), "--work", str(work), "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / "bench_serve.py"),
+        "--tx-per-ledger",
+        f"{tx_per_ledger:g}",
+        "--seed",
+        str(seed),
+        "--work",
+        str(work),
+        "--json",
+        str(out),
+    ]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     print(p.stdout, flush=True)
     if not out.is_file():
@@ -496,32 +591,60 @@ def stage_serve(work: Path, tx_per_ledger: float, seed: int) -> tuple:
     d = json.loads(out.read_text())
     rows = []
     for lv in d["levels"]:
-        rows.append(StageResult(stage=f"serve getTransaction x{lv['clients']}", serve=True,
-                                note=f"{lv['rps']:,.0f} req/s; p50 {lv['p50_ms']:.2f} ms, p99 {lv['p99_ms']:.2f} ms; "
-                                     f"{lv['errors']} errors"))
+        rows.append(
+            StageResult(
+                stage=f"serve getTransaction x{lv['clients']}",
+                serve=True,
+                note=f"{lv['rps']:,.0f} req/s; p50 {lv['p50_ms']:.2f} ms, p99 {lv['p99_ms']:.2f} ms; "
+                f"{lv['errors']} errors",
+            )
+        )
     g = d["get_ledgers"]
-    rows.append(StageResult(stage="serve getLedgers limit 200", serve=True,
-                            note=f"{g['mb_per_s']:,.0f} MB/s of LedgerCloseMeta; server RSS "
-                                 f"{d['server_rss_idle'] / MIB:,.0f} MiB idle, {d['server_rss_peak'] / MIB:,.0f} MiB peak; "
-                                 f"floor: decompress one ledger {d['floor']['decompress_ms_p50']:.2f} ms"))
+    rows.append(
+        StageResult(
+            stage="serve getLedgers limit 200",
+            serve=True,
+            note=f"{g['mb_per_s']:,.0f} MB/s of LedgerCloseMeta; server RSS "
+            f"{d['server_rss_idle'] / MIB:,.0f} MiB idle, {d['server_rss_peak'] / MIB:,.0f} MiB peak; "
+            f"floor: decompress one ledger {d['floor']['decompress_ms_p50']:.2f} ms",
+        )
+    )
     return tuple(rows)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tx-per-ledger", type=float, default=30.0,
-                    help="lake density (default 30 for a quick run; 300 is the pubnet-like default mix)")
-    ap.add_argument("--ranges", type=int, choices=(1, 2), default=1,
-                    help="ranges of 10,000 ledgers in the lake; 2 also measures parallel_ranges=2 vs 1")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--tx-per-ledger",
+        type=float,
+        default=30.0,
+        help="lake density (default 30 for a quick run; 300 is the pubnet-like default mix)",
+    )
+    ap.add_argument(
+        "--ranges",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="ranges of 10,000 ledgers in the lake; 2 also measures parallel_ranges=2 vs 1",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage-ledgers", type=int, default=1000, help="ledgers used by the in-memory stages")
     ap.add_argument("--sdk-sample", type=int, default=20, help="ledgers decoded by stellar-sdk (slow peer)")
-    ap.add_argument("--index-keys", type=int, default=1_000_000,
-                    help="keys for the index stage: the lake's hashes, padded with sha256-derived keys")
+    ap.add_argument(
+        "--index-keys",
+        type=int,
+        default=1_000_000,
+        help="keys for the index stage: the lake's hashes, padded with sha256-derived keys",
+    )
     ap.add_argument("--source-workers", type=int, default=8, help="num_workers of the data-lake source")
     ap.add_argument("--backfill-runs", type=int, default=None, help="runs of the whole backfill (default --runs)")
-    ap.add_argument("--stages", default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill,serve",
-                    help="comma-separated subset of stages")
+    ap.add_argument(
+        "--stages",
+        default="lake_read,zstd_floor,tx_hashes,lfs_write,index,pipeline,backfill,serve",
+        help="comma-separated subset of stages",
+    )
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "rpcbackfill-bench")
     add_common_args(ap)
     args = ap.parse_args(argv)
@@ -532,9 +655,12 @@ def main(argv=None) -> int:
 
     n_ledgers = args.ranges * RANGE_SIZE
     lake, lstats = ensure_lake(args.work, n_ledgers, args.tx_per_ledger, args.seed)
-    print(f"lake: {lstats['ledgers']} ledgers {lstats['first']}-{lstats['last']}, {lstats['transactions']} txs "
-          f"({lstats['transactions'] / lstats['ledgers']:.1f}/ledger), raw {lstats['raw_bytes'] / lstats['ledgers'] / 1024:.0f} "
-          f"KiB/ledger, zstd ratio {lstats['raw_bytes'] / lstats['compressed_bytes']:.2f}", flush=True)
+    print(
+        f"lake: {lstats['ledgers']} ledgers {lstats['first']}-{lstats['last']}, {lstats['transactions']} txs "
+        f"({lstats['transactions'] / lstats['ledgers']:.1f}/ledger), raw {lstats['raw_bytes'] / lstats['ledgers'] / 1024:.0f} "
+        f"KiB/ledger, zstd ratio {lstats['raw_bytes'] / lstats['compressed_bytes']:.2f}",
+        flush=True,
+    )
 
     results: list[StageResult] = []
 
@@ -551,8 +677,10 @@ def main(argv=None) -> int:
             results.append(x)
 
     # first, while this process is still small: its peak RSS is part of the result
-    attempt("pipeline", lambda: stage_pipeline(args.work, lake, lstats, args.backfill_runs or args.runs,
-                                               args.source_workers))
+    attempt(
+        "pipeline",
+        lambda: stage_pipeline(args.work, lake, lstats, args.backfill_runs or args.runs, args.source_workers),
+    )
 
     k = min(args.stage_ledgers, n_ledgers)
     first, last = FIRST, FIRST + k - 1
@@ -596,10 +724,20 @@ def main(argv=None) -> int:
             rows.append([r["stage"], "-", "-", "-", "-", "-", "-", r["note"]])
             continue
         if r["stage"] == "index":
-            rows.append([r["stage"], "-", "-", "-", "-", "-", "-",
-                         f"{r['keys']:,} keys; {r['bytes_per_key']:.2f} B/key; build {r['build_ns_per_key']:.0f} ns/key "
-                         f"(spill..verify {r['pipeline_ns_per_key']:.0f}); lookup {r['lookup_ns_present']:.0f} ns present, "
-                         f"{r['lookup_ns_absent']:.0f} ns absent (fp {r['absent_false_positive_rate']:.4f})"])
+            rows.append(
+                [
+                    r["stage"],
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    f"{r['keys']:,} keys; {r['bytes_per_key']:.2f} B/key; build {r['build_ns_per_key']:.0f} ns/key "
+                    f"(spill..verify {r['pipeline_ns_per_key']:.0f}); lookup {r['lookup_ns_present']:.0f} ns present, "
+                    f"{r['lookup_ns_absent']:.0f} ns absent (fp {r['absent_false_positive_rate']:.4f})",
+                ]
+            )
             continue
         notes = []
         if "speedup_vs_sdk" in r:
@@ -612,9 +750,18 @@ def main(argv=None) -> int:
             notes.append(f"disk {r['disk_written_per_ledger']:,.0f} B written/ledger")
         if "stored_bytes_per_ledger" in r:
             notes.append(f"{r['stored_bytes_per_ledger']:,.0f} B/ledger stored")
-        rows.append([r["stage"], r.get("ledgers_per_s", "-"), r.get("ledgers_per_core_s", "-"),
-                     r.get("tx_per_core_s", "-"), r.get("mb_per_core_s", "-"), r.get("wall_s", "-"),
-                     r.get("cpu_s", "-"), "; ".join(notes)])
+        rows.append(
+            [
+                r["stage"],
+                r.get("ledgers_per_s", "-"),
+                r.get("ledgers_per_core_s", "-"),
+                r.get("tx_per_core_s", "-"),
+                r.get("mb_per_core_s", "-"),
+                r.get("wall_s", "-"),
+                r.get("cpu_s", "-"),
+                "; ".join(notes),
+            ]
+        )
     print()
     table = print_table(rows, cols)
 
@@ -622,37 +769,71 @@ def main(argv=None) -> int:
     by = {r["stage"]: r for r in results if "na" not in r}
     goals = []
     floor = by.get("zstd_floor")
-    for name, label in (("backfill x1 p1", "end-to-end (stellar-rpc --backfill)"),
-                        ("pipeline (in-process)", "in-process pipeline")):
+    for name, label in (
+        ("backfill x1 p1", "end-to-end (stellar-rpc --backfill)"),
+        ("pipeline (in-process)", "in-process pipeline"),
+    ):
         e2e = by.get(name)
         if floor and e2e:
             ratio = e2e["ledgers_per_core_s"] / floor["ledgers_per_core_s"]
-            goals.append([f"{label} / zstd floor, per core", f"{ratio:.2f}", f">= {GOAL_FLOOR_RATIO}",
-                          ratio >= GOAL_FLOOR_RATIO])
+            goals.append(
+                [f"{label} / zstd floor, per core", f"{ratio:.2f}", f">= {GOAL_FLOOR_RATIO}", ratio >= GOAL_FLOOR_RATIO]
+            )
         if e2e:
-            goals.append([f"{label} tx/s per core", f"{e2e['tx_per_core_s']:,.0f}", f">= {GOAL_TX_PER_CORE:,}",
-                          e2e["tx_per_core_s"] >= GOAL_TX_PER_CORE])
+            goals.append(
+                [
+                    f"{label} tx/s per core",
+                    f"{e2e['tx_per_core_s']:,.0f}",
+                    f">= {GOAL_TX_PER_CORE:,}",
+                    e2e["tx_per_core_s"] >= GOAL_TX_PER_CORE,
+                ]
+            )
     for name in ("backfill x1 p1", "backfill x2 p2", "pipeline (in-process)"):
         if name in by:
             r = by[name]
-            goals.append([f"peak RSS, {name}", f"{r['peak_rss_mb']:,.0f} MiB", "<= 4096 MiB",
-                          r["peak_rss_mb"] * MIB <= GOAL_PEAK_RSS])
+            goals.append(
+                [
+                    f"peak RSS, {name}",
+                    f"{r['peak_rss_mb']:,.0f} MiB",
+                    "<= 4096 MiB",
+                    r["peak_rss_mb"] * MIB <= GOAL_PEAK_RSS,
+                ]
+            )
     p1, p2 = by.get("backfill x2 p1"), by.get("backfill x2 p2")
     if p1 and p2:
         sp = p1["wall_s"] / p2["wall_s"]
-        goals.append(["parallel_ranges=2 vs 1 (2 ranges, wall)", f"{sp:.2f}x", f">= {GOAL_PARALLEL_SPEEDUP}x",
-                      sp >= GOAL_PARALLEL_SPEEDUP])
+        goals.append(
+            [
+                "parallel_ranges=2 vs 1 (2 ranges, wall)",
+                f"{sp:.2f}x",
+                f">= {GOAL_PARALLEL_SPEEDUP}x",
+                sp >= GOAL_PARALLEL_SPEEDUP,
+            ]
+        )
     if goals:
         print()
-        gtable = print_table([[g[0], g[1], g[2], "yes" if g[3] else "NO"] for g in goals],
-                             ["goal", "measured", "target", "met"])
+        gtable = print_table(
+            [[g[0], g[1], g[2], "yes" if g[3] else "NO"] for g in goals], ["goal", "measured", "target", "met"]
+        )
     else:
         gtable = ""
-    print(f"\nharness peak RSS (this process): {peak_rss_self() / MIB:,.0f} MiB; runs per figure: {args.runs} "
-          f"(backfill {bruns}); tx/ledger {args.tx_per_ledger:g}", flush=True)
-    write_json(args.json, {"machine": info, "lake": lstats, "args": {k: str(v) for k, v in vars(args).items()},
-                           "results": results, "goals": [dict(zip(["goal", "measured", "target", "met"], g)) for g in goals],
-                           "table": table, "goals_table": gtable})
+    print(
+        f"\nharness peak RSS (this process): {peak_rss_self() / MIB:,.0f} MiB; runs per figure: {args.runs} "
+        f"(backfill {bruns}); tx/ledger {args.tx_per_ledger:g}",
+        flush=True,
+    )
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "lake": lstats,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "results": results,
+            "goals": [dict(zip(["goal", "measured", "target", "met"], g)) for g in goals],
+            "table": table,
+            "goals_table": gtable,
+        },
+    )
     return 0
 
 

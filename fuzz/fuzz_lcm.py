@@ -41,8 +41,7 @@ with atheris.instrument_imports():
     from rpcbackfill.errors import XdrError
 
 # reasons for which we may reject what stellar-sdk (xdrlib3) tolerates
-STRICTER = ("non-zero padding", "bool other than", "optional flag other than", "above its XDR bound",
-            "recursion limit")
+STRICTER = ("non-zero padding", "bool other than", "optional flag other than", "above its XDR bound", "recursion limit")
 
 REGRESSIONS = REPO / "tests" / "regressions" / "lcm"
 
@@ -85,8 +84,11 @@ def test_one_input(data: bytes) -> None:
             if struct.pack(">III", start, end, len(metas)) + b"".join(metas) != data:
                 raise AssertionError("split_batch pieces do not re-join to the input")
             s2, e2, ledgers = lcm.scan_batch(data)
-            if (s2, e2) != (start, end) or [bytes(v) for _, v, _ in ledgers] != metas or \
-                    [(q, h) for q, _, h in ledgers] != [(start + i, lcm.tx_hashes(m)[1]) for i, m in enumerate(metas)]:
+            if (
+                (s2, e2) != (start, end)
+                or [bytes(v) for _, v, _ in ledgers] != metas
+                or [(q, h) for q, _, h in ledgers] != [(start + i, lcm.tx_hashes(m)[1]) for i, m in enumerate(metas)]
+            ):
                 raise AssertionError("scan_batch disagrees with split_batch + tx_hashes")
     except XdrError:
         pass

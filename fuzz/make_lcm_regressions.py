@@ -38,7 +38,9 @@ def deep_scval_ledger(v2: bytes) -> bytes:
     key = xdr.LedgerKey(
         xdr.LedgerEntryType.CONTRACT_DATA,
         contract_data=xdr.LedgerKeyContractData(
-            contract=xdr.SCAddress(xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(b"\1" * 32))),
+            contract=xdr.SCAddress(
+                xdr.SCAddressType.SC_ADDRESS_TYPE_CONTRACT, contract_id=xdr.ContractID(xdr.Hash(b"\1" * 32))
+            ),
             key=marker,
             durability=xdr.ContractDataDurability.PERSISTENT,
         ),

@@ -251,8 +251,13 @@ def version() -> int:
 
 
 @cli.command("gen-config-file")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to FILE (atomically) instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to FILE (atomically) instead of stdout.",
+)
 @click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 def gen_config_file(output: Path | None, force: bool) -> int:
     """Print a commented example configuration with every key and its default."""
@@ -544,7 +549,9 @@ def format_status(report: StatusReport) -> str:
     widths = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(heads)]
 
     def fmt(values: list[str], numeric: list[bool]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     lines += ["", fmt(heads, [False] * len(heads))]
     for row, c in zip(raw, cells, strict=True):

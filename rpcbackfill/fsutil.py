@@ -72,7 +72,7 @@ def temp_owner(tmp: Path) -> Path | None:
     """The final path whose temp file ``tmp`` is (inverse of ``temp_path``), or None."""
     name = tmp.name
     cut = name.rfind(_TEMP_MARK)
-    if not name.startswith(".") or cut <= 1 or not name[cut + len(_TEMP_MARK):].isdigit():
+    if not name.startswith(".") or cut <= 1 or not name[cut + len(_TEMP_MARK) :].isdigit():
         return None
     return tmp.with_name(name[1:cut])
 

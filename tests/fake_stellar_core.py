@@ -218,7 +218,7 @@ def database_path(cfg: dict) -> Path | None:
     db = cfg.get("DATABASE", "sqlite3://:memory:")
     if not db.startswith("sqlite3://"):
         raise Refused(f"unsupported DATABASE {db!r} in this stand-in")
-    rest = db[len("sqlite3://"):]
+    rest = db[len("sqlite3://") :]
     return None if rest == ":memory:" else Path(rest)
 
 

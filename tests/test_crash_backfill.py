@@ -279,11 +279,19 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
     fake = Path(__file__).resolve().parent / "fake_stellar_core.py"
     archive = make_archive(tmp_path / "archive", RS + 63, PUBNET_PASSPHRASE)
     base = make_config(tmp_path / "data", lake3, 2, RS + 1, parallel_ranges=1)
-    cfg = dataclasses.replace(base, backfill=dataclasses.replace(
-        base.backfill, ledger_backend="captive_core",
-        captive_core=CaptiveCoreConfig(binary_path=fake, config_path=core_cfg,
-                                       storage_path=tmp_path / "data" / "captive-core",
-                                       history_archive_urls=(f"file://{archive}",))))
+    cfg = dataclasses.replace(
+        base,
+        backfill=dataclasses.replace(
+            base.backfill,
+            ledger_backend="captive_core",
+            captive_core=CaptiveCoreConfig(
+                binary_path=fake,
+                config_path=core_cfg,
+                storage_path=tmp_path / "data" / "captive-core",
+                history_archive_urls=(f"file://{archive}",),
+            ),
+        ),
+    )
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     hold = tmp_path / "hold"
     hold.mkdir()
@@ -294,11 +302,15 @@ def test_captive_core_tree_killed_then_resumed(tmp_path, lake3):
     assert psutil.pid_exists(core_pid)
     kill_tree(p)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and psutil.pid_exists(core_pid) \
-            and psutil.Process(core_pid).status() != psutil.STATUS_ZOMBIE:
+    while (
+        time.monotonic() < deadline
+        and psutil.pid_exists(core_pid)
+        and psutil.Process(core_pid).status() != psutil.STATUS_ZOMBIE
+    ):
         time.sleep(0.05)
-    assert not psutil.pid_exists(core_pid) or psutil.Process(core_pid).status() == psutil.STATUS_ZOMBIE, \
+    assert not psutil.pid_exists(core_pid) or psutil.Process(core_pid).status() == psutil.STATUS_ZOMBIE, (
         f"captive core {core_pid} outlived the killed backfill"
+    )
     assert (tmp_path / "data" / "captive-core" / "0000").is_dir()  # the killed range's core directory
     assert run_to_end(tmp_path, cfg, env=env) == 0
     check_backfill_result(cfg, lake3, 2, RS + 1)

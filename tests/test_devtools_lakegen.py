@@ -159,7 +159,9 @@ def test_determinism(templates):
     assert list(gen.choose(1003)) == list(gen.choose(1003))
 
 
-@pytest.mark.parametrize("mean, ledgers, tol", [(0.05, 20_000, 0.25), (5.0, 3_000, 0.1), (300.0, 600, 0.1), (1000.0, 300, 0.1)])
+@pytest.mark.parametrize(
+    "mean, ledgers, tol", [(0.05, 20_000, 0.25), (5.0, 3_000, 0.1), (300.0, 600, 0.1), (1000.0, 300, 0.1)]
+)
 def test_density_close_to_target(templates, mean, ledgers, tol):
     gen = LedgerGenerator(GenOptions(seed=11, tx_per_ledger=mean))
     total = sum(len(gen.choose(s)) for s in range(2, 2 + ledgers))
@@ -176,7 +178,7 @@ def test_low_density_has_empty_ledgers_that_decode(templates):
 
 
 def test_zero_density_and_size_filter(templates):
-    (_, lcm), = generate_ledgers(9, 9, tx_per_ledger=0.0)
+    ((_, lcm),) = generate_ledgers(9, 9, tx_per_ledger=0.0)
     assert sdk_check_ledger(lcm, PUBNET)[3] == []
     small = LedgerGenerator(GenOptions(seed=1, tx_per_ledger=50, max_tx_bytes=1500))
     assert small.pool and all(t.size <= 1500 for t in small.pool)
@@ -208,7 +210,7 @@ def test_lcm_v0_output(templates):
 
 
 def test_other_network_passphrase(templates):
-    (_, lcm), = generate_ledgers(77, 77, seed=4, tx_per_ledger=30, network_passphrase=TESTNET)
+    ((_, lcm),) = generate_ledgers(77, 77, seed=4, tx_per_ledger=30, network_passphrase=TESTNET)
     assert sdk_check_ledger(lcm, TESTNET)[3]
     with pytest.raises(AssertionError):
         sdk_check_ledger(lcm, PUBNET)
@@ -257,8 +259,16 @@ def test_generate_lake_layout(tmp_path, templates):
     first, last = 5, 26
     seen = []
     stats = generate_lake(
-        tmp_path / "lake", first, last, seed=9, tx_per_ledger=3.0, ledgers_per_batch=4,
-        batches_per_partition=2, file_ext=".xdr.zstd", progress=lambda d, t: seen.append((d, t)), fsync=False,
+        tmp_path / "lake",
+        first,
+        last,
+        seed=9,
+        tx_per_ledger=3.0,
+        ledgers_per_batch=4,
+        batches_per_partition=2,
+        file_ext=".xdr.zstd",
+        progress=lambda d, t: seen.append((d, t)),
+        fsync=False,
     )
     root = tmp_path / "lake"
     manifest = json.loads((root / ".config.json").read_text())
@@ -307,24 +317,47 @@ def test_cli_generate_lake(tmp_path, templates):
     out = tmp_path / "lake"
     r = CliRunner().invoke(
         dev,
-        ["generate-lake", "--output", str(out), "--first", "2", "--last", "9", "--seed", "4",
-         "--tx-per-ledger", "2", "--ledgers-per-batch", "4", "--batches-per-partition", "1", "--no-fsync"],
+        [
+            "generate-lake",
+            "--output",
+            str(out),
+            "--first",
+            "2",
+            "--last",
+            "9",
+            "--seed",
+            "4",
+            "--tx-per-ledger",
+            "2",
+            "--ledgers-per-batch",
+            "4",
+            "--batches-per-partition",
+            "1",
+            "--no-fsync",
+        ],
     )
     assert r.exit_code == 0, r.output
     assert "wrote 8 ledgers" in r.output
     assert {p.name for p in out.iterdir()} == {
-        ".config.json", "FFFFFFFF--0-3.xdr.zst", "FFFFFFFB--4-7.xdr.zst", "FFFFFFF7--8-11.xdr.zst"
+        ".config.json",
+        "FFFFFFFF--0-3.xdr.zst",
+        "FFFFFFFB--4-7.xdr.zst",
+        "FFFFFFF7--8-11.xdr.zst",
     }
     r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "9", "--last", "2"])
     assert r.exit_code != 0 and "--last" in r.output
-    r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "2", "--last", "3",
-                                 "--tx-per-ledger", "-4"])
+    r = CliRunner().invoke(
+        dev, ["generate-lake", "--output", str(out), "--first", "2", "--last", "3", "--tx-per-ledger", "-4"]
+    )
     assert r.exit_code != 0
     # a bucket URL is refused (the object-store registry says it is not local), not made a directory
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
-        r = runner.invoke(dev, ["generate-lake", "--output", "s3://bucket/lake", "--first", "2", "--last", "3"],
-                          catch_exceptions=False)
+        r = runner.invoke(
+            dev,
+            ["generate-lake", "--output", "s3://bucket/lake", "--first", "2", "--last", "3"],
+            catch_exceptions=False,
+        )
         assert r.exit_code == 2 and "not a local directory" in r.output
         assert os.listdir(cwd) == []
 
@@ -338,9 +371,28 @@ def test_cli_v0_lake_and_progress(tmp_path, templates):
     from rpcbackfill.sources.layout import read_manifest
 
     out = tmp_path / "lake0"
-    r = CliRunner().invoke(dev, ["generate-lake", "--output", str(out), "--first", "100", "--last", "103",
-                                 "--tx-per-ledger", "4", "--lcm-version", "0", "--network-passphrase", TESTNET,
-                                 "--file-ext", ".xdr.zstd", "--no-fsync", "--quiet"])
+    r = CliRunner().invoke(
+        dev,
+        [
+            "generate-lake",
+            "--output",
+            str(out),
+            "--first",
+            "100",
+            "--last",
+            "103",
+            "--tx-per-ledger",
+            "4",
+            "--lcm-version",
+            "0",
+            "--network-passphrase",
+            TESTNET,
+            "--file-ext",
+            ".xdr.zstd",
+            "--no-fsync",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     schema = read_manifest(out)
     assert schema.network_passphrase == TESTNET and schema.file_ext == ".xdr.zstd"

@@ -73,12 +73,27 @@ BF = ["--backfill", "--start-ledger", "2", "--end-ledger", "10000001"]
 # (id, args, env, exit code, fragment of the one stderr line). "{name}" is replaced by files[name].
 INVALID = [
     ("no-args", [], {}, 2, "nothing to do"),
-    ("bad-start", ["--backfill", "--start-ledger", "100", "--end-ledger", "10000001", "--config-path", "{good}"], {}, 2,
-     "--start-ledger must be rangeFirstLedger(N) for some N (valid: 2, 10000002, ...)"),
-    ("bad-end", ["--backfill", "--start-ledger", "2", "--end-ledger", "10000000", "--config-path", "{good}"], {}, 2,
-     "--end-ledger must be rangeLastLedger(N)"),
-    ("end-before-start", ["--backfill", "--start-ledger", "10000002", "--end-ledger", "10000001", "--config-path",
-                          "{good}"], {}, 2, "must be greater than --start-ledger"),
+    (
+        "bad-start",
+        ["--backfill", "--start-ledger", "100", "--end-ledger", "10000001", "--config-path", "{good}"],
+        {},
+        2,
+        "--start-ledger must be rangeFirstLedger(N) for some N (valid: 2, 10000002, ...)",
+    ),
+    (
+        "bad-end",
+        ["--backfill", "--start-ledger", "2", "--end-ledger", "10000000", "--config-path", "{good}"],
+        {},
+        2,
+        "--end-ledger must be rangeLastLedger(N)",
+    ),
+    (
+        "end-before-start",
+        ["--backfill", "--start-ledger", "10000002", "--end-ledger", "10000001", "--config-path", "{good}"],
+        {},
+        2,
+        "must be greater than --start-ledger",
+    ),
     ("start-not-int", ["--backfill", "--start-ledger", "two", "--end-ledger", "10000001"], {}, 2, "'--start-ledger'"),
     ("missing-end", ["--backfill", "--start-ledger", "2", "--config-path", "{good}"], {}, 2, "needs --end-ledger"),
     ("start-without-backfill", ["--start-ledger", "2"], {}, 2, "apply only with --backfill"),
@@ -92,10 +107,20 @@ INVALID = [
     ("malformed-toml", ["status", "--config-path", "{bad}"], {}, 2, "(at line 3, column"),
     ("unknown-key", ["status", "--config-path", "{unknown}"], {}, 2, "unknown key 'http_prot' in [service]"),
     ("env-config-path", ["status"], {"STELLAR_RPC_CONFIG_PATH": "{bad}"}, 2, "invalid TOML"),
-    ("env-bad-int", ["status", "--config-path", "{good}"], {"STELLAR_RPC_BACKFILL_PARALLEL_RANGES": "many"}, 2,
-     "backfill.parallel_ranges (from env STELLAR_RPC_BACKFILL_PARALLEL_RANGES) must be an integer"),
-    ("env-unknown", ["status", "--config-path", "{good}"], {"STELLAR_RPC_SERVICE_DATADIR": "x"}, 2,
-     "unknown environment variable STELLAR_RPC_SERVICE_DATADIR"),
+    (
+        "env-bad-int",
+        ["status", "--config-path", "{good}"],
+        {"STELLAR_RPC_BACKFILL_PARALLEL_RANGES": "many"},
+        2,
+        "backfill.parallel_ranges (from env STELLAR_RPC_BACKFILL_PARALLEL_RANGES) must be an integer",
+    ),
+    (
+        "env-unknown",
+        ["status", "--config-path", "{good}"],
+        {"STELLAR_RPC_SERVICE_DATADIR": "x"},
+        2,
+        "unknown environment variable STELLAR_RPC_SERVICE_DATADIR",
+    ),
     ("set-malformed", ["status", "--data-dir", "{dir}", "--set", "nonsense"], {}, 2, "--set expects SECTION.KEY=VALUE"),
     ("set-unknown", ["status", "--data-dir", "{dir}", "--set", "backfill.speed=9"], {}, 2, "'backfill.speed'"),
     ("data-dir-is-file", ["status", "--data-dir", "{plain}"], {}, 2, "exists and is not a directory"),
@@ -339,8 +364,19 @@ def test_backfill_exit_code_passed_through(monkeypatch, capfd, tmp_path):
         return 1
 
     _patch_api(monkeypatch, "run_backfill", run_backfill)
-    args = ["--backfill", "--start-ledger", "2", "--end-ledger", "20001", "--data-dir", str(tmp_path / "d"),
-            "--set", "backfill.range_size=10000", "--set", f"backfill.buffered_storage.bucket_path={lake}"]
+    args = [
+        "--backfill",
+        "--start-ledger",
+        "2",
+        "--end-ledger",
+        "20001",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--set",
+        "backfill.range_size=10000",
+        "--set",
+        f"backfill.buffered_storage.bucket_path={lake}",
+    ]
     assert climod.run(args) == 1
     (cfg,) = got
     assert (cfg.backfill.start_ledger, cfg.backfill.end_ledger, cfg.backfill.range_size) == (2, 20001, 10000)
@@ -360,12 +396,29 @@ def _report():
     from rpcbackfill.meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
     from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 
-    done = RangeInfo(0, RangeState.COMPLETE, 2, 10_000_001, ledger_phase=LedgerPhase.IMMUTABLE,
-                     txhash_phase=TxHashPhase.COMPLETE, ledger_last_committed=10_000_001, ledger_count=10_000_000,
-                     cf_counts=[5] * 16, completed_at="2026-11-30T10:00:00Z")
-    running = RangeInfo(1, RangeState.INGESTING, 10_000_002, 20_000_001, ledger_phase=LedgerPhase.INGESTING,
-                        txhash_phase=TxHashPhase.INGESTING, ledger_last_committed=10_020_001, ledger_count=20_000,
-                        attempts=2)
+    done = RangeInfo(
+        0,
+        RangeState.COMPLETE,
+        2,
+        10_000_001,
+        ledger_phase=LedgerPhase.IMMUTABLE,
+        txhash_phase=TxHashPhase.COMPLETE,
+        ledger_last_committed=10_000_001,
+        ledger_count=10_000_000,
+        cf_counts=[5] * 16,
+        completed_at="2026-11-30T10:00:00Z",
+    )
+    running = RangeInfo(
+        1,
+        RangeState.INGESTING,
+        10_000_002,
+        20_000_001,
+        ledger_phase=LedgerPhase.INGESTING,
+        txhash_phase=TxHashPhase.INGESTING,
+        ledger_last_committed=10_020_001,
+        ledger_count=20_000,
+        attempts=2,
+    )
     return StatusReport.of("backfill", 2, 20_000_001, 10_000_000, [RangeStatus.of(done), RangeStatus.of(running)])
 
 
@@ -381,12 +434,48 @@ def test_format_status_table():
     ]
     header = lines[6].split()
     # table order; the all-empty ERROR column is left out
-    assert header == ["ID", "STATE", "START", "END", "PERCENT", "LEDGERS", "LAST_COMMITTED", "LEDGER_PHASE",
-                      "TXHASH_PHASE", "TX", "ATTEMPTS", "COMPLETED_AT"]
-    assert lines[7].split() == ["0", "COMPLETE", "2", "10000001", "100", "10000000", "10000001", "IMMUTABLE",
-                                "COMPLETE", "80", "0", "2026-11-30T10:00:00Z"]
-    assert lines[8].split() == ["1", "INGESTING", "10000002", "20000001", "0.2", "20000", "10020001", "INGESTING",
-                                "INGESTING", "0", "2", "-"]
+    assert header == [
+        "ID",
+        "STATE",
+        "START",
+        "END",
+        "PERCENT",
+        "LEDGERS",
+        "LAST_COMMITTED",
+        "LEDGER_PHASE",
+        "TXHASH_PHASE",
+        "TX",
+        "ATTEMPTS",
+        "COMPLETED_AT",
+    ]
+    assert lines[7].split() == [
+        "0",
+        "COMPLETE",
+        "2",
+        "10000001",
+        "100",
+        "10000000",
+        "10000001",
+        "IMMUTABLE",
+        "COMPLETE",
+        "80",
+        "0",
+        "2026-11-30T10:00:00Z",
+    ]
+    assert lines[8].split() == [
+        "1",
+        "INGESTING",
+        "10000002",
+        "20000001",
+        "0.2",
+        "20000",
+        "10020001",
+        "INGESTING",
+        "INGESTING",
+        "0",
+        "2",
+        "-",
+    ]
     # numbers right-aligned under their header
     assert lines[7].index("10000001") + len("10000001") == lines[8].index("20000001") + len("20000001")
 

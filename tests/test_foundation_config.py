@@ -62,7 +62,7 @@ def test_every_key_settable_from_toml(cfgdir, tmp_path):
     corecfg = write(tmp_path / "core.cfg", "X=1\n")
     text = f"""
 [service]
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 network_passphrase = "Test SDF Network ; September 2015"
 http_port = 0
 log_level = "DEBUG"
@@ -125,7 +125,14 @@ config_path = "{corecfg}"
         ("backfill.parallel_ranges", "3", "4", 5, 2, ("backfill", "parallel_ranges")),
         ("service.log_level", '"warning"', "error", "debug", "info", ("service", "log_level")),
         ("service.health_stall_threshold", "1000", "2000", "3000", 120.0, ("service", "health_stall_threshold")),
-        ("backfill.buffered_storage.retry_wait", "0.5", "0.25", "0.125", 1.0, ("backfill", "buffered_storage", "retry_wait")),
+        (
+            "backfill.buffered_storage.retry_wait",
+            "0.5",
+            "0.25",
+            "0.125",
+            1.0,
+            ("backfill", "buffered_storage", "retry_wait"),
+        ),
     ],
 )
 @pytest.mark.parametrize("layers", ["default", "toml", "toml+env", "toml+env+flag", "env", "flag", "toml+flag"])
@@ -133,7 +140,7 @@ def test_precedence(cfgdir, tmp_path, dotted, toml_val, env_val, flag_val, defau
     section, name = dotted.rsplit(".", 1)
     text = '[service]\ndata_dir = "d"\n'
     if "toml" in layers:
-        text += (f"{name} = {toml_val}\n" if section == "service" else f"[{section}]\n{name} = {toml_val}\n")
+        text += f"{name} = {toml_val}\n" if section == "service" else f"[{section}]\n{name} = {toml_val}\n"
     env = {"STELLAR_RPC_" + dotted.upper().replace(".", "_"): env_val} if "env" in layers else {}
     overrides = {dotted: flag_val} if "flag" in layers else {}
     cfg = load_config(write(cfgdir / "p.toml", text), env=env, overrides=overrides, cwd=tmp_path)
@@ -197,8 +204,14 @@ D = '[service]\ndata_dir = "d"\n'
     [
         (D + "[servic]\n", ["unknown section [servic]", "did you mean 'service'", "accepted: service, meta_store"]),
         (D + "port = 1\n", ["unknown key 'port' in [service]", "accepted: data_dir, network_passphrase, http_port"]),
-        (D + "[backfill.buffered_storage]\nbucket = 'x'\n", ["unknown key 'bucket' in [backfill.buffered_storage]", "bucket_path"]),
-        (D + "[backfill.core]\nx = 1\n", ["unknown key 'core' in [backfill]", "tables: buffered_storage, captive_core"]),
+        (
+            D + "[backfill.buffered_storage]\nbucket = 'x'\n",
+            ["unknown key 'bucket' in [backfill.buffered_storage]", "bucket_path"],
+        ),
+        (
+            D + "[backfill.core]\nx = 1\n",
+            ["unknown key 'core' in [backfill]", "tables: buffered_storage, captive_core"],
+        ),
         (D + "[backfill]\nrange_sise = 10000\n", ["'range_sise'", "did you mean 'range_size'"]),
         ("top = 1\n" + D, ["unknown section [top]"]),
     ],
@@ -212,7 +225,11 @@ def test_unknown_keys_rejected(cfgdir, tmp_path, text, fragments):
 
 
 def test_unknown_env_and_flag_keys_rejected(tmp_path):
-    env = {"STELLAR_RPC_SERVICE_DATA_DIR": "d", "STELLAR_RPC_BACKFILL_PARALEL_RANGES": "3", "STELLAR_RPC_CONFIG_PATH": "x"}
+    env = {
+        "STELLAR_RPC_SERVICE_DATA_DIR": "d",
+        "STELLAR_RPC_BACKFILL_PARALEL_RANGES": "3",
+        "STELLAR_RPC_CONFIG_PATH": "x",
+    }
     with pytest.raises(ConfigError) as ei:
         load_config(None, env=env, overrides={"backfill.nope": "1"}, cwd=tmp_path)
     ps = problems_of(ei)
@@ -336,7 +353,10 @@ def test_home_is_expanded(tmp_path, monkeypatch):
         ("gs://bucket/prefix/", "gs://bucket/prefix"),
         ("gs://bucket", "gs://bucket"),
         ("file:///srv/lake", "file:///srv/lake"),
-        ("s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet/", "s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet"),
+        (
+            "s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet/",
+            "s3://aws-public-blockchain/v1.1/stellar/ledgers/pubnet",
+        ),
         ("s3://bucket", "s3://bucket"),
     ],
 )
@@ -361,25 +381,40 @@ def test_bad_bucket_urls(tmp_path, bucket, fragment):
 
 
 def test_s3_keys_parse_and_apply_only_to_s3(tmp_path):
-    base = {"STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path), "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": "s3://b/p"}
-    env = dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ANONYMOUS="yes",
-               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_FORCE_PATH_STYLE="true",
-               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
-               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="http://127.0.0.1:9000")
-    bs = load_config(None, env=env, for_backfill=True,
-                     overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001}).backfill.buffered_storage
-    assert (bs.anonymous, bs.force_path_style, bs.region, bs.endpoint_url) == (True, True, "us-east-2",
-                                                                                "http://127.0.0.1:9000")
+    base = {
+        "STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path),
+        "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": "s3://b/p",
+    }
+    env = dict(
+        base,
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ANONYMOUS="yes",
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_FORCE_PATH_STYLE="true",
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="http://127.0.0.1:9000",
+    )
+    bs = load_config(
+        None, env=env, for_backfill=True, overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001}
+    ).backfill.buffered_storage
+    assert (bs.anonymous, bs.force_path_style, bs.region, bs.endpoint_url) == (
+        True,
+        True,
+        "us-east-2",
+        "http://127.0.0.1:9000",
+    )
     with pytest.raises(ConfigError, match="must be true or false"):
         load_config(None, env=dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ANONYMOUS="maybe"))
     lake = tmp_path / "lake"
     lake.mkdir()
-    bad = dict(base, STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH=str(lake),
-               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
-               STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="ftp://x")
+    bad = dict(
+        base,
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH=str(lake),
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_REGION="us-east-2",
+        STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_ENDPOINT_URL="ftp://x",
+    )
     with pytest.raises(ConfigError) as ei:
-        load_config(None, env=bad, for_backfill=True,
-                    overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001})
+        load_config(
+            None, env=bad, for_backfill=True, overrides={"backfill.start_ledger": 2, "backfill.end_ledger": 10_000_001}
+        )
     probs = problems_of(ei)
     assert any("region applies only to s3://bucket/prefix lakes" in p for p in probs), probs
     assert any("endpoint_url must be an http:// or https:// URL" in p for p in probs), probs
@@ -464,7 +499,10 @@ def test_relative_config_path_uses_cwd(cfgdir):
 def backfill_env(tmp_path, **extra) -> dict[str, str]:
     lake = tmp_path / "lake"
     lake.mkdir(exist_ok=True)
-    env = {"STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path / "data"), "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": str(lake)}
+    env = {
+        "STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path / "data"),
+        "STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH": str(lake),
+    }
     env.update({f"STELLAR_RPC_BACKFILL_{k.upper()}": str(v) for k, v in extra.items()})
     return env
 
@@ -521,8 +559,11 @@ def test_range_problem_plus_other_problem_is_config_error(tmp_path):
 
 
 def test_buffered_storage_requires_bucket(tmp_path):
-    env = {"STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path), "STELLAR_RPC_BACKFILL_START_LEDGER": "2",
-           "STELLAR_RPC_BACKFILL_END_LEDGER": "10000001"}
+    env = {
+        "STELLAR_RPC_SERVICE_DATA_DIR": str(tmp_path),
+        "STELLAR_RPC_BACKFILL_START_LEDGER": "2",
+        "STELLAR_RPC_BACKFILL_END_LEDGER": "10000001",
+    }
     with pytest.raises(ConfigError, match="bucket_path is required"):
         load_config(None, env=env, for_backfill=True)
     env["STELLAR_RPC_BACKFILL_BUFFERED_STORAGE_BUCKET_PATH"] = "no-such-lake"

@@ -55,7 +55,8 @@ def test_range_bounds_small_range_size():
 
 
 @pytest.mark.parametrize(
-    "c, first, last", [(0, 2, 10_001), (1, 10_002, 20_001), (999, 9_990_002, 10_000_001), (5000, 50_000_002, 50_010_001)]
+    "c, first, last",
+    [(0, 2, 10_001), (1, 10_002, 20_001), (999, 9_990_002, 10_000_001), (5000, 50_000_002, 50_010_001)],
 )
 def test_chunk_bounds(c, first, last):
     assert chunk_first_ledger(c) == first

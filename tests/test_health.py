@@ -46,8 +46,18 @@ def cli(cfg: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
     e["PYTHONPATH"] = str(REPO)
     e.update(env or {})
-    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST), "--end-ledger", str(LAST),
-           "--config-path", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "--backfill",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(LAST),
+        "--config-path",
+        str(cfg),
+    ]
     return subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, start_new_session=True, **kw)
 
 

@@ -22,8 +22,18 @@ def fuzzer(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("lcmfuzz") / "lcm_fuzz"
-    base = [cc, "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-DXS_STANDALONE",
-            f"-I{REPO / 'ext'}", str(REPO / "fuzz" / "lcm_fuzz.c"), "-o", str(out)]
+    base = [
+        cc,
+        "-g",
+        "-O1",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-DXS_STANDALONE",
+        f"-I{REPO / 'ext'}",
+        str(REPO / "fuzz" / "lcm_fuzz.c"),
+        "-o",
+        str(out),
+    ]
     # coverage-guided if the compiler has gcc's trace-pc instrumentation, else blind mutation
     r = subprocess.run(base + ["-fsanitize-coverage=trace-pc", "-DXS_COVERAGE"], capture_output=True, text=True)
     if r.returncode != 0:
@@ -44,7 +54,10 @@ def test_native_fuzz_bounded(fuzzer, fixture_ledgers, tmp_path):
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="print_stacktrace=1")
     r = subprocess.run(
         [str(fuzzer), str(SECONDS), "12345", str(REGRESSIONS), *seeds],
-        capture_output=True, text=True, env=env, timeout=SECONDS + 120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=SECONDS + 120,
     )
     assert r.returncode == 0, f"fuzzer found a crash (input saved under {REGRESSIONS}):\n{r.stderr[-4000:]}"
     assert "no crash" in r.stdout

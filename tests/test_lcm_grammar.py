@@ -119,7 +119,7 @@ def _check_type_value(name, value, cut):
     assert _lcm._skip_type(name, b"\xee" * 3 + value + b"\xff", 3) == len(value)
     if len(value):
         with pytest.raises(XdrError):
-            _lcm._skip_type(name, value[:cut % len(value)])
+            _lcm._skip_type(name, value[: cut % len(value)])
 
 
 @pytest.mark.parametrize("name", TYPES)

@@ -57,8 +57,15 @@ def test_unknown_lcm_version(fixture_ledgers):
 
 def test_empty_and_tiny_inputs():
     for b in (b"", b"\0", b"\0\0\0\0", b"\0\0\0\x01", b"\0\0\0\x02"):
-        for fn in (lcm.tx_hashes, lcm.ledger_sequence, lcm.header_hashes, lcm.ledger_info, lcm.lcm_length,
-                   lcm.split_batch, lcm.scan_batch):
+        for fn in (
+            lcm.tx_hashes,
+            lcm.ledger_sequence,
+            lcm.header_hashes,
+            lcm.ledger_info,
+            lcm.lcm_length,
+            lcm.split_batch,
+            lcm.scan_batch,
+        ):
             with pytest.raises(XdrError):
                 fn(b)
 

@@ -56,8 +56,7 @@ def test_hypothesis_random_ledgers(data):
 
 
 # reasons for which we may reject what stellar-sdk tolerates (see docs/lcm-scanner.md)
-STRICTER = ("non-zero padding", "bool other than", "optional flag other than", "above its XDR bound",
-            "recursion limit")
+STRICTER = ("non-zero padding", "bool other than", "optional flag other than", "above its XDR bound", "recursion limit")
 
 
 def _sdk_or_none(b: bytes):

@@ -115,8 +115,17 @@ def test_resume_after_process_crashes(tmp_path, ledgers, expected):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(rpcbackfill.__file__).parents[1])] + sys.path))
     for crash_at in (0, 37, 50, 51, 149, 199, N + 1):  # N + 1: no crash, finish
         r = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(base), str(work), str(payload), str(prog), str(crash_at),
-             "1" if prog.exists() else "0"],
+            [
+                sys.executable,
+                "-c",
+                _CHILD,
+                str(base),
+                str(work),
+                str(payload),
+                str(prog),
+                str(crash_at),
+                "1" if prog.exists() else "0",
+            ],
             env=env,
             capture_output=True,
             text=True,

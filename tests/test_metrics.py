@@ -50,8 +50,18 @@ def start_backfill(tmp: Path, lake: Path, admin_port: int, env: dict[str, str], 
     e = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
     e["PYTHONPATH"] = str(REPO)
     e.update(env)
-    cmd = [sys.executable, "-m", "rpcbackfill", "--backfill", "--start-ledger", str(FIRST), "--end-ledger", str(LAST),
-           "--config-path", str(cfg)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "--backfill",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(LAST),
+        "--config-path",
+        str(cfg),
+    ]
     return subprocess.Popen(cmd, env=e, stderr=stderr, stdout=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -91,7 +101,10 @@ def test_metrics_scraped_during_a_real_backfill(tmp_path):
         be = (("backend", "buffered_storage"),)
         # every ledger of the range went through the metered get_ledger exactly once
         assert m2[(P + "source_fetch_seconds_count", be)] == LAST - FIRST + 1
-        assert m2[(P + "source_fetch_seconds_bucket", (("backend", "buffered_storage"), ("le", "+Inf")))] == LAST - FIRST + 1
+        assert (
+            m2[(P + "source_fetch_seconds_bucket", (("backend", "buffered_storage"), ("le", "+Inf")))]
+            == LAST - FIRST + 1
+        )
         assert m2[(P + "source_fetch_seconds_sum", be)] > 0
         # the bytes counted are the downloads of the lake objects the range needed
         assert m2[(P + "source_bytes_total", be)] == lake_bytes(lake)

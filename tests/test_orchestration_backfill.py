@@ -234,8 +234,12 @@ def test_bootstrap_import_failure_is_reported_and_not_retryable(tmp_path):
 
     decoy = _decoy_package(tmp_path / "checkout")
     # a range process whose pinned sys.path leads to the decoy: it exits with the dedicated code
-    r = subprocess.run([sys.executable, "-c", BOOTSTRAP, "0", str(os.getpid()), str(decoy)],
-                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [sys.executable, "-c", BOOTSTRAP, "0", str(os.getpid()), str(decoy)],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == IMPORT_FAILED_EXIT
     assert b"error: range process cannot import rpcbackfill: ImportError: decoy" in r.stderr
     out = SubprocessRunner._lost(3, IMPORT_FAILED_EXIT)

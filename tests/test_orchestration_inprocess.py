@@ -83,8 +83,10 @@ def test_encodings_roundtrip(u32, u64, counts):
 
 
 _OPS = st.lists(
-    st.tuples(st.sampled_from(["state", "ledger", "txhash"]),
-              st.sampled_from(sorted({str(v) for e in (RangeState, LedgerPhase, TxHashPhase) for v in e}))),
+    st.tuples(
+        st.sampled_from(["state", "ledger", "txhash"]),
+        st.sampled_from(sorted({str(v) for e in (RangeState, LedgerPhase, TxHashPhase) for v in e})),
+    ),
     max_size=25,
 )
 
@@ -94,8 +96,11 @@ _OPS = st.lists(
 def test_state_machine_random_walk(tmp_path_factory, ops):
     """Whatever sequence of updates is attempted, the stored states only move along the spec's
     arrows (one step at a time), and COMPLETE is reached only with both sub-flows done."""
-    order = {"state": ["PENDING", "INGESTING", "TRANSITIONING", "COMPLETE"], "ledger": list(LedgerPhase),
-             "txhash": list(TxHashPhase)}
+    order = {
+        "state": ["PENDING", "INGESTING", "TRANSITIONING", "COMPLETE"],
+        "ledger": list(LedgerPhase),
+        "txhash": list(TxHashPhase),
+    }
     m = MetaStore(tmp_path_factory.mktemp("walk") / "meta")
     try:
         m.init_backfill(2, RS + 1, RS)
@@ -113,8 +118,11 @@ def test_state_machine_random_walk(tmp_path_factory, ops):
                 assert m.range_info(0) == before  # a refused update writes nothing
                 continue
             after = m.range_info(0)
-            cur = {"state": (before.state, after.state), "ledger": (before.ledger_phase, after.ledger_phase),
-                   "txhash": (before.txhash_phase, after.txhash_phase)}[kind]
+            cur = {
+                "state": (before.state, after.state),
+                "ledger": (before.ledger_phase, after.ledger_phase),
+                "txhash": (before.txhash_phase, after.txhash_phase),
+            }[kind]
             a, b = cur
             if kind == "state" and (b == "FAILED" or a == "FAILED"):
                 assert a != "COMPLETE"

@@ -62,7 +62,12 @@ def test_channel_roundtrip_and_eof():
     big = bytes(range(256)) * 4000  # larger than one recv() chunk and the socket buffer
     import threading
 
-    t = threading.Thread(target=lambda: (ca.send(("call", 1, "checkpoint", (0, big))), ca.send(("progress", ProgressSnapshot(0, 1, 2, 3, sent_at=1.0)))))
+    t = threading.Thread(
+        target=lambda: (
+            ca.send(("call", 1, "checkpoint", (0, big))),
+            ca.send(("progress", ProgressSnapshot(0, 1, 2, 3, sent_at=1.0))),
+        )
+    )
     t.start()
     assert cb.recv() == ("call", 1, "checkpoint", (0, big))
     assert cb.recv() == ("progress", ProgressSnapshot(0, 1, 2, 3, sent_at=1.0))
@@ -121,8 +126,15 @@ def test_http_jsonrpc_and_get():
 def _info(rid: int, state: str = "INGESTING", done: int = 0):
     from rpcbackfill.meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
 
-    return RangeInfo(rid, RangeState(state), start_ledger=rid * 10_000 + 2, end_ledger=(rid + 1) * 10_000 + 1,
-                     ledger_phase=LedgerPhase.INGESTING, txhash_phase=TxHashPhase.INGESTING, ledger_count=done)
+    return RangeInfo(
+        rid,
+        RangeState(state),
+        start_ledger=rid * 10_000 + 2,
+        end_ledger=(rid + 1) * 10_000 + 1,
+        ledger_phase=LedgerPhase.INGESTING,
+        txhash_phase=TxHashPhase.INGESTING,
+        ledger_count=done,
+    )
 
 
 def test_progress_rates_eta_and_lines(monkeypatch):
@@ -138,8 +150,14 @@ def test_progress_rates_eta_and_lines(monkeypatch):
     assert live.ledgers_per_s == pytest.approx(100.0) and live.tx_per_s == pytest.approx(300.0)
     assert live.eta_s == pytest.approx((10_000 - 2000) / 100.0)
     assert p.live(1) is None
-    rep = StatusReport.of("backfill", 2, 20_001, 10_000, [RangeStatus.of(_info(0), live), RangeStatus.of(_info(1, "PENDING"))],
-                          rss_bytes=50 << 20)
+    rep = StatusReport.of(
+        "backfill",
+        2,
+        20_001,
+        10_000,
+        [RangeStatus.of(_info(0), live), RangeStatus.of(_info(1, "PENDING"))],
+        rss_bytes=50 << 20,
+    )
     (line,) = rep.progress_lines(p.window_s)  # PENDING ranges have no line
     assert line.startswith("range 0 INGESTING: 2000/10000 ledgers (20.0%), 100 ledgers/s, 300 tx/s")
     assert "RSS 50 MiB" in line and f"ETA {fmt_eta(80)}" in line

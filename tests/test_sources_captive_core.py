@@ -56,8 +56,12 @@ def core_cfg(tmp_path: Path, lake: Path, **fake) -> CaptiveCoreConfig:
     lines += [f'{k.upper()}="{v}"' for k, v in fake.items()]
     cfgp = tmp_path / "captive-core.cfg"
     cfgp.write_text("\n".join(lines) + "\n")
-    return CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp, storage_path=tmp_path / "captive-core",
-                             history_archive_urls=(f"file://{archive}",))
+    return CaptiveCoreConfig(
+        binary_path=FAKE,
+        config_path=cfgp,
+        storage_path=tmp_path / "captive-core",
+        history_archive_urls=(f"file://{archive}",),
+    )
 
 
 def source(cfg, cancel=None, **kw) -> CaptiveCoreSource:
@@ -138,7 +142,12 @@ def test_sigint_ignored_escalates_to_sigkill(tmp_path, lake, chain):
 @pytest.mark.parametrize(
     "failure,fail_at,exc,patterns",
     [
-        ("early_exit", 120, CoreProcessError, ["before ledger 120", "exit code 7", "simulated crash before ledger 120"]),
+        (
+            "early_exit",
+            120,
+            CoreProcessError,
+            ["before ledger 120", "exit code 7", "simulated crash before ledger 120"],
+        ),
         ("truncated_frame", 130, CoreProcessError, ["truncated frame", "before ledger 130", "exit code 9"]),
         ("truncated_header", 110, CoreProcessError, ["truncated frame header", "exit code 9"]),
         ("gap", 125, LedgerSequenceError, ["ledger 126 after ledger 124"]),
@@ -227,8 +236,13 @@ ORCHESTRATOR = textwrap.dedent(
 def test_no_orphan_when_parent_is_sigkilled(tmp_path, lake):
     cfg = core_cfg(tmp_path, lake, fake_failure="hang")
     code = ORCHESTRATOR.format(
-        repo=str(HERE.parent), tests=str(HERE), fake=str(FAKE), cfg=str(cfg.config_path), env=ENV,
-        storage=str(cfg.storage_path), urls=cfg.history_archive_urls,
+        repo=str(HERE.parent),
+        tests=str(HERE),
+        fake=str(FAKE),
+        cfg=str(cfg.config_path),
+        env=ENV,
+        storage=str(cfg.storage_path),
+        urls=cfg.history_archive_urls,
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV)
     try:

@@ -144,7 +144,12 @@ def test_missing_manifest(tmp_path, chain):
 
 
 def test_bad_bucket_paths(tmp_path):
-    for path, match in [("", "empty"), (str(tmp_path / "nope"), "does not exist"), ("azure://x/y", "scheme"), ("s3:///y", "must name a bucket")]:
+    for path, match in [
+        ("", "empty"),
+        (str(tmp_path / "nope"), "does not exist"),
+        ("azure://x/y", "scheme"),
+        ("s3:///y", "must name a bucket"),
+    ]:
         with DataLakeSource(cfg(path), NET) as src:
             with pytest.raises(LakeConfigError, match=match):
                 src.prepare_range(2, 3)
@@ -174,8 +179,11 @@ def test_missing_object_inside_range_is_fatal_never_retried(tmp_path, chain):
         assert q == 100  # raised when reached: every ledger before it was delivered
         assert got == [chain[x] for x in range(2, 100)]
         # nothing after the failed file was fetched beyond what was already in flight
-        assert all(layout.parse_file_name(k.split("/")[-1])[0] <= 100 + 4 * src.config.buffer_size
-                   for k in store.gets if k not in (".config.json", layout.object_key(300, s)))
+        assert all(
+            layout.parse_file_name(k.split("/")[-1])[0] <= 100 + 4 * src.config.buffer_size
+            for k in store.gets
+            if k not in (".config.json", layout.object_key(300, s))
+        )
     assert "ledger 100" in str(ei.value) and key in str(ei.value)
     assert store.gets.count(key) == 1  # never retried
     assert src.stats["retries"] == 0
@@ -340,8 +348,17 @@ def test_gcs_range(gcs_env, chain):
     assert any("alt=media" in p for _, p, _ in gcs_env.log)
 
 
-@pytest.mark.parametrize("fault,kw", [("status", {"code": 500}), ("status", {"code": 503}), ("truncate", {}),
-                                      ("short", {}), ("corrupt", {}), ("status", {"code": 429})])
+@pytest.mark.parametrize(
+    "fault,kw",
+    [
+        ("status", {"code": 500}),
+        ("status", {"code": 503}),
+        ("truncate", {}),
+        ("short", {}),
+        ("corrupt", {}),
+        ("status", {"code": 429}),
+    ],
+)
 def test_gcs_transient_faults(gcs_env, chain, fault, kw):
     s = LakeSchema(NET, 8, 4)
     key = layout.object_key(60, s)
@@ -398,8 +415,9 @@ def test_gcs_preflight_no_bucket_and_forbidden(gcs_env):
     gcs_env.add("/lake/", "status", code=403, times=-1)
     with pytest.raises(SourceError) as ei:
         check_lake(cfg("gs://lake/pubnet"), NET, 2, 10)
-    assert str(ei.value) == ("data lake pre-flight check failed: gs://lake/pubnet/.config.json: "
-                             "access to bucket lake denied (HTTP 403)")
+    assert str(ei.value) == (
+        "data lake pre-flight check failed: gs://lake/pubnet/.config.json: access to bucket lake denied (HTTP 403)"
+    )
 
 
 def test_gcs_persistent_5xx_gives_up(gcs_env, chain):

@@ -67,8 +67,12 @@ def test_captive_core_yields_exact_range(case):
         cfgp = Path(d) / "core.cfg"
         cfgp.write_text(f'NETWORK_PASSPHRASE="{NET}"\nFAKE_LAKE="{Path(d) / "lake"}"\nFAKE_CHECKPOINT="{CHECKPOINT}"\n')
         archive = make_archive(Path(d) / "archive", 1 << 30, NET)
-        cc = CaptiveCoreConfig(binary_path=FAKE, config_path=cfgp, storage_path=Path(d) / "core",
-                               history_archive_urls=(f"file://{archive}",))
+        cc = CaptiveCoreConfig(
+            binary_path=FAKE,
+            config_path=cfgp,
+            storage_path=Path(d) / "core",
+            history_archive_urls=(f"file://{archive}",),
+        )
         with CaptiveCoreSource(cc, threading.Event(), network_passphrase=NET, env=ENV) as src:
             src.prepare_range(first, last)
             got = [src.get_ledger(q).lcm for q in range(first, last + 1)]

@@ -53,10 +53,23 @@ def test_json_logs_carry_fields_from_every_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
     env["PYTHONPATH"] = str(REPO)
     env.update(faults.hold_env(hold, "verify_shard:1"))
-    cmd = [sys.executable, "-m", "rpcbackfill", "--log-format", "json", "--backfill", "--start-ledger", str(FIRST),
-           "--end-ledger", str(LAST), "--config-path", str(cfg)]
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "--log-format",
+        "json",
+        "--backfill",
+        "--start-ledger",
+        str(FIRST),
+        "--end-ledger",
+        str(LAST),
+        "--config-path",
+        str(cfg),
+    ]
+    p = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
     reader.start()
@@ -86,7 +99,9 @@ def test_json_logs_carry_fields_from_every_process(tmp_path):
     assert worker and all(r["range_id"] == 0 and r["attempt"] in (1, 2) for r in worker)
     assert len({r["pid"] for r in worker}) == 2  # two attempts, two processes
     lake_retry = [r for r in worker if r["logger"] == "rpcbackfill.sources.datalake" and "retrying" in r["msg"]]
-    assert lake_retry and lake_retry[0]["error_class"] == "CorruptDownloadError" and lake_retry[0]["reason"] == "corrupt"
+    assert (
+        lake_retry and lake_retry[0]["error_class"] == "CorruptDownloadError" and lake_retry[0]["reason"] == "corrupt"
+    )
     failed = [r for r in worker if r["level"] == "error"]
     assert failed and failed[0]["error_class"] == "SourceError" and failed[0]["attempt"] == 1
     ingesting = [r for r in worker if r["msg"].startswith("range 0: ingesting")]

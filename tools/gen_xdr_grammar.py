@@ -133,7 +133,7 @@ def _tokenize(text: str) -> list[str]:
         toks.append(m.group(1) or m.group(2) or m.group(3))
         pos = m.end()
     if text[pos:].strip():
-        raise SyntaxError(f"cannot tokenize {text[pos:pos + 40]!r}")
+        raise SyntaxError(f"cannot tokenize {text[pos : pos + 40]!r}")
     return toks
 
 
@@ -157,7 +157,7 @@ class _Parser:
     def expect(self, tok: str) -> None:
         got = self.next()
         if got != tok:
-            raise SyntaxError(f"expected {tok!r}, got {got!r} near {' '.join(self.t[self.i - 5:self.i + 5])}")
+            raise SyntaxError(f"expected {tok!r}, got {got!r} near {' '.join(self.t[self.i - 5 : self.i + 5])}")
 
     def value(self) -> int | str:
         tok = self.next()
@@ -190,7 +190,7 @@ class _Parser:
             raise SyntaxError(f"unexpected {kw!r}")
         self.expect(";")
         if self.peek() is not None:
-            raise SyntaxError(f"trailing tokens after {name}: {self.t[self.i:]}")
+            raise SyntaxError(f"trailing tokens after {name}: {self.t[self.i :]}")
         return name, decl
 
     def struct_body(self) -> Struct:
@@ -222,7 +222,7 @@ class _Parser:
                 values.append(self.value())
                 self.expect(":")
             if not values:
-                raise SyntaxError(f"expected case near {self.t[self.i:self.i + 5]}")
+                raise SyntaxError(f"expected case near {self.t[self.i : self.i + 5]}")
             aname, adecl = self.declaration()
             self.expect(";")
             arms.append((tuple(values), aname, adecl))
@@ -339,9 +339,7 @@ def load_grammar() -> Grammar:
     import stellar_sdk
     import stellar_sdk.xdr as x
 
-    consts = {
-        n: v for n, v in vars(x).items() if n.isupper() and isinstance(v, int) and not isinstance(v, bool)
-    }
+    consts = {n: v for n, v in vars(x).items() if n.isupper() and isinstance(v, int) and not isinstance(v, bool)}
     consts.pop("DEFAULT_XDR_MAX_DEPTH", None)  # stellar-sdk's decoder setting, not an XDR constant
     raw: dict[str, Decl] = {}
     classes: dict[str, str] = {}
@@ -677,8 +675,10 @@ class Emitter:
         if isinstance(d, Ref):
             nd = self.g.defs[d.name]
             if isinstance(nd, Enum):
-                return [f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32({at})))) "
-                        f"{self.fail('XS_E_ENUM', self.type_ids[d.name], at)}"]
+                return [
+                    f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32({at})))) "
+                    f"{self.fail('XS_E_ENUM', self.type_ids[d.name], at)}"
+                ]
             return self.checks(nd, off, mode, self.type_ids[d.name], owner=d.name)
         if isinstance(d, Array):
             es = a.const_size(d.elem)
@@ -774,10 +774,12 @@ class Emitter:
         if isinstance(d, Ref):
             nd = self.g.defs[d.name]
             if isinstance(nd, Enum):
-                return ["XS_NEED(4);",
-                        f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32(p)))) "
-                        f"{self.fail('XS_E_ENUM', self.type_ids[d.name])}",
-                        "p += 4;"]
+                return [
+                    "XS_NEED(4);",
+                    f"if (XS_UNLIKELY(!xs_enum_{cname(d.name)}((int32_t)xs_u32(p)))) "
+                    f"{self.fail('XS_E_ENUM', self.type_ids[d.name])}",
+                    "p += 4;",
+                ]
             if not isinstance(nd, (Struct, Union)) and d.name not in a.recursive:
                 # typedef of an array/opaque/string/alias: emit its body here instead of a call
                 return self.emit(nd, mode, self.type_ids[d.name])
@@ -806,13 +808,17 @@ class Emitter:
         if isinstance(d, Optional):
             v = self.fresh("opt")
             body = self.emit(d.elem, mode, tid)
-            lines = [
-                "XS_NEED(4);",
-                f"uint32_t {v} = xs_u32(p);",
-                f"if (XS_UNLIKELY({v} > 1u)) {self.fail('XS_E_OPT', tid)}",
-                "p += 4;",
-                f"if ({v}) {{",
-            ] + ["    " + x for x in body] + ["}"]
+            lines = (
+                [
+                    "XS_NEED(4);",
+                    f"uint32_t {v} = xs_u32(p);",
+                    f"if (XS_UNLIKELY({v} > 1u)) {self.fail('XS_E_OPT', tid)}",
+                    "p += 4;",
+                    f"if ({v}) {{",
+                ]
+                + ["    " + x for x in body]
+                + ["}"]
+            )
             return ["{"] + ["    " + x for x in lines] + ["}"]
         if isinstance(d, Struct):
             lines: list[str] = []
@@ -848,7 +854,9 @@ class Emitter:
                 lines += ["    {"] + ["        " + x for x in self.emit(arm, mode, tid)] + ["    }", "    break;"]
             lines.append("default:")
             if d.default is not None:
-                lines += ["    {"] + ["        " + x for x in self.emit(d.default[1], mode, tid)] + ["    }", "    break;"]
+                lines += (
+                    ["    {"] + ["        " + x for x in self.emit(d.default[1], mode, tid)] + ["    }", "    break;"]
+                )
             else:
                 lines.append(f"    {self.fail('XS_E_ARM', tid, 'p - 4')}")
             lines.append("}")
@@ -868,12 +876,19 @@ class Emitter:
                 "depth--;",
             ]
         if isinstance(d, Enum):
-            body += ["XS_NEED(4);", f"if (XS_UNLIKELY(!xs_enum_{cname(name)}((int32_t)xs_u32(p)))) {self.fail('XS_E_ENUM', tid)}", "p += 4;"]
+            body += [
+                "XS_NEED(4);",
+                f"if (XS_UNLIKELY(!xs_enum_{cname(name)}((int32_t)xs_u32(p)))) {self.fail('XS_E_ENUM', tid)}",
+                "p += 4;",
+            ]
         else:
             body += self.emit(d, mode, tid, owner=name)
         sig = f"static const uint8_t *xs_{mode}_{cname(name)}(const uint8_t *p, xs_ctx *c, int depth)"
-        pre = ["    const uint8_t *const end = c->end;", f"    const int xs_tid = {tid}; /* {name} */",
-               "    (void)end; (void)xs_tid;"]
+        pre = [
+            "    const uint8_t *const end = c->end;",
+            f"    const int xs_tid = {tid}; /* {name} */",
+            "    (void)end; (void)xs_tid;",
+        ]
         if "depth" not in " ".join(body):
             pre.append("    (void)depth;")
         return [sig, "{"] + pre + ["    " + x for x in body] + ["    return p;", "}", ""]
@@ -937,9 +952,7 @@ class Emitter:
             "/* skip function of each type, NULL for constant-size types (see xs_const_size) */",
             "static const xs_skip_fn xs_skip_table[XS_NUM_TYPES] = {",
         ]
-        out += [
-            f"    xs_skip_{cname(n)}," if n in self.funcs else "    NULL," for n in a.reachable
-        ]
+        out += [f"    xs_skip_{cname(n)}," if n in self.funcs else "    NULL," for n in a.reachable]
         out += ["};", "static const int32_t xs_const_size[XS_NUM_TYPES] = {"]
         out += [f"    {a.pure_size(Ref(n)) if n not in self.funcs else -1}," for n in a.reachable]
         out += ["};", ""]

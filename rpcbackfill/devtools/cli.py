@@ -1,6 +1,6 @@
 """``stellar-rpc dev ...``: developer tools (the foundation CLI attaches the ``dev`` group).
 
-    stellar-rpc dev generate-lake --output /tmp/lake --first 2 --last 10001 --tx-per-ledger 300
+stellar-rpc dev generate-lake --output /tmp/lake --first 2 --last 10001 --tx-per-ledger 300
 """
 
 from __future__ import annotations
@@ -52,8 +52,12 @@ def dev() -> None:
 
 @dev.command("generate-lake")
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False), help="Lake root directory.")
-@click.option("--first", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="First ledger (inclusive).")
-@click.option("--last", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="Last ledger (inclusive).")
+@click.option(
+    "--first", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="First ledger (inclusive)."
+)
+@click.option(
+    "--last", type=click.IntRange(FIRST_LEDGER, MAX_GENERATED_LEDGER), required=True, help="Last ledger (inclusive)."
+)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Deterministic seed.")
 @click.option(
     "--tx-per-ledger",
@@ -68,14 +72,38 @@ def dev() -> None:
 @click.option("--file-ext", type=click.Choice([".xdr.zst", ".xdr.zstd"]), default=".xdr.zst", show_default=True)
 @click.option("--min-tx-bytes", type=click.IntRange(0), default=0, help="Only template txs at least this big.")
 @click.option("--max-tx-bytes", type=click.IntRange(1), default=None, help="Only template txs at most this big.")
-@click.option("--templates-dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Directory of the real template ledgers (default: the copy shipped in the package).")
-@click.option("--lcm-version", type=click.Choice(["0", "1"]), default="1", show_default=True,
-              help="LedgerCloseMeta version: 1 (protocol 21 skeleton) or 0 (protocol 19, classic txs only).")
+@click.option(
+    "--templates-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Directory of the real template ledgers (default: the copy shipped in the package).",
+)
+@click.option(
+    "--lcm-version",
+    type=click.Choice(["0", "1"]),
+    default="1",
+    show_default=True,
+    help="LedgerCloseMeta version: 1 (protocol 21 skeleton) or 0 (protocol 19, classic txs only).",
+)
 @click.option("--fsync/--no-fsync", default=True, show_default=True, help="fsync every lake file.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def generate_lake_cmd(output, first, last, seed, tx_per_ledger, ledgers_per_batch, batches_per_partition,
-                      network_passphrase, file_ext, min_tx_bytes, max_tx_bytes, templates_dir, lcm_version, fsync, quiet) -> None:
+def generate_lake_cmd(
+    output,
+    first,
+    last,
+    seed,
+    tx_per_ledger,
+    ledgers_per_batch,
+    batches_per_partition,
+    network_passphrase,
+    file_ext,
+    min_tx_bytes,
+    max_tx_bytes,
+    templates_dir,
+    lcm_version,
+    fsync,
+    quiet,
+) -> None:
     """Write a Galexie-layout data lake of realistic generated ledgers FIRST..LAST."""
     from .lakegen import generate_lake
 

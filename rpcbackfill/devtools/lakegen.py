@@ -152,7 +152,9 @@ class LedgerGenerator:
         # a V0 ledger (protocol < 20) cannot carry Soroban transactions
         pool = [t for t in ts.txs if opts.min_tx_bytes <= t.size <= hi and not (opts.lcm_version == 0 and t.soroban)]
         if not pool:
-            raise ValueError(f"no template transaction has a size within {opts.min_tx_bytes}..{opts.max_tx_bytes} bytes")
+            raise ValueError(
+                f"no template transaction has a size within {opts.min_tx_bytes}..{opts.max_tx_bytes} bytes"
+            )
         self.pool: tuple[TxTemplate, ...] = tuple(pool)
         self.skel = ts.skeleton if opts.lcm_version == 1 else ts.skeleton_v0
         p_tx, p_fb = tx_hash_prefixes(opts.network_passphrase)
@@ -250,9 +252,7 @@ class LedgerGenerator:
         k = len(order)
         skel = self.skel
         if skel.version == 1:
-            txset = b"".join(
-                [_U32.pack(1), prev_hash, _U32.pack(2), self._phase(classic), self._phase(soroban)]
-            )
+            txset = b"".join([_U32.pack(1), prev_hash, _U32.pack(2), self._phase(classic), self._phase(soroban)])
             txset_hash = hashlib.sha256(txset).digest()
         else:
             # legacy TransactionSet {previousLedgerHash; txs<>}; its contents hash (stellar-core)

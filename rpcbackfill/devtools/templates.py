@@ -295,9 +295,7 @@ def _load_pubnet_templates(templates_dir: str) -> TemplateSet:
     ttp, v1file = d / PUBNET_TTP_FILE, d / PUBNET_V1_FILE
     for p in (ttp, v1file):
         if not p.is_file() and not (p is ttp and ttp.with_name(ttp.name + ".zst").is_file()):
-            raise FileNotFoundError(
-                f"template ledger {p} not found (pass the directory holding the template ledgers)"
-            )
+            raise FileNotFoundError(f"template ledger {p} not found (pass the directory holding the template ledgers)")
     from stellar_sdk import xdr
 
     txs: list[TxTemplate] = []

@@ -143,8 +143,18 @@ def compact_shard(
     return dst
 
 
-def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used_bits: int, cap: int, work: Path,
-                        out: AtomicFile, cancel, where: Path, mem_limit: int) -> int:
+def _partition_and_sort(
+    sources: list[tuple[Path, int]],
+    n: int,
+    salt: int,
+    used_bits: int,
+    cap: int,
+    work: Path,
+    out: AtomicFile,
+    cancel,
+    where: Path,
+    mem_limit: int,
+) -> int:
     """Partition the first ``count`` records of each (path, count) source on hash bits
     [used_bits, used_bits+b) and sort each partition into ``out``."""
     parts = 2
@@ -197,8 +207,9 @@ def _partition_and_sort(sources: list[tuple[Path, int]], n: int, salt: int, used
             pth.unlink()
             continue
         if m > cap and used_bits + bits < 64:
-            written += _partition_and_sort([(pth, m)], m, salt, used_bits + bits, cap, work, out, cancel, where,
-                                           mem_limit)
+            written += _partition_and_sort(
+                [(pth, m)], m, salt, used_bits + bits, cap, work, out, cancel, where, mem_limit
+            )
             continue
         with open(pth, "rb") as f:
             recs = np.frombuffer(f.read(), dtype=np.uint8).reshape(-1, RECORD_SIZE).copy()

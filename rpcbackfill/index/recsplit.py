@@ -47,8 +47,10 @@ BUILD_BLOCK_RECORDS = 1 << 16  # records per read while building/verifying (2.3 
 
 # The builder's record size comes from ext/txhash_record.h; it must be the records.py one.
 if _recsplit.RECORD_SIZE != RECORD_SIZE:  # pragma: no cover - build mismatch
-    raise ImportError(f"rpcbackfill._recsplit was built for {_recsplit.RECORD_SIZE}-byte records, "
-                      f"rpcbackfill.records says {RECORD_SIZE}")
+    raise ImportError(
+        f"rpcbackfill._recsplit was built for {_recsplit.RECORD_SIZE}-byte records, "
+        f"rpcbackfill.records says {RECORD_SIZE}"
+    )
 
 _HEADER_FIELDS = [
     ("magic", "8s"),
@@ -127,8 +129,16 @@ def _check_cancel(cancel: threading.Event | None, what: str) -> None:
         raise Cancelled(f"{what} cancelled")
 
 
-def _build_once(sorted_path: Path, n_keys: int, n_buckets: int, bucket_salt: int, split_salt: int,
-                range_start: int, force_collision: bool, cancel: threading.Event | None):
+def _build_once(
+    sorted_path: Path,
+    n_keys: int,
+    n_buckets: int,
+    bucket_salt: int,
+    split_salt: int,
+    range_start: int,
+    force_collision: bool,
+    cancel: threading.Event | None,
+):
     b = _recsplit.Builder(n_keys, n_buckets, bucket_salt, split_salt, range_start, force_collision)
     done = 0
     prev_tail = b""
@@ -226,8 +236,9 @@ def build_shard(
     return st
 
 
-def _write_index(idx_path: Path, b, n_keys: int, n_buckets: int, range_start: int, bucket_salt: int,
-                 split_salt: int) -> tuple[int, int]:
+def _write_index(
+    idx_path: Path, b, n_keys: int, n_buckets: int, range_start: int, bucket_salt: int, split_salt: int
+) -> tuple[int, int]:
     """Lay out and write the file; returns (file bytes, MPHF structure bytes)."""
     vals = b.values
     words, nbits = b.seed_bits()

@@ -50,7 +50,9 @@ def read_header(path: Path | str) -> tuple[int, int]:
     if magic != MAGIC:
         raise CorruptStoreError(f"{path} is not a sorted txhash shard file (bad magic {magic!r})")
     if version != VERSION:
-        raise UnsupportedFormatError(f"{path}: sorted shard format version {version} is not supported (expected {VERSION})")
+        raise UnsupportedFormatError(
+            f"{path}: sorted shard format version {version} is not supported (expected {VERSION})"
+        )
     if rec != RECORD_SIZE:
         raise CorruptStoreError(f"{path}: record size {rec}, expected {RECORD_SIZE}")
     if size != HEADER_SIZE + count * RECORD_SIZE:

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 
 # The router's C constants come from ext/txhash_record.h; they must be the records.py ones.
 if (_spill.NSHARDS, _spill.RECORD_SIZE) != (NSHARDS, RECORD_SIZE):  # pragma: no cover - build mismatch
-    raise ImportError(f"rpcbackfill._spill was built with {(_spill.NSHARDS, _spill.RECORD_SIZE)} "
-                      f"(shards, record size), rpcbackfill.records says {(NSHARDS, RECORD_SIZE)}")
+    raise ImportError(
+        f"rpcbackfill._spill was built with {(_spill.NSHARDS, _spill.RECORD_SIZE)} "
+        f"(shards, record size), rpcbackfill.records says {(NSHARDS, RECORD_SIZE)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,7 @@ class TxHashSpill:
                 need = want[i] * RECORD_SIZE
                 if size < need:
                     raise CorruptStoreError(
-                        f"spill shard {p} holds {size // RECORD_SIZE} records ({size} bytes), "
-                        f"checkpoint says {want[i]}"
+                        f"spill shard {p} holds {size // RECORD_SIZE} records ({size} bytes), checkpoint says {want[i]}"
                     )
                 with io_errors(p, "truncating spill shard"):
                     if size != need:

@@ -531,7 +531,9 @@ class MetaStore:
             puts[rkey(rid, "ledger:open_chunk_ledgers")] = encode_u32(cp.open_chunk.ledgers)
             puts[rkey(rid, "ledger:open_chunk_bytes")] = encode_u64(cp.open_chunk.data_bytes)
         else:
-            deletes += [rkey(rid, s) for s in ("ledger:open_chunk", "ledger:open_chunk_ledgers", "ledger:open_chunk_bytes")]
+            deletes += [
+                rkey(rid, s) for s in ("ledger:open_chunk", "ledger:open_chunk_ledgers", "ledger:open_chunk_bytes")
+            ]
         self._write(puts, deletes)
 
     def start_transition(self, rid: int) -> None:

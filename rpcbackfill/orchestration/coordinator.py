@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 def _rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
 FIRST_PROGRESS_S = 5.0  # the first progress line comes this soon after the start
 POLL_S = 0.2  # event-loop tick: bounds the latency of signals, retries and progress lines
 
@@ -96,8 +97,7 @@ def _default_runner(settings: RunnerSettings, host: RunnerHost) -> RangeRunner:
 class Coordinator:
     """Runs the backfill of ``config.backfill``; implements ``RunnerHost`` for its runner."""
 
-    def __init__(self, config: Config, options: CoordinatorOptions | None = None,
-                 runner: RunnerFactory | None = None):
+    def __init__(self, config: Config, options: CoordinatorOptions | None = None, runner: RunnerFactory | None = None):
         self.config = config
         self.options = options or CoordinatorOptions()
         self.progress = Progress()
@@ -154,8 +154,13 @@ class Coordinator:
                     continue
                 if info.state == RangeState.FAILED:
                     to = resume_state(info)
-                    log.info("range %d was FAILED (%s); resuming it as %s", rid, info.error, to,
-                             extra={"range_id": rid, "phase": str(to)})
+                    log.info(
+                        "range %d was FAILED (%s); resuming it as %s",
+                        rid,
+                        info.error,
+                        to,
+                        extra={"range_id": rid, "phase": str(to)},
+                    )
                     self.meta.set_range_state(rid, to)
                 if info.attempts:
                     self.meta.set_attempts(rid, 0)  # range:{id}:attempts counts the failures of this run
@@ -275,8 +280,14 @@ class Coordinator:
         with self._status_lock:
             rows = [RangeStatus.of(self._infos[rid], self.progress.live(rid)) for rid in self._range_ids]
         return StatusReport.of(
-            "backfill", bf.start_ledger, bf.end_ledger, bf.range_size, rows,
-            run_state=self._state, parallel_ranges=bf.parallel_ranges, rss_bytes=tree_rss_bytes() if rss else None,
+            "backfill",
+            bf.start_ledger,
+            bf.end_ledger,
+            bf.range_size,
+            rows,
+            run_state=self._state,
+            parallel_ranges=bf.parallel_ranges,
+            rss_bytes=tree_rss_bytes() if rss else None,
         )
 
     def status(self) -> dict:
@@ -288,7 +299,7 @@ class Coordinator:
         svc = self.config.service
         host, port = parse_host_port(svc.http_endpoint, "[service] http_endpoint")
         if svc.http_port is not None:
-            log.warning("[service] http_port is deprecated; set http_endpoint = \"%s:%d\" instead", host, svc.http_port)
+            log.warning('[service] http_port is deprecated; set http_endpoint = "%s:%d" instead', host, svc.http_port)
             port = svc.http_port
         if svc.http_port != 0:  # http_port = 0 (deprecated) disables the endpoint
             self._http = StatusServer(port, self.health, self.status, host=host).start()
@@ -351,7 +362,11 @@ class Coordinator:
         t0 = time.monotonic()
         log.info(
             "backfill %d-%d: %d ranges (%d already COMPLETE), up to %d in parallel",
-            bf.start_ledger, bf.end_ledger, len(self._range_ids), len(self._range_ids) - len(todo), bf.parallel_ranges,
+            bf.start_ledger,
+            bf.end_ledger,
+            len(self._range_ids),
+            len(self._range_ids) - len(todo),
+            bf.parallel_ranges,
         )
         deadline = t0 + bf.max_duration if bf.max_duration else None
         timed_out = False
@@ -430,17 +445,31 @@ class Coordinator:
             self.meta.set_range_state(rid, RangeState.FAILED, error=d.reason)
             self._set_info(self.meta.range_info(rid))
             failed[rid] = d.reason
-            log.error("range %d FAILED%s: %s", rid, "" if out.retryable else " (not retryable)", out.message,
-                      extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class, "phase": "FAILED"})
+            log.error(
+                "range %d FAILED%s: %s",
+                rid,
+                "" if out.retryable else " (not retryable)",
+                out.message,
+                extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class, "phase": "FAILED"},
+            )
             return None
         with self._status_lock:
             self._retrying[rid] = f"{out.error_class}: {out.message}"
             info.error = d.reason  # shown by getStatus; the store keeps an error only for FAILED
         log.warning(
             "range %d attempt %d failed (%s: %s); retrying in %.1fs (max_retries %d)",
-            rid, d.attempts, out.error_class, out.message, d.retry_in_s, self.config.backfill.max_retries,
-            extra={"range_id": rid, "attempt": d.attempts, "error_class": out.error_class,
-                   "retry_in_s": round(d.retry_in_s, 3)},
+            rid,
+            d.attempts,
+            out.error_class,
+            out.message,
+            d.retry_in_s,
+            self.config.backfill.max_retries,
+            extra={
+                "range_id": rid,
+                "attempt": d.attempts,
+                "error_class": out.error_class,
+                "retry_in_s": round(d.retry_in_s, 3),
+            },
         )
         return d.retry_in_s
 
@@ -448,9 +477,18 @@ class Coordinator:
         rep = self.report(rss=False)
         log.info(
             "summary: %d ledgers and %d tx hashes in %.1fs across %d ranges",
-            rep.ledgers_done, rep.tx_count, elapsed, len(rep.ranges),
+            rep.ledgers_done,
+            rep.tx_count,
+            elapsed,
+            len(rep.ranges),
         )
         for r in rep.ranges:
-            log.info("range %d: %s (%d to %d)%s", r.id, r.state, r.start_ledger, r.end_ledger,
-                     f" -- {r.error}" if r.error else "",
-                     extra={"range_id": r.id, "phase": str(r.state), "ledgers_done": r.ledgers_done})
+            log.info(
+                "range %d: %s (%d to %d)%s",
+                r.id,
+                r.state,
+                r.start_ledger,
+                r.end_ledger,
+                f" -- {r.error}" if r.error else "",
+                extra={"range_id": r.id, "phase": str(r.state), "ledgers_done": r.ledgers_done},
+            )

@@ -63,8 +63,12 @@ class StatusServer:
     def start(self) -> StatusServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, name="http-status", daemon=True)
         self._thread.start()
-        log.info("status endpoint on http://%s:%d (getHealth, getStatus)", self.host, self.port,
-                 extra={"endpoint": f"{self.host}:{self.port}"})
+        log.info(
+            "status endpoint on http://%s:%d (getHealth, getStatus)",
+            self.host,
+            self.port,
+            extra={"endpoint": f"{self.host}:{self.port}"},
+        )
         return self
 
     def close(self) -> None:
@@ -278,8 +282,12 @@ class MetricsServer:
     def start(self) -> MetricsServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, name="http-metrics", daemon=True)
         self._thread.start()
-        log.info("metrics endpoint on http://%s:%d/metrics", self.host, self.port,
-                 extra={"endpoint": f"{self.host}:{self.port}"})
+        log.info(
+            "metrics endpoint on http://%s:%d/metrics",
+            self.host,
+            self.port,
+            extra={"endpoint": f"{self.host}:{self.port}"},
+        )
         return self
 
     def close(self) -> None:

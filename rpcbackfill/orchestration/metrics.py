@@ -79,27 +79,37 @@ class BackfillMetrics:
 
     def collect(self) -> Iterator[Metric]:
         rep = self._report()
-        ledgers = CounterMetricFamily(PREFIX + "ledgers_ingested", "Ledgers of the range ingested so far.",
-                                      labels=["range"])
-        txs = CounterMetricFamily(PREFIX + "transactions_indexed", "Transaction hashes collected so far.",
-                                  labels=["range"])
-        state = GaugeMetricFamily(PREFIX + "range_state", "1 for the range's current state.",
-                                  labels=["range", "state"])
-        phase = GaugeMetricFamily(PREFIX + "range_phase", "1 for the current phase of each transition sub-flow.",
-                                  labels=["range", "subflow", "phase"])
-        cp = GaugeMetricFamily(PREFIX + "last_checkpoint_ledger", "Last ledger of the last durable checkpoint.",
-                               labels=["range"])
-        attempts = CounterMetricFamily(PREFIX + "range_attempts", "Failed attempts of the range in this run.",
-                                       labels=["range"])
-        eta = GaugeMetricFamily(PREFIX + "eta_seconds", "Estimated seconds until the range's ingestion ends.",
-                                labels=["range"])
+        ledgers = CounterMetricFamily(
+            PREFIX + "ledgers_ingested", "Ledgers of the range ingested so far.", labels=["range"]
+        )
+        txs = CounterMetricFamily(
+            PREFIX + "transactions_indexed", "Transaction hashes collected so far.", labels=["range"]
+        )
+        state = GaugeMetricFamily(PREFIX + "range_state", "1 for the range's current state.", labels=["range", "state"])
+        phase = GaugeMetricFamily(
+            PREFIX + "range_phase",
+            "1 for the current phase of each transition sub-flow.",
+            labels=["range", "subflow", "phase"],
+        )
+        cp = GaugeMetricFamily(
+            PREFIX + "last_checkpoint_ledger", "Last ledger of the last durable checkpoint.", labels=["range"]
+        )
+        attempts = CounterMetricFamily(
+            PREFIX + "range_attempts", "Failed attempts of the range in this run.", labels=["range"]
+        )
+        eta = GaugeMetricFamily(
+            PREFIX + "eta_seconds", "Estimated seconds until the range's ingestion ends.", labels=["range"]
+        )
         for r in rep.ranges:
             rid = str(r.id)
             ledgers.add_metric([rid], r.ledgers_done)
             txs.add_metric([rid], r.tx_count)
             for s in RangeState:
                 state.add_metric([rid, str(s)], 1.0 if r.state == s else 0.0)
-            for subflow, phases, cur in (("ledger", LedgerPhase, r.ledger_phase), ("txhash", TxHashPhase, r.txhash_phase)):
+            for subflow, phases, cur in (
+                ("ledger", LedgerPhase, r.ledger_phase),
+                ("txhash", TxHashPhase, r.txhash_phase),
+            ):
                 for p in phases:
                     phase.add_metric([rid, subflow, str(p)], 1.0 if cur == p else 0.0)
             if r.last_committed_ledger is not None:
@@ -107,10 +117,12 @@ class BackfillMetrics:
             attempts.add_metric([rid], r.attempts)
             if r.eta_s is not None:
                 eta.add_metric([rid], r.eta_s)
-        fetch = HistogramMetricFamily(PREFIX + "source_fetch_seconds", "Time get_ledger took, per ledger.",
-                                      labels=["backend"])
-        retries = CounterMetricFamily(PREFIX + "source_retries", "Source retries by reason.",
-                                      labels=["backend", "reason"])
+        fetch = HistogramMetricFamily(
+            PREFIX + "source_fetch_seconds", "Time get_ledger took, per ledger.", labels=["backend"]
+        )
+        retries = CounterMetricFamily(
+            PREFIX + "source_retries", "Source retries by reason.", labels=["backend", "reason"]
+        )
         nbytes = CounterMetricFamily(PREFIX + "source_bytes", "Bytes received from the source.", labels=["backend"])
         errors = CounterMetricFamily(PREFIX + "errors", "Failed range attempts by error class.", labels=["class"])
         with self._lock:

@@ -129,8 +129,10 @@ class RangeOrchestrator:
 
     def _fields(self, **kw) -> dict:
         """``extra=`` fields of this range's log records."""
-        return {"range_id": self.rid, **{k: (str(v) if v is not None and not isinstance(v, int) else v)
-                                         for k, v in kw.items()}}
+        return {
+            "range_id": self.rid,
+            **{k: (str(v) if v is not None and not isinstance(v, int) else v) for k, v in kw.items()},
+        }
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -152,8 +154,17 @@ class RangeOrchestrator:
         if self._source is not None:
             self._source_stats = self._source.snapshot()
         done, steps = self._transition_steps()
-        self._progress_cb(ProgressSnapshot(self.rid, self.ledgers_done, total, self.tx_done, source=self._source_stats,
-                                           steps_done=done, steps_total=steps))
+        self._progress_cb(
+            ProgressSnapshot(
+                self.rid,
+                self.ledgers_done,
+                total,
+                self.tx_done,
+                source=self._source_stats,
+                steps_done=done,
+                steps_total=steps,
+            )
+        )
 
     def _transition_steps(self) -> tuple[int, int]:
         """Transition steps (chunks verified + shards compacted, built and verified) done and in all."""
@@ -202,14 +213,24 @@ class RangeOrchestrator:
             lc = info.ledger_last_committed
             counts = list(info.cf_counts)
         if lc >= last:
-            log.info("range %d: ingestion already complete at ledger %d", self.rid, lc,
-                     extra=self._fields(ledger=lc, phase="INGESTING"))
+            log.info(
+                "range %d: ingestion already complete at ledger %d",
+                self.rid,
+                lc,
+                extra=self._fields(ledger=lc, phase="INGESTING"),
+            )
             return
         ldir.mkdir(parents=True, exist_ok=True)
         tdir.mkdir(parents=True, exist_ok=True)
         interval = self.config.backfill.checkpoint_interval
-        log.info("range %d: ingesting ledgers %d-%d%s", self.rid, lc + 1, last, " (resumed)" if counts else "",
-                 extra=self._fields(ledger=lc + 1, phase="INGESTING"))
+        log.info(
+            "range %d: ingesting ledgers %d-%d%s",
+            self.rid,
+            lc + 1,
+            last,
+            " (resumed)" if counts else "",
+            extra=self._fields(ledger=lc + 1, phase="INGESTING"),
+        )
         spill = TxHashSpill(tdir, counts=counts)
         chain = ledger_chain(self.config, f"range {self.rid}")  # None if check_ledger_hashes = false
         writer = None
@@ -256,8 +277,12 @@ class RangeOrchestrator:
         """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
         if chunk_exists(self.ledgers_base, c):
             # Finished before the crash but after the last checkpoint: never rewrite it.
-            log.info("range %d: chunk %d already final; re-reading its ledgers for the spill only", self.rid, c,
-                     extra=self._fields(ledger=seq, phase="INGESTING", chunk=c))
+            log.info(
+                "range %d: chunk %d already final; re-reading its ledgers for the spill only",
+                self.rid,
+                c,
+                extra=self._fields(ledger=seq, phase="INGESTING", chunk=c),
+            )
             return None
         if seq == chunk_first_ledger(c):
             return ChunkWriter(self.ledgers_base, c, ldir)
@@ -284,8 +309,13 @@ class RangeOrchestrator:
 
     def _transition(self) -> None:
         self._report(force=True)
-        log.info("range %d: transition (ledger %s, txhash %s)", self.rid, self.info.ledger_phase,
-                 self.info.txhash_phase, extra=self._fields(ledger=self.info.end_ledger, phase="TRANSITIONING"))
+        log.info(
+            "range %d: transition (ledger %s, txhash %s)",
+            self.rid,
+            self.info.ledger_phase,
+            self.info.txhash_phase,
+            extra=self._fields(ledger=self.info.end_ledger, phase="TRANSITIONING"),
+        )
         with ThreadPoolExecutor(2, thread_name_prefix=f"range{self.rid}") as ex:
             futs = [ex.submit(self._ledger_subflow), ex.submit(self._txhash_subflow)]
             errors = []
@@ -317,8 +347,12 @@ class RangeOrchestrator:
         other run, so every such file is garbage of an earlier, crashed attempt."""
         candidates = self.layout.interrupted_writes(self.rid, self.info.start_ledger, self.info.end_ledger)
         for p in candidates:
-            log.info("range %d: removing %s left by an interrupted write", self.rid, p,
-                     extra=self._fields(phase="TRANSITIONING"))
+            log.info(
+                "range %d: removing %s left by an interrupted write",
+                self.rid,
+                p,
+                extra=self._fields(phase="TRANSITIONING"),
+            )
             p.unlink(missing_ok=True)
         for d in {p.parent for p in candidates}:
             fsync_dir(d)
@@ -359,8 +393,13 @@ class RangeOrchestrator:
                 if x in info.shard_built:
                     continue
                 self._check_cancel()
-                build_shard(Path(info.shard_sorted[x]), self.layout.index_shard(self.rid, i),
-                            info.start_ledger, info.cf_counts[i], cancel=self.cancel)
+                build_shard(
+                    Path(info.shard_sorted[x]),
+                    self.layout.index_shard(self.rid, i),
+                    info.start_ledger,
+                    info.cf_counts[i],
+                    cancel=self.cancel,
+                )
                 faults.hit("build")
                 self._update(MarkShard("built", x, info.cf_counts[i]))
                 self._report(force=True)
@@ -370,8 +409,13 @@ class RangeOrchestrator:
                 if x in info.shard_verified:
                     continue
                 self._check_cancel()
-                verify_shard(self.layout.index_shard(self.rid, i), Path(info.shard_sorted[x]),
-                             info.start_ledger, info.cf_counts[i], cancel=self.cancel)
+                verify_shard(
+                    self.layout.index_shard(self.rid, i),
+                    Path(info.shard_sorted[x]),
+                    info.start_ledger,
+                    info.cf_counts[i],
+                    cancel=self.cancel,
+                )
                 faults.hit("verify_shard")
                 self._update(MarkShard("verified", x, info.cf_counts[i]))
                 self._report(force=True)

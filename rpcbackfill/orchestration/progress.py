@@ -173,13 +173,15 @@ class LiveDisplay:
     rich to the terminal's current width (cells are cut, never wrapped).  ``clear`` takes it off
     the screen before a log line is written; the next ``draw`` puts it back below."""
 
-    def __init__(self, render: Callable[[], RenderableType], enabled: bool | None = None, stream=None,
-                 width: int | None = None):
+    def __init__(
+        self, render: Callable[[], RenderableType], enabled: bool | None = None, stream=None, width: int | None = None
+    ):
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.render = render
-        self.console = Console(file=self.stream, width=width, force_terminal=self.enabled or None,
-                               highlight=False, soft_wrap=False)
+        self.console = Console(
+            file=self.stream, width=width, force_terminal=self.enabled or None, highlight=False, soft_wrap=False
+        )
         self._live: Live | None = None
         self._lock = threading.Lock()  # log lines of range tasks clear it from another thread
         self._handlers: list[logging.Handler] = []
@@ -207,8 +209,14 @@ class LiveDisplay:
 
     def _draw(self) -> None:
         if self._live is None:
-            self._live = Live(console=self.console, auto_refresh=False, transient=True,
-                              redirect_stdout=False, redirect_stderr=False, vertical_overflow="ellipsis")
+            self._live = Live(
+                console=self.console,
+                auto_refresh=False,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+                vertical_overflow="ellipsis",
+            )
             self._live.start()
         self._live.update(self.render(), refresh=True)
 

@@ -234,15 +234,20 @@ class StatusReport:
         total = len(self.ranges) or 1
         done = sum(r.fraction for r in self.ranges) / total
         lps = sum(r.ledgers_per_s or 0.0 for r in self.ranges)
-        grid.add_row("all", ProgressBar(total=1.0, completed=done, width=12),
-                     f"{100 * done:5.1f}% ETA {fmt_eta(self.eta_s())} {lps:,.0f} ledgers/s")
+        grid.add_row(
+            "all",
+            ProgressBar(total=1.0, completed=done, width=12),
+            f"{100 * done:5.1f}% ETA {fmt_eta(self.eta_s())} {lps:,.0f} ledgers/s",
+        )
         for r in self.ranges:
             if r.state not in (RangeState.INGESTING, RangeState.TRANSITIONING):
                 continue
             if r.transitioning:
-                what = (f"ETA {fmt_eta(r.eta_s)} transition {r.steps_done}/{r.steps_total} steps (chunks verified "
-                        f"{r.chunks_verified}, shards compacted/built/verified "
-                        f"{r.shards_compacted}/{r.shards_built}/{r.shards_verified})")
+                what = (
+                    f"ETA {fmt_eta(r.eta_s)} transition {r.steps_done}/{r.steps_total} steps (chunks verified "
+                    f"{r.chunks_verified}, shards compacted/built/verified "
+                    f"{r.shards_compacted}/{r.shards_built}/{r.shards_verified})"
+                )
             else:
                 what = f"ETA {fmt_eta(r.eta_s)} ingest {r.percent:5.1f}% {r.ledgers_per_s or 0:,.0f} ledgers/s"
             grid.add_row(f"range {r.id}", ProgressBar(total=1.0, completed=r.fraction, width=12), what)

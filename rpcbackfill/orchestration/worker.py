@@ -110,8 +110,13 @@ class LinkLogHandler(logging.Handler):
                 "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else None,
             }
             extras = {**self.tags, **extra_fields(record)}
-            fields.update({k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                           for k, v in extras.items() if k not in fields})
+            fields.update(
+                {
+                    k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                    for k, v in extras.items()
+                    if k not in fields
+                }
+            )
             if self.link.closed:
                 raise ChannelClosed("link closed")
             self.link.send(("log", fields))

@@ -29,8 +29,16 @@ def make_lake(root: Path, first: int, last: int, *, seed: int = 7, tx_per_ledger
     from rpcbackfill.devtools.lakegen import generate_lake
 
     if not (root / ".config.json").exists():
-        generate_lake(root, first, last, seed=seed, tx_per_ledger=tx_per_ledger, ledgers_per_batch=8,
-                      batches_per_partition=64, fsync=False)
+        generate_lake(
+            root,
+            first,
+            last,
+            seed=seed,
+            tx_per_ledger=tx_per_ledger,
+            ledgers_per_batch=8,
+            batches_per_partition=64,
+            fsync=False,
+        )
     return root
 
 
@@ -78,8 +86,15 @@ def fast_options(**kw):
     return CoordinatorOptions(**kw)
 
 
-def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, log_level: str = "INFO",
-                      stderr=None, cwd: Path | None = None) -> subprocess.Popen:
+def start_coordinator(
+    tmp: Path,
+    config,
+    options=None,
+    env: dict | None = None,
+    log_level: str = "INFO",
+    stderr=None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
     """The coordinator in a new session (its own process group), as ``stellar-rpc`` would run."""
     blob = tmp / f"coord-{time.monotonic_ns()}.pickle"
     blob.write_bytes(pickle.dumps((config, options or fast_options(), log_level)))
@@ -89,8 +104,14 @@ def start_coordinator(tmp: Path, config, options=None, env: dict | None = None, 
     e.update(env or {})
     # ``-m`` would put the working directory first on sys.path (a test may run the coordinator
     # from a directory holding a decoy package): run the module without it.
-    return subprocess.Popen([sys.executable, "-c", _RUN_MODULE, str(blob)], env=e, cwd=cwd,
-                            start_new_session=True, stderr=stderr, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", _RUN_MODULE, str(blob)],
+        env=e,
+        cwd=cwd,
+        start_new_session=True,
+        stderr=stderr,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 _RUN_MODULE = "import runpy, sys; sys.path.remove(''); runpy.run_module('tests.lib.orchestration', run_name='__main__')"
@@ -190,7 +211,9 @@ def check_backfill_result(config, lake: Path, first: int, last: int, api_samples
         finally:
             idx.close()
         bad = np.nonzero(got != want)[0]
-        assert bad.size == 0, f"range {rid}: {bad.size} hashes resolve wrongly, first {keys[bad[0]*32:bad[0]*32+32].hex()}"
+        assert bad.size == 0, (
+            f"range {rid}: {bad.size} hashes resolve wrongly, first {keys[bad[0] * 32 : bad[0] * 32 + 32].hex()}"
+        )
         n_hashes += len(want)
     for seq, h in samples:
         assert api.get_transaction_ledger(config, h) == seq
@@ -218,8 +241,9 @@ def _main() -> int:
     import logging
 
     config, options, level = pickle.loads(Path(sys.argv[1]).read_bytes())
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [coordinator] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s [coordinator] %(name)s: %(message)s"
+    )
     from rpcbackfill.errors import RpcBackfillError
     from rpcbackfill.orchestration.coordinator import Coordinator
 

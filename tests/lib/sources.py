@@ -18,7 +18,9 @@ class Emulator:
 
         self.port = free_port()
         self.host = f"http://127.0.0.1:{self.port}"
-        exe = shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
+        exe = shutil.which("gcp-storage-emulator") or os.path.join(
+            os.path.dirname(sys.executable), "gcp-storage-emulator"
+        )
         self.proc = subprocess.Popen(
             [exe, "start", "--host", "127.0.0.1", "--port", str(self.port), "--in-memory", "-q"],
             stdout=subprocess.DEVNULL,
