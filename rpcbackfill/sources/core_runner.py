@@ -172,6 +172,12 @@ def _command_of(argv: list[str]) -> str:
 def _child_setup(wfd: int | None, parent_pid: int):
     def setup() -> None:  # runs in the child between fork and exec: keep it minimal
         os.setpgid(0, 0)
+        # The driver stops core with SIGINT; a backfill started in the background of a
+        # non-interactive shell inherits SIGINT as ignored, and exec keeps it ignored.
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        except ValueError:  # not the main thread: keep the inherited disposition
+            pass
         set_parent_death_signal(parent_pid)  # exits at once if the parent is already gone
         if wfd is not None:
             if wfd != META_FD:
