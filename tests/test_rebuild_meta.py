@@ -18,7 +18,8 @@ from rpcbackfill.ledgermath import chunk_of_ledger
 from rpcbackfill.meta.store import MetaStore
 from tests.lib.lake import lake_ledgers
 from tests.lib.orchestration import make_lake
-from tests.test_ops_verify import cli, write_config
+from tests.lib.orchestration import write_backfill_config as write_config
+from tests.test_ops_verify import cli
 
 FIRST, LAST = 2, 20001
 TIMESTAMPS = ("created_at", "completed_at")
