@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 from ..errors import EndpointError, InputError
 
@@ -48,27 +49,26 @@ class Health:
     result: dict
 
 
-class StatusServer:
-    """``StatusServer(port, health_fn, status_fn).start()``; ``close()`` idempotent; port 0 = any."""
+_E = TypeVar("_E", bound="_Endpoint")
 
-    def __init__(self, port: int, health: Callable[[], Health], status: Callable[[], dict], host: str = "127.0.0.1"):
-        self._health = health
-        self._status = status
-        handler = self._make_handler()
-        self._srv = _bind(host, port, handler, "[service] http_endpoint")
+
+class _Endpoint:
+    """A threaded HTTP endpoint: bound at construction (a port in use is a start-up error),
+    served by one daemon thread from ``start()``; ``close()`` is idempotent."""
+
+    _thread_name = "http"
+    _announce = "endpoint on http://%s:%d"  # logged by start() with host and port
+
+    def _listen(self, host: str, port: int, handler, key: str) -> None:
+        self._srv = _bind(host, port, handler, key)
         self.host = host
         self.port = self._srv.server_address[1]
         self._thread: threading.Thread | None = None
 
-    def start(self) -> StatusServer:
-        self._thread = threading.Thread(target=self._srv.serve_forever, name="http-status", daemon=True)
+    def start(self: _E) -> _E:
+        self._thread = threading.Thread(target=self._srv.serve_forever, name=self._thread_name, daemon=True)
         self._thread.start()
-        log.info(
-            "status endpoint on http://%s:%d (getHealth, getStatus)",
-            self.host,
-            self.port,
-            extra={"endpoint": f"{self.host}:{self.port}"},
-        )
+        log.info(self._announce, self.host, self.port, extra={"endpoint": f"{self.host}:{self.port}"})
         return self
 
     def close(self) -> None:
@@ -77,6 +77,19 @@ class StatusServer:
             self._thread.join()
             self._thread = None
         self._srv.server_close()
+
+
+class StatusServer(_Endpoint):
+    """``StatusServer(port, health_fn, status_fn).start()``; ``close()`` idempotent; port 0 = any."""
+
+    _thread_name = "http-status"
+    _announce = "status endpoint on http://%s:%d (getHealth, getStatus)"
+
+    def __init__(self, port: int, health: Callable[[], Health], status: Callable[[], dict], host: str = "127.0.0.1"):
+        self._health = health
+        self._status = status
+        handler = self._make_handler()
+        self._listen(host, port, handler, "[service] http_endpoint")
 
     def _make_handler(self):
         server = self
@@ -253,8 +266,11 @@ def _bind(host: str, port: int, handler, key: str) -> ThreadingHTTPServer:
     return srv
 
 
-class MetricsServer:
+class MetricsServer(_Endpoint):
     """``GET /metrics`` of ``registry`` (a prometheus_client ``CollectorRegistry``) on host:port."""
+
+    _thread_name = "http-metrics"
+    _announce = "metrics endpoint on http://%s:%d/metrics"
 
     def __init__(self, host: str, port: int, registry, key: str = "[service] admin_endpoint"):
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -274,25 +290,4 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._srv = _bind(host, port, Handler, key)
-        self.host = host
-        self.port = self._srv.server_address[1]
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> MetricsServer:
-        self._thread = threading.Thread(target=self._srv.serve_forever, name="http-metrics", daemon=True)
-        self._thread.start()
-        log.info(
-            "metrics endpoint on http://%s:%d/metrics",
-            self.host,
-            self.port,
-            extra={"endpoint": f"{self.host}:{self.port}"},
-        )
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._srv.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._srv.server_close()
+        self._listen(host, port, Handler, key)
