@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     MIB,
-    REPO,
     TreeSampler,
     add_common_args,
     dir_bytes,
@@ -61,6 +60,7 @@ from rpcbackfill.ledgermath import CHUNK_SIZE, FIRST_LEDGER  # noqa: E402
 from rpcbackfill.paths import index_shard_path, range_index_dir  # noqa: E402
 from rpcbackfill.records import NSHARDS  # noqa: E402
 from rpcbackfill.zstdframe import ZSTD_LEVEL  # noqa: E402
+from tests.lib.orchestration import backfill_command, cli_env  # noqa: E402
 
 RANGE_SIZE = CHUNK_SIZE  # smallest legal range_size (spec section 1): one chunk per range
 FIRST = FIRST_LEDGER
@@ -484,19 +484,8 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
     cfg = work / f"backfill-{tag}.toml"
     write_config(cfg, data, lake, parallel, workers)
     last = FIRST + ranges * RANGE_SIZE - 1
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(last),
-        "--config-path",
-        str(cfg),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = backfill_command(cfg, FIRST, last)
+    env = cli_env(inherit=True)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(work))
