@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from stellar_sdk.exceptions import SorobanRpcErrorResponse
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
 from tests.lib.net import free_port
-from tests.lib.orchestration import kill_tree, make_lake, start_backfill, wait_held, write_backfill_config
+from tests.lib.orchestration import kill_tree, make_lake, poll_until, start_backfill, wait_held, write_backfill_config
 
 FIRST, LAST = 2, 10001
 
@@ -50,20 +49,17 @@ def get_status(port: int) -> dict:
 def poll_health(server: SorobanServer, p: subprocess.Popen, want_error: bool, timeout: float = 180.0):
     """Ask getHealth until it answers an error (want_error) or healthy; the deadline only
     guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert p.poll() is None, f"the run exited ({p.returncode})"
+
+    def ask():
         try:
             h = server.get_health()
-            if not want_error:
-                return h
+            return None if want_error else h
         except SorobanRpcErrorResponse as e:
-            if want_error:
-                return e
+            return e if want_error else None
         except SdkConnectionError:
-            pass  # the endpoint is not up yet
-        assert time.monotonic() < deadline, "getHealth never changed"
-        time.sleep(0.05)
+            return None  # the endpoint is not up yet
+
+    return poll_until(ask, p, "change of getHealth", timeout, interval=0.05)
 
 
 def test_get_health_flips_on_source_failure_and_back(tmp_path):
@@ -106,14 +102,14 @@ def test_get_health_flips_on_source_failure_and_back(tmp_path):
 
 def feed_fifo(fifo: Path, data: bytes, timeout: float = 60.0) -> None:
     """Write ``data`` to the reader blocked on ``fifo`` (ENXIO until a reader has it open)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def open_for_writing() -> int | None:
         try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            assert time.monotonic() < deadline, "nobody reads the FIFO"
-            time.sleep(0.02)
+            return None
+
+    fd = poll_until(open_for_writing, None, "reader of the FIFO", timeout)
     os.set_blocking(fd, True)
     try:
         os.write(fd, data)
