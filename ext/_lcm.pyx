@@ -166,50 +166,25 @@ def lcm_length(buf, Py_ssize_t offset=0):
     return <Py_ssize_t>(q - (v.ptr + offset))
 
 
+# The narrow scans are projections of ledger_info: every one validates the whole value, so
+# they all run the same full pass; only what they hand back differs.
+
 def ledger_sequence(buf):
     """Ledger sequence of one LedgerCloseMeta (the whole value is validated)."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return xs_u32(c.slot[XS_SLOT_SEQ])
-    finally:
-        xs_free(&c)
+    return ledger_info(buf)[0]
 
 
 def header_hashes(buf):
     """(LedgerHeaderHistoryEntry.hash, header.previousLedgerHash) of one LedgerCloseMeta."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return (
-            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
-            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_PREV_HASH], 32),
-        )
-    finally:
-        xs_free(&c)
+    info = ledger_info(buf)
+    return info[1], info[2]
 
 
 def tx_hashes(buf):
     """(ledger seq, concatenated 32-byte transaction hashes in apply order, fee-bump inner hash
     right after its outer hash) of one LedgerCloseMeta (the whole value is validated)."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return (
-            xs_u32(c.slot[XS_SLOT_SEQ]),
-            PyBytes_FromStringAndSize(<const char *>c.hashes, <Py_ssize_t>(c.n_hashes * 32)),
-        )
-    finally:
-        xs_free(&c)
+    info = ledger_info(buf)
+    return info[0], info[3]
 
 
 def ledger_info(buf):
