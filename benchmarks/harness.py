@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     MIB,
-    REPO,
     TreeSampler,
     add_common_args,
     dir_bytes,
@@ -61,6 +60,7 @@ from rpcbackfill.ledgermath import CHUNK_SIZE, FIRST_LEDGER  # noqa: E402
 from rpcbackfill.paths import index_shard_path, range_index_dir  # noqa: E402
 from rpcbackfill.records import NSHARDS  # noqa: E402
 from rpcbackfill.zstdframe import ZSTD_LEVEL  # noqa: E402
+from tests.lib.orchestration import backfill_command, cli_env  # noqa: E402
 
 RANGE_SIZE = CHUNK_SIZE  # smallest legal range_size (spec section 1): one chunk per range
 FIRST = FIRST_LEDGER
@@ -146,6 +146,20 @@ def per_core(work: float, cpu: float) -> float:
     return work / cpu if cpu > 0 else float("nan")
 
 
+def timed_stage(stage: str, t, ledgers: int, raw_bytes: int, **extra) -> StageResult:
+    """The row of a stage timed by ``timed_runs`` (``t``) over ``ledgers`` ledgers of
+    ``raw_bytes`` bytes: medians, and the per-core rates of ledgers and MB."""
+    return StageResult(
+        stage=stage,
+        ledgers=ledgers,
+        wall_s=t.wall_median,
+        cpu_s=t.cpu_median,
+        ledgers_per_core_s=per_core(ledgers, t.cpu_median),
+        mb_per_core_s=per_core(raw_bytes / MIB, t.cpu_median),
+        **extra,
+    )
+
+
 def stage_zstd_floor(files, runs) -> StageResult:
     import zstandard
 
@@ -166,15 +180,7 @@ def stage_zstd_floor(files, runs) -> StageResult:
     t = timed_runs(run, runs)
     raw = t.results[0]
     n = len(files)
-    return StageResult(
-        stage="zstd_floor",
-        ledgers=n,
-        wall_s=t.wall_median,
-        cpu_s=t.cpu_median,
-        ledgers_per_core_s=per_core(n, t.cpu_median),
-        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-        raw_mb=raw / MIB,
-    )
+    return timed_stage("zstd_floor", t, n, raw, raw_mb=raw / MIB)
 
 
 def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) -> StageResult:
@@ -193,16 +199,7 @@ def stage_lake_read(root: Path, first: int, last: int, runs: int, workers: int) 
     t = timed_runs(run, runs)
     n = last - first + 1
     raw = t.results[0]
-    return StageResult(
-        stage="lake_read",
-        ledgers=n,
-        wall_s=t.wall_median,
-        cpu_s=t.cpu_median,
-        ledgers_per_s=n / t.wall_median,
-        ledgers_per_core_s=per_core(n, t.cpu_median),
-        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-        workers=workers,
-    )
+    return timed_stage("lake_read", t, n, raw, ledgers_per_s=n / t.wall_median, workers=workers)
 
 
 def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[StageResult, StageResult]:
@@ -218,15 +215,8 @@ def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[Stag
     t = timed_runs(run, runs, warmup=1)
     keys = t.results[0]
     raw = sum(map(len, lcms))
-    ours = StageResult(
-        stage="tx_hashes (lcm scanner)",
-        ledgers=len(lcms),
-        wall_s=t.wall_median,
-        cpu_s=t.cpu_median,
-        tx_per_core_s=per_core(keys, t.cpu_median),
-        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-        ledgers_per_core_s=per_core(len(lcms), t.cpu_median),
-        hashes=keys,
+    ours = timed_stage(
+        "tx_hashes (lcm scanner)", t, len(lcms), raw, tx_per_core_s=per_core(keys, t.cpu_median), hashes=keys
     )
 
     from stellar_sdk import xdr
@@ -250,14 +240,12 @@ def stage_tx_hashes(lcms: list[bytes], runs: int, sdk_sample: int) -> tuple[Stag
     ts = timed_runs(run_sdk, max(1, min(runs, 3)))
     skeys = ts.results[0]
     sraw = sum(map(len, sample))
-    peer = StageResult(
-        stage="tx_hashes (stellar-sdk decode)",
-        ledgers=len(sample),
-        wall_s=ts.wall_median,
-        cpu_s=ts.cpu_median,
+    peer = timed_stage(
+        "tx_hashes (stellar-sdk decode)",
+        ts,
+        len(sample),
+        sraw,
         tx_per_core_s=per_core(skeys, ts.cpu_median),
-        mb_per_core_s=per_core(sraw / MIB, ts.cpu_median),
-        ledgers_per_core_s=per_core(len(sample), ts.cpu_median),
         hashes=skeys,
     )
     ours["speedup_vs_sdk"] = ours["tx_per_core_s"] / peer["tx_per_core_s"] if peer["tx_per_core_s"] else float("nan")
@@ -284,15 +272,8 @@ def stage_lfs_write(lcms: list[bytes], first: int, work: Path, runs: int) -> Sta
     raw = sum(map(len, lcms))
     out = t.results[0]
     drop_dir(base)
-    return StageResult(
-        stage="lfs_write",
-        ledgers=n,
-        wall_s=t.wall_median,
-        cpu_s=t.cpu_median,
-        ledgers_per_core_s=per_core(n, t.cpu_median),
-        mb_per_core_s=per_core(raw / MIB, t.cpu_median),
-        bytes_written_per_ledger=out / n,
-        compression_ratio=raw / out if out else float("nan"),
+    return timed_stage(
+        "lfs_write", t, n, raw, bytes_written_per_ledger=out / n, compression_ratio=raw / out if out else float("nan")
     )
 
 
@@ -484,19 +465,8 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
     cfg = work / f"backfill-{tag}.toml"
     write_config(cfg, data, lake, parallel, workers)
     last = FIRST + ranges * RANGE_SIZE - 1
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(last),
-        "--config-path",
-        str(cfg),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = backfill_command(cfg, FIRST, last)
+    env = cli_env(inherit=True)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(work))

@@ -24,11 +24,12 @@ from datetime import datetime, timezone
 
 from ..config import Config, format_duration
 from ..errors import InputError, MaxDurationElapsed, MetaStoreCorruptError, MetaStoreError
+from ..jsonrpc import parse_host_port
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from ..sources import preflight
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
-from .http import Health, MetricsServer, StatusServer, parse_host_port
+from .http import Health, MetricsServer, StatusServer
 from .lock import DataDirLock
 from .metrics import BackfillMetrics
 from .progress import LiveDisplay, Progress, ProgressSnapshot, tree_rss_bytes
