@@ -10,6 +10,7 @@ redoes only the chunks not recorded done: published chunk files are never rewrit
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ from tests.lib.orchestration import (
     start_coordinator,
     store_digest,
     wait_group_gone,
+    wait_held,
 )
 
 RS3 = 30_000  # three chunks per range
@@ -172,6 +174,40 @@ def test_kill9_at_random_moments_then_identical(tmp_path, lake, reference):
     _resume_and_check(tmp_path, cfg, lake, reference)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_chunk_workers_die_with_their_orchestrator(tmp_path, lake, reference):
+    import signal
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    cfg = _config(tmp_path, lake, 2)
+    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "ingest:1"), stderr=subprocess.DEVNULL)
+    try:
+        workers = wait_held(hold, "ingest", p, n=2)  # two chunk workers, each at its first ledger
+        (orch,) = {_parent(w) for w in workers}  # children of one range process ...
+        assert orch not in (p.pid, *workers) and _parent(orch) == p.pid  # ... itself a child of the coordinator
+        os.kill(orch, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers):
+            assert time.monotonic() < deadline, "chunk workers outlived their orchestrator"
+            time.sleep(0.02)
+    finally:
+        kill_tree(p)
+    _resume_and_check(tmp_path, cfg, lake, reference)
+
+
 def _lake_file(lake: Path, seq: int) -> Path:
     return lake / object_key(seq, read_manifest(lake))
 
@@ -237,6 +273,97 @@ def test_ingest_chunk_on_its_own_matches_the_reference(tmp_path, lake, reference
     again = ingest_chunk(task)
     assert not again.rewritten and again.cf_counts == res.cf_counts
     assert again.last_hash == res.last_hash and again.first_prev_hash == res.first_prev_hash
+
+
+# --- the pieces on their own: meta keys, spill inputs, compaction -------------------------------
+
+
+def test_chunk_keys_and_prefix_checkpoint_in_one_batch(tmp_path):
+    from rpcbackfill.errors import MetaStoreError
+    from rpcbackfill.meta.store import Checkpoint, ChunkDone
+
+    cf = tuple(range(16))
+    with MetaStore(tmp_path / "meta") as m:
+        m.init_backfill(2, LAST, RS3)
+        m.start_ingesting(0, str(tmp_path / "spill"))
+        c2 = ChunkDone(2, 10_000, cf, b"\x01" * 32, b"\x02" * 32)
+        m.mark_chunk_done(0, c2)  # not contiguous with the start: no checkpoint
+        info = m.range_info(0)
+        assert info.chunks_done == {2: c2} and info.ledger_last_committed is None
+        c0 = ChunkDone(0, 10_000, cf, None, None)
+        m.mark_chunk_done(0, c0, Checkpoint(10_001, 10_000, list(cf)))
+        info = m.range_info(0)
+        assert info.chunks_done == {0: c0, 2: c2}
+        assert (info.ledger_last_committed, info.txhash_last_committed, info.ledger_count) == (10_001, 10_001, 10_000)
+        assert info.cf_counts == list(cf)
+        raw = m.dump()
+        assert json.loads(raw["range:0:chunk:2:done"]) == {
+            "ledgers": 10_000,
+            "cf_counts": {f"{i:x}": i for i in range(16)},
+            "first_prev_hash": "01" * 32,
+            "last_hash": "02" * 32,
+        }
+        with pytest.raises(MetaStoreError):  # the prefix never goes back
+            m.mark_chunk_done(0, ChunkDone(1, 10_000, cf), Checkpoint(2, 1, list(cf)))
+        assert 1 not in m.range_info(0).chunks_done  # refused batch: nothing of it written
+        m.start_transition(0)
+        with pytest.raises(MetaStoreError):
+            m.mark_chunk_done(0, ChunkDone(1, 10_000, cf))
+
+
+def test_mirror_of_mark_chunk_done_matches_the_store(tmp_path):
+    from rpcbackfill.meta.store import Checkpoint, ChunkDone
+    from rpcbackfill.orchestration.updates import ForwardingMeta
+
+    with MetaStore(tmp_path / "meta") as m:
+        m.init_backfill(2, LAST, RS3)
+        m.start_ingesting(0, "x")
+        mirror = m.range_info(0)
+        sent = []
+        fwd = ForwardingMeta(0, sent.append)
+        fwd.mark_chunk_done(0, ChunkDone(0, 10_000, (1,) * 16), Checkpoint(10_001, 10_000, [1] * 16))
+        for u in sent:
+            u.apply(m, 0)
+            u.mirror(mirror)
+        assert mirror == m.range_info(0)
+
+
+def _recs(seed: int, n: int, seq: int) -> bytes:
+    import hashlib
+
+    return b"".join(hashlib.sha256(f"{seed}-{i}".encode()).digest() + seq.to_bytes(4, "little") for i in range(n))
+
+
+def test_compaction_reads_every_spill_input_and_checks_the_count(tmp_path):
+    import numpy as np
+
+    from rpcbackfill.errors import CorruptStoreError
+    from rpcbackfill.index import compact_shard, sortedfile
+    from rpcbackfill.index.spill import remove_shard_spill, shard_spill_inputs
+    from rpcbackfill.paths import chunk_spill_dir, spill_shard_path
+
+    tdir = tmp_path / "t"
+    tdir.mkdir()
+    spill_shard_path(tdir, 3).write_bytes(_recs(0, 50, 5))  # the sequential part
+    for c, n in ((2, 30), (1, 20)):
+        d = chunk_spill_dir(tdir, c)
+        d.mkdir()
+        spill_shard_path(d, 3).write_bytes(_recs(c, n, 10_000 * c + 7))
+    (tdir / ".chunk-000009.tmp-1").mkdir()  # an unfinished chunk worker's temp dir: not an input
+    spill_shard_path(tdir / ".chunk-000009.tmp-1", 3).write_bytes(_recs(9, 5, 1))
+    ins = shard_spill_inputs(tdir, 3)
+    assert [p.parent.name for p in ins] == ["t", "chunk-000001", "chunk-000002"]
+    with pytest.raises(CorruptStoreError, match="meta store counts 99"):
+        compact_shard(tdir, 3, tmp_path / "s", expect_records=99)
+    for mem in (1 << 30, 70_000):  # in memory and partitioned
+        p = compact_shard(tdir, 3, tmp_path / f"s{mem}", expect_records=100, mem_limit_bytes=mem)
+        n, _ = sortedfile.read_header(p)
+        body = np.frombuffer(p.read_bytes()[sortedfile.HEADER_SIZE :], np.uint8).reshape(-1, 36)
+        want = {bytes(r) for r in np.frombuffer(b"".join(x.read_bytes() for x in ins), np.uint8).reshape(-1, 36)}
+        assert n == 100 and {bytes(r) for r in body} == want
+    remove_shard_spill(tdir, 3)
+    assert shard_spill_inputs(tdir, 3) == []
+    assert not chunk_spill_dir(tdir, 1).exists()  # emptied chunk spill dirs go too
 
 
 if __name__ == "__main__":  # pragma: no cover
