@@ -208,6 +208,26 @@ def test_chunk_workers_die_with_their_orchestrator(tmp_path, lake, reference):
     _resume_and_check(tmp_path, cfg, lake, reference)
 
 
+def test_a_chunk_worker_killed_alone_is_a_retried_failure(tmp_path, lake, reference):
+    import signal
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    cfg = _config(tmp_path, lake, 2)
+    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "ingest:1"), stderr=subprocess.PIPE)
+    try:
+        workers = wait_held(hold, "ingest", p, n=2)
+        os.kill(workers[0], signal.SIGKILL)  # like the OOM killer picking one worker
+        faults.release(hold, "ingest")  # the other worker goes on (and the retry's workers pass)
+        _, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            kill_tree(p)
+    assert p.returncode == 0, err
+    assert b"a chunk worker process died" in err and b"range 0 attempt 1 failed" in err, err
+    _check_same_as_reference(cfg, lake, reference)
+
+
 def _lake_file(lake: Path, seq: int) -> Path:
     return lake / object_key(seq, read_manifest(lake))
 
