@@ -382,7 +382,7 @@ class RangeOrchestrator:
                 if x in info.shard_sorted:
                     continue
                 self._check_cancel()
-                p = compact_shard(tdir, i, sorted_dir, cancel=self.cancel)
+                p = compact_shard(tdir, i, sorted_dir, range_start=info.start_ledger, cancel=self.cancel)
                 faults.hit("compact")
                 self._update(MarkShard("sorted", x, str(p)))
                 self._report(force=True)
