@@ -142,7 +142,7 @@ def test_default_salts_are_deterministic(tmp_path):
     assert idx.read_bytes() == (tmp_path / "b.idx").read_bytes()
     assert st.split_salt == st2.split_salt == recsplit.derive_split_salt(st.bucket_salt, 1)
     r1 = build_shard(sp, tmp_path / "r1.idx", RANGE_START, keys.shape[0], forced_collisions=1)
-    r2 = build_shard(sp, tmp_path / "r2.idx", RANGE_START, keys.shape[0], forced_collisions=1)
+    build_shard(sp, tmp_path / "r2.idx", RANGE_START, keys.shape[0], forced_collisions=1)
     assert r1.attempts == 2 and r1.split_salt == recsplit.derive_split_salt(st.bucket_salt, 2)
     assert (tmp_path / "r1.idx").read_bytes() == (tmp_path / "r2.idx").read_bytes()
     _check_all(tmp_path / "r1.idx", keys, seqs)
