@@ -45,6 +45,7 @@ FAULT_POINTS = [
     # transition: the txhash sub-flow's steps first -- they take milliseconds and run beside
     # the (slower) chunk verification, which would otherwise finish them before it is killed
     "compact",
+    "scratch_delete",  # a shard's mark durable, its spill (or sorted file) not yet deleted
     "build",
     "verify_shard",
     "verify_chunk",
@@ -179,6 +180,7 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3, reference):
     steps = [  # (kill at, hold at)
         ("chunk_finished:1", None),
         ("compact:5", "verify_chunk:1"),  # the chunk verification waits: txhash steps go first
+        ("scratch_delete:2", "verify_chunk:1"),  # a shard recorded sorted, its spill still there
         ("build:3", "verify_chunk:1"),
         ("build:10", "verify_chunk:1"),
         ("verify_shard:9", "verify_chunk:1"),
@@ -196,6 +198,18 @@ def test_crash_points_in_transition_of_single_range(tmp_path, lake3, reference):
         assert p.wait(timeout=240) == -9, kill_at
         wait_group_gone(p.pid)
         assert fired_log.read_text().split() == [kill_at.split(":")[0]]
+        lay = DataDirLayout(cfg)
+        m = MetaStore(cfg.meta_store.path, read_only=True)
+        try:
+            sorted_shards = set(m.range_info(0).shard_sorted)
+        finally:
+            m.close()
+        spilled = {x for j, x in enumerate("0123456789abcdef") if lay.spill_shard(0, j).exists()}
+        if kill_at.startswith("scratch_delete"):
+            assert spilled & sorted_shards, "the kill left a recorded shard's spill behind"
+        elif kill_at.startswith("build"):
+            # the resumed run deleted it before anything else; every spill is gone once all are sorted
+            assert spilled == set()
     st = api.status(cfg).ranges[0]
     assert st.state == "TRANSITIONING" and st.txhash_phase == "COMPLETE"
     # what an atomic writer killed mid-write leaves behind (pid 99999 is long gone)

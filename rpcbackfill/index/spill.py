@@ -132,3 +132,16 @@ class TxHashSpill:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def remove_shard_spill(tdir: Path | str, shard: int) -> None:
+    """Delete shard ``shard``'s spill input of the active txhash store ``tdir`` (if present) and
+    make the deletion durable.  Called once the shard's sorted file is recorded: from then on
+    nothing reads the spill, and keeping it would hold the shard's data on disk twice."""
+    p = spill_shard_path(tdir, shard)
+    with io_errors(p, "removing spill shard"):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return
+    fsync_dir(Path(tdir))
