@@ -80,6 +80,7 @@ class ActiveStoresConfig:
 class ImmutableStoresConfig:
     ledgers_base: Path  # default {data_dir}/immutable/ledgers
     txhash_base: Path  # default {data_dir}/immutable/txhash
+    compression_level: int = 3  # zstd level of the LFS chunk frames
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,16 @@ KEYS: tuple[Key, ...] = (
         "immutable/txhash",
         "Finished RecSplit transaction-hash indexes.",
         commented=True,
+    ),
+    Key(
+        "immutable_stores",
+        "compression_level",
+        "int",
+        3,
+        "zstd level of the ledger frames in LFS chunks (1-22). Higher levels store fewer bytes for more CPU per "
+        "ledger (docs/benchmarks.md); any level gives valid chunks. Applies to chunks written from now on.",
+        minimum=1,
+        maximum=22,
     ),
     Key("rocksdb", "block_cache_mb", "int", 64, "Block cache of the meta store, MiB.", minimum=1, maximum=65536),
     Key("rocksdb", "write_buffer_mb", "int", 64, "Memtable size of the meta store, MiB.", minimum=1, maximum=4096),

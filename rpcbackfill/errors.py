@@ -177,7 +177,7 @@ class StoreError(RpcBackfillError):
 
 
 class IndexBuildError(StoreError):
-    """The RecSplit builder could not produce an index (a new attempt draws new salts)."""
+    """The RecSplit builder could not produce an index (after its derived-salt retries)."""
 
 
 class CorruptStoreError(StoreError):
