@@ -15,7 +15,8 @@ generated once by ``rpcbackfill.devtools.lakegen`` and cached under ``--work``. 
 * ``index``       spill -> compact -> RecSplit build -> verify -> lookups (bytes/key, ns/key);
 * ``backfill``    ``stellar-rpc --backfill`` as a subprocess over the whole lake: wall, CPU,
                   peak RSS of the process tree, disk bytes written; ``parallel_ranges`` 1 vs 2
-                  when ``--ranges 2``;
+                  when ``--ranges 2``; ``--range-chunks 4 --workers 1,2`` measures one range of
+                  four chunks ingested chunk-parallel by 1 and by 2 worker processes;
 * ``serve``       ``stellar-rpc serve`` over the first range, loaded on loopback by
                   benchmarks/bench_serve.py (getTransaction at 1/8/64 clients, getLedgers MB/s,
                   server RSS, the per-request decompression floor).
@@ -452,7 +453,17 @@ def stage_pipeline(work: Path, lake: Path, lake_stats: dict, runs: int, workers:
     )
 
 
-def write_config(path: Path, data_dir: Path, lake: Path, parallel: int, workers: int) -> None:
+def write_config(
+    path: Path,
+    data_dir: Path,
+    lake: Path,
+    parallel: int,
+    workers: int,
+    range_size: int = RANGE_SIZE,
+    ingest_workers: int | None = None,
+) -> None:
+    # ingest_workers: [backfill] workers (chunk-parallel ingestion); None = the default (one per CPU)
+    extra = "" if ingest_workers is None else f"workers = {ingest_workers}\n"
     path.write_text(
         f"""[service]
 data_dir = "{data_dir}"
@@ -463,9 +474,9 @@ log_level = "warning"
 [backfill]
 ledger_backend = "buffered_storage"
 parallel_ranges = {parallel}
-range_size = {RANGE_SIZE}
+range_size = {range_size}
 checkpoint_interval = 1000
-
+{extra}
 [backfill.buffered_storage]
 bucket_path = "{lake}"
 num_workers = {workers}
@@ -474,7 +485,16 @@ buffer_size = 2000
     )
 
 
-def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: int, tag: str) -> dict:
+def run_backfill(
+    work: Path,
+    lake: Path,
+    ranges: int,
+    parallel: int,
+    workers: int,
+    tag: str,
+    range_size: int = RANGE_SIZE,
+    ingest_workers: int | None = None,
+) -> dict:
     """One ``stellar-rpc --backfill`` subprocess over ``ranges`` ranges from ledger 2."""
     import resource
 
@@ -482,8 +502,8 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
     drop_dir(data)
     data.mkdir(parents=True)
     cfg = work / f"backfill-{tag}.toml"
-    write_config(cfg, data, lake, parallel, workers)
-    last = FIRST + ranges * RANGE_SIZE - 1
+    write_config(cfg, data, lake, parallel, workers, range_size, ingest_workers)
+    last = FIRST + ranges * range_size - 1
     cmd = [
         sys.executable,
         "-m",
@@ -527,15 +547,24 @@ def run_backfill(work: Path, lake: Path, ranges: int, parallel: int, workers: in
 
 
 def stage_backfill(
-    work: Path, lake: Path, lake_stats: dict, ranges: int, parallel: int, runs: int, workers: int
+    work: Path,
+    lake: Path,
+    lake_stats: dict,
+    ranges: int,
+    parallel: int,
+    runs: int,
+    workers: int,
+    range_size: int = RANGE_SIZE,
+    ingest_workers: int | None = None,
 ) -> StageResult:
     rs = []
+    name = f"backfill x{ranges} p{parallel}" + ("" if ingest_workers is None else f" w{ingest_workers}")
     for r in range(runs):
-        log(f"  backfill {ranges} range(s), parallel_ranges={parallel}, run {r + 1}/{runs}")
-        res = run_backfill(work, lake, ranges, parallel, workers, f"r{ranges}p{parallel}")
+        log(f"  backfill {ranges} range(s), parallel_ranges={parallel}, workers={ingest_workers}, run {r + 1}/{runs}")
+        res = run_backfill(work, lake, ranges, parallel, workers, f"r{ranges}p{parallel}", range_size, ingest_workers)
         if res["rc"] != 0:
             return StageResult(
-                stage=f"backfill x{ranges} p{parallel}",
+                stage=name,
                 na=f"exit {res['rc']}: " + res["stderr_tail"].strip().splitlines()[-1][:200]
                 if res["stderr_tail"].strip()
                 else f"exit {res['rc']}",
@@ -543,14 +572,14 @@ def stage_backfill(
         rs.append(res)
     import statistics as st
 
-    n = ranges * RANGE_SIZE
+    n = ranges * range_size
     frac = n / lake_stats["ledgers"]
     txs = lake_stats["transactions"] * frac
     raw = lake_stats["raw_bytes"] * frac
     wall = st.median(r["wall_s"] for r in rs)
     cpu = st.median(r["cpu_s"] for r in rs)
     return StageResult(
-        stage=f"backfill x{ranges} p{parallel}",
+        stage=name,
         ledgers=n,
         wall_s=wall,
         cpu_s=cpu,
@@ -629,6 +658,18 @@ def main(argv=None) -> int:
         default=1,
         help="ranges of 10,000 ledgers in the lake; 2 also measures parallel_ranges=2 vs 1",
     )
+    ap.add_argument(
+        "--range-chunks",
+        type=int,
+        default=1,
+        help="chunks (10,000 ledgers) per range; > 1 lets --workers ingest a range chunk-parallel",
+    )
+    ap.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated [backfill] workers values for the backfill stage (e.g. 1,2: the "
+        "parallel scaling of one range); default: the configured default, one run per setting",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage-ledgers", type=int, default=1000, help="ledgers used by the in-memory stages")
     ap.add_argument("--sdk-sample", type=int, default=20, help="ledgers decoded by stellar-sdk (slow peer)")
@@ -653,7 +694,8 @@ def main(argv=None) -> int:
     info = machine_info()
     print(format_machine(info), flush=True)
 
-    n_ledgers = args.ranges * RANGE_SIZE
+    range_size = RANGE_SIZE * args.range_chunks
+    n_ledgers = args.ranges * range_size
     lake, lstats = ensure_lake(args.work, n_ledgers, args.tx_per_ledger, args.seed)
     print(
         f"lake: {lstats['ledgers']} ledgers {lstats['first']}-{lstats['last']}, {lstats['transactions']} txs "
@@ -707,10 +749,20 @@ def main(argv=None) -> int:
     attempt("index", index_keys)
     lcms = files = []  # free them before the backfill stages (the lambdas above have run)
     bruns = args.backfill_runs or args.runs
-    attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 1, 1, bruns, args.source_workers))
-    if args.ranges == 2:
-        attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 1, bruns, args.source_workers))
-        attempt("backfill", lambda: stage_backfill(args.work, lake, lstats, 2, 2, bruns, args.source_workers))
+    wsets: list[int | None] = [int(w) for w in args.workers.split(",") if w.strip()] or [None]
+    for w in wsets:
+        attempt(
+            "backfill",
+            lambda w=w: stage_backfill(args.work, lake, lstats, 1, 1, bruns, args.source_workers, range_size, w),
+        )
+        if args.ranges == 2:
+            for par in (1, 2):
+                attempt(
+                    "backfill",
+                    lambda w=w, par=par: stage_backfill(
+                        args.work, lake, lstats, 2, par, bruns, args.source_workers, range_size, w
+                    ),
+                )
     attempt("serve", lambda: stage_serve(args.work, args.tx_per_ledger, args.seed))
 
     # --- report ---

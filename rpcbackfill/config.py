@@ -118,6 +118,7 @@ class BackfillConfig:
     end_ledger: int | None = None
     ledger_backend: str = "buffered_storage"  # buffered_storage|captive_core
     parallel_ranges: int = 2
+    workers: int = 0  # processes for chunk-parallel ingestion across all ranges; 0 = os.cpu_count()
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
@@ -125,6 +126,10 @@ class BackfillConfig:
     check_ledger_hashes: bool = True
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
+
+    def effective_workers(self) -> int:
+        """``workers`` with 0 resolved to the machine's CPU count (at least 1)."""
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -387,6 +392,17 @@ KEYS: tuple[Key, ...] = (
         "Ranges ingested at the same time (one process each).",
         minimum=1,
         maximum=256,
+    ),
+    Key(
+        "backfill",
+        "workers",
+        "int",
+        0,
+        "Processes that ingest chunks (10,000 ledgers each) in parallel, shared by the ranges running at "
+        "once; 0 = one per CPU. Data-lake ranges only: a captive-core range reads its ledgers with one "
+        "core, sequentially (each core start replays minutes of catchup).",
+        minimum=0,
+        maximum=1024,
     ),
     Key(
         "backfill",

@@ -191,7 +191,17 @@ class Coordinator:
             progress_every_s=self.options.worker_progress_s,
             env=dict(self.options.worker_env),
             inherit_fds=(self._lock.fd,),  # tasks keep the data dir locked while they live
+            range_workers=self._range_workers(),
         )
+
+    def _range_workers(self) -> int:
+        """Each range task's share of ``[backfill] workers``: the budget split evenly over the
+        ranges that run at once (at least one process each)."""
+        bf = self.config.backfill
+        with self._status_lock:
+            todo = sum(1 for rid in self._range_ids if self._infos[rid].state != RangeState.COMPLETE)
+        at_once = max(1, min(bf.parallel_ranges, todo))
+        return max(1, bf.effective_workers() // at_once)
 
     # --- RunnerHost ---------------------------------------------------------------------------
 
