@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MIB,
     REPO,
+    SelfRssSampler,
     TreeSampler,
     add_common_args,
     dir_bytes,
@@ -491,7 +492,7 @@ def stage_pipeline(
     stored = []
 
     def sampled():
-        with TreeSampler(os.getpid()) as samp:
+        with SelfRssSampler() as samp:  # cheap: the sampler's CPU counts in this stage's figure
             out = run()
         rss.append(samp.peak_rss)
         stored.append(out)
