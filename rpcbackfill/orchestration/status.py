@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
-
-from rich.console import RenderableType
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from ..ledgermath import chunk_of_ledger
 from ..meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
 from ..records import SHARD_DIGITS
 from .progress import TRANSITION_SHARE, LiveRange, ProgressSnapshot, fmt_eta
+
+if TYPE_CHECKING:  # rich is imported by renderable() only (a terminal display)
+    from rich.console import RenderableType
 
 
 @dataclass
@@ -226,6 +225,9 @@ class StatusReport:
     def renderable(self) -> RenderableType:
         """The terminal display: a total row and one row per range in flight, the ETA first.
         Every cell is cut rather than wrapped, so no line is wider than the console."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
         grid = Table.grid(padding=(0, 1))
         label = max((len(f"range {r.id}") for r in self.ranges), default=5)
         grid.add_column(no_wrap=True, overflow="ellipsis", min_width=label)

@@ -48,7 +48,7 @@ from ..errors import (
 from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
-from .base import Ledger, _BoundedSource
+from .base import DEFAULT_BATCH, Ledger, _BoundedSource
 from .layout import LakeSchema
 from .objstore import ObjectMissing, ObjectStore, StoreOptions, StoreTuning, open_store
 
@@ -347,6 +347,55 @@ class DataLakeSource(_BoundedSource):
         ledger = cur.ledgers[seq - cur.start]
         self._next_seq = seq + 1
         return ledger
+
+    def get_batch(self, seq: int, max_count: int = DEFAULT_BATCH) -> list[Ledger]:
+        """Ledgers ``seq..`` (at most ``max_count``, never past the range): the rest of the current
+        file, then every further file already downloaded, taken under one lock; blocks only when
+        nothing at all is ready.  A file that failed for good is raised by the call that reaches it."""
+        self._check_get(seq)
+        if max_count < 1:
+            raise SourceError(f"get_batch: max_count must be >= 1, got {max_count}")
+        self._check_cancel()
+        want = min(max_count, self._last - seq + 1)
+        out: list[Ledger] = []
+        cur = self._cur
+        if cur is not None and seq < cur.start + len(cur.ledgers):
+            i = seq - cur.start
+            out = cur.ledgers[i : i + want]
+        if len(out) < want:
+            for b in self._take_many(want - len(out), block=not out):
+                part = b.ledgers[: want - len(out)]
+                if out:
+                    out += part
+                else:
+                    out = part
+                self._cur = b
+        self._next_seq = seq + len(out)
+        return out
+
+    def _take_many(self, max_ledgers: int, block: bool) -> list[_Batch]:
+        """Consecutive ready files holding up to ``max_ledgers`` ledgers (at least one file when
+        ``block``, waiting for it; possibly none otherwise), in one critical section."""
+        out: list[_Batch] = []
+        if block:
+            out.append(self._take_next())
+            n = len(out[0].ledgers)
+        else:
+            n = 0
+        with self._cv:
+            freed = 0
+            while n < max_ledgers:
+                b = self._ready.pop(self._next_take, None)
+                if b is None:
+                    break
+                self._next_take += 1
+                self._ready_bytes -= b.nbytes
+                out.append(b)
+                n += len(b.ledgers)
+                freed += 1
+            if freed:
+                self._room.notify(freed)
+        return out
 
     def _take_next(self) -> _Batch:
         with self._cv:
