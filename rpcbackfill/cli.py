@@ -464,7 +464,9 @@ def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json:
     try:
         store = open_store(bucket_path, StoreOptions.from_config(cfg.backfill.buffered_storage))
         try:
-            report = find_gaps(store, start_ledger, end_ledger)
+            report = find_gaps(
+                store, start_ledger, end_ledger, cfg.backfill.buffered_storage, cfg.service.network_passphrase
+            )
         finally:
             store.close()
     except LakeConfigError as e:
