@@ -209,8 +209,9 @@ def test_verify_complete_finds_and_repairs_a_flipped_frame_bit(copy):
     verify_clean(cfg)
 
 
-def _killed_at(cfg: Path, point: str, tmp: Path) -> None:
-    """Run the backfill until it holds at fault point ``point``, then kill -9 its process group."""
+def _killed_at(cfg: Path, point: str, tmp: Path, while_held=None) -> None:
+    """Run the backfill until it holds at fault point ``point`` (then call ``while_held()``),
+    then kill -9 its process group."""
     hold = tmp / f"hold-{point}"
     hold.mkdir()
     p = subprocess.Popen(
@@ -223,6 +224,8 @@ def _killed_at(cfg: Path, point: str, tmp: Path) -> None:
     )
     try:
         wait_held(hold, point, p)
+        if while_held is not None:
+            while_held()
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
@@ -256,3 +259,30 @@ def test_kill_after_building_a_shard_then_rerun(copy, tmp_path):
     assert "index shard 2" in r.stderr
     verify_clean(cfg)
     assert status(cfg)[0] == 0
+
+
+def test_getstatus_shows_the_damage_while_the_repair_runs(copy, tmp_path):
+    """The HTTP status of the running backfill has the same ``damage`` fields as ``status``."""
+    import urllib.request
+
+    from tests.lib.net import free_port
+
+    cfg, data, _ = copy
+    port = free_port()
+    cfg.write_text(cfg.read_text().replace("http_port = 0\n", f'http_endpoint = "127.0.0.1:{port}"\n'))
+    shard_file(data, 1, 4).unlink()
+    seen: dict = {}
+
+    def ask() -> None:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getStatus"}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            seen.update(json.loads(r.read())["result"])
+
+    _killed_at(cfg, "repair_shard_built", tmp_path, while_held=ask)
+    assert seen["run_state"] == "repairing" and seen["damaged"] == [1] and seen["complete"] is False
+    r1 = seen["ranges"][1]
+    assert r1["state"] == "COMPLETE" and [(d["shard"], d["kind"]) for d in r1["damage"]] == [("4", "shard")]
+    assert seen["ranges"][0]["damage"] == []
