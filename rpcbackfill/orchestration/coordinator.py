@@ -209,14 +209,16 @@ class Coordinator:
             "full verification: verify_complete = true" if full else "structural check",
         )
         self._state = "repairing"
+        known = None
         if not full:  # shown by getStatus while the repair runs
             from ..paths import DataDirLayout
 
             layout = DataDirLayout(self.config)
+            known = {i.id: d for i in done if (d := check_complete_range(layout, i))}
             with self._status_lock:
-                self._damage = {i.id: d for i in done if (d := check_complete_range(layout, i))}
+                self._damage = dict(known)
         try:
-            repair_ranges(self.config, done, full=full, cancel=self._repair_cancel)
+            repair_ranges(self.config, done, full=full, cancel=self._repair_cancel, found=known)
         except Cancelled:
             return False
         with self._status_lock:

@@ -48,14 +48,14 @@ from ..errors import Cancelled, CorruptStoreError, RepairError, RpcBackfillError
 from ..fsutil import fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
 from ..ledgerauth import ledger_chain
-from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, range_of_ledger
+from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger
 from ..meta.store import RangeInfo, RangeState
 from ..paths import DataDirLayout, chunk_paths
 from ..records import HASH_SIZE, NSHARDS, SHARD_DIGITS
 from ..stores.lfs import ChunkReader, ChunkWriter
 from ..stores.lfs.writer import remove_chunk
 from . import faults
-from .verify import Problem, VerifyOptions, _Verifier, structural_damage
+from .verify import Problem, structural_damage, verify_range
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def check_complete_range(layout: DataDirLayout, info: RangeInfo) -> list[Problem
 
 def full_check_range(config: Config, info: RangeInfo, cancel: threading.Event | None = None) -> list[Problem]:
     """The full check of ``stellar-rpc verify`` for one range (every ledger, CRC, key)."""
-    v = _Verifier(config, VerifyOptions(), cancel)
-    v.verify_range(info.id, config.backfill.range_size, str(info.state))
-    return [p for p in v.problems if p.kind not in ("range", "source")]
+    return [p for p in verify_range(config, info.id, str(info.state), cancel) if p.kind not in ("range", "source")]
 
 
 @dataclass
@@ -268,19 +266,31 @@ class Repairer:
 
 
 def repair_ranges(
-    config: Config, infos: Iterable[RangeInfo], *, full: bool = False, cancel: threading.Event | None = None
+    config: Config,
+    infos: Iterable[RangeInfo],
+    *,
+    full: bool = False,
+    cancel: threading.Event | None = None,
+    found: dict[int, list[Problem]] | None = None,
 ) -> dict[int, list[Problem]]:
     """Check every COMPLETE range of ``infos`` (structurally, or in full with ``full``) and repair
-    what is damaged.  Returns the damage found per range (empty when every range was sound);
+    what is damaged; ``found`` is the structural damage already known per range (the check is
+    then not run again).  Returns the damage found per range (empty when every range was sound);
     raises ``RepairError`` (exit 1, one line saying what to do) when a repair is impossible,
     and raises when a repaired range still fails the structural check."""
     repairer = Repairer(config, cancel)
-    found: dict[int, list[Problem]] = {}
+    known = found
+    found = {}
     for info in infos:
         if info.state != RangeState.COMPLETE:
             continue
         repairer._check_cancel()
-        problems = full_check_range(config, info, cancel) if full else check_complete_range(repairer.layout, info)
+        if full:
+            problems = full_check_range(config, info, cancel)
+        elif known is not None:
+            problems = known.get(info.id, [])
+        else:
+            problems = check_complete_range(repairer.layout, info)
         if not problems:
             continue
         found[info.id] = problems
@@ -318,6 +328,5 @@ __all__ = [
     "Repairer",
     "check_complete_range",
     "full_check_range",
-    "range_of_ledger",
     "repair_ranges",
 ]

@@ -708,6 +708,15 @@ class _Verifier:
         return report
 
 
+def verify_range(
+    config: Config, rid: int, meta_state: str | None = None, cancel: threading.Event | None = None
+) -> list[Problem]:
+    """The full check of one range (every chunk, shard and key; no source comparison)."""
+    v = _Verifier(config, VerifyOptions(), cancel)
+    v.verify_range(rid, config.backfill.range_size, meta_state)
+    return v.problems
+
+
 def verify_data_dir(
     config: Config, options: VerifyOptions | None = None, cancel: threading.Event | None = None
 ) -> VerifyReport:
@@ -728,4 +737,5 @@ __all__ = [
     "open_shard_checked",
     "structural_damage",
     "verify_data_dir",
+    "verify_range",
 ]
