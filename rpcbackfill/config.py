@@ -125,6 +125,7 @@ class BackfillConfig:
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
     check_ledger_hashes: bool = True
+    verify_complete: bool = False  # start-up check of COMPLETE ranges: full verify instead of structural
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -463,6 +464,16 @@ KEYS: tuple[Key, ...] = (
         "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
         "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised.",
+    ),
+    Key(
+        "backfill",
+        "verify_complete",
+        "bool",
+        False,
+        "At start-up, check the ranges already COMPLETE with the full verification of `stellar-rpc verify` "
+        "(every ledger decoded, every index key looked up: hours for tens of millions of ledgers) instead of "
+        "the quick structural check (files present, sizes and headers consistent). Damage found either way "
+        "is repaired before the backfill continues.",
     ),
     Key(
         "backfill.buffered_storage",

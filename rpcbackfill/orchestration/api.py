@@ -245,9 +245,18 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
 
 
 def status(config: Config) -> StatusReport:
-    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON)."""
+    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON).
+
+    Each COMPLETE range's final files get the cheap structural check (``repair.check_complete_range``);
+    what it finds is the range's ``damage``."""
+    from .repair import check_complete_range
+
     g, infos = _read_meta(config)
-    ranges = [RangeStatus.of(info) for info in infos]
+    layout = DataDirLayout(config)
+    ranges = [
+        RangeStatus.of(info, damage=check_complete_range(layout, info) if info.state == RangeState.COMPLETE else None)
+        for info in infos
+    ]
     return StatusReport.of(g["mode"], g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"], ranges)
 
 

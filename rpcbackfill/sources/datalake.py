@@ -441,6 +441,45 @@ class DataLakeSource(_BoundedSource):
 # --- shared with the pre-flight check (sources.checks) ---------------------------------------
 
 
+def lake_layout(
+    raw: bytes | None, config: BufferedStorageConfig, network_passphrase: str, file_ext: str, url: str
+) -> tuple[LakeSchema, str]:
+    """The layout a lake is read with, and where it came from: ``raw`` (the ``.config.json``
+    bytes, None when the lake has none), checked against the configured ``ledgers_per_file`` /
+    ``files_per_partition`` (they must agree with it); without a manifest, those two keys (both
+    required).  The one place this decision is made (the source, its pre-flight, detect-gaps)."""
+    manifest_where = f"{url}/{layout.MANIFEST_NAME}"
+    lpf, fpp = config.ledgers_per_file, config.files_per_partition
+    if raw is None:
+        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
+        if unset:
+            raise LakeConfigError(
+                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
+                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
+            )
+        assert lpf is not None and fpp is not None
+        log.info(
+            "%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
+            url,
+            layout.MANIFEST_NAME,
+            lpf,
+            fpp,
+        )
+        return LakeSchema(network_passphrase, lpf, fpp, file_ext=file_ext), "the configured layout"
+    schema = layout.parse_manifest(raw, file_ext=file_ext, where=manifest_where)
+    bad = [
+        f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
+        for name, v, field, attr in (
+            ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
+            ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
+        )
+        if v is not None and v != getattr(schema, attr)
+    ]
+    if bad:
+        raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    return schema, "the manifest"
+
+
 def resolve_schema(
     store: ObjectStore,
     config: BufferedStorageConfig,
@@ -474,37 +513,7 @@ def resolve_schema(
         log.warning("%s: cannot list the lake (%s); the file extension will be found by probing", url, e)
         keys = []
     ext = layout.detect_ext_from_names(keys)
-    lpf, fpp = config.ledgers_per_file, config.files_per_partition
-    if raw is None:
-        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
-        if unset:
-            raise LakeConfigError(
-                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
-                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
-            )
-        assert lpf is not None and fpp is not None
-        schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
-        origin = "the configured layout"
-        log.info(
-            "%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
-            url,
-            layout.MANIFEST_NAME,
-            lpf,
-            fpp,
-        )
-    else:
-        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
-        origin = "the manifest"
-        bad = [
-            f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
-            for name, v, field, attr in (
-                ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
-                ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
-            )
-            if v is not None and v != getattr(schema, attr)
-        ]
-        if bad:
-            raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    schema, origin = lake_layout(raw, config, network_passphrase, ext or layout.FILE_EXT, url)
     bad_key = layout.first_key_contradicting(keys, schema)
     if bad_key is not None:
         raise LakeConfigError(
