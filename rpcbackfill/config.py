@@ -119,13 +119,19 @@ class BackfillConfig:
     end_ledger: int | None = None
     ledger_backend: str = "buffered_storage"  # buffered_storage|captive_core
     parallel_ranges: int = 2
+    workers: int = 0  # processes for chunk-parallel ingestion across all ranges; 0 = os.cpu_count()
     checkpoint_interval: int = DEFAULT_CHECKPOINT_INTERVAL
     range_size: int = DEFAULT_RANGE_SIZE
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
     check_ledger_hashes: bool = True
+    verify_complete: bool = False  # start-up check of COMPLETE ranges: full verify instead of structural
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
+
+    def effective_workers(self) -> int:
+        """``workers`` with 0 resolved to the machine's CPU count (at least 1)."""
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,17 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "backfill",
+        "workers",
+        "int",
+        0,
+        "Processes that ingest chunks (10,000 ledgers each) in parallel, shared by the ranges running at "
+        "once; 0 = one per CPU. Data-lake ranges only: a captive-core range reads its ledgers with one "
+        "core, sequentially (each core start replays minutes of catchup).",
+        minimum=0,
+        maximum=1024,
+    ),
+    Key(
+        "backfill",
         "checkpoint_interval",
         "int",
         DEFAULT_CHECKPOINT_INTERVAL,
@@ -447,6 +464,16 @@ KEYS: tuple[Key, ...] = (
         "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
         "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised.",
+    ),
+    Key(
+        "backfill",
+        "verify_complete",
+        "bool",
+        False,
+        "At start-up, check the ranges already COMPLETE with the full verification of `stellar-rpc verify` "
+        "(every ledger decoded, every index key looked up: hours for tens of millions of ledgers) instead of "
+        "the quick structural check (files present, sizes and headers consistent). Damage found either way "
+        "is repaired before the backfill continues.",
     ),
     Key(
         "backfill.buffered_storage",

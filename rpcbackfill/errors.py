@@ -204,6 +204,13 @@ class DuplicateKeyError(StoreError):
     retryable = False
 
 
+class RepairError(StoreError):
+    """A damaged or missing file of a COMPLETE range could not be repaired by ``--backfill``;
+    the message says which files and what to do (exit 1)."""
+
+    retryable = False
+
+
 class MetaStoreError(StoreError):
     """The meta store is unreadable or inconsistent with the request."""
 

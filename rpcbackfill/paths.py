@@ -7,7 +7,8 @@ here instead of joining names itself::
     {ledgers_base}/chunks/{C//1000:04d}/{C:06d}.index
     {active ledger_path}/{R:04d}/{C:06d}.data.partial       open chunk of range R (resume state)
     {active ledger_path}/{R:04d}/{C:06d}.offsets.partial
-    {active txhash_path}/{R:04d}/cf-{x}.spill               spill shard x of range R (ingestion)
+    {active txhash_path}/{R:04d}/cf-{x}.spill               spill shard x of range R (sequential ingestion)
+    {active txhash_path}/{R:04d}/chunk-{C:06d}/cf-{x}.spill spill shard x of chunk C (chunk-parallel ingestion)
     {active txhash_path}/{R:04d}/sorted/cf-{x}.sorted       compacted shard x (COMPACTING)
     {txhash_base}/{R:04d}/index/cf-{x}.idx                  RecSplit shard x (spec section 8)
 
@@ -62,6 +63,31 @@ def spill_shard_path(spill_dir: str | os.PathLike, shard: int) -> Path:
     return Path(spill_dir) / f"cf-{shard_digit(shard)}.spill"
 
 
+CHUNK_SPILL_PREFIX = "chunk-"
+
+
+def chunk_spill_dir(spill_dir: str | os.PathLike, chunk_id: int) -> Path:
+    """Directory of the 16 spill shards one chunk worker wrote (chunk-parallel ingestion);
+    published whole by renaming a temp directory beside it."""
+    if chunk_id < 0:
+        raise ValueError(f"chunk id must be >= 0, got {chunk_id}")
+    return Path(spill_dir) / f"{CHUNK_SPILL_PREFIX}{chunk_id:06d}"
+
+
+def chunk_spill_dirs(spill_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(chunk id, directory)`` of every published chunk spill in ``spill_dir``, in chunk order
+    (temp directories of unfinished writes are not listed)."""
+    d = Path(spill_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        tail = p.name[len(CHUNK_SPILL_PREFIX) :]
+        if p.name.startswith(CHUNK_SPILL_PREFIX) and len(tail) == 6 and tail.isdigit() and p.is_dir():
+            out.append((int(tail), p))
+    return sorted(out)
+
+
 def sorted_shard_path(sorted_dir: str | os.PathLike, shard: int) -> Path:
     """Compacted (sorted) record file of shard ``shard`` in ``sorted_dir``."""
     return Path(sorted_dir) / f"cf-{shard_digit(shard)}.sorted"
@@ -107,6 +133,9 @@ class DataDirLayout:
 
     def spill_shard(self, rid: int, shard: int) -> Path:
         return spill_shard_path(self.active_txhash_dir(rid), shard)
+
+    def chunk_spill_dir(self, rid: int, chunk_id: int) -> Path:
+        return chunk_spill_dir(self.active_txhash_dir(rid), chunk_id)
 
     def sorted_dir(self, rid: int) -> Path:
         return self.active_txhash_dir(rid) / "sorted"

@@ -20,32 +20,17 @@ import pytest
 
 from rpcbackfill.config import format_duration, parse_duration
 from rpcbackfill.sources import layout
-from tests.lib import REPO
-from tests.lib.orchestration import check_backfill_result, make_lake, write_backfill_config
+from tests.lib.orchestration import backfill_command, check_backfill_result, cli_env, make_lake, write_backfill_config
 
 FIRST, LAST = 2, 20001
 
 
 def backfill(cfg: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STELLAR_RPC_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rpcbackfill",
-            "--backfill",
-            "--start-ledger",
-            str(FIRST),
-            "--end-ledger",
-            str(LAST),
-            "--config-path",
-            str(cfg),
-            *extra,
-        ],
+        backfill_command(cfg, FIRST, LAST, *extra),
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(),
         timeout=300,
         check=False,
     )
@@ -123,7 +108,7 @@ def test_max_duration_stops_with_75_and_the_rerun_matches_an_uninterrupted_run(t
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=cli_env(),
     )
     states = {x["id"]: x["state"] for x in json.loads(st.stdout)["ranges"]}
     assert states[1] != "COMPLETE"

@@ -214,3 +214,24 @@ def test_compression_level_reaches_the_chunk_writer(tmp_path):
         with ChunkReader(cfg.immutable_stores.ledgers_base, 0) as r:
             assert [r.get(seq) for seq, _ in ledgers] == [raw for _, raw in ledgers]
     assert sizes[19] < sizes[1]
+
+
+def test_compression_level_reaches_the_chunk_workers(tmp_path, lake3c):
+    """The chunk-parallel ingestion's work item writes its chunk at the configured level too."""
+    from rpcbackfill.orchestration.chunk_ingest import ChunkTask, ingest_chunk
+    from rpcbackfill.stores.lfs import ChunkReader
+    from tests.lib.lake import lake_ledgers
+
+    sizes = {}
+    for level in (1, 9):
+        cfg = make_config(tmp_path / f"data{level}", lake3c, 2, LAST, range_size=RS3)
+        cfg = dataclasses.replace(
+            cfg, immutable_stores=dataclasses.replace(cfg.immutable_stores, compression_level=level)
+        )
+        ingest_chunk(ChunkTask(cfg, 0, 1, 10_002, 20_001))
+        lay = DataDirLayout(cfg)
+        sizes[level] = lay.chunk_paths(1)[0].stat().st_size
+        with ChunkReader(cfg.immutable_stores.ledgers_base, 1) as r:
+            for seq, raw in lake_ledgers(lake3c, 10_002, 10_101):
+                assert r.get(seq) == raw
+    assert sizes[9] < sizes[1]

@@ -41,6 +41,7 @@ from ..fsutil import AtomicFile, io_errors
 from ..paths import sorted_shard_path, spill_shard_path
 from ..records import HASH_SIZE, NSHARDS, RECORD_SIZE
 from . import sortedfile
+from .spill import shard_spill_inputs
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ def _file_blocks(src: Path, n: int, block: int = 1 << 16):
                 raise CorruptStoreError(f"{src}: trailing partial record")
             left -= len(blk) // RECORD_SIZE
             yield blk
+
+
+def _sources_blocks(sources: list[tuple[Path, int]]):
+    """The first ``count`` records of each (path, count) source, in order, in blocks."""
+    for p, c in sources:
+        yield from _file_blocks(p, c)
 
 
 def _check_cancel(cancel: threading.Event | None, what: str) -> None:
@@ -143,45 +150,70 @@ def compact_shard(
     *,
     mem_limit_bytes: int = DEFAULT_MEM_LIMIT,
     n_records: int | None = None,
+    expect_records: int | None = None,
     salt: int | None = None,
     range_start: int = 0,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Write ``{out_dir}/cf-{x}.sorted`` from ``{spill_dir}/cf-{x}.spill`` atomically; return its path.
+    """Write ``{out_dir}/cf-{x}.sorted`` from every input of spill shard ``x`` in ``spill_dir``
+    (``spill.shard_spill_inputs``: the sequential ``cf-{x}.spill`` and each chunk spill, in
+    chunk order) atomically; return its path.
 
-    ``n_records`` (the checkpointed ``cf_counts[x]``) compacts exactly that many records: a
-    longer file is cut there (uncommitted tail), a shorter one is CorruptStoreError.  Default:
-    the whole file.  ``salt`` (tests) overrides the bucket salt otherwise derived from the
+    ``n_records`` compacts exactly that many records, the first ones in input order: more
+    records are cut there (uncommitted tail), fewer is CorruptStoreError.  ``expect_records``
+    (the range's ``cf_counts[x]``) must equal the records the inputs hold (CorruptStoreError
+    otherwise).  Default: everything.  ``salt`` (tests) overrides the bucket salt otherwise derived from the
     records, ``range_start`` and ``shard`` (``derive_bucket_salt``): the output is a function of
     the input, so a re-run writes identical bytes."""
     if not 0 <= shard < NSHARDS:
         raise ValueError(f"shard must be 0..{NSHARDS - 1}, got {shard}")
     mem_limit_bytes = max(int(mem_limit_bytes), MIN_MEM_LIMIT)
-    src = spill_shard_path(spill_dir, shard)
+    inputs = shard_spill_inputs(spill_dir, shard) or [spill_shard_path(spill_dir, shard)]
+    src = inputs[0]  # names the shard in messages
     out_dir = Path(out_dir)
     dst = sorted_shard_path(out_dir, shard)
-    with io_errors(src, "opening spill shard"):
-        size = src.stat().st_size
-    if size % RECORD_SIZE:
-        raise CorruptStoreError(f"spill shard {src} is {size} bytes, not a multiple of {RECORD_SIZE}")
-    n = size // RECORD_SIZE
+    sources: list[tuple[Path, int]] = []
+    for p in inputs:
+        with io_errors(p, "opening spill shard"):
+            size = p.stat().st_size
+        if size % RECORD_SIZE:
+            raise CorruptStoreError(f"spill shard {p} is {size} bytes, not a multiple of {RECORD_SIZE}")
+        sources.append((p, size // RECORD_SIZE))
+    total = sum(c for _, c in sources)
+    if expect_records is not None and expect_records != total:
+        raise CorruptStoreError(
+            f"spill shard {shard:x} of {spill_dir} holds {total} records in {len(sources)} file(s), "
+            f"the meta store counts {expect_records}"
+        )
+    n = total
     if n_records is not None:
-        if n_records > n:
-            raise CorruptStoreError(f"spill shard {src} holds {n} records, checkpoint says {n_records}")
+        if n_records > total:
+            raise CorruptStoreError(f"spill shard {src} holds {total} records, checkpoint says {n_records}")
         n = n_records
+        cut, left = [], n
+        for p, c in sources:
+            cut.append((p, min(c, left)))
+            left -= cut[-1][1]
+        sources = [(p, c) for p, c in cut if c]
     with io_errors(out_dir, "creating directory"):
         out_dir.mkdir(parents=True, exist_ok=True)
     cap = max(1, mem_limit_bytes // BYTES_PER_RECORD_IN_SORT)
     recs = None
     if n <= cap:
-        with io_errors(src, "reading"), open(src, "rb") as f:
-            recs = np.frombuffer(f.read(n * RECORD_SIZE), dtype=np.uint8).reshape(-1, RECORD_SIZE).copy()
-        if recs.shape[0] != n:
-            raise CorruptStoreError(f"{src}: ended {n - recs.shape[0]} records early")
+        parts = []
+        for p, c in sources:
+            with io_errors(p, "reading"), open(p, "rb") as f:
+                b = f.read(c * RECORD_SIZE)
+            if len(b) != c * RECORD_SIZE:
+                raise CorruptStoreError(f"{p}: ended {c - len(b) // RECORD_SIZE} records early")
+            parts.append(np.frombuffer(b, dtype=np.uint8).reshape(-1, RECORD_SIZE))
+        # concatenate copies: the tie fix-up writes into recs (frombuffer views are read-only)
+        recs = np.concatenate(parts) if parts else np.zeros((0, RECORD_SIZE), dtype=np.uint8)
+        del parts
     _check_cancel(cancel, f"compacting {src}")
     if salt is None:
         # one extra read-only pass over the spill when it does not fit in memory
-        digest = keys_digest([recs] if recs is not None else _file_blocks(src, n))
+        digest = keys_digest([recs] if recs is not None else _sources_blocks(sources))
         salt = derive_bucket_salt(digest, n, range_start, shard)
     with AtomicFile(dst) as out:
         out.write(sortedfile.pack_header(n, salt))
@@ -194,13 +226,13 @@ def compact_shard(
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             try:
-                written = _partition_and_sort([(src, n)], n, salt, 0, cap, work, out, cancel, src, mem_limit_bytes)
+                written = _partition_and_sort(sources, n, salt, 0, cap, work, out, cancel, src, mem_limit_bytes)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if written != n:
                 raise CorruptStoreError(f"compaction of {src} wrote {written} records, expected {n}")
         out.commit()
-    log.info("compacted %s: %d records -> %s", src, n, dst)
+    log.info("compacted %s (%d input file(s)): %d records -> %s", src, len(sources), n, dst)
     return dst
 
 

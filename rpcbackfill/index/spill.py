@@ -10,12 +10,20 @@ Resume: ``TxHashSpill(dir, counts=checkpointed)`` truncates every shard to exact
 checkpointed record count (anything after the last checkpoint was never committed); a shard
 shorter than its count means committed data was lost -> CorruptStoreError.  ``counts=None``
 starts empty: existing shard files are truncated to zero.
+
+Chunk-parallel ingestion: every chunk worker writes a spill of its own, the 16 shard files of
+one ``TxHashSpill`` in ``chunk-{C:06d}/`` (``paths.chunk_spill_dir``), built under a temp
+name and published by renaming the directory once every shard is fsynced
+(``write_chunk_spill``).  A shard's records are then spread over several inputs:
+``shard_spill_inputs`` lists them in the order compaction reads them (the sequential file
+first, then the chunks in chunk order).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +31,7 @@ from .. import _spill
 from .._spill import Router
 from ..errors import CorruptStoreError
 from ..fsutil import fsync_dir, io_errors
-from ..paths import spill_shard_path
+from ..paths import chunk_spill_dir, chunk_spill_dirs, spill_shard_path
 from ..records import NSHARDS, RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,22 @@ class TxHashSpill:
         if self._router.add(seq, hashes) >= self.config.flush_bytes:
             self._flush()
 
+    def add_many(self, first_seq: int, hashes: Sequence[bytes]) -> None:
+        """``add(first_seq + i, hashes[i])`` for every i: the hashes of consecutive ledgers (a
+        source batch) in one call, flushing at most once."""
+        if self._closed:
+            raise ValueError(f"spill store {self.dir} is closed")
+        if first_seq < 0 or first_seq + len(hashes) > 1 << 32:
+            raise ValueError(f"ledger sequences {first_seq}..{first_seq + len(hashes) - 1} do not fit in uint32")
+        add = self._router.add
+        seq = first_seq
+        for h in hashes:
+            if h:
+                add(seq, h)
+            seq += 1
+        if self._router.pending >= self.config.flush_bytes:
+            self._flush()
+
     def _flush(self) -> None:
         with io_errors(self.dir, "writing spill shards in"):
             self._router.flush(self._fds)
@@ -134,14 +158,72 @@ class TxHashSpill:
         self.close()
 
 
+def shard_spill_inputs(tdir: Path | str, shard: int) -> list[Path]:
+    """Every file holding records of spill shard ``shard`` in the active txhash store ``tdir``, in
+    reading order: the sequential spill file (if present), then each published chunk spill in
+    chunk order.  Files already removed (``remove_shard_spill``) are not listed."""
+    out = []
+    seq = spill_shard_path(tdir, shard)
+    if seq.exists():
+        out.append(seq)
+    for _, d in chunk_spill_dirs(tdir):
+        p = spill_shard_path(d, shard)
+        if p.exists():
+            out.append(p)
+    return out
+
+
 def remove_shard_spill(tdir: Path | str, shard: int) -> None:
-    """Delete shard ``shard``'s spill input of the active txhash store ``tdir`` (if present) and
-    make the deletion durable.  Called once the shard's sorted file is recorded: from then on
-    nothing reads the spill, and keeping it would hold the shard's data on disk twice."""
-    p = spill_shard_path(tdir, shard)
-    with io_errors(p, "removing spill shard"):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            return
-    fsync_dir(Path(tdir))
+    """Delete every input of spill shard ``shard`` (once its compacted file is recorded), durably;
+    a chunk spill directory left empty goes too."""
+    tdir = Path(tdir)
+    dirs = set()
+    for p in shard_spill_inputs(tdir, shard):
+        with io_errors(p, "removing spill shard"):
+            p.unlink(missing_ok=True)
+        dirs.add(p.parent)
+    for d in sorted(dirs):
+        if d != tdir and not any(d.iterdir()):
+            with io_errors(d, "removing chunk spill directory"):
+                d.rmdir()
+        else:
+            fsync_dir(d)
+    fsync_dir(tdir)
+
+
+def chunk_spill_temp(tdir: Path | str, chunk_id: int) -> Path:
+    """The temp directory a chunk spill is built in before ``publish_chunk_spill``."""
+    final = chunk_spill_dir(tdir, chunk_id)
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def publish_chunk_spill(tmp: Path, tdir: Path | str, chunk_id: int) -> Path:
+    """Rename the fsynced chunk spill ``tmp`` to its final name (replacing an unrecorded earlier
+    copy of the same chunk) and make the rename durable."""
+    import shutil
+
+    final = chunk_spill_dir(tdir, chunk_id)
+    if final.exists():
+        # published by an attempt that died before the coordinator recorded the chunk
+        shutil.rmtree(final)
+    with io_errors(final, "publishing chunk spill"):
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def remove_stale_chunk_spills(tdir: Path | str, keep: set[int]) -> list[Path]:
+    """Delete chunk spills whose chunk is not in ``keep`` (not recorded done) and the temp
+    directories of interrupted chunk workers; return what was removed."""
+    import shutil
+
+    tdir = Path(tdir)
+    if not tdir.is_dir():
+        return []
+    gone = [d for c, d in chunk_spill_dirs(tdir) if c not in keep]
+    gone += [p for p in tdir.iterdir() if p.name.startswith(".chunk-") and ".tmp-" in p.name]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    if gone:
+        fsync_dir(tdir)
+    return gone

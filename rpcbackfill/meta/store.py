@@ -24,6 +24,10 @@ Keys added by this implementation under the same scheme (documented in docs/desi
     range:{id}:txhash:shard:{x}:sorted         path of the compacted shard {x} (COMPACTING done for x)
     range:{id}:txhash:shard:{x}:built          uint64 keys in index shard {x} (BUILDING_RECSPLIT done for x)
     range:{id}:txhash:shard:{x}:verified       uint64 keys verified in shard {x} (VERIFYING_RECSPLIT done)
+    range:{id}:chunk:{C}:done                  JSON: chunk C ingested by a chunk worker (chunk-parallel
+                                               ingestion): its per-shard tx counts, ledger count, and the
+                                               hash links (previous hash of its first ledger, hash of its
+                                               last) when ledger hashes are checked
 """
 
 from __future__ import annotations
@@ -179,6 +183,40 @@ class Checkpoint:
     open_chunk: ChunkProgress | None = None
 
 
+@dataclass(frozen=True)
+class ChunkDone:
+    """What ``range:{id}:chunk:{C}:done`` records about one chunk a chunk worker ingested."""
+
+    chunk_id: int
+    ledgers: int
+    cf_counts: tuple[int, ...]
+    first_prev_hash: bytes | None = None  # previousLedgerHash of the chunk's first ledger
+    last_hash: bytes | None = None  # hash of its last ledger
+
+    @property
+    def tx_count(self) -> int:
+        return sum(self.cf_counts)
+
+    def encode(self) -> bytes:
+        d = {
+            "ledgers": self.ledgers,
+            "cf_counts": {SHARD_DIGITS[i]: int(n) for i, n in enumerate(self.cf_counts)},
+            "first_prev_hash": None if self.first_prev_hash is None else self.first_prev_hash.hex(),
+            "last_hash": None if self.last_hash is None else self.last_hash.hex(),
+        }
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, chunk_id: int, b: bytes) -> ChunkDone:
+        try:
+            d = json.loads(b.decode())
+            cf = tuple(int(d["cf_counts"][x]) for x in SHARD_DIGITS)
+            h = lambda k: None if d.get(k) is None else bytes.fromhex(d[k])  # noqa: E731
+            return cls(chunk_id, int(d["ledgers"]), cf, h("first_prev_hash"), h("last_hash"))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise MetaStoreError(f"meta store: chunk {chunk_id} record is malformed ({e})") from None
+
+
 @dataclass
 class RangeInfo:
     """Decoded view of every key of one range."""
@@ -205,6 +243,7 @@ class RangeInfo:
     shard_sorted: dict[str, str] = field(default_factory=dict)
     shard_built: dict[str, int] = field(default_factory=dict)
     shard_verified: dict[str, int] = field(default_factory=dict)
+    chunks_done: dict[int, ChunkDone] = field(default_factory=dict)  # chunk-parallel ingestion
 
     @property
     def tx_count(self) -> int:
@@ -227,6 +266,8 @@ class MetaWriter(Protocol):
     def set_txhash_phase(self, rid: int, phase: TxHashPhase, recsplit_path: str | None = None) -> None: ...
 
     def mark_chunks_verified(self, rid: int, n: int) -> None: ...
+
+    def mark_chunk_done(self, rid: int, done: ChunkDone, prefix: Checkpoint | None = None) -> None: ...
 
     def mark_shard(self, rid: int, step: str, shard: str, value: str | int) -> None: ...
 
@@ -449,6 +490,7 @@ class MetaStore:
         oc = u("ledger:open_chunk")
         if oc is not None:
             info.open_chunk = ChunkProgress(oc, u("ledger:open_chunk_ledgers") or 0, u("ledger:open_chunk_bytes") or 0)
+        info.chunks_done = self._chunks_done(rid)
         for x in SHARD_DIGITS:
             v = s(f"txhash:shard:{x}:sorted")
             if v is not None:
@@ -460,6 +502,31 @@ class MetaStore:
             if n is not None:
                 info.shard_verified[x] = n
         return info
+
+    def _chunks_done(self, rid: int) -> dict[int, ChunkDone]:
+        """Every ``range:{rid}:chunk:{C}:done`` key (a prefix scan)."""
+        prefix = rkey(rid, "chunk:")
+        out: dict[int, ChunkDone] = {}
+        it = self._db.iter()
+        try:
+            it.seek(prefix)
+            while it.valid():
+                k = bytes(it.key())
+                if not k.startswith(prefix):
+                    break
+                parts = k[len(prefix) :].split(b":")
+                if len(parts) == 2 and parts[1] == b"done" and parts[0].isdigit():
+                    c = int(parts[0])
+                    out[c] = ChunkDone.decode(c, bytes(it.value()))
+                it.next()
+            it.status()
+        except MetaStoreError:
+            raise
+        except Exception as e:
+            raise self._unreadable(e, f"listing the chunks of range {rid}") from None
+        finally:
+            del it
+        return out
 
     def _require_state(self, rid: int) -> RangeState:
         st = self._str(rkey(rid, "state"))
@@ -511,6 +578,26 @@ class MetaStore:
 
     def checkpoint(self, rid: int, cp: Checkpoint) -> None:
         """Spec section 4 checkpoint: ledger + txhash progress and counts in ONE synced batch."""
+        puts, deletes = self._checkpoint_keys(rid, cp)
+        self._write(puts, deletes)
+
+    def mark_chunk_done(self, rid: int, done: ChunkDone, prefix: Checkpoint | None = None) -> None:
+        """Record chunk ``done.chunk_id`` as ingested by a chunk worker; ``prefix`` (when the
+        contiguous run of finished chunks from the range's start grew) is the checkpoint that
+        describes that run, written in the same synced batch."""
+        if len(done.cf_counts) != NSHARDS or done.ledgers <= 0:
+            raise MetaStoreError(f"range {rid}: bad chunk record {done}")
+        if prefix is not None:
+            puts, deletes = self._checkpoint_keys(rid, prefix)
+        else:
+            cur = self._require_state(rid)
+            if cur != RangeState.INGESTING:
+                raise MetaStoreError(f"range {rid}: chunk {done.chunk_id} recorded while {cur}")
+            puts, deletes = {}, []
+        puts[rkey(rid, f"chunk:{done.chunk_id}:done")] = done.encode()
+        self._write(puts, deletes)
+
+    def _checkpoint_keys(self, rid: int, cp: Checkpoint) -> tuple[dict[bytes, bytes], list[bytes]]:
         cur = self._require_state(rid)
         if cur != RangeState.INGESTING:
             raise MetaStoreError(f"range {rid}: checkpoint at ledger {cp.last_committed_ledger} while {cur}")
@@ -534,7 +621,7 @@ class MetaStore:
             deletes += [
                 rkey(rid, s) for s in ("ledger:open_chunk", "ledger:open_chunk_ledgers", "ledger:open_chunk_bytes")
             ]
-        self._write(puts, deletes)
+        return puts, deletes
 
     def start_transition(self, rid: int) -> None:
         """INGESTING -> TRANSITIONING; ledger phase WRITING_LFS, txhash phase COMPACTING (one batch)."""

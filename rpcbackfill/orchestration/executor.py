@@ -77,6 +77,7 @@ class RunnerSettings:
     progress_every_s: float = 1.0  # tasks report progress at most this often
     env: dict[str, str] = field(default_factory=dict)  # extra environment (process runners)
     inherit_fds: tuple[int, ...] = ()  # descriptors a task process must hold (the data-dir lock)
+    range_workers: int = 1  # processes each range task may use (its share of [backfill] workers)
 
 
 class RunnerHost(Protocol):

@@ -5,7 +5,11 @@ Points: ``ingest`` (each ledger), ``chunk_finished``, ``checkpoint_synced`` (dat
 checkpoint not yet written), ``checkpoint_acked``, ``verify_chunk``, ``compact``, ``build``,
 ``verify_shard``, ``scratch_delete`` (a shard's mark is durable, its scratch input -- spill after
 ``compact``, sorted file after ``verify_shard`` -- not yet deleted), ``before_delete``,
-``before_complete``.  Counts are per process.
+``before_complete``.  Chunk-parallel ingestion adds, in the chunk worker processes,
+``chunk_spill_synced`` (chunk published and its spill fsynced under the temp name) and
+``chunk_spilled`` (spill renamed into place, result not yet reported) beside ``ingest`` and
+``chunk_finished``, and in the orchestrator ``chunk_recorded`` (MarkChunkDone acknowledged).
+Counts are per process.
 
 Kill: ``RPCBACKFILL_TEST_CRASH_AT=point:N[,point:N...]``
     At the N-th time (1-based) a process passes ``point`` it SIGKILLs its whole process group --

@@ -64,7 +64,9 @@ class InProcessRunner:
             ForwardingMeta(rid, lambda u: self._update(rid, u)),
             cancel,
             progress=lambda snap: self._q.put(("progress", rid, snap, None)),
-            options=OrchestratorOptions(progress_every_s=self.settings.progress_every_s),
+            options=OrchestratorOptions(
+                progress_every_s=self.settings.progress_every_s, workers=self.settings.range_workers
+            ),
         )
         t = threading.Thread(target=self._run, args=(rid, orch), name=f"range-{rid}", daemon=True)
         self._tasks[rid] = _Task(t, cancel)

@@ -26,6 +26,14 @@ Transition (range state TRANSITIONING), two sub-flows run side by side:
     steps at once for the whole range; a shard's spill is deleted once it is marked sorted,
     its sorted file once it is marked verified.
     then the active stores are deleted, then range state COMPLETE (written last).
+
+Chunk-parallel ingestion (``options.workers`` > 1, data-lake source, two or more chunks to do;
+or any range that already has chunks recorded done): the chunks are work items of a pool of
+``workers`` processes (``chunk_ingest.py``).  Each item publishes its LFS chunk, verifies it
+and leaves a spill of its own; this orchestrator records each finished chunk (``MarkChunkDone``)
+and, in the same batch, the checkpoint of the contiguous finished run from the range's start
+when that run grew.  Resume redoes only the chunks not recorded.  A partial chunk left by
+sequential ingestion is finished sequentially first, so every chunk is ingested one way only.
 """
 
 from __future__ import annotations
@@ -45,32 +53,36 @@ from ..errors import (
     Cancelled,
     CorruptStoreError,
     DiskFullError,
+    LedgerAuthError,
     LedgerSequenceError,
     MetaStoreError,
 )
 from ..fsutil import DISK_FULL_ERRNOS, fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
 from ..index.compact import DEFAULT_MEM_LIMIT
-from ..index.spill import remove_shard_spill
+from ..index.spill import remove_shard_spill, remove_stale_chunk_spills
 from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
     Checkpoint,
+    ChunkDone,
     LedgerPhase,
     MetaWriter,
     RangeInfo,
     RangeState,
     TxHashPhase,
 )
-from ..paths import DataDirLayout
-from ..records import HASH_SIZE, SHARD_DIGITS
+from ..paths import DataDirLayout, spill_shard_path
+from ..records import HASH_SIZE, NSHARDS, SHARD_DIGITS
 from ..sources import open_source
 from ..sources.metered import MeteredSource, SourceStats
 from ..stores.lfs import ChunkWriter, chunk_exists, verify_chunk
 from . import faults
+from .chunk_ingest import ChunkPool, ChunkResult, chunk_tasks, ingest_chunk, result_of, wait_some
 from .progress import ProgressSnapshot
 from .updates import (
     CompleteRange,
+    MarkChunkDone,
     MarkChunksVerified,
     MarkShard,
     MetaUpdate,
@@ -91,6 +103,23 @@ _R = TypeVar("_R")
 class OrchestratorOptions:
     progress_every_s: float = 1.0  # progress snapshots to the coordinator at most this often
     workers: int = 1  # processes/threads this range may use
+
+
+def _add_stats(a: SourceStats | None, b: SourceStats) -> SourceStats:
+    """Measurements of two sources (chunk workers) as one."""
+    if a is None:
+        return b
+    retries: dict[str, int] = dict(a.retries)
+    for k, v in b.retries:
+        retries[k] = retries.get(k, 0) + v
+    return SourceStats(
+        a.backend,
+        a.fetches + b.fetches,
+        a.fetch_seconds + b.fetch_seconds,
+        tuple(x + y for x, y in zip(a.fetch_buckets, b.fetch_buckets)),
+        a.bytes_read + b.bytes_read,
+        tuple(sorted(retries.items())),
+    )
 
 
 # Compaction memory: DEFAULT_MEM_LIMIT is shared by the compactions that run at once (so the
@@ -230,8 +259,29 @@ class RangeOrchestrator:
     # --- ingestion ---------------------------------------------------------------------------
 
     def _ingest(self) -> None:
+        if self._chunk_parallel():
+            self._ingest_chunks()
+        else:
+            self._ingest_sequential(self.info.end_ledger)
+
+    def _chunk_parallel(self) -> bool:
+        """Chunk-parallel ingestion for this run?  Always once chunks are recorded done (so a
+        range is never ingested both ways past its committed prefix); otherwise when the range
+        may use several workers, reads a data lake (a captive core serves one range
+        sequentially: each start costs minutes of catchup) and has two or more chunks to do."""
         info = self.info
-        first, last = info.start_ledger, info.end_ledger
+        if info.chunks_done:
+            return True
+        if self.options.workers <= 1 or self.config.backfill.ledger_backend != "buffered_storage":
+            return False
+        lc = info.ledger_last_committed if info.ledger_last_committed is not None else info.start_ledger - 1
+        return lc < info.end_ledger and chunk_of_ledger(info.end_ledger) > chunk_of_ledger(lc + 1)
+
+    def _ingest_sequential(self, upto: int) -> None:
+        """Ingest ledgers in order up to ``upto`` (the range's end, or the end of a partial chunk
+        that chunk-parallel ingestion finishes first), checkpointing every ``checkpoint_interval``."""
+        info = self.info
+        first, last = info.start_ledger, upto
         ldir = self.layout.active_ledger_dir(self.rid)
         tdir = self.layout.active_txhash_dir(self.rid)
         if info.state == RangeState.PENDING or info.ledger_last_committed is None:
@@ -305,6 +355,151 @@ class RangeOrchestrator:
                 writer.close()
             spill.close()
         self._report(force=True)
+
+    # --- chunk-parallel ingestion -----------------------------------------------------------
+
+    def _ingest_chunks(self) -> None:
+        info = self.info
+        first, last = info.start_ledger, info.end_ledger
+        ldir = self.layout.active_ledger_dir(self.rid)
+        tdir = self.layout.active_txhash_dir(self.rid)
+        if info.state == RangeState.PENDING or (info.ledger_last_committed is None and not info.chunks_done):
+            remove_tree(ldir)
+            remove_tree(tdir)
+            if info.state == RangeState.PENDING:
+                self._update(StartIngesting(str(tdir)))
+        lc = self._committed()
+        if lc < last and lc + 1 != chunk_first_ledger(chunk_of_ledger(lc + 1)):
+            # a chunk left half-done by sequential ingestion is finished the same way
+            self._ingest_sequential(chunk_last_ledger(chunk_of_ledger(lc + 1)))
+            lc = self._committed()
+        lc = self._grow_prefix(None)  # chunks recorded beyond a just-finished sequential part
+        if lc >= last:
+            log.info(
+                "range %d: ingestion already complete at ledger %d",
+                self.rid,
+                lc,
+                extra=self._fields(ledger=lc, phase="INGESTING"),
+            )
+            return
+        ldir.mkdir(parents=True, exist_ok=True)
+        tdir.mkdir(parents=True, exist_ok=True)
+        done = info.chunks_done
+        # The sequential spill holds the committed records not in a chunk spill; anything past
+        # them was never committed.
+        seq_counts = list(info.cf_counts)
+        for c, d in done.items():
+            if chunk_last_ledger(c) <= lc:
+                seq_counts = [a - b for a, b in zip(seq_counts, d.cf_counts)]
+        if any(n < 0 for n in seq_counts):
+            raise CorruptStoreError(f"range {self.rid}: cf_counts {info.cf_counts} below its recorded chunks")
+        if any(seq_counts) or any(spill_shard_path(tdir, i).exists() for i in range(NSHARDS)):
+            TxHashSpill(tdir, counts=seq_counts).close()
+        for p in remove_stale_chunk_spills(tdir, set(done)):
+            log.info("range %d: removed %s (chunk not recorded done)", self.rid, p, extra=self._fields())
+        todo = [c for c in range(chunk_of_ledger(lc + 1), chunk_of_ledger(last) + 1) if c not in done]
+        tasks = chunk_tasks(self.config, self.rid, first, last, todo)
+        ahead = [d for c, d in done.items() if chunk_last_ledger(c) > lc]
+        base_ledgers = lc - first + 1 + sum(d.ledgers for d in ahead)
+        base_tx = sum(info.cf_counts) + sum(d.tx_count for d in ahead)
+        self.ledgers_done, self.tx_done = base_ledgers, base_tx
+        workers = max(1, min(self.options.workers, len(tasks)))
+        log.info(
+            "range %d: ingesting %d chunks (%d-%d) with %d worker%s%s",
+            self.rid,
+            len(tasks),
+            tasks[0].first,
+            tasks[-1].last,
+            workers,
+            "s" if workers > 1 else "",
+            f" ({len(done)} already done)" if done else "",
+            extra=self._fields(ledger=tasks[0].first, phase="INGESTING"),
+        )
+        self._report(force=True)
+        if workers == 1:
+            for t in tasks:
+                self._check_cancel()
+                res = ingest_chunk(t, self.cancel)
+                self._chunk_finished(res)
+                self.ledgers_done += res.ledgers
+                self.tx_done += res.tx_count
+                self._report()
+        else:
+            pool = ChunkPool(workers)
+            try:
+                pending = {pool.submit(t): t.chunk_id for t in tasks}
+                while pending:
+                    for f in wait_some(set(pending), 0.2):
+                        self._chunk_finished(result_of(f, pending.pop(f)))
+                    self._check_cancel()
+                    n_l, n_t = pool.progress()
+                    self.ledgers_done, self.tx_done = base_ledgers + n_l, base_tx + n_t
+                    self._report()
+            except BaseException:
+                pool.kill()  # a killed chunk item leaves nothing a redo does not replace
+                raise
+            pool.close()
+        if self._committed() != last:
+            raise CorruptStoreError(
+                f"range {self.rid}: every chunk ingested but the committed prefix ends at {self._committed()}"
+            )
+        self.ledgers_done, self.tx_done = last - first + 1, sum(info.cf_counts)
+        self._report(force=True)
+
+    def _committed(self) -> int:
+        """Last ledger of the committed prefix (start - 1 when nothing is committed)."""
+        lc = self.info.ledger_last_committed
+        return self.info.start_ledger - 1 if lc is None else lc
+
+    def _grow_prefix(self, new: ChunkDone | None) -> int:
+        """Record ``new`` (if given) and, in the same batch, the checkpoint of the contiguous run of
+        finished chunks from the range's start when it grew; return the run's last ledger."""
+        info = self.info
+        first, last = info.start_ledger, info.end_ledger
+        done = dict(info.chunks_done)
+        if new is not None:
+            done[new.chunk_id] = new
+        lc = self._committed()
+        counts = list(info.cf_counts)
+        grew = False
+        while lc < last and chunk_of_ledger(lc + 1) in done:
+            d = done[chunk_of_ledger(lc + 1)]
+            lc = min(chunk_last_ledger(d.chunk_id), last)
+            counts = [a + b for a, b in zip(counts, d.cf_counts)]
+            grew = True
+        cp = Checkpoint(lc, lc - first + 1, counts, None) if grew else None
+        if new is not None:
+            self._update(MarkChunkDone(new, cp))
+        elif cp is not None:
+            self._update(SaveCheckpoint(cp))
+        return lc
+
+    def _chunk_finished(self, res: ChunkResult) -> None:
+        d = ChunkDone(res.chunk_id, res.ledgers, res.cf_counts, res.first_prev_hash, res.last_hash)
+        for a, b in ((self.info.chunks_done.get(d.chunk_id - 1), d), (d, self.info.chunks_done.get(d.chunk_id + 1))):
+            if (
+                a is not None
+                and b is not None
+                and a.last_hash
+                and b.first_prev_hash
+                and a.last_hash != b.first_prev_hash
+            ):
+                raise LedgerAuthError(
+                    f"range {self.rid}: broken hash chain between chunk {a.chunk_id} and chunk {b.chunk_id}: "
+                    f"previousLedgerHash {b.first_prev_hash.hex()[:16]}... is not {a.last_hash.hex()[:16]}..."
+                )
+        if res.source is not None:
+            self._source_stats = _add_stats(self._source_stats, res.source)
+        lc = self._grow_prefix(d)
+        faults.hit("chunk_recorded")
+        log.info(
+            "range %d: chunk %d done (%d tx)%s",
+            self.rid,
+            d.chunk_id,
+            d.tx_count,
+            f"; committed through ledger {lc}" if lc >= chunk_last_ledger(d.chunk_id) else "",
+            extra=self._fields(ledger=chunk_last_ledger(d.chunk_id), phase="INGESTING", chunk=d.chunk_id),
+        )
 
     def _open_writer(self, c: int, seq: int, ldir: Path):
         """Writer for chunk ``c`` at ledger ``seq``; None if the chunk's final files exist."""
@@ -446,7 +641,8 @@ class RangeOrchestrator:
                 c = chunks[i]
                 if not chunk_exists(self.ledgers_base, c):
                     raise CorruptStoreError(f"range {self.rid}: chunk {c} is missing after ingestion")
-                verify_chunk(self.ledgers_base, c, cancel=self.cancel)
+                if c not in info.chunks_done:  # a chunk worker verified its chunk before reporting it
+                    verify_chunk(self.ledgers_base, c, cancel=self.cancel)
 
             def done(i: int, _: None) -> None:
                 faults.hit("verify_chunk")
@@ -499,7 +695,13 @@ class RangeOrchestrator:
 
             def compact(i: int) -> Path:
                 return compact_shard(
-                    tdir, i, sorted_dir, mem_limit_bytes=mem, range_start=info.start_ledger, cancel=self.cancel
+                    tdir,
+                    i,
+                    sorted_dir,
+                    mem_limit_bytes=mem,
+                    expect_records=info.cf_counts[i],
+                    range_start=info.start_ledger,
+                    cancel=self.cancel,
                 )
 
             def compacted(i: int, p: Path) -> None:

@@ -111,6 +111,7 @@ class SubprocessRunner:
             "config": self.settings.config,
             "log_level": self.settings.log_level,
             "progress_every_s": self.settings.progress_every_s,
+            "workers": self.settings.range_workers,
         }
         try:
             p.chan.send(("start", item, opts))

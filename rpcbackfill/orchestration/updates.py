@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..errors import MetaStoreError
 from ..meta.store import (
     Checkpoint,
+    ChunkDone,
     LedgerPhase,
     MetaWriter,
     RangeInfo,
@@ -67,6 +68,23 @@ class SaveCheckpoint(MetaUpdate):
         info.ledger_count = cp.ledger_count
         info.cf_counts = list(cp.cf_counts)
         info.open_chunk = cp.open_chunk
+
+
+@dataclass(frozen=True)
+class MarkChunkDone(MetaUpdate):
+    """A chunk worker finished chunk ``done.chunk_id`` (chunk-parallel ingestion); ``prefix`` is
+    the new checkpoint of the contiguous finished run from the range's start, when it grew."""
+
+    done: ChunkDone
+    prefix: Checkpoint | None = None
+
+    def apply(self, meta: MetaWriter, rid: int) -> None:
+        meta.mark_chunk_done(rid, self.done, self.prefix)
+
+    def mirror(self, info: RangeInfo) -> None:
+        info.chunks_done[self.done.chunk_id] = self.done
+        if self.prefix is not None:
+            SaveCheckpoint(self.prefix).mirror(info)
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,9 @@ class ForwardingMeta:
 
     def checkpoint(self, rid: int, cp: Checkpoint) -> None:
         self._forward(rid, SaveCheckpoint(cp))
+
+    def mark_chunk_done(self, rid: int, done: ChunkDone, prefix: Checkpoint | None = None) -> None:
+        self._forward(rid, MarkChunkDone(done, prefix))
 
     def start_transition(self, rid: int) -> None:
         self._forward(rid, StartTransition())

@@ -160,7 +160,9 @@ def main(argv: list[str]) -> int:
             ForwardingMeta(rid, link.update),
             cancel,
             progress=lambda snap: link.send(("progress", snap)),
-            options=OrchestratorOptions(progress_every_s=opts.get("progress_every_s", 1.0)),
+            options=OrchestratorOptions(
+                progress_every_s=opts.get("progress_every_s", 1.0), workers=opts.get("workers", 1)
+            ),
         )
         orch.run()
     except Cancelled as e:
