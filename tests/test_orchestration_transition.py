@@ -45,14 +45,23 @@ class RecordingMeta:
         return getattr(self._meta, name)
 
 
-def _run(cfg, workers: int, meta_wrap=None) -> RecordingMeta:
+class SequentialIngest(RangeOrchestrator):
+    """Ingests with one worker (so the transition verifies every chunk: chunk-parallel
+    ingestion verifies its chunks itself), then runs the transition with two."""
+
+    def _ingest(self) -> None:
+        super()._ingest()
+        self.options = dataclasses.replace(self.options, workers=2)
+
+
+def _run(cfg, workers: int, cls: type[RangeOrchestrator] = RangeOrchestrator) -> RecordingMeta:
     meta = MetaStore(cfg.meta_store.path)
     rec = RecordingMeta(meta)
     try:
         meta.init_backfill(2, LAST, RS3)
         info = meta.range_info(0)
         opts = OrchestratorOptions(progress_every_s=0.0, workers=workers)
-        RangeOrchestrator(cfg, info, rec, threading.Event(), options=opts).run()
+        cls(cfg, info, rec, threading.Event(), options=opts).run()
         assert meta.range_info(0).state == "COMPLETE"
     finally:
         meta.close()
@@ -162,8 +171,8 @@ def test_shards_run_in_parallel_within_the_budget(tmp_path, lake3c, monkeypatch)
 
 
 def test_chunks_verified_out_of_order_are_recorded_as_a_prefix(tmp_path, lake3c, monkeypatch):
-    """workers = 2: chunk 0 finishes after chunk 1; chunks_verified (a prefix count, what a
-    resume trusts) never says 1 chunk and never runs ahead of the chunks actually verified."""
+    """Transition with workers = 2: chunk 0 finishes after chunk 1; chunks_verified (a prefix
+    count, what a resume trusts) never says 1 chunk and never runs ahead of the chunks verified."""
     cfg = make_config(tmp_path / "data", lake3c, 2, LAST, range_size=RS3)
     chunk1_done = threading.Event()
     real_verify_chunk = orch_mod.verify_chunk
@@ -178,7 +187,7 @@ def test_chunks_verified_out_of_order_are_recorded_as_a_prefix(tmp_path, lake3c,
             chunk1_done.set()
 
     monkeypatch.setattr(orch_mod, "verify_chunk", verify_chunk)
-    rec = _run(cfg, workers=2)
+    rec = _run(cfg, workers=1, cls=SequentialIngest)
     assert verified.index(1) < verified.index(0) and sorted(verified) == [0, 1, 2]
     assert rec.chunk_marks and rec.chunk_marks[0] >= 2 and rec.chunk_marks[-1] == 3
     assert rec.chunk_marks == sorted(set(rec.chunk_marks))
