@@ -45,7 +45,9 @@ from common import (
     write_json,
 )
 
-PUBNET = "Public Global Stellar Network ; September 2015"
+from rpcbackfill.config import PUBNET_PASSPHRASE as PUBNET  # noqa: E402
+from tests.lib.orchestration import backfill_command, cli_env  # noqa: E402
+
 RANGE_SIZE = 10_000
 FIRST = 2
 LISTEN_RE = re.compile(r"JSON-RPC listening on http://([^:/]+):(\d+)/")
@@ -85,25 +87,8 @@ def ensure_data(work: Path, lake: Path) -> Path:
     write_config(cfg, data, lake)
     if not (data / ".backfilled").exists():
         log(f"backfilling {lake} into {data}")
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rpcbackfill",
-                "--backfill",
-                "--start-ledger",
-                str(FIRST),
-                "--end-ledger",
-                str(FIRST + RANGE_SIZE - 1),
-                "--config-path",
-                str(cfg),
-                "--log-level",
-                "warning",
-            ],
-            check=True,
-            env=env,
-        )
+        cmd = backfill_command(cfg, FIRST, FIRST + RANGE_SIZE - 1, "--log-level", "warning")
+        subprocess.run(cmd, check=True, env=cli_env(inherit=True))
         (data / ".backfilled").write_text("ok")
     return cfg
 

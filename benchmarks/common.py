@@ -195,6 +195,41 @@ def peak_rss_children() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
+class SelfRssSampler:
+    """Peak RSS of this process while the block runs, from /proc/self/statm every ``interval``
+    s: a few microseconds per sample, so an in-process stage's CPU figure is not inflated the
+    way ``TreeSampler`` (a walk of every process on the machine per sample) would inflate it."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.peak_rss = 0
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * self._page
+        except (OSError, ValueError, IndexError):
+            return
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> SelfRssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 class TreeSampler:
     """Samples a process tree (RSS sum, disk writes, CPU) every ``interval`` s in a thread.
 

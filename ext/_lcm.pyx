@@ -256,6 +256,28 @@ def tx_hashes_into(buf, out, Py_ssize_t out_offset=0):
         PyBuffer_Release(&ob)
 
 
+cdef extern from "_lcm_head.h" nogil:
+    const uint8_t *xs_head_seq(const uint8_t *p, xs_ctx *c, uint32_t *seq)
+
+
+def header_sequence(buf):
+    """ledgerSeq of the LedgerCloseMeta at the start of ``buf`` from a bounded parse of its
+    prefix (union arm, ext, header fields up to ledgerSeq): microseconds whatever the ledger's
+    size, but only that prefix is validated.  For bytes already proven to be a scanned ledger
+    (the LFS verify pass: a zstd frame whose content checksum matched); XdrError if the prefix
+    is malformed or truncated."""
+    cdef _View v = _View(buf)
+    cdef xs_ctx c
+    cdef uint32_t seq = 0
+    cdef const uint8_t *q
+    xs_init(&c, v.ptr, v.ptr + v.size, NULL, 0)
+    q = xs_head_seq(v.ptr, &c, &seq)
+    xs_free(&c)
+    if q == NULL:
+        raise _error(&c, "LedgerCloseMeta header", v.size)
+    return seq
+
+
 def split_batch(buf):
     """LedgerCloseMetaBatch {uint32 startSequence; uint32 endSequence; LedgerCloseMeta<>}
     -> (start, end, [exact bytes of each LedgerCloseMeta]).  Checks count == end-start+1, that

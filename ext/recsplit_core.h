@@ -18,8 +18,8 @@
  *
  * Hashing.  Keys are 32-byte transaction hashes (SHA-256), i.e. already uniform, but an
  * attacker can grind transactions so that their hashes share chosen bit patterns.  All hashes
- * used here are therefore *keyed* by random 64-bit salts drawn at build time (stored in the
- * file header): the attacker does not know the salt when the transactions are created, so he
+ * used here are therefore *keyed* by 64-bit salts derived from the whole shard's content (stored
+ * in the file header): the attacker cannot know the salt when the transactions are created, so he
  * cannot aim keys at one bucket or make them collide.  The mixer reads all 256 bits of the key
  * (the first hex digit, fixed within a shard, is simply a constant input and costs nothing).
  * The mixer is not a cryptographic PRF; the worst an attacker who beat it could cause is a

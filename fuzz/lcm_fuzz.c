@@ -26,6 +26,27 @@
 
 #include "_lcm_grammar.h"
 #include "_lcm_auth.h"
+#include "_lcm_head.h"
+
+/* bounded header parse (header_sequence): stays inside the buffer, and on a ledger the full
+ * scan accepted it finds the same sequence (scan_seq 0 = the scan rejected the input) */
+static void check_head(const uint8_t *buf, size_t size, int scanned, uint32_t scan_seq)
+{
+    xs_ctx c;
+    uint32_t seq = 0;
+    const uint8_t *q;
+    xs_init(&c, buf, buf + size, NULL, 0);
+    q = xs_head_seq(buf, &c, &seq);
+    if (q) {
+        if (q < buf + 4 || q > buf + size)
+            abort();
+    } else if (c.err == XS_OK) {
+        abort(); /* failure without a reason */
+    }
+    if (scanned && (q == NULL || seq != scan_seq))
+        abort(); /* the prefix parse disagrees with the full scan */
+    xs_free(&c);
+}
 
 /* ledger authentication spans (ledger_auth / auth_spans): scan recording hash positions, then
  * locate the header / tx-set / result spans and copy the result set out */
@@ -81,6 +102,10 @@ static void check_one(const uint8_t *data, size_t size)
             abort();
     } else if (c.err == XS_OK) {
         abort(); /* failure without a reason */
+    }
+    {
+        int scanned = q != NULL && c.slot_hits[XS_SLOT_SEQ] == 1;
+        check_head(buf, size, scanned, scanned ? xs_u32(c.slot[XS_SLOT_SEQ]) : 0);
     }
     xs_free(&c);
     check_auth(buf, size);

@@ -41,7 +41,14 @@ from .config import (
     load_config,
     parse_ascii_int,
 )
-from .errors import CheckFailedError, ConfigError, InputError, RangeFailedError, RpcBackfillError
+from .errors import (
+    CheckFailedError,
+    ConfigError,
+    DataCorruptionError,
+    InputError,
+    RangeFailedError,
+    RpcBackfillError,
+)
 from .fsutil import atomic_write
 from .ledgermath import FIRST_LEDGER, UINT32_MAX, ranges_between
 from .logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging, debug_enabled
@@ -197,10 +204,24 @@ class _RootGroup(click.Group):
     default=None,
     help="Last ledger (a range last ledger: 10000001, 20000001, ...). Overrides [backfill] end_ledger.",
 )
+@click.option(
+    "--verify-complete",
+    is_flag=True,
+    default=None,
+    help="With --backfill: check the ranges already COMPLETE with the full verification (every ledger and key; "
+    "slow) instead of the quick structural check, and repair what it finds. Sets [backfill] verify_complete.",
+)
 @_common_options
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger: int | None, **common: Any) -> int:
+def cli(
+    ctx: click.Context,
+    backfill: bool,
+    start_ledger: int | None,
+    end_ledger: int | None,
+    verify_complete: bool | None,
+    **common: Any,
+) -> int:
     """Backfill Stellar ledger history into immutable stores, and query them.
 
     Configuration precedence: flag > environment (STELLAR_RPC_*) > TOML file > default.
@@ -212,12 +233,12 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
     if sub is not None:
         if backfill:
             raise InputError(f"--backfill cannot be combined with the '{sub}' command")
-        if start_ledger is not None or end_ledger is not None:
-            raise InputError("--start-ledger/--end-ledger apply only with --backfill")
+        if start_ledger is not None or end_ledger is not None or verify_complete:
+            raise InputError("--start-ledger/--end-ledger/--verify-complete apply only with --backfill")
         return 0
     if not backfill:
-        if start_ledger is not None or end_ledger is not None:
-            raise InputError("--start-ledger/--end-ledger apply only with --backfill")
+        if start_ledger is not None or end_ledger is not None or verify_complete:
+            raise InputError("--start-ledger/--end-ledger/--verify-complete apply only with --backfill")
         raise InputError(
             f"nothing to do: streaming mode is not part of this build; use --backfill or a command ({PROG} --help)"
         )
@@ -225,7 +246,11 @@ def cli(ctx: click.Context, backfill: bool, start_ledger: int | None, end_ledger
         ctx,
         {},
         for_backfill=True,
-        **{"backfill.start_ledger": start_ledger, "backfill.end_ledger": end_ledger},
+        **{
+            "backfill.start_ledger": start_ledger,
+            "backfill.end_ledger": end_ledger,
+            "backfill.verify_complete": verify_complete or None,
+        },
     )
     b = cfg.backfill
     assert b.start_ledger is not None and b.end_ledger is not None  # for_backfill: _load requires both
@@ -361,6 +386,14 @@ def status(ctx: click.Context, as_json: bool, **common: Any) -> int:
             + ", ".join(f"range {r.id}: {r.error or 'no error recorded'}" for r in failed)
             + "); re-run the backfill to resume"
         )
+    damaged = [r for r in report.ranges if r.damage]
+    if damaged:
+        n = sum(len(r.damage) for r in damaged)
+        raise DataCorruptionError(
+            f"{n} damaged or missing file{'s' * (n > 1)} in COMPLETE range{'s' * (len(damaged) > 1)} "
+            + ", ".join(str(r.id) for r in damaged)
+            + " (listed above); re-run the same --backfill command to repair them"
+        )
     return 0
 
 
@@ -431,7 +464,9 @@ def detect_gaps(ctx: click.Context, start_ledger: int, end_ledger: int, as_json:
     try:
         store = open_store(bucket_path, StoreOptions.from_config(cfg.backfill.buffered_storage))
         try:
-            report = find_gaps(store, start_ledger, end_ledger)
+            report = find_gaps(
+                store, start_ledger, end_ledger, cfg.backfill.buffered_storage, cfg.service.network_passphrase
+            )
         finally:
             store.close()
     except LakeConfigError as e:
@@ -514,7 +549,7 @@ def _cell(value: Any) -> str:
 # (header, value of a RangeStatus) in table order
 STATUS_COLUMNS: tuple[tuple[str, Callable[[RangeStatus], Any]], ...] = (
     ("ID", lambda r: r.id),
-    ("STATE", lambda r: r.state),
+    ("STATE", lambda r: r.state_text()),
     ("START", lambda r: r.start_ledger),
     ("END", lambda r: r.end_ledger),
     ("PERCENT", lambda r: r.percent),

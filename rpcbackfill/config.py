@@ -80,6 +80,7 @@ class ActiveStoresConfig:
 class ImmutableStoresConfig:
     ledgers_base: Path  # default {data_dir}/immutable/ledgers
     txhash_base: Path  # default {data_dir}/immutable/txhash
+    compression_level: int = 3  # zstd level of the LFS chunk frames
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class BackfillConfig:
     max_retries: int = 3
     max_duration: float | None = None  # seconds; None = no limit (parsed from "90s", "30m", "6h", ...)
     check_ledger_hashes: bool = True
+    verify_complete: bool = False  # start-up check of COMPLETE ranges: full verify instead of structural
     buffered_storage: BufferedStorageConfig = field(default_factory=BufferedStorageConfig)
     captive_core: CaptiveCoreConfig = field(default_factory=CaptiveCoreConfig)
 
@@ -348,6 +350,16 @@ KEYS: tuple[Key, ...] = (
         "Finished RecSplit transaction-hash indexes.",
         commented=True,
     ),
+    Key(
+        "immutable_stores",
+        "compression_level",
+        "int",
+        3,
+        "zstd level of the ledger frames in LFS chunks (1-22). Higher levels store fewer bytes for more CPU per "
+        "ledger (docs/benchmarks.md); any level gives valid chunks. Applies to chunks written from now on.",
+        minimum=1,
+        maximum=22,
+    ),
     Key("rocksdb", "block_cache_mb", "int", 64, "Block cache of the meta store, MiB.", minimum=1, maximum=65536),
     Key("rocksdb", "write_buffer_mb", "int", 64, "Memtable size of the meta store, MiB.", minimum=1, maximum=4096),
     Key(
@@ -452,6 +464,16 @@ KEYS: tuple[Key, ...] = (
         "Authenticate every ingested ledger: recompute its header hash, transaction-set hash and result-set "
         "hash and check the previous-ledger hash chain; a mismatch fails the range (exit 1). Turn off (with a "
         "warning in the log) only for test lakes whose ledgers were re-sequenced or synthesised.",
+    ),
+    Key(
+        "backfill",
+        "verify_complete",
+        "bool",
+        False,
+        "At start-up, check the ranges already COMPLETE with the full verification of `stellar-rpc verify` "
+        "(every ledger decoded, every index key looked up: hours for tens of millions of ledgers) instead of "
+        "the quick structural check (files present, sizes and headers consistent). Damage found either way "
+        "is repaired before the backfill continues.",
     ),
     Key(
         "backfill.buffered_storage",

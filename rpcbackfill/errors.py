@@ -177,7 +177,7 @@ class StoreError(RpcBackfillError):
 
 
 class IndexBuildError(StoreError):
-    """The RecSplit builder could not produce an index (a new attempt draws new salts)."""
+    """The RecSplit builder could not produce an index (after its derived-salt retries)."""
 
 
 class CorruptStoreError(StoreError):
@@ -200,6 +200,13 @@ class DiskFullError(StoreError):
 
 class DuplicateKeyError(StoreError):
     """The same transaction hash was indexed twice."""
+
+    retryable = False
+
+
+class RepairError(StoreError):
+    """A damaged or missing file of a COMPLETE range could not be repaired by ``--backfill``;
+    the message says which files and what to do (exit 1)."""
 
     retryable = False
 

@@ -14,6 +14,10 @@ Functions:
 * ``lcm_length(buf, offset=0) -> int``: bytes the LedgerCloseMeta starting at ``offset`` occupies
   (the buffer may continue after it).
 * ``ledger_sequence(buf) -> int``: ``buf`` must hold exactly one LedgerCloseMeta.
+* ``header_sequence(buf) -> int``: the ledger sequence from a bounded parse of the prefix only
+  (union arm, ext, header fields up to ledgerSeq; microseconds whatever the ledger's size).  It
+  does NOT validate the rest: for bytes already proven to be a scanned ledger (e.g. a stored zstd
+  frame whose content checksum matched).
 * ``header_hashes(buf) -> (hash, previous_ledger_hash)``: 32 bytes each.
 * ``tx_hashes(buf) -> (seq, hashes)``: ``hashes`` concatenates the 32-byte hash of every
   TransactionResultPair of txProcessing in apply order; a fee-bump transaction's inner hash follows
@@ -35,6 +39,7 @@ from ._lcm import (
     MIN_LCM_SIZE,
     SDK_VERSION,
     header_hashes,
+    header_sequence,
     lcm_length,
     ledger_info,
     ledger_sequence,
@@ -57,6 +62,7 @@ __all__ = [
     "MIN_LCM_SIZE",
     "SDK_VERSION",
     "header_hashes",
+    "header_sequence",
     "iter_hashes",
     "lcm_length",
     "ledger_info",

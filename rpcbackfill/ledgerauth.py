@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from ._lcm import auth_batch, auth_spans
@@ -158,6 +159,30 @@ class HashChain:
             self.link(ledger.seq, ledger.hash, ledger.prev_hash)
         else:
             self.check(ledger.lcm)
+
+    def add_many(self, ledgers: Iterable[_SourcedLedger]) -> None:
+        """``add`` for consecutive ledgers in order (a source batch), in one call."""
+        last_seq, last_hash = self.last_seq, self.last_hash
+        n = unlinked = 0
+        try:
+            for ledger in ledgers:
+                seq, h, prev = ledger.seq, ledger.hash, ledger.prev_hash
+                if h is None or prev is None:  # not authenticated by the source: the full check
+                    seq, h, prev, _ = verify_ledger(ledger.lcm)
+                if last_seq is not None and seq == last_seq + 1:
+                    if prev != last_hash:
+                        raise LedgerAuthError(
+                            f"ledger {seq}: broken hash chain: its previousLedgerHash {_short(prev)} is not the "
+                            f"hash {_short(last_hash or b'')} of ledger {last_seq}"
+                        )
+                else:
+                    unlinked += 1
+                last_seq, last_hash = seq, h
+                n += 1
+        finally:  # the ledgers before a failure stay linked, exactly as one add() each would leave it
+            self.last_seq, self.last_hash = last_seq, last_hash
+            self.checked += n
+            self.unlinked += unlinked
 
     def link(self, seq: int, ledger_hash: bytes, prev_hash: bytes) -> None:
         """Link an already authenticated ledger (its hash and previousLedgerHash) to its predecessor."""

@@ -260,6 +260,9 @@ def test_unknown_env_and_flag_keys_rejected(tmp_path):
         ("retry_wait = nan", "backfill.buffered_storage", "finite"),
         ("binary_path = 5", "backfill.captive_core", "must be a string, got int"),
         ("path = 1", "meta_store", "meta_store.path"),
+        ("compression_level = 0", "immutable_stores", "between 1 and 22"),
+        ("compression_level = 23", "immutable_stores", "between 1 and 22"),
+        ('compression_level = "max"', "immutable_stores", "immutable_stores.compression_level"),
     ],
 )
 def test_wrong_types_and_values(cfgdir, tmp_path, line, section, fragment):

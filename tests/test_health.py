@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,41 +23,21 @@ from stellar_sdk.exceptions import SorobanRpcErrorResponse
 
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
-from tests.lib import REPO
 from tests.lib.net import free_port
-from tests.lib.orchestration import kill_tree, make_lake, wait_held
+from tests.lib.orchestration import kill_tree, make_lake, start_backfill, wait_held, write_backfill_config
 
 FIRST, LAST = 2, 10001
 
 
-def write_config(tmp: Path, lake: Path, http: str, service: str = "") -> Path:
-    cfg = tmp / "backfill.toml"
-    cfg.write_text(
-        f'[service]\ndata_dir = "data"\nhttp_endpoint = "{http}"\n{service}'
-        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\nmax_retries = 50\n"
-        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
-        "retry_limit = 0\nretry_wait = 0.01\n"
+def write_config(tmp: Path, lake: Path, http: str, **service: object) -> Path:
+    """One range at a time, the source never retried within an attempt, many attempts."""
+    return write_backfill_config(
+        tmp,
+        lake,
+        service={"http_endpoint": http, **service},
+        backfill={"parallel_ranges": 1, "max_retries": 50},
+        storage={"retry_limit": 0, "retry_wait": 0.01},
     )
-    return cfg
-
-
-def cli(cfg: Path, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
-    e["PYTHONPATH"] = str(REPO)
-    e.update(env or {})
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(LAST),
-        "--config-path",
-        str(cfg),
-    ]
-    return subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, start_new_session=True, **kw)
 
 
 def get_status(port: int) -> dict:
@@ -96,7 +75,8 @@ def test_get_health_flips_on_source_failure_and_back(tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
     log = (tmp_path / "stderr.txt").open("wb")
-    p = cli(write_config(tmp_path, lake, f"127.0.0.1:{port}"), faults.hold_env(hold, "verify_shard:1"), stderr=log)
+    cfg = write_config(tmp_path, lake, f"127.0.0.1:{port}")
+    p = start_backfill(cfg, FIRST, LAST, env=faults.hold_env(hold, "verify_shard:1"), stderr=log)
     server = SorobanServer(f"http://127.0.0.1:{port}")
     try:
         err = poll_health(server, p, want_error=True)
@@ -151,8 +131,8 @@ def test_get_health_reports_a_stall_then_recovers(tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
     log = (tmp_path / "stderr.txt").open("wb")
-    cfg = write_config(tmp_path, lake, f"127.0.0.1:{port}", 'health_stall_threshold = "2s"\n')
-    p = cli(cfg, faults.hold_env(hold, "verify_shard:1"), stderr=log)
+    cfg = write_config(tmp_path, lake, f"127.0.0.1:{port}", health_stall_threshold="2s")
+    p = start_backfill(cfg, FIRST, LAST, env=faults.hold_env(hold, "verify_shard:1"), stderr=log)
     server = SorobanServer(f"http://127.0.0.1:{port}")
     try:
         err = poll_health(server, p, want_error=True)
@@ -181,7 +161,7 @@ def test_http_endpoint_port_in_use_is_a_startup_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        p = cli(write_config(tmp_path, lake, f"127.0.0.1:{port}"), stderr=subprocess.PIPE)
+        p = start_backfill(write_config(tmp_path, lake, f"127.0.0.1:{port}"), FIRST, LAST, stderr=subprocess.PIPE)
         _, err = p.communicate(timeout=120)
     text = err.decode()
     assert p.returncode == 1, text

@@ -133,6 +133,21 @@ def test_same_salt_gives_identical_file(tmp_path):
     assert idx.read_bytes() == (tmp_path / "b.idx").read_bytes()
 
 
+def test_default_salts_are_deterministic(tmp_path):
+    """No salt given: the split salt derives from the sorted file's bucket salt, so a rebuild
+    (e.g. after a crash) writes the same bytes; retries derive further salts the same way."""
+    keys, seqs = _random(np.random.default_rng(14), 4000)
+    sp, idx, st = _build(tmp_path, keys, seqs)
+    st2 = build_shard(sp, tmp_path / "b.idx", RANGE_START, keys.shape[0])
+    assert idx.read_bytes() == (tmp_path / "b.idx").read_bytes()
+    assert st.split_salt == st2.split_salt == recsplit.derive_split_salt(st.bucket_salt, 1)
+    r1 = build_shard(sp, tmp_path / "r1.idx", RANGE_START, keys.shape[0], forced_collisions=1)
+    build_shard(sp, tmp_path / "r2.idx", RANGE_START, keys.shape[0], forced_collisions=1)
+    assert r1.attempts == 2 and r1.split_salt == recsplit.derive_split_salt(st.bucket_salt, 2)
+    assert (tmp_path / "r1.idx").read_bytes() == (tmp_path / "r2.idx").read_bytes()
+    _check_all(tmp_path / "r1.idx", keys, seqs)
+
+
 def test_count_value_and_order_errors(tmp_path):
     keys, seqs = _random(np.random.default_rng(13), 500)
     sp, idx, _ = _build(tmp_path, keys, seqs)

@@ -26,7 +26,15 @@ from tests.lib import REPO
 from tests.lib.fixtures import load_fixture_ledgers
 from tests.lib.lake import lake_ledgers
 from tests.lib.ledgers import chain, generator, iter_chain
-from tests.lib.orchestration import RS, check_backfill_result, make_config, make_lake
+from tests.lib.orchestration import (
+    RS,
+    backfill_command,
+    check_backfill_result,
+    cli_env,
+    make_config,
+    make_lake,
+    write_backfill_config,
+)
 
 # --- the oracle ------------------------------------------------------------------------------
 
@@ -348,25 +356,15 @@ def test_backfill_fails_on_a_tampered_ledger_then_proceeds_with_the_check_off(tm
     assert _body(victim)[1].tx_processing  # the generator gives every ledger of this lake transactions
     _tamper_lake_ledger(lake, VICTIM)
 
-    conf = tmp_path / "backfill.toml"
-    conf.write_text(
-        f'[service]\ndata_dir = "{tmp_path / "data"}"\nhttp_port = 0\n'
-        f"[backfill]\nrange_size = {RS}\nparallel_ranges = 1\ncheckpoint_interval = 1000\n"
-        f'[backfill.buffered_storage]\nbucket_path = "{lake}"\nnum_workers = 4\nbuffer_size = 64\n'
+    conf = write_backfill_config(
+        tmp_path,
+        lake,
+        service={"data_dir": str(tmp_path / "data")},
+        backfill={"parallel_ranges": 1},
+        storage={"num_workers": 4, "buffer_size": 64},
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        "2",
-        "--end-ledger",
-        str(RS + 1),
-        "--config-path",
-        str(conf),
-    ]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    cmd = backfill_command(conf, 2, RS + 1)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO, env=cli_env())
     assert p.returncode == 1, p.stderr
     cause = f"ledger {VICTIM}: transaction results do not match the header's txSetResultHash"
     # one line names the range, that it is not retried, the ledger and the hash that failed
@@ -374,7 +372,12 @@ def test_backfill_fails_on_a_tampered_ledger_then_proceeds_with_the_check_off(tm
     assert "range 0 attempt" not in p.stderr and "Traceback" not in p.stderr
 
     p = subprocess.run(
-        [*cmd, "--set", "backfill.check_ledger_hashes=false"], capture_output=True, text=True, timeout=240, cwd=REPO
+        [*cmd, "--set", "backfill.check_ledger_hashes=false"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env=cli_env(),
     )
     assert p.returncode == 0, p.stderr
     assert "check_ledger_hashes = false: ingested ledgers are NOT authenticated" in p.stderr

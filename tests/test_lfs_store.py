@@ -99,6 +99,47 @@ def test_verify_detects_non_lcm_payload(tmp_path):
         lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
 
 
+def _raw_chunk(base, chunk_id, ledgers, checksum):
+    """A chunk written frame by frame, as another tool would (zstd content checksum on or off)."""
+    import zstandard
+
+    c = zstandard.ZstdCompressor(level=3, write_checksum=checksum)
+    frames = [c.compress(x) for x in ledgers]
+    d, i = lfs.chunk_paths(base, chunk_id)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    d.write_bytes(b"".join(frames))
+    i.write_bytes(lfs.encode_index(np.cumsum([len(f) for f in frames])))
+    return d, i
+
+
+def test_verify_reads_header_only_when_the_checksum_proves_the_bytes(tmp_path):
+    # a ledger cut after its header: the bounded header parse accepts it, the full scan does not
+    first = chunk_first_ledger(4)
+    ledgers = make_ledgers(first, 5)
+    ledgers[2] = ledgers[2][: len(ledgers[2]) - 8]
+    _raw_chunk(tmp_path / "ck", 4, ledgers, checksum=True)
+    # with the checksum the frame decodes to exactly the bytes compressed: its position is checked
+    st = lfs.verify_chunk(tmp_path / "ck", 4, expect_ledgers=None)
+    assert st.ledgers == 5 and st.raw_bytes == sum(map(len, ledgers))
+    # without it (or with the caller's own parser) every ledger is scanned in full
+    _raw_chunk(tmp_path / "plain", 4, ledgers, checksum=False)
+    with pytest.raises(CorruptStoreError, match=f"ledger {first + 2} is not a LedgerCloseMeta"):
+        lfs.verify_chunk(tmp_path / "plain", 4, expect_ledgers=None)
+    from rpcbackfill import lcm
+
+    with pytest.raises(CorruptStoreError, match=f"ledger {first + 2} is not a LedgerCloseMeta"):
+        lfs.verify_chunk(tmp_path / "ck", 4, expect_ledgers=None, ledger_sequence=lcm.ledger_sequence)
+
+
+def test_verify_plain_frames_still_checks_sequences(tmp_path):
+    first = chunk_first_ledger(4)
+    ledgers = make_ledgers(first, 4)
+    ledgers[1], ledgers[2] = ledgers[2], ledgers[1]
+    _raw_chunk(tmp_path, 4, ledgers, checksum=False)
+    with pytest.raises(CorruptStoreError, match=f"sequence {first + 2}, expected {first + 1}"):
+        lfs.verify_chunk(tmp_path, 4, expect_ledgers=None)
+
+
 # --- corruption of a finished full chunk ---------------------------------------------------------
 
 
@@ -113,12 +154,14 @@ def _offsets(i):
     return np.frombuffer(i.read_bytes(), "<u4", offset=8).astype(np.int64)
 
 
-@pytest.mark.parametrize("where", ["magic", "frame_header", "block_header"])
+@pytest.mark.parametrize("where", ["magic", "frame_header", "block_header", "content_checksum"])
 def test_flipped_byte_in_frame_structure(damaged, where):
     base, d, i = damaged
     offs = _offsets(i)
     k = 4321
-    pos = int(offs[k]) + {"magic": 1, "frame_header": 4, "block_header": 10}[where]
+    pos = {"content_checksum": int(offs[k + 1]) - 2}.get(
+        where, int(offs[k]) + {"magic": 1, "frame_header": 4, "block_header": 10}.get(where, 0)
+    )
     b = bytearray(d.read_bytes())
     b[pos] ^= 0x40
     d.write_bytes(bytes(b))

@@ -10,10 +10,6 @@ channel, so what the scrape shows is exactly what the worker had reported.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -21,9 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
-from tests.lib import REPO
 from tests.lib.net import free_port
-from tests.lib.orchestration import kill_tree, make_lake, wait_held
+from tests.lib.orchestration import kill_tree, make_lake, start_backfill, wait_held, write_backfill_config
 
 FIRST, LAST = 2, 10001
 P = "stellar_rpc_backfill_"
@@ -40,31 +35,6 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def start_backfill(tmp: Path, lake: Path, admin_port: int, env: dict[str, str], stderr) -> subprocess.Popen:
-    cfg = tmp / "backfill.toml"
-    cfg.write_text(
-        f'[service]\ndata_dir = "data"\nhttp_endpoint = "127.0.0.1:0"\nadmin_endpoint = "127.0.0.1:{admin_port}"\n'
-        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\n"
-        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
-    )
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
-    e["PYTHONPATH"] = str(REPO)
-    e.update(env)
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(LAST),
-        "--config-path",
-        str(cfg),
-    ]
-    return subprocess.Popen(cmd, env=e, stderr=stderr, stdout=subprocess.DEVNULL, start_new_session=True)
-
-
 def lake_bytes(lake: Path) -> int:
     """Bytes of the objects holding FIRST..LAST, the last one twice: ``prepare_range`` downloads
     it once up front to check the range's end exists, and the workers fetch it again in turn."""
@@ -79,7 +49,13 @@ def test_metrics_scraped_during_a_real_backfill(tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
     log = (tmp_path / "stderr.txt").open("wb")
-    p = start_backfill(tmp_path, lake, port, faults.hold_env(hold, "checkpoint_acked:1", "verify_shard:1"), log)
+    cfg = write_backfill_config(
+        tmp_path,
+        lake,
+        service={"http_endpoint": "127.0.0.1:0", "admin_endpoint": f"127.0.0.1:{port}"},
+        backfill={"parallel_ranges": 1},
+    )
+    p = start_backfill(cfg, FIRST, LAST, env=faults.hold_env(hold, "checkpoint_acked:1", "verify_shard:1"), stderr=log)
     try:
         wait_held(hold, "checkpoint_acked", p)
         m1 = scrape(port)

@@ -189,3 +189,40 @@ def test_lake_without_partitions_is_listed_once(tmp_path):
     rep = json.loads(r.stdout)
     assert rep["list_calls"] == 1 and sorted(rep["missing_keys"]) == sorted(gone)
     assert [(m["start"], m["end"]) for m in rep["missing"]] == [(2, 2), (50, 51), (200, 200)]
+
+
+def _layout_config(root: Path, lake: Path, lpf: int | None, fpp: int | None) -> Path:
+    cfg = write_config(root, str(lake))
+    keys = "".join(f"{k} = {v}\n" for k, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v)
+    cfg.write_text(cfg.read_text() + keys)
+    return cfg
+
+
+def test_manifestless_lake_uses_the_configured_layout(pristine, tmp_path):
+    """A lake without ``.config.json`` is read with ``ledgers_per_file``/``files_per_partition``
+    (issue 11): detect-gaps lists it exactly as the backfill would read it."""
+    lake = tmp_path / "lake"
+    shutil.copytree(pristine, lake)
+    removed = remove(lake)
+    (lake / layout.MANIFEST_NAME).unlink()
+    r = detect_gaps_json(_layout_config(tmp_path, lake, 8, 64))
+    assert r.returncode == 1, r.stderr
+    rep = json.loads(r.stdout)
+    assert (rep["ledgers_per_batch"], rep["batches_per_partition"]) == (8, 64)
+    assert sorted(rep["missing_keys"]) == sorted(removed) and rep["list_calls"] == 6
+    assert expand(rep["missing"]) == ledgers_of(removed, FIRST, LAST)
+    # without the keys there is no layout: bad input (exit 2) naming the keys to set
+    r = detect_gaps_json(write_config(tmp_path, str(lake)))
+    assert r.returncode == 2 and "ledgers_per_file and files_per_partition" in r.stderr.splitlines()[-1]
+    # a wrong configured layout is not silently listed as "everything missing": with it, the
+    # keys of this lake are named differently, and every expected object is reported absent
+    r = detect_gaps_json(_layout_config(tmp_path, lake, 16, 64))
+    assert r.returncode == 1 and json.loads(r.stdout)["ledgers_per_batch"] == 16
+
+
+def test_configured_layout_must_agree_with_the_manifest(pristine, tmp_path):
+    r = detect_gaps_json(_layout_config(tmp_path, pristine, 16, None))
+    assert r.returncode == 2
+    assert "ledgers_per_file = 16 in the configuration but ledgersPerBatch = 8" in r.stderr.splitlines()[-1]
+    r = detect_gaps_json(_layout_config(tmp_path, pristine, 8, 64))
+    assert r.returncode == 0, r.stderr

@@ -9,11 +9,8 @@ verify_shard) to read the progress lines the transition produces.
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
-import sys
-import threading
 import time
 
 import pytest
@@ -24,8 +21,14 @@ from rpcbackfill.orchestration import faults
 from rpcbackfill.orchestration.progress import TRANSITION_SHARE, LiveDisplay, Progress, ProgressSnapshot, fmt_eta
 from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 from rpcbackfill.records import SHARD_DIGITS
-from tests.lib import REPO
-from tests.lib.orchestration import kill_tree, make_lake, wait_held
+from tests.lib.orchestration import (
+    collect_lines,
+    kill_tree,
+    make_lake,
+    start_backfill,
+    wait_held,
+    write_backfill_config,
+)
 
 STEPS = 1 + 3 * len(SHARD_DIGITS)  # one chunk per 10,000-ledger range + 16 shards x 3 steps
 TOTAL = 10_000
@@ -195,35 +198,17 @@ FIRST, LAST = 2, 10001
 
 def test_cli_without_tty_reports_early_and_through_the_transition(tmp_path):
     lake = make_lake(tmp_path / "lake", FIRST, LAST, seed=5, tx_per_ledger=1.0)
-    cfg = tmp_path / "backfill.toml"
-    cfg.write_text(
-        '[service]\ndata_dir = "data"\nhttp_endpoint = "127.0.0.1:0"\nprogress_interval = "1s"\n'
-        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\n"
-        f'[backfill.buffered_storage]\nbucket_path = "{lake}"\nnum_workers = 2\n'
+    cfg = write_backfill_config(
+        tmp_path,
+        lake,
+        service={"http_endpoint": "127.0.0.1:0", "progress_interval": "1s"},
+        backfill={"parallel_ranges": 1},
     )
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(faults.hold_env(hold, "ingest:1", "compact:1", "verify_shard:1"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(LAST),
-        "--config-path",
-        str(cfg),
-    ]
-    p = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
-    reader.start()
+    env = faults.hold_env(hold, "ingest:1", "compact:1", "verify_shard:1")
+    p = start_backfill(cfg, FIRST, LAST, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    lines, reader = collect_lines(p.stderr)
 
     def next_progress(after: int) -> int:
         """Index of the first progress line at or after ``after`` (the run keeps logging them)."""

@@ -17,6 +17,7 @@ from tests.lib.serve import (
     backfilled,
     post,
     rpc,
+    run_serve_until_exit,
     with_endpoint,
 )
 
@@ -214,24 +215,7 @@ def test_piece_encoder_matches_json():
 
 @pytest.mark.parametrize("endpoint", ["nohost", "127.0.0.1:http", "127.0.0.1:70000", ":8000"])
 def test_cli_rejects_bad_endpoint(cfg, endpoint):
-    import subprocess
-    import sys
-
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rpcbackfill",
-            "serve",
-            "--data-dir",
-            str(cfg.service.data_dir),
-            "--set",
-            f"service.endpoint={endpoint}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = run_serve_until_exit(cfg.service.data_dir, endpoint)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "endpoint" in lines[-1] and "Traceback" not in p.stderr
@@ -239,28 +223,12 @@ def test_cli_rejects_bad_endpoint(cfg, endpoint):
 
 def test_cli_port_in_use_is_input_error(cfg):
     import socket
-    import subprocess
-    import sys
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rpcbackfill",
-                "serve",
-                "--data-dir",
-                str(cfg.service.data_dir),
-                "--set",
-                f"service.endpoint=127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        p = run_serve_until_exit(cfg.service.data_dir, f"127.0.0.1:{port}")
     assert p.returncode == 2
     assert "cannot listen on 127.0.0.1" in p.stderr.strip().splitlines()[-1]
 

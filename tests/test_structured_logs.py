@@ -10,16 +10,19 @@ progress line (``[service] progress_interval = "1s"``) has been logged.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
 
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
-from tests.lib import REPO
-from tests.lib.orchestration import kill_tree, make_lake, wait_held
+from tests.lib.orchestration import (
+    collect_lines,
+    kill_tree,
+    make_lake,
+    start_backfill,
+    wait_held,
+    write_backfill_config,
+)
 
 FIRST, LAST = 2, 10001
 
@@ -41,38 +44,18 @@ def test_json_logs_carry_fields_from_every_process(tmp_path):
     obj = lake / layout.object_key(FIRST, layout.read_manifest(lake))
     good = obj.read_bytes()
     obj.write_bytes(b"garbage, not zstd" * 8)
-    cfg = tmp_path / "backfill.toml"
-    cfg.write_text(
-        '[service]\ndata_dir = "data"\nhttp_endpoint = "127.0.0.1:0"\nprogress_interval = "1s"\n'
-        "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\nmax_retries = 5\n"
-        f"[backfill.buffered_storage]\nbucket_path = {json.dumps(str(lake))}\nnum_workers = 2\n"
-        "retry_limit = 1\nretry_wait = 0.01\n"
+    cfg = write_backfill_config(
+        tmp_path,
+        lake,
+        service={"http_endpoint": "127.0.0.1:0", "progress_interval": "1s"},
+        backfill={"parallel_ranges": 1, "max_retries": 5},
+        storage={"retry_limit": 1, "retry_wait": 0.01},
     )
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STELLAR_RPC_", "RPCBACKFILL_TEST_"))}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(faults.hold_env(hold, "verify_shard:1"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "rpcbackfill",
-        "--log-format",
-        "json",
-        "--backfill",
-        "--start-ledger",
-        str(FIRST),
-        "--end-ledger",
-        str(LAST),
-        "--config-path",
-        str(cfg),
-    ]
-    p = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
-    reader.start()
+    env = faults.hold_env(hold, "verify_shard:1")
+    p = start_backfill(cfg, FIRST, LAST, env=env, before=("--log-format", "json"), stderr=subprocess.PIPE, text=True)
+    lines, reader = collect_lines(p.stderr)
     try:
         retry = wait_for(lines, lambda r: "retrying in" in r["msg"] and r["logger"].endswith("coordinator"), p)
         obj.write_bytes(good)

@@ -19,7 +19,8 @@ applied to the directory and undone before the next:
 * ``delete`` / ``truncate``: every file of range 0 (shards, chunks) and the meta store's SSTs,
   deleted or cut to half; queries as above.
 
-Queries call ``rpcbackfill.orchestration.api`` in this process, like the CLI does.  Outcomes:
+Queries call ``rpcbackfill.orchestration.api`` in this process, like the CLI does; after a
+deleted or truncated file of range 0, ``status`` must report the range as damaged, naming it.  Outcomes:
 ``ok`` (the right answer), ``error`` (a typed error with exit code 1 or 2), ``wrong`` (an answer
 that differs from the truth, or "not found" for something that exists) and ``crash`` (any other
 exception).  A segfault kills the sweep, which is then a crash too.  Exit status 1 if any
@@ -105,6 +106,26 @@ def ask_tx(truth: Truth, h: bytes, expect: int | None) -> str:
     except Exception:  # noqa: BLE001 - anything untyped is what the sweep looks for
         return "crash"
     return "ok" if got == expect else "wrong"
+
+
+def ask_status(truth: Truth, damaged: Path) -> str:
+    """``status`` after ``damaged`` (a final file of COMPLETE range 0) was deleted or truncated:
+    the range must be reported with damage naming that file (or a typed error); a clean
+    COMPLETE is a silent wrong answer."""
+    from rpcbackfill.errors import RpcBackfillError
+    from rpcbackfill.orchestration import api
+
+    try:
+        rep = api.status(truth.config)
+    except RpcBackfillError as e:
+        return "error" if e.exit_code in (1, 2) else "wrong"
+    except Exception:  # noqa: BLE001
+        return "crash"
+    r0 = next((r for r in rep.ranges if r.id == 0), None)
+    if r0 is None or rep.complete or 0 not in rep.damaged:
+        return "wrong"
+    named = any(d.get("path") in (str(damaged), str(damaged.parent)) for d in r0.damage)
+    return "error" if named else "wrong"
 
 
 def ask_ledger(truth: Truth, seq: int) -> str:
@@ -261,6 +282,8 @@ def sweep(
             tx_queries(how, f"{v}", hs[:2])
             seq = truth.tx[hs[0]]
             res.add(how, f"{v} ledger {seq}", ask_ledger(truth, seq))
+            if v.parent != meta:  # a final file of range 0: status must report the damage
+                res.add(how, f"{v} status", ask_status(truth, v))
             d.restore()
     return res
 
@@ -299,9 +322,13 @@ def main() -> int:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     outcomes = ("ok", "error", "wrong", "crash")
-    print(f"{'fault':10} " + " ".join(f"{o:>7}" for o in outcomes))
+    print(f"{'fault':10} " + " ".join(f"{o:>7}" for o in outcomes) + "   total")
     for fault, c in res.counts.items():
-        print(f"{fault:10} " + " ".join(f"{c.get(o, 0):7d}" for o in outcomes))
+        print(f"{fault:10} " + " ".join(f"{c.get(o, 0):7d}" for o in outcomes) + f" {sum(c.values()):7d}")
+    total = Counter()
+    for c in res.counts.values():
+        total.update(c)
+    print(f"{'all':10} " + " ".join(f"{total.get(o, 0):7d}" for o in outcomes) + f" {sum(total.values()):7d}")
     for line in res.bad:
         print("  " + line)
     if a.json:

@@ -2,9 +2,17 @@
 
 Order.  The RecSplit builder streams buckets in order, and a key's bucket is a monotone
 function of its *salted* 64-bit bucket hash (ext/recsplit_core.h ``rs_hash_bucket``).  So the
-compacted file is sorted by that hash, under a random salt drawn here and stored in the file
-header (format: ``sortedfile``).  Identical hashes get identical bucket hashes, so duplicates
+compacted file is sorted by that hash, under a salt derived here (``derive_bucket_salt``) and
+stored in the file header (format: ``sortedfile``).  Identical hashes get identical bucket hashes, so duplicates
 are adjacent after sorting and are rejected (DuplicateKeyError).
+
+Salt.  The salt is a function of the shard's content and identity: an order-independent digest
+of its keys, its record count, the range start and the shard number, hashed with BLAKE2b.  So
+re-running a range (after a crash, ``max_duration``, a FAILED retry) writes the same bytes as an
+uninterrupted run, while nobody can predict the salt before the shard's last transaction exists
+-- an attacker grinding hashes toward one bucket would have to know every other transaction of
+the range first.  The digest is the sum and the xor (mod 2^64) of two fixed-keyed 64-bit mixes of
+every key (the builder's own mixer, GIL-free): independent of the order records arrive in.
 
 Bounded memory.  When the shard does not fit in ``mem_limit_bytes`` it is radix-partitioned on
 the top bits of the salted hash into temporary partition files (the hash is uniform under the
@@ -16,10 +24,13 @@ still exceeds the limit is partitioned again on the next bits.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+import struct
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +50,53 @@ DEFAULT_MEM_LIMIT = 1 << 30  # 1 GiB per compaction (two ranges may compact at o
 # the gathered copy (36) + sorted hashes (8) = 96 bytes.
 BYTES_PER_RECORD_IN_SORT = 2 * RECORD_SIZE + 3 * 8
 MIN_MEM_LIMIT = 1 << 16
+
+
+# Fixed keys of the two per-key mixes whose sums/xors form the content digest (arbitrary constants).
+_DIGEST_KEYS = (0x7278626B2D646967, 0x9E3779B97F4A7C15)
+_SALT_PERSON = b"rbtx-bucketsalt1"  # BLAKE2b personalisation: domain of the bucket salt
+
+
+def keys_digest(blocks: Iterable[bytes | np.ndarray]) -> bytes:
+    """Order-independent 32-byte digest of the keys of 36-byte records given in blocks."""
+    acc = [0, 0, 0, 0]
+    mask = (1 << 64) - 1
+    for blk in blocks:
+        flat = np.frombuffer(blk, dtype=np.uint8) if not isinstance(blk, np.ndarray) else blk.reshape(-1)
+        if flat.size == 0:
+            continue
+        for j, k in enumerate(_DIGEST_KEYS):
+            h = _recsplit.bucket_hashes(flat, k)
+            acc[2 * j] = (acc[2 * j] + int(h.sum(dtype=np.uint64))) & mask
+            acc[2 * j + 1] ^= int(np.bitwise_xor.reduce(h))
+    return struct.pack("<4Q", *acc)
+
+
+def derive_bucket_salt(digest: bytes, n_records: int, range_start: int, shard: int) -> int:
+    """The bucket salt of shard ``shard`` of the range starting at ``range_start``."""
+    ident = struct.pack("<QQB", n_records, range_start, shard)
+    h = hashlib.blake2b(digest + ident, digest_size=8, person=_SALT_PERSON)
+    return int.from_bytes(h.digest(), "little")
+
+
+def _file_blocks(src: Path, n: int, block: int = 1 << 16):
+    """The first ``n`` records of ``src`` in blocks of ``block`` records."""
+    with io_errors(src, "reading"), open(src, "rb") as f:
+        left = n
+        while left:
+            blk = f.read(min(block, left) * RECORD_SIZE)
+            if len(blk) < RECORD_SIZE:
+                raise CorruptStoreError(f"{src}: ended {left} records early")
+            if len(blk) % RECORD_SIZE:
+                raise CorruptStoreError(f"{src}: trailing partial record")
+            left -= len(blk) // RECORD_SIZE
+            yield blk
+
+
+def _sources_blocks(sources: list[tuple[Path, int]]):
+    """The first ``count`` records of each (path, count) source, in order, in blocks."""
+    for p, c in sources:
+        yield from _file_blocks(p, c)
 
 
 def _check_cancel(cancel: threading.Event | None, what: str) -> None:
@@ -94,6 +152,7 @@ def compact_shard(
     n_records: int | None = None,
     expect_records: int | None = None,
     salt: int | None = None,
+    range_start: int = 0,
     cancel: threading.Event | None = None,
 ) -> Path:
     """Write ``{out_dir}/cf-{x}.sorted`` from every input of spill shard ``x`` in ``spill_dir``
@@ -103,7 +162,9 @@ def compact_shard(
     ``n_records`` compacts exactly that many records, the first ones in input order: more
     records are cut there (uncommitted tail), fewer is CorruptStoreError.  ``expect_records``
     (the range's ``cf_counts[x]``) must equal the records the inputs hold (CorruptStoreError
-    otherwise).  Default: everything."""
+    otherwise).  Default: everything.  ``salt`` (tests) overrides the bucket salt otherwise derived from the
+    records, ``range_start`` and ``shard`` (``derive_bucket_salt``): the output is a function of
+    the input, so a re-run writes identical bytes."""
     if not 0 <= shard < NSHARDS:
         raise ValueError(f"shard must be 0..{NSHARDS - 1}, got {shard}")
     mem_limit_bytes = max(int(mem_limit_bytes), MIN_MEM_LIMIT)
@@ -111,8 +172,6 @@ def compact_shard(
     src = inputs[0]  # names the shard in messages
     out_dir = Path(out_dir)
     dst = sorted_shard_path(out_dir, shard)
-    if salt is None:
-        salt = int.from_bytes(os.urandom(8), "little")
     sources: list[tuple[Path, int]] = []
     for p in inputs:
         with io_errors(p, "opening spill shard"):
@@ -139,20 +198,26 @@ def compact_shard(
     with io_errors(out_dir, "creating directory"):
         out_dir.mkdir(parents=True, exist_ok=True)
     cap = max(1, mem_limit_bytes // BYTES_PER_RECORD_IN_SORT)
+    recs = None
+    if n <= cap:
+        parts = []
+        for p, c in sources:
+            with io_errors(p, "reading"), open(p, "rb") as f:
+                b = f.read(c * RECORD_SIZE)
+            if len(b) != c * RECORD_SIZE:
+                raise CorruptStoreError(f"{p}: ended {c - len(b) // RECORD_SIZE} records early")
+            parts.append(np.frombuffer(b, dtype=np.uint8).reshape(-1, RECORD_SIZE))
+        # concatenate copies: the tie fix-up writes into recs (frombuffer views are read-only)
+        recs = np.concatenate(parts) if parts else np.zeros((0, RECORD_SIZE), dtype=np.uint8)
+        del parts
+    _check_cancel(cancel, f"compacting {src}")
+    if salt is None:
+        # one extra read-only pass over the spill when it does not fit in memory
+        digest = keys_digest([recs] if recs is not None else _sources_blocks(sources))
+        salt = derive_bucket_salt(digest, n, range_start, shard)
     with AtomicFile(dst) as out:
         out.write(sortedfile.pack_header(n, salt))
-        if n <= cap:
-            parts = []
-            for p, c in sources:
-                with io_errors(p, "reading"), open(p, "rb") as f:
-                    b = f.read(c * RECORD_SIZE)
-                if len(b) != c * RECORD_SIZE:
-                    raise CorruptStoreError(f"{p}: ended {c - len(b) // RECORD_SIZE} records early")
-                parts.append(np.frombuffer(b, dtype=np.uint8).reshape(-1, RECORD_SIZE))
-            # concatenate copies: the tie fix-up writes into recs (frombuffer views are read-only)
-            recs = np.concatenate(parts) if parts else np.zeros((0, RECORD_SIZE), dtype=np.uint8)
-            del parts
-            _check_cancel(cancel, f"compacting {src}")
+        if recs is not None:
             recs = _sort_records(recs, salt, src)
             out.write(recs)
             del recs

@@ -17,6 +17,7 @@ The CRC-32 (zlib polynomial) covers the whole file with the header's crc field z
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mmap
 import os
@@ -120,8 +121,12 @@ def n_buckets_for(n_keys: int) -> int:
     return 0 if n_keys == 0 else (n_keys + _recsplit.BUCKET_SIZE - 1) // _recsplit.BUCKET_SIZE
 
 
-def _random_salt() -> int:
-    return int.from_bytes(os.urandom(8), "little")
+def derive_split_salt(bucket_salt: int, attempt: int) -> int:
+    """Split salt of build attempt ``attempt`` (1, 2, ...): a function of the bucket salt, which
+    compaction derives from the shard's content and identity, so a rebuild gives the same file
+    and the salt is as unpredictable as the bucket salt."""
+    h = hashlib.blake2b(struct.pack("<QI", bucket_salt, attempt), digest_size=8, person=b"rbtx-splitsalt1")
+    return int.from_bytes(h.digest(), "little")
 
 
 def _check_cancel(cancel: threading.Event | None, what: str) -> None:
@@ -191,8 +196,8 @@ def build_shard(
 ) -> ShardStats:
     """BUILDING_RECSPLIT: build ``idx_path`` from a compacted shard file (atomic write).
 
-    ``salt`` fixes the split salt of the first attempt (default random); the bucket salt is the
-    one the sorted file was ordered with.  ``n_keys`` must equal the file's record count.
+    ``salt`` fixes the split salt of the first attempt (default: ``derive_split_salt`` of the
+    bucket salt, deterministic); the bucket salt is the one the sorted file was ordered with.  ``n_keys`` must equal the file's record count.
     ``forced_collisions`` (tests) makes that many first attempts report a split-hash collision,
     exercising the salt retry that real data needs with probability ~ n*1000/2^64."""
     t0 = time.perf_counter()
@@ -203,7 +208,7 @@ def build_shard(
     if count != n_keys:
         raise CorruptStoreError(f"{sorted_path}: holds {count} records but the checkpoint expects {n_keys}")
     n_buckets = n_buckets_for(n_keys)
-    split_salt = _random_salt() if salt is None else salt & (2**64 - 1)
+    split_salt = derive_split_salt(bucket_salt, 1) if salt is None else salt & (2**64 - 1)
     builder = None
     attempts = 0
     while builder is None:
@@ -214,7 +219,7 @@ def build_shard(
         builder = _build_once(sorted_path, n_keys, n_buckets, bucket_salt, split_salt, range_start, force, cancel)
         if builder is None:
             log.warning("%s: split-hash collision with salt %016x, retrying with a new salt", sorted_path, split_salt)
-            split_salt = _random_salt()
+            split_salt = derive_split_salt(bucket_salt, attempts + 1)
     _check_cancel(cancel, f"building index {idx_path}")
     with io_errors(idx_path.parent, "creating directory"):
         idx_path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,22 @@ class TxHashSpill:
         if not 0 <= seq < 1 << 32:
             raise ValueError(f"ledger sequence {seq} does not fit in uint32")
         if self._router.add(seq, hashes) >= self.config.flush_bytes:
+            self._flush()
+
+    def add_many(self, first_seq: int, hashes: Sequence[bytes]) -> None:
+        """``add(first_seq + i, hashes[i])`` for every i: the hashes of consecutive ledgers (a
+        source batch) in one call, flushing at most once."""
+        if self._closed:
+            raise ValueError(f"spill store {self.dir} is closed")
+        if first_seq < 0 or first_seq + len(hashes) > 1 << 32:
+            raise ValueError(f"ledger sequences {first_seq}..{first_seq + len(hashes) - 1} do not fit in uint32")
+        add = self._router.add
+        seq = first_seq
+        for h in hashes:
+            if h:
+                add(seq, h)
+            seq += 1
+        if self._router.pending >= self.config.flush_bytes:
             self._flush()
 
     def _flush(self) -> None:

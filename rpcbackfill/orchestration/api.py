@@ -20,12 +20,10 @@ from ..errors import (
     NotFoundError,
     XdrError,
 )
-from ..index.txhash_index import damage_summary, open_shard, search_ranges, shard_candidate
 from ..ledgermath import FIRST_LEDGER, chunk_of_ledger
 from ..meta.store import MetaStore, RangeState
 from ..paths import DataDirLayout, chunk_paths
 from ..records import HASH_SIZE, shard_of
-from ..stores.lfs import LedgerStore
 from .coordinator import Coordinator, CoordinatorOptions
 from .status import RangeStatus, StatusReport
 
@@ -131,6 +129,8 @@ def get_ledger(config: Config, seq: int) -> bytes:
     NotFoundError only when no COMPLETE range holds ``seq``; a ledger a COMPLETE range must hold
     whose chunk is gone is MissingDataError (exit 1, naming the files); a stored ledger that is
     not ledger ``seq`` is DataCorruptionError."""
+    from ..stores.lfs import LedgerStore  # the store stack (numpy, zstd) only where a query reads it
+
     if seq < FIRST_LEDGER:
         raise InputError(f"ledger {seq} precedes the first ledger {FIRST_LEDGER}")
     with LedgerStore(config.immutable_stores.ledgers_base) as store:
@@ -164,6 +164,9 @@ def get_transaction_ledger(config: Config, tx_hash: bytes) -> int:
     no range answers is the damage raised (DataCorruptionError / MissingDataError, exit 1) --
     "not found" (exit 3) is reserved for a search that met no damage.
     """
+    from ..index.txhash_index import damage_summary, search_ranges
+    from ..stores.lfs import LedgerStore
+
     if len(tx_hash) != HASH_SIZE:
         raise InputError(f"a transaction hash has {HASH_SIZE} bytes, got {len(tx_hash)}")
     ranges = _read_meta(config)[1]
@@ -216,6 +219,8 @@ def _why_absent(config: Config, seq: int) -> str:
 def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
     """Confirmed ledger of ``tx_hash`` in one COMPLETE range, None if the range does not hold it;
     StoreError subclasses for damage."""
+    from ..index.txhash_index import open_shard, shard_candidate
+
     ix = open_shard(DataDirLayout(config).txhash_range_dir(info.id), shard_of(tx_hash), range_start=info.start_ledger)
     try:
         seq = shard_candidate(ix, tx_hash, info.id, info.start_ledger, info.end_ledger)
@@ -240,9 +245,18 @@ def _lookup_in_range(config: Config, store, info, tx_hash: bytes) -> int | None:
 
 
 def status(config: Config) -> StatusReport:
-    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON)."""
+    """Per-range state and progress read from the meta store (``StatusReport.to_json`` for JSON).
+
+    Each COMPLETE range's final files get the cheap structural check (``repair.check_complete_range``);
+    what it finds is the range's ``damage``."""
+    from .repair import check_complete_range
+
     g, infos = _read_meta(config)
-    ranges = [RangeStatus.of(info) for info in infos]
+    layout = DataDirLayout(config)
+    ranges = [
+        RangeStatus.of(info, damage=check_complete_range(layout, info) if info.state == RangeState.COMPLETE else None)
+        for info in infos
+    ]
     return StatusReport.of(g["mode"], g["backfill_start_ledger"], g["backfill_end_ledger"], g["range_size"], ranges)
 
 

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..config import Config, format_duration
-from ..errors import InputError, MaxDurationElapsed, MetaStoreCorruptError, MetaStoreError
+from ..errors import Cancelled, InputError, MaxDurationElapsed, MetaStoreCorruptError, MetaStoreError
+from ..jsonrpc import parse_host_port
 from ..ledgermath import ranges_between
 from ..meta.store import MetaStore, RangeInfo, RangeState, resume_state
 from ..sources import preflight
 from .executor import Outcome, RangeRunner, RunnerHost, RunnerSettings, WorkItem
-from .http import Health, MetricsServer, StatusServer, parse_host_port
+from .http import Health, MetricsServer, StatusServer
 from .lock import DataDirLock
 from .metrics import BackfillMetrics
 from .progress import LiveDisplay, Progress, ProgressSnapshot, tree_rss_bytes
@@ -120,6 +121,9 @@ class Coordinator:
         self._retrying: dict[int, str] = {}
         self.http_port: int | None = None
         self.admin_port: int | None = None
+        # start-up check and repair of COMPLETE ranges (``_repair_complete_ranges``)
+        self._damage: dict[int, list] = {}  # rid -> verify.Problem found, while not yet repaired
+        self._repair_cancel = threading.Event()
 
     # --- public ---------------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class Coordinator:
         """Ask the run to stop (signal handlers call this); safe from any thread."""
         if self._stop_signal is None:
             self._stop_signal = signum
+        self._repair_cancel.set()
 
     def run(self) -> int:
         bf = self.config.backfill
@@ -167,6 +172,9 @@ class Coordinator:
                 self._set_info(self.meta.range_info(rid))
             preflight(self.config, list(self._infos.values()))  # exit 1 at once if the source cannot serve them
             self._start_http()
+            if not self._repair_complete_ranges():
+                assert self._stop_signal is not None
+                return 128 + self._stop_signal
             self._runner = self._runner_factory(self._runner_settings(), self)
             return self._loop()
         finally:
@@ -182,6 +190,42 @@ class Coordinator:
             if self._lock is not None:
                 self._lock.release()
             self._restore_signals(old_handlers)
+
+    def _repair_complete_ranges(self) -> bool:
+        """Start-up check of the ranges already COMPLETE, and repair of what is damaged
+        (``repair.repair_ranges``: structural check, or the full verify with
+        ``[backfill] verify_complete``).  Runs here, in the coordinator, before any range task
+        starts; it writes no meta-store key.  False when a stop was requested meanwhile;
+        ``RepairError`` (exit 1) when a repair is impossible."""
+        from .repair import check_complete_range, repair_ranges
+
+        with self._status_lock:
+            done = [self._infos[rid] for rid in self._range_ids if self._infos[rid].state == RangeState.COMPLETE]
+        if not done:
+            return True
+        full = self.config.backfill.verify_complete
+        log.info(
+            "checking %d COMPLETE range(s) before the backfill continues (%s)",
+            len(done),
+            "full verification: verify_complete = true" if full else "structural check",
+        )
+        self._state = "repairing"
+        known = None
+        if not full:  # shown by getStatus while the repair runs
+            from ..paths import DataDirLayout
+
+            layout = DataDirLayout(self.config)
+            known = {i.id: d for i in done if (d := check_complete_range(layout, i))}
+            with self._status_lock:
+                self._damage = dict(known)
+        try:
+            repair_ranges(self.config, done, full=full, cancel=self._repair_cancel, found=known)
+        except Cancelled:
+            return False
+        with self._status_lock:
+            self._damage = {}
+        self._state = "starting"
+        return self._stop_signal is None
 
     def _runner_settings(self) -> RunnerSettings:
         assert self._lock is not None and self._lock.fd is not None
@@ -288,7 +332,10 @@ class Coordinator:
         """The live status; ``rss=False`` skips the process-tree walk (the bar redraws often)."""
         bf = self.config.backfill
         with self._status_lock:
-            rows = [RangeStatus.of(self._infos[rid], self.progress.live(rid)) for rid in self._range_ids]
+            rows = [
+                RangeStatus.of(self._infos[rid], self.progress.live(rid), self._damage.get(rid))
+                for rid in self._range_ids
+            ]
         return StatusReport.of(
             "backfill",
             bf.start_ledger,

@@ -3,11 +3,13 @@ then one dict lookup.
 
 Points: ``ingest`` (each ledger), ``chunk_finished``, ``checkpoint_synced`` (data durable,
 checkpoint not yet written), ``checkpoint_acked``, ``verify_chunk``, ``compact``, ``build``,
-``verify_shard``, ``before_delete``, ``before_complete``.  Chunk-parallel ingestion adds, in
-the chunk worker processes, ``chunk_spill_synced`` (chunk published and its spill fsynced under
-the temp name) and ``chunk_spilled`` (spill renamed into place, result not yet reported) beside
-``ingest`` and ``chunk_finished``, and in the orchestrator ``chunk_recorded`` (MarkChunkDone
-acknowledged).  Counts are per process.
+``verify_shard``, ``scratch_delete`` (a shard's mark is durable, its scratch input -- spill after
+``compact``, sorted file after ``verify_shard`` -- not yet deleted), ``before_delete``,
+``before_complete``.  Chunk-parallel ingestion adds, in the chunk worker processes,
+``chunk_spill_synced`` (chunk published and its spill fsynced under the temp name) and
+``chunk_spilled`` (spill renamed into place, result not yet reported) beside ``ingest`` and
+``chunk_finished``, and in the orchestrator ``chunk_recorded`` (MarkChunkDone acknowledged).
+Counts are per process.
 
 Kill: ``RPCBACKFILL_TEST_CRASH_AT=point:N[,point:N...]``
     At the N-th time (1-based) a process passes ``point`` it SIGKILLs its whole process group --
@@ -27,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -51,12 +54,14 @@ _kill = _parse(os.environ.get(ENV, ""))
 _hold = _parse(os.environ.get(HOLD_ENV, ""))
 _armed = set(_kill) | set(_hold)
 _counts: dict[str, int] = {}
+_counts_lock = threading.Lock()  # the transition's worker threads pass points concurrently
 
 
 def hit(point: str) -> None:
     if not _armed or point not in _armed:
         return
-    n = _counts[point] = _counts.get(point, 0) + 1
+    with _counts_lock:
+        n = _counts[point] = _counts.get(point, 0) + 1
     if _hold.get(point) == n:
         _wait_release(Path(os.environ[HOLD_DIR_ENV]), point)
     if _kill.get(point) == n:

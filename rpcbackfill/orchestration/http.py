@@ -22,17 +22,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
-from ..errors import EndpointError, InputError
+from ..errors import EndpointError
+from ..jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, error_reply, result_reply
 
 log = logging.getLogger(__name__)
 
 BACKFILL_MODE_MESSAGE = "Service in backfill mode"
-# JSON-RPC 2.0 error codes: -32700 parse error, -32600 invalid request; -32000..-32099 server errors.
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
+# JSON-RPC 2.0 server errors of the backfill endpoint (the standard codes live in ``jsonrpc``).
 UNAVAILABLE = -32003
-UNHEALTHY = -32603  # stellar-rpc's getHealth answers internal error when unhealthy
-INTERNAL_ERROR = -32603
+UNHEALTHY = INTERNAL_ERROR  # stellar-rpc's getHealth answers internal error when unhealthy
 MAX_BODY = 64 * 1024  # requests are tiny; anything larger answers HTTP 413
 MAX_DEPTH = 64  # deeper JSON nesting is a parse error (the stdlib parser would recurse)
 BACKLOG = 1024  # listen backlog: bursts of concurrent clients queue instead of being reset
@@ -123,11 +121,11 @@ class StatusServer(_Endpoint):
                     n = -1
                 if n < 0:
                     self.close_connection = True
-                    self._send(400, _err(None, INVALID_REQUEST, "bad Content-Length"))
+                    self._send(400, error_reply(None, INVALID_REQUEST, "bad Content-Length"))
                     return
                 if n > MAX_BODY:
                     self.close_connection = True  # the body is not read: the connection cannot be reused
-                    self._send(413, _err(None, INVALID_REQUEST, f"request larger than {MAX_BODY} bytes"))
+                    self._send(413, error_reply(None, INVALID_REQUEST, f"request larger than {MAX_BODY} bytes"))
                     return
                 data = self.rfile.read(n)
                 if len(data) < n:  # the client went away mid-body
@@ -136,34 +134,30 @@ class StatusServer(_Endpoint):
                     return
                 req = _parse(data)
                 if req is _BAD:
-                    self._send(400, _err(None, PARSE_ERROR, "parse error"))
+                    self._send(400, error_reply(None, PARSE_ERROR, "parse error"))
                     return
                 rid = req.get("id") if isinstance(req, dict) else None
                 if not _valid_id(rid):
-                    self._send(400, _err(None, INVALID_REQUEST, "invalid request: bad id"))
+                    self._send(400, error_reply(None, INVALID_REQUEST, "invalid request: bad id"))
                     return
                 if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
-                    self._send(400, _err(rid, INVALID_REQUEST, "invalid request"))
+                    self._send(400, error_reply(rid, INVALID_REQUEST, "invalid request"))
                     return
                 method = req["method"]
                 if method == "getHealth":
                     h = server._health()
                     if h.error is None:
-                        self._send(200, {"jsonrpc": "2.0", "id": rid, "result": h.result})
+                        self._send(200, result_reply(rid, h.result))
                     else:  # like stellar-rpc: an unhealthy service answers an error, with the details as data
-                        err = _err(rid, UNHEALTHY, h.error)
+                        err = error_reply(rid, UNHEALTHY, h.error)
                         err["error"]["data"] = json.dumps(h.result)  # a string, as clients expect
                         self._send(200, err)
                 elif method == "getStatus":
-                    self._send(200, {"jsonrpc": "2.0", "id": rid, "result": server._status()})
+                    self._send(200, result_reply(rid, server._status()))
                 else:
-                    self._send(503, _err(rid, UNAVAILABLE, BACKFILL_MODE_MESSAGE))
+                    self._send(503, error_reply(rid, UNAVAILABLE, BACKFILL_MODE_MESSAGE))
 
         return Handler
-
-
-def _err(rid, code: int, message: str) -> dict:
-    return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
 
 _BAD = object()  # _parse's "not JSON" marker
@@ -225,23 +219,7 @@ def _dumps(obj) -> bytes:
         return json.dumps(obj, allow_nan=False).encode()
     except (ValueError, TypeError, RecursionError) as e:
         log.debug("http: answer not serialisable as JSON: %s", e)
-        return json.dumps(_err(None, INTERNAL_ERROR, "internal error")).encode()
-
-
-def parse_host_port(value: str, key: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:8000``) -> (host, port); ``InputError`` naming ``key``."""
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not host:
-        raise InputError(f"{key} must be HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise InputError(f"{key}: port must be a number, got {port_s!r}") from None
-    if not 0 <= port <= 65535:
-        raise InputError(f"{key}: port must be within 0..65535, got {port}")
-    return host, port
+        return json.dumps(error_reply(None, INTERNAL_ERROR, "internal error")).encode()
 
 
 class _Server(ThreadingHTTPServer):

@@ -14,15 +14,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from ..meta.store import LedgerPhase, RangeState, TxHashPhase
 from ..sources.metered import FETCH_BUCKETS, SourceStats
 from .progress import ProgressSnapshot
 from .status import StatusReport
+
+if TYPE_CHECKING:  # prometheus_client is imported when a registry is first asked for (an admin endpoint)
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 PREFIX = "stellar_rpc_backfill_"
 
@@ -45,8 +46,18 @@ class BackfillMetrics:
         self._last: dict[int, SourceStats] = {}  # per range: the stats already counted
         self._backends: dict[str, _BackendTotals] = {}
         self._errors: dict[str, int] = {}
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This coordinator's registry (prometheus_client is imported on first use: a run without
+        an admin endpoint never loads it)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_Collector(self))  # type: ignore[arg-type,unused-ignore]  # duck-typed collector
+        return self._registry
 
     def attempt_started(self, rid: int) -> None:
         """A new attempt of ``rid`` starts: its source counters start again from zero."""
@@ -78,6 +89,8 @@ class BackfillMetrics:
             self._errors[k] = self._errors.get(k, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         rep = self._report()
         ledgers = CounterMetricFamily(
             PREFIX + "ledgers_ingested", "Ledgers of the range ingested so far.", labels=["range"]
@@ -140,7 +153,9 @@ class BackfillMetrics:
         yield from (ledgers, txs, state, phase, cp, attempts, eta, fetch, retries, nbytes, errors)
 
 
-class _Collector(Collector):
+class _Collector:
+    """A prometheus_client collector (duck-typed: ``collect`` is all a registry calls)."""
+
     def __init__(self, metrics: BackfillMetrics):
         self._m = metrics
 

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..config import Config
 from ..errors import (
@@ -55,7 +56,8 @@ from ..errors import (
 )
 from ..fsutil import DISK_FULL_ERRNOS, fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
-from ..index.spill import remove_stale_chunk_spills
+from ..index.compact import DEFAULT_MEM_LIMIT
+from ..index.spill import remove_shard_spill, remove_stale_chunk_spills
 from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger, is_checkpoint_ledger
 from ..meta.store import (
@@ -90,6 +92,9 @@ from .updates import (
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 @dataclass(frozen=True)
 class OrchestratorOptions:
@@ -112,6 +117,26 @@ def _add_stats(a: SourceStats | None, b: SourceStats) -> SourceStats:
         a.bytes_read + b.bytes_read,
         tuple(sorted(retries.items())),
     )
+
+
+# Compaction memory: DEFAULT_MEM_LIMIT is shared by the compactions that run at once (so the
+# transition's sorts stay within it), but none gets less than this (fewer, larger partitions).
+MIN_COMPACT_MEM = 128 << 20
+
+
+def raise_nofile_limit(want: int = 1 << 16) -> None:
+    """Raise this process's soft open-file limit toward ``want`` (capped by the hard limit):
+    compactions running side by side each keep one file per partition open, which can pass the
+    common soft default of 1024.  Best effort."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, OSError, ValueError):  # pragma: no cover - platform without the call
+        pass
 
 
 def remove_tree(path: Path) -> None:
@@ -141,6 +166,9 @@ class RangeOrchestrator:
         self._progress_cb = progress
         self.options = options or OrchestratorOptions()
         self._meta_lock = threading.Lock()  # the transition's two sub-flows share one channel
+        # the transition's heavy steps (chunk verification, per-shard compaction/build/verify)
+        # of both sub-flows together run at most ``workers`` at a time
+        self._budget = threading.BoundedSemaphore(max(1, self.options.workers))
         self._last_progress = 0.0
         self._report_lock = threading.Lock()  # both transition sub-flows report
         self.ledgers_done = info.ledger_count
@@ -481,15 +509,16 @@ class RangeOrchestrator:
                 extra=self._fields(ledger=seq, phase="INGESTING", chunk=c),
             )
             return None
+        level = self.config.immutable_stores.compression_level
         if seq == chunk_first_ledger(c):
-            return ChunkWriter(self.ledgers_base, c, ldir)
+            return ChunkWriter(self.ledgers_base, c, ldir, level=level)
         oc = self.info.open_chunk
         if oc is None or oc.chunk_id != c:
             raise CorruptStoreError(
                 f"range {self.rid}: resuming at ledger {seq} inside chunk {c} but the checkpoint "
                 f"records open chunk {oc.chunk_id if oc else None}"
             )
-        return ChunkWriter(self.ledgers_base, c, ldir, resume=oc)
+        return ChunkWriter(self.ledgers_base, c, ldir, resume=oc, level=level)
 
     def _checkpoint(self, seq: int, writer, chunk: int, spill) -> None:
         open_chunk = None
@@ -554,69 +583,172 @@ class RangeOrchestrator:
         for d in {p.parent for p in candidates}:
             fsync_dir(d)
 
+    @property
+    def _workers(self) -> int:
+        return max(1, self.options.workers)
+
+    def _parallel(
+        self,
+        name: str,
+        items: list[_T],
+        work: Callable[[_T], _R],
+        done: Callable[[_T, _R], None],
+    ) -> None:
+        """``work(item)`` for every item, at most ``workers`` at once across both sub-flows
+        (the range's budget), each followed by ``done(item, result)`` -- fault hook, durable
+        mark, scratch deletion -- outside the budget, so a test holding one item at its fault
+        point never blocks the other sub-flow.  Items are taken in list order.  The first
+        failure cancels the range's remaining work (the other sub-flow too) and is raised
+        after the items already running have stopped."""
+        if not items:
+            return
+
+        def task(item: _T) -> None:
+            self._check_cancel()
+            with self._budget:
+                self._check_cancel()
+                result = work(item)
+            done(item, result)
+
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(min(len(items), self._workers), thread_name_prefix=f"range{self.rid}-{name}") as ex:
+            futs = [ex.submit(task, it) for it in items]
+            for f in futs:
+                try:
+                    f.result()
+                except BaseException as e:
+                    if not isinstance(e, Cancelled):
+                        self.cancel.set()  # pending items stop at their first cancel check
+                    errors.append(e)
+        if errors:
+            real = [e for e in errors if not isinstance(e, Cancelled)]
+            raise (real or errors)[0]
+
     def _ledger_subflow(self) -> None:
         info = self.info
         if info.ledger_phase == LedgerPhase.WRITING_LFS:
             chunks = list(range(chunk_of_ledger(info.start_ledger), chunk_of_ledger(info.end_ledger) + 1))
-            for i in range(info.chunks_verified, len(chunks)):
-                self._check_cancel()
+            # chunks_verified is a prefix count: chunks verified out of order are recorded once
+            # every earlier one is (a crash redoes at most the ones verified beyond the prefix)
+            verified: set[int] = set()
+            prefix_lock = threading.Lock()
+
+            def work(i: int) -> None:
                 c = chunks[i]
                 if not chunk_exists(self.ledgers_base, c):
                     raise CorruptStoreError(f"range {self.rid}: chunk {c} is missing after ingestion")
                 if c not in info.chunks_done:  # a chunk worker verified its chunk before reporting it
                     verify_chunk(self.ledgers_base, c, cancel=self.cancel)
+
+            def done(i: int, _: None) -> None:
                 faults.hit("verify_chunk")
-                self._update(MarkChunksVerified(i + 1))
+                with prefix_lock:
+                    verified.add(i)
+                    n = self.info.chunks_verified
+                    while n in verified:
+                        verified.discard(n)
+                        n += 1
+                    if n != self.info.chunks_verified:
+                        self._update(MarkChunksVerified(n))
                 self._report(force=True)
+
+            self._parallel("chunks", list(range(info.chunks_verified, len(chunks))), work, done)
             self._update(SetLedgerPhase(LedgerPhase.IMMUTABLE, str(self.ledgers_base)))
+
+    def _drop_scratch(self) -> None:
+        """Delete what a crash between a shard's mark and its deletion left: the spill of every
+        shard recorded sorted, the sorted file of every shard recorded verified (idempotent)."""
+        info = self.info
+        tdir = self.layout.active_txhash_dir(self.rid)
+        for i, x in enumerate(SHARD_DIGITS):
+            if x in info.shard_sorted:
+                remove_shard_spill(tdir, i)
+            if x in info.shard_verified:
+                self._remove_sorted(i)
+
+    def _remove_sorted(self, shard: int) -> None:
+        p = self.layout.sorted_shard(self.rid, shard)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(p.parent)
 
     def _txhash_subflow(self) -> None:
         info = self.info
         tdir = self.layout.active_txhash_dir(self.rid)
         sorted_dir = self.layout.sorted_dir(self.rid)
+        if info.txhash_phase != TxHashPhase.COMPLETE:
+            self._drop_scratch()
+        # Each phase runs its shards in parallel; the next phase starts when all are marked.
         if info.txhash_phase == TxHashPhase.COMPACTING:
+            if self._workers > 1:
+                raise_nofile_limit()
             sorted_dir.mkdir(parents=True, exist_ok=True)
-            for i, x in enumerate(SHARD_DIGITS):
-                if x in info.shard_sorted:
-                    continue
-                self._check_cancel()
-                p = compact_shard(tdir, i, sorted_dir, expect_records=info.cf_counts[i], cancel=self.cancel)
+            todo = [i for i, x in enumerate(SHARD_DIGITS) if x not in info.shard_sorted]
+            # the compactions running at once share DEFAULT_MEM_LIMIT (floor MIN_COMPACT_MEM each)
+            mem = max(MIN_COMPACT_MEM, DEFAULT_MEM_LIMIT // max(1, min(len(todo), self._workers)))
+
+            def compact(i: int) -> Path:
+                return compact_shard(
+                    tdir,
+                    i,
+                    sorted_dir,
+                    mem_limit_bytes=mem,
+                    expect_records=info.cf_counts[i],
+                    range_start=info.start_ledger,
+                    cancel=self.cancel,
+                )
+
+            def compacted(i: int, p: Path) -> None:
                 faults.hit("compact")
-                self._update(MarkShard("sorted", x, str(p)))
+                self._update(MarkShard("sorted", SHARD_DIGITS[i], str(p)))
+                faults.hit("scratch_delete")
+                remove_shard_spill(tdir, i)  # the sorted file now holds the shard
                 self._report(force=True)
+
+            self._parallel("compact", todo, compact, compacted)
             self._update(SetTxHashPhase(TxHashPhase.BUILDING_RECSPLIT))
         if info.txhash_phase == TxHashPhase.BUILDING_RECSPLIT:
             self.layout.index_dir(self.rid).mkdir(parents=True, exist_ok=True)
-            for i, x in enumerate(SHARD_DIGITS):
-                if x in info.shard_built:
-                    continue
-                self._check_cancel()
+
+            def build(i: int) -> None:
                 build_shard(
-                    Path(info.shard_sorted[x]),
+                    Path(info.shard_sorted[SHARD_DIGITS[i]]),
                     self.layout.index_shard(self.rid, i),
                     info.start_ledger,
                     info.cf_counts[i],
                     cancel=self.cancel,
                 )
+
+            def built(i: int, _: None) -> None:
                 faults.hit("build")
-                self._update(MarkShard("built", x, info.cf_counts[i]))
+                self._update(MarkShard("built", SHARD_DIGITS[i], info.cf_counts[i]))
                 self._report(force=True)
+
+            todo = [i for i, x in enumerate(SHARD_DIGITS) if x not in info.shard_built]
+            self._parallel("build", todo, build, built)
             self._update(SetTxHashPhase(TxHashPhase.VERIFYING_RECSPLIT))
         if info.txhash_phase == TxHashPhase.VERIFYING_RECSPLIT:
-            for i, x in enumerate(SHARD_DIGITS):
-                if x in info.shard_verified:
-                    continue
-                self._check_cancel()
+
+            def verify(i: int) -> None:
                 verify_shard(
                     self.layout.index_shard(self.rid, i),
-                    Path(info.shard_sorted[x]),
+                    Path(info.shard_sorted[SHARD_DIGITS[i]]),
                     info.start_ledger,
                     info.cf_counts[i],
                     cancel=self.cancel,
                 )
+
+            def verified(i: int, _: None) -> None:
                 faults.hit("verify_shard")
-                self._update(MarkShard("verified", x, info.cf_counts[i]))
+                self._update(MarkShard("verified", SHARD_DIGITS[i], info.cf_counts[i]))
+                faults.hit("scratch_delete")
+                self._remove_sorted(i)  # the index is verified: its input is no longer needed
                 self._report(force=True)
+
+            todo = [i for i, x in enumerate(SHARD_DIGITS) if x not in info.shard_verified]
+            self._parallel("verify", todo, verify, verified)
             self._update(SetTxHashPhase(TxHashPhase.COMPLETE, str(self.layout.index_dir(self.rid))))
         if info.txhash_phase != TxHashPhase.COMPLETE:
             raise MetaStoreError(f"range {self.rid}: unexpected txhash phase {info.txhash_phase}")

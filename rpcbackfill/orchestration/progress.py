@@ -30,11 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from rich.console import Console, RenderableType
-from rich.live import Live
+from typing import TYPE_CHECKING
 
 from ..sources.metered import SourceStats
+
+if TYPE_CHECKING:  # rich is imported where it draws: range processes and headless runs never load it
+    from rich.console import Console, RenderableType
+    from rich.live import Live
 
 WINDOW_S = 30.0  # trailing window for ledgers/s and tx/s: long enough to smooth checkpoint stalls
 # Before any transition step is timed, the transition is taken to last this share of the range's
@@ -179,12 +181,26 @@ class LiveDisplay:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.render = render
-        self.console = Console(
-            file=self.stream, width=width, force_terminal=self.enabled or None, highlight=False, soft_wrap=False
-        )
+        self._width = width
+        self._console: Console | None = None
         self._live: Live | None = None
         self._lock = threading.Lock()  # log lines of range tasks clear it from another thread
         self._handlers: list[logging.Handler] = []
+
+    @property
+    def console(self) -> Console:
+        """The rich console drawing on ``stream`` (created, and rich imported, on first use)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(
+                file=self.stream,
+                width=self._width,
+                force_terminal=self.enabled or None,
+                highlight=False,
+                soft_wrap=False,
+            )
+        return self._console
 
     def _before_log(self, record: logging.LogRecord) -> bool:
         self.clear()  # any log line goes above the display, which the next draw puts back
@@ -209,6 +225,8 @@ class LiveDisplay:
 
     def _draw(self) -> None:
         if self._live is None:
+            from rich.live import Live
+
             self._live = Live(
                 console=self.console,
                 auto_refresh=False,

@@ -5,9 +5,9 @@ their immutable files.  For every range found on disk (an LFS chunk or a txhash 
 it exists) this checks, without trusting any recorded state:
 
 - every chunk of the range exists, its index is well formed and agrees with the size of its
-  ``.data`` file, and it holds all 10,000 ledgers (``stores.lfs.ChunkReader``);
+  ``.data`` file, and it holds all 10,000 ledgers (``verify.open_chunk_checked``);
 - each of the 16 index shards exists, opens, passes its CRC-32 and belongs to the range
-  (``index.recsplit.ShardIndex`` with ``checksum="open"``).
+  (``verify.open_shard_checked`` with ``crc=True``).
 
 A range that passes is written as COMPLETE with the keys a normal run leaves
 (``meta.store.restore_complete``); any other range is left out of the new store, so the next
@@ -27,16 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
-from ..errors import InputError, RpcBackfillError
+from ..errors import InputError
 from ..fsutil import fsync_dir
-from ..index.recsplit import ShardIndex
-from ..ledgermath import CHUNK_SIZE, chunk_of_ledger, range_first_ledger, range_last_ledger
+from ..ledgermath import chunk_of_ledger, range_first_ledger, range_last_ledger
 from ..meta.store import MetaStore, RestoredRange, restore_complete
 from ..paths import DataDirLayout
 from ..records import NSHARDS, shard_digit
-from ..stores.lfs import ChunkReader
 from .lock import DataDirLock
-from .verify import _ranges_on_disk
+from .verify import _ranges_on_disk, open_chunk_checked, open_shard_checked
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +87,18 @@ def check_range(layout: DataDirLayout, rid: int, range_size: int) -> RangeCheck:
     rc = RangeCheck(rid, first, last)
     chunks = list(range(chunk_of_ledger(first), chunk_of_ledger(last) + 1))
     for c in chunks:
-        try:
-            with ChunkReader(layout.ledgers_base, c) as reader:
-                if len(reader) != CHUNK_SIZE:
-                    rc.problems.append(f"chunk {c} holds {len(reader)} of {CHUNK_SIZE} ledgers")
-        except RpcBackfillError as e:
-            rc.problems.append(f"chunk {c}: {e}")
+        reader, problems = open_chunk_checked(layout.ledgers_base, c)
+        if reader is not None:
+            reader.close()
+        rc.problems += [f"chunk {c}: {msg}" for msg, _ in problems]
     keys: list[int] = []
     for x in range(NSHARDS):
-        path = layout.index_shard(rid, x)
-        try:
-            ix = ShardIndex(path, checksum="open")
-        except RpcBackfillError as e:
-            rc.problems.append(f"shard {shard_digit(x)}: {e}")
+        ix, problem = open_shard_checked(layout.index_shard(rid, x), first, crc=True)
+        if ix is None:
+            rc.problems.append(f"shard {shard_digit(x)}: {problem}")
             continue
-        try:
-            if ix.range_start != first:
-                rc.problems.append(f"shard {shard_digit(x)} belongs to the range starting at ledger {ix.range_start}")
-            keys.append(int(ix.n_keys))
-        finally:
-            ix.close()
+        keys.append(int(ix.n_keys))
+        ix.close()
     if not rc.problems:
         rc.restored = RestoredRange(
             id=rid,

@@ -8,23 +8,29 @@ Built from meta-store records (``RangeInfo``), optionally overlaid with live pro
   the coordinator's records plus each range task's latest ``ProgressSnapshot``.
 * The periodic progress lines and the terminal bar of the coordinator.
 
+A COMPLETE range also carries ``damage``: the problems the cheap structural check
+(``verify.structural_damage``: files present, index consistent with the ``.data`` size, shard
+headers and sections sound, key counts as recorded) found in its final files -- run by
+``stellar-rpc status`` on every call, and by the coordinator at start-up (where it is then
+repaired, see ``repair.py``).  The full check (every ledger decoded, every key looked up) is
+``stellar-rpc verify``.
+
 ``to_json`` is the JSON form of both outputs (enum values as their strings).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
-from rich.console import RenderableType
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..ledgermath import chunk_of_ledger
 from ..meta.store import LedgerPhase, RangeInfo, RangeState, TxHashPhase
 from ..records import SHARD_DIGITS
 from .progress import TRANSITION_SHARE, LiveRange, ProgressSnapshot, fmt_eta
+
+if TYPE_CHECKING:  # rich is imported by renderable() only (a terminal display)
+    from rich.console import RenderableType
 
 
 @dataclass
@@ -59,9 +65,12 @@ class RangeStatus:
     steps_done: int = 0
     steps_total: int = 0
     steps_per_s: float | None = None
+    # problems in the final files of a COMPLETE range (``Problem.to_json`` of verify.py);
+    # empty when sound or not checked (a range that is not COMPLETE has no final files yet)
+    damage: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, info: RangeInfo, live: LiveRange | None = None) -> RangeStatus:
+    def of(cls, info: RangeInfo, live: LiveRange | None = None, damage: list | None = None) -> RangeStatus:
         total = info.end_ledger - info.start_ledger + 1
         done, tx = info.ledger_count, info.tx_count
         if live is not None:  # both only grow within a run; the snapshot is usually ahead
@@ -91,8 +100,19 @@ class RangeStatus:
             tx_per_s=None if live is None else round(live.tx_per_s, 1),
             eta_s=None if live is None or live.eta_s is None else round(live.eta_s, 1),
             progress=None if live is None else live.snapshot,
+            damage=[p.to_json() for p in damage or ()],
             **_steps(info, live),
         )
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+    def state_text(self) -> str:
+        """The state, with the damage of a COMPLETE range: ``COMPLETE (damaged: chunk 17: ...)``."""
+        if not self.damage:
+            return str(self.state)
+        return f"{self.state} (damaged: {'; '.join(damage_text(d) for d in self.damage)})"
 
     @property
     def transitioning(self) -> bool:
@@ -136,11 +156,12 @@ class StatusReport:
     end_ledger: int | None
     range_size: int | None
     ranges: list[RangeStatus]
-    complete: bool
+    complete: bool  # every range COMPLETE and none damaged
     counts: dict[str, int]  # ranges per state
     ledgers_done: int
     ledgers_total: int
     tx_count: int
+    damaged: list[int] = field(default_factory=list)  # ids of the ranges with damage
     # live only (null from the meta store alone)
     run_state: str | None = None  # starting | running | stopping | failed | complete
     parallel_ranges: int | None = None
@@ -163,11 +184,14 @@ class StatusReport:
             end_ledger=end,
             range_size=range_size,
             ranges=ranges,
-            complete=bool(ranges) and all(s == RangeState.COMPLETE for s in states),
+            complete=bool(ranges)
+            and all(s == RangeState.COMPLETE for s in states)
+            and not any(r.damage for r in ranges),
             counts={s: states.count(s) for s in sorted(set(states))},
             ledgers_done=sum(r.ledgers_done for r in ranges),
             ledgers_total=sum(r.ledgers_total for r in ranges),
             tx_count=sum(r.tx_count for r in ranges),
+            damaged=[r.id for r in ranges if r.damage],
             **live,
         )
 
@@ -226,6 +250,9 @@ class StatusReport:
     def renderable(self) -> RenderableType:
         """The terminal display: a total row and one row per range in flight, the ETA first.
         Every cell is cut rather than wrapped, so no line is wider than the console."""
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
         grid = Table.grid(padding=(0, 1))
         label = max((len(f"range {r.id}") for r in self.ranges), default=5)
         grid.add_column(no_wrap=True, overflow="ellipsis", min_width=label)
@@ -252,6 +279,15 @@ class StatusReport:
                 what = f"ETA {fmt_eta(r.eta_s)} ingest {r.percent:5.1f}% {r.ledgers_per_s or 0:,.0f} ledgers/s"
             grid.add_row(f"range {r.id}", ProgressBar(total=1.0, completed=r.fraction, width=12), what)
         return grid
+
+
+def damage_text(d: dict[str, Any]) -> str:
+    """One problem of ``RangeStatus.damage`` in a few words, naming the chunk or shard."""
+    if d.get("chunk") is not None:
+        return f"chunk {d['chunk']}: {d['message']}"
+    if d.get("shard") is not None:
+        return f"index shard {d['shard']}: {d['message']}"
+    return str(d["message"])
 
 
 def _steps(info: RangeInfo, live: LiveRange | None) -> dict[str, Any]:

@@ -48,9 +48,10 @@ from ..ledgermath import (
     range_last_ledger,
     range_of_ledger,
 )
-from ..paths import DataDirLayout
+from ..paths import DataDirLayout, chunk_paths
 from ..records import NSHARDS, shard_digit
 from ..stores.lfs import ChunkReader, decode_index, index_width
+from ..stores.lfs.format import INDEX_HEADER_SIZE, MAX_INDEX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -252,23 +253,130 @@ def discover(config: Config) -> tuple[int, dict[int, str | None]]:
     return range_size, dict(sorted(ranges.items()))
 
 
-def _size_mismatch(data: Path, index: Path) -> tuple[str, Path] | None:
-    """A well-formed index whose last offset disagrees with the .data size: say which file is off."""
+def _diagnose_chunk(data: Path, index: Path) -> tuple[str, Path] | None:
+    """Which file of an unreadable chunk is off, in plain words, when it can be told: a
+    truncated ``.index`` (shorter than a finished chunk's), or a ``.data`` whose size disagrees
+    with a sound index.  None when the index is damaged in some other way."""
     try:
-        raw = index.read_bytes()[: 8 + (CHUNK_SIZE + 1) * 8 + 1]
+        raw = index.read_bytes()[: MAX_INDEX_BYTES + 1]
         size = data.stat().st_size
-        width = raw[1] if len(raw) > 1 else 0
-        if width not in (4, 8) or (len(raw) - 8) % width or len(raw) < 8 + 2 * width:
-            return None
-        declared = int.from_bytes(raw[len(raw) - width :], "little")
+    except OSError:
+        return None
+    width = raw[1] if len(raw) > 1 else 0
+    if width in (4, 8) and len(raw) < INDEX_HEADER_SIZE + (CHUNK_SIZE + 1) * width:
+        full = INDEX_HEADER_SIZE + (CHUNK_SIZE + 1) * width
+        return f"{index.name} is truncated: {len(raw)} bytes, a finished chunk's index has {full}", index
+    if width not in (4, 8) or (len(raw) - INDEX_HEADER_SIZE) % width or len(raw) < INDEX_HEADER_SIZE + 2 * width:
+        return None
+    declared = int.from_bytes(raw[len(raw) - width :], "little")
+    try:
         decode_index(raw, declared)  # the index is sound in itself
-    except (OSError, RpcBackfillError):
+    except RpcBackfillError:
         return None
     if size < declared:
         return f"{data.name} is truncated: {size} bytes, its index expects {declared}", data
     if size > declared:
         return f"{data.name} has {size - declared} bytes after the last ledger its index knows", data
     return None
+
+
+# --- structural checks (cheap: sizes and headers, no decoding) ---------------------------------------
+#
+# The one home of the per-file checks that ``status``, the start-up repair of ``--backfill``,
+# ``rebuild-meta`` and this module's full verification share.  A chunk costs two opens and one
+# read of its ``.index`` (at most 80 KiB), validated against the ``.data`` size; a shard costs
+# one mmap and the header/section validation in C (plus, with ``crc``, one pass over the file).
+
+
+def open_chunk_checked(ledgers_base: Path, c: int) -> tuple[ChunkReader | None, list[tuple[str, Path]]]:
+    """Open chunk ``c`` and check its structure: ``(reader or None, [(problem, file)])``.
+
+    Problems: a file missing, an index that is malformed or disagrees with the ``.data`` size
+    (``ChunkReader`` runs ``decode_index``), fewer than 10,000 ledgers, a non-canonical offset
+    width.  The reader is None when the chunk cannot be opened; the caller closes it otherwise."""
+    first, last = chunk_first_ledger(c), chunk_last_ledger(c)
+    data, index = chunk_paths(ledgers_base, c)
+    missing = [p.name for p in (data, index) if not p.is_file()]
+    if missing:
+        msg = f"chunk file{'s' * (len(missing) > 1)} {' and '.join(missing)} missing (ledgers {first}-{last})"
+        return None, [(msg, data.parent)]
+    try:
+        reader = ChunkReader(ledgers_base, c)
+    except RpcBackfillError as e:
+        why, path = _diagnose_chunk(data, index) or (str(e), index)
+        return None, [(f"unreadable (ledgers {first}-{last}): {why}", path)]
+    problems: list[tuple[str, Path]] = []
+    if reader.index_width != index_width(reader.data_bytes):
+        problems.append(
+            (
+                f"offset width {reader.index_width} is not the canonical "
+                f"{index_width(reader.data_bytes)} for {reader.data_bytes} data bytes",
+                index,
+            )
+        )
+    if len(reader) != CHUNK_SIZE:
+        problems.append(
+            (
+                f"holds {len(reader)} ledgers, a finished chunk holds {CHUNK_SIZE} "
+                f"(ledgers {reader.last_ledger + 1}-{last} are absent)",
+                index,
+            )
+        )
+    return reader, problems
+
+
+def open_shard_checked(
+    path: Path, range_start: int, *, crc: bool, n_keys: int | None = None
+) -> tuple[ShardIndex | None, str | None]:
+    """Open one index shard and check it belongs to the range starting at ``range_start``
+    (and, when given, holds ``n_keys`` keys): ``(index, None)`` or ``(None, problem)``.
+    ``crc`` verifies the CRC-32 of the whole file as well (a full read of it)."""
+    if not path.is_file():
+        return None, "index shard file is missing"
+    try:
+        ix = ShardIndex(path, checksum="open" if crc else "off")
+    except RpcBackfillError as e:
+        return None, str(e)
+    problem = None
+    if ix.range_start != range_start:
+        problem = f"belongs to the range starting at ledger {ix.range_start}, expected {range_start}"
+    elif n_keys is not None and ix.n_keys != n_keys:
+        problem = f"holds {ix.n_keys} keys, the meta store records {n_keys}"
+    if problem is not None:
+        ix.close()
+        return None, problem
+    return ix, None
+
+
+def structural_damage(
+    layout: DataDirLayout,
+    rid: int,
+    first_ledger: int,
+    last_ledger: int,
+    *,
+    shard_keys: list[int] | None = None,
+    crc: bool = False,
+) -> list[Problem]:
+    """Every structural problem of the final files of range ``rid`` (ledgers
+    ``first_ledger..last_ledger``): its chunks and its 16 index shards.  ``shard_keys`` (the
+    meta store's ``cf_counts``) also checks each shard's key count.  Nothing is decoded: the
+    full check is ``verify_data_dir``."""
+    out: list[Problem] = []
+    for c in range(chunk_of_ledger(first_ledger), chunk_of_ledger(last_ledger) + 1):
+        reader, problems = open_chunk_checked(layout.ledgers_base, c)
+        if reader is not None:
+            reader.close()
+        out += [Problem("chunk", msg, range_id=rid, chunk=c, path=str(p)) for msg, p in problems]
+    for x in range(NSHARDS):
+        path = layout.index_shard(rid, x)
+        ix, problem = open_shard_checked(
+            path, first_ledger, crc=crc, n_keys=None if shard_keys is None else shard_keys[x]
+        )
+        if ix is not None:
+            ix.close()
+        if problem is not None:
+            out.append(Problem("shard", problem, range_id=rid, shard=shard_digit(x), path=str(path)))
+    return out
 
 
 # --- the checks ------------------------------------------------------------------------------------
@@ -325,29 +433,11 @@ class _Verifier:
         out: list[ShardIndex | None] = []
         for x in range(NSHARDS):
             path = self.layout.index_shard(rr.range_id, x)
-            sx = shard_digit(x)
-            if not path.is_file():
-                self.add(rr, "shard", "index shard file is missing", shard=sx, path=str(path))
-                out.append(None)
-                continue
-            try:
-                ix = ShardIndex(path, checksum="open")
-            except RpcBackfillError as e:
-                self.add(rr, "shard", str(e), shard=sx, path=str(path))
-                out.append(None)
-                continue
-            if ix.range_start != rr.first_ledger:
-                self.add(
-                    rr,
-                    "shard",
-                    f"belongs to the range starting at ledger {ix.range_start}, expected {rr.first_ledger}",
-                    shard=sx,
-                    path=str(path),
-                )
-                ix.close()
-                out.append(None)
-                continue
-            rr.shards_checked += 1
+            ix, problem = open_shard_checked(path, rr.first_ledger, crc=True)
+            if problem is not None:
+                self.add(rr, "shard", problem, shard=shard_digit(x), path=str(path))
+            else:
+                rr.shards_checked += 1
             out.append(ix)
         return out
 
@@ -356,47 +446,16 @@ class _Verifier:
     def chunk_ledgers(self, rr: RangeReport, c: int) -> Iterator[tuple[int, bytes | None]]:
         """``(seq, lcm or None)`` for every ledger of chunk ``c`` in order; problems recorded."""
         first, last = chunk_first_ledger(c), chunk_last_ledger(c)
-        data, index = self.layout.chunk_paths(c)
-        missing = [p.name for p in (data, index) if not p.is_file()]
-        if missing:
-            self.add(
-                rr,
-                "chunk",
-                f"chunk file{'s' * (len(missing) > 1)} {' and '.join(missing)} missing (ledgers {first}-{last})",
-                chunk=c,
-                path=str(data.parent),
-            )
-            for seq in range(first, last + 1):
-                yield seq, None
-            return
-        try:
-            reader = ChunkReader(self.ledgers_base, c)
-        except RpcBackfillError as e:
-            why, path = _size_mismatch(data, index) or (str(e), index)
-            self.add(rr, "chunk", f"unreadable (ledgers {first}-{last}): {why}", chunk=c, path=str(path))
+        data = self.layout.chunk_paths(c)[0]
+        reader, problems = open_chunk_checked(self.ledgers_base, c)
+        for msg, path in problems:
+            self.add(rr, "chunk", msg, chunk=c, path=str(path))
+        if reader is None:
             for seq in range(first, last + 1):
                 yield seq, None
             return
         rr.chunks_checked += 1
         with reader:
-            if reader.index_width != index_width(reader.data_bytes):
-                self.add(
-                    rr,
-                    "chunk",
-                    f"offset width {reader.index_width} is not the canonical "
-                    f"{index_width(reader.data_bytes)} for {reader.data_bytes} data bytes",
-                    chunk=c,
-                    path=str(index),
-                )
-            if len(reader) != CHUNK_SIZE:
-                self.add(
-                    rr,
-                    "chunk",
-                    f"holds {len(reader)} ledgers, a finished chunk holds {CHUNK_SIZE} "
-                    f"(ledgers {reader.last_ledger + 1}-{last} are absent)",
-                    chunk=c,
-                    path=str(index),
-                )
             nxt = first  # the next ledger the reader should produce
             bad = 0
             try:
@@ -649,6 +708,15 @@ class _Verifier:
         return report
 
 
+def verify_range(
+    config: Config, rid: int, meta_state: str | None = None, cancel: threading.Event | None = None
+) -> list[Problem]:
+    """The full check of one range (every chunk, shard and key; no source comparison)."""
+    v = _Verifier(config, VerifyOptions(), cancel)
+    v.verify_range(rid, config.backfill.range_size, meta_state)
+    return v.problems
+
+
 def verify_data_dir(
     config: Config, options: VerifyOptions | None = None, cancel: threading.Event | None = None
 ) -> VerifyReport:
@@ -659,4 +727,15 @@ def verify_data_dir(
     return _Verifier(config, opts, cancel).run()
 
 
-__all__ = ["Problem", "RangeReport", "VerifyOptions", "VerifyReport", "discover", "verify_data_dir"]
+__all__ = [
+    "Problem",
+    "RangeReport",
+    "VerifyOptions",
+    "VerifyReport",
+    "discover",
+    "open_chunk_checked",
+    "open_shard_checked",
+    "structural_damage",
+    "verify_data_dir",
+    "verify_range",
+]

@@ -35,19 +35,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import Config, parse_ascii_int
+from ..config import Config
 from ..errors import InputError
-from .methods import (
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    PARSE_ERROR,
-    LargeResult,
-    Limits,
-    Methods,
-    RawJSON,
-    RpcError,
-    safe_id,
-)
+from ..jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, error_reply, parse_host_port, result_reply
+from .methods import LargeResult, Limits, Methods, RawJSON, RpcError, safe_id
 from .reader import HistoryReader
 
 log = logging.getLogger(__name__)
@@ -69,19 +60,8 @@ class ServerOptions:
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 as ``[::1]:8000``) -> (host, port); InputError when malformed."""
-    host, sep, port_s = endpoint.rpartition(":")
-    if not sep or not host:
-        raise InputError(f"[service] endpoint must be HOST:PORT, got {endpoint!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = parse_ascii_int(port_s)
-    except ValueError:
-        raise InputError(f"[service] endpoint port must be a number, got {port_s!r}") from None
-    if not 0 <= port <= 65535:
-        raise InputError(f"[service] endpoint port must be within 0..65535, got {port}")
-    return host, port
+    """``[service] endpoint`` -> (host, port); InputError when malformed."""
+    return parse_host_port(endpoint, "[service] endpoint")
 
 
 def _dumps(obj: Any) -> bytes:
@@ -118,10 +98,6 @@ def _has_large(doc: Any) -> bool:
     return any(isinstance(d, dict) and isinstance(d.get("result"), LargeResult) for d in docs)
 
 
-def _error(id_: Any, code: int, message: str) -> dict:
-    return {"jsonrpc": "2.0", "id": id_, "error": {"code": code, "message": message}}
-
-
 class RpcApp:
     """Request handling, independent of how the server is started."""
 
@@ -140,19 +116,22 @@ class RpcApp:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._reply(
-                _error(None, INVALID_REQUEST, f"request larger than {self.options.max_request_bytes} bytes"), status=413
+                error_reply(None, INVALID_REQUEST, f"request larger than {self.options.max_request_bytes} bytes"),
+                status=413,
             )
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, too deep, too many digits
             msg = str(e) if not isinstance(e, RecursionError) else "nesting too deep"
-            return self._reply(_error(None, PARSE_ERROR, f"parse error: {msg[:200]}"))
+            return self._reply(error_reply(None, PARSE_ERROR, f"parse error: {msg[:200]}"))
         if isinstance(doc, list):
             if not doc:
-                return self._reply(_error(None, INVALID_REQUEST, "empty batch"))
+                return self._reply(error_reply(None, INVALID_REQUEST, "empty batch"))
             if len(doc) > self.options.max_batch:
                 return self._reply(
-                    _error(None, INVALID_REQUEST, f"batch of {len(doc)} requests; at most {self.options.max_batch}")
+                    error_reply(
+                        None, INVALID_REQUEST, f"batch of {len(doc)} requests; at most {self.options.max_batch}"
+                    )
                 )
             out = await asyncio.gather(*(self._one(d) for d in doc))
             return await self._reply_async(request, list(out))
@@ -160,29 +139,29 @@ class RpcApp:
 
     async def _one(self, req: Any) -> dict:
         if not isinstance(req, dict):
-            return _error(None, INVALID_REQUEST, "a request must be a JSON object")
+            return error_reply(None, INVALID_REQUEST, "a request must be a JSON object")
         id_ = safe_id(req.get("id"))
         if req.get("jsonrpc") != "2.0":
-            return _error(id_, INVALID_REQUEST, 'jsonrpc must be "2.0"')
+            return error_reply(id_, INVALID_REQUEST, 'jsonrpc must be "2.0"')
         method = req.get("method")
         if not isinstance(method, str):
-            return _error(id_, INVALID_REQUEST, "method must be a string")
+            return error_reply(id_, INVALID_REQUEST, "method must be a string")
         params = req.get("params")
         loop = asyncio.get_running_loop()
         try:
             fut = loop.run_in_executor(self.executor, self.methods.call, method, params)
             result = await asyncio.wait_for(fut, self.options.request_timeout_s)
         except RpcError as e:
-            return _error(id_, e.code, e.message)
+            return error_reply(id_, e.code, e.message)
         except asyncio.TimeoutError:
             log.warning("%s timed out after %ss", method, self.options.request_timeout_s)
-            return _error(id_, INTERNAL_ERROR, f"request timed out after {self.options.request_timeout_s}s")
+            return error_reply(id_, INTERNAL_ERROR, f"request timed out after {self.options.request_timeout_s}s")
         except RuntimeError as e:  # executor shut down while stopping
-            return _error(id_, INTERNAL_ERROR, f"server is stopping ({e})")
+            return error_reply(id_, INTERNAL_ERROR, f"server is stopping ({e})")
         except Exception as e:  # never a traceback to the client; the log has it
             log.exception("%s failed", method)
-            return _error(id_, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
-        return {"jsonrpc": "2.0", "id": id_, "result": result}
+            return error_reply(id_, INTERNAL_ERROR, f"internal error: {type(e).__name__}")
+        return result_reply(id_, result)
 
     async def _reply_async(self, request: web.Request, doc: Any) -> web.StreamResponse:
         if not _has_large(doc):

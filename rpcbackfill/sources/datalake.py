@@ -48,7 +48,7 @@ from ..errors import (
 from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
-from .base import Ledger, _BoundedSource
+from .base import DEFAULT_BATCH, Ledger, _BoundedSource
 from .layout import LakeSchema
 from .objstore import ObjectMissing, ObjectStore, StoreOptions, StoreTuning, open_store
 
@@ -348,6 +348,55 @@ class DataLakeSource(_BoundedSource):
         self._next_seq = seq + 1
         return ledger
 
+    def get_batch(self, seq: int, max_count: int = DEFAULT_BATCH) -> list[Ledger]:
+        """Ledgers ``seq..`` (at most ``max_count``, never past the range): the rest of the current
+        file, then every further file already downloaded, taken under one lock; blocks only when
+        nothing at all is ready.  A file that failed for good is raised by the call that reaches it."""
+        self._check_get(seq)
+        if max_count < 1:
+            raise SourceError(f"get_batch: max_count must be >= 1, got {max_count}")
+        self._check_cancel()
+        want = min(max_count, self._last - seq + 1)
+        out: list[Ledger] = []
+        cur = self._cur
+        if cur is not None and seq < cur.start + len(cur.ledgers):
+            i = seq - cur.start
+            out = cur.ledgers[i : i + want]
+        if len(out) < want:
+            for b in self._take_many(want - len(out), block=not out):
+                part = b.ledgers[: want - len(out)]
+                if out:
+                    out += part
+                else:
+                    out = part
+                self._cur = b
+        self._next_seq = seq + len(out)
+        return out
+
+    def _take_many(self, max_ledgers: int, block: bool) -> list[_Batch]:
+        """Consecutive ready files holding up to ``max_ledgers`` ledgers (at least one file when
+        ``block``, waiting for it; possibly none otherwise), in one critical section."""
+        out: list[_Batch] = []
+        if block:
+            out.append(self._take_next())
+            n = len(out[0].ledgers)
+        else:
+            n = 0
+        with self._cv:
+            freed = 0
+            while n < max_ledgers:
+                b = self._ready.pop(self._next_take, None)
+                if b is None:
+                    break
+                self._next_take += 1
+                self._ready_bytes -= b.nbytes
+                out.append(b)
+                n += len(b.ledgers)
+                freed += 1
+            if freed:
+                self._room.notify(freed)
+        return out
+
     def _take_next(self) -> _Batch:
         with self._cv:
             while True:
@@ -392,6 +441,45 @@ class DataLakeSource(_BoundedSource):
 # --- shared with the pre-flight check (sources.checks) ---------------------------------------
 
 
+def lake_layout(
+    raw: bytes | None, config: BufferedStorageConfig, network_passphrase: str, file_ext: str, url: str
+) -> tuple[LakeSchema, str]:
+    """The layout a lake is read with, and where it came from: ``raw`` (the ``.config.json``
+    bytes, None when the lake has none), checked against the configured ``ledgers_per_file`` /
+    ``files_per_partition`` (they must agree with it); without a manifest, those two keys (both
+    required).  The one place this decision is made (the source, its pre-flight, detect-gaps)."""
+    manifest_where = f"{url}/{layout.MANIFEST_NAME}"
+    lpf, fpp = config.ledgers_per_file, config.files_per_partition
+    if raw is None:
+        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
+        if unset:
+            raise LakeConfigError(
+                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
+                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
+            )
+        assert lpf is not None and fpp is not None
+        log.info(
+            "%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
+            url,
+            layout.MANIFEST_NAME,
+            lpf,
+            fpp,
+        )
+        return LakeSchema(network_passphrase, lpf, fpp, file_ext=file_ext), "the configured layout"
+    schema = layout.parse_manifest(raw, file_ext=file_ext, where=manifest_where)
+    bad = [
+        f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
+        for name, v, field, attr in (
+            ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
+            ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
+        )
+        if v is not None and v != getattr(schema, attr)
+    ]
+    if bad:
+        raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    return schema, "the manifest"
+
+
 def resolve_schema(
     store: ObjectStore,
     config: BufferedStorageConfig,
@@ -425,37 +513,7 @@ def resolve_schema(
         log.warning("%s: cannot list the lake (%s); the file extension will be found by probing", url, e)
         keys = []
     ext = layout.detect_ext_from_names(keys)
-    lpf, fpp = config.ledgers_per_file, config.files_per_partition
-    if raw is None:
-        unset = [n for n, v in (("ledgers_per_file", lpf), ("files_per_partition", fpp)) if v is None]
-        if unset:
-            raise LakeConfigError(
-                f"{url}: lake manifest {layout.MANIFEST_NAME} not found; for a lake without one set "
-                f"backfill.buffered_storage.ledgers_per_file and files_per_partition ({', '.join(unset)} unset)"
-            )
-        assert lpf is not None and fpp is not None
-        schema = LakeSchema(network_passphrase, lpf, fpp, file_ext=ext or layout.FILE_EXT)
-        origin = "the configured layout"
-        log.info(
-            "%s: no %s; using the configured layout (%d ledgers per file, %d files per partition)",
-            url,
-            layout.MANIFEST_NAME,
-            lpf,
-            fpp,
-        )
-    else:
-        schema = layout.parse_manifest(raw, file_ext=ext or layout.FILE_EXT, where=manifest_where)
-        origin = "the manifest"
-        bad = [
-            f"{name} = {v} in the configuration but {field} = {getattr(schema, attr)} in {manifest_where}"
-            for name, v, field, attr in (
-                ("ledgers_per_file", lpf, "ledgersPerBatch", "ledgers_per_batch"),
-                ("files_per_partition", fpp, "batchesPerPartition", "batches_per_partition"),
-            )
-            if v is not None and v != getattr(schema, attr)
-        ]
-        if bad:
-            raise LakeConfigError("lake layout disagrees: " + "; ".join(bad))
+    schema, origin = lake_layout(raw, config, network_passphrase, ext or layout.FILE_EXT, url)
     bad_key = layout.first_key_contradicting(keys, schema)
     if bad_key is not None:
         raise LakeConfigError(

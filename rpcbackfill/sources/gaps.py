@@ -1,6 +1,9 @@
 """``stellar-rpc detect-gaps``: which ledgers of ``[start, end]`` have no object in the lake.
 
-Works like Galexie's ``detect-gaps``: the lake's manifest gives the layout, then each
+Works like Galexie's ``detect-gaps``: the layout the backfill would read the lake with
+(``datalake.lake_layout``: the lake's ``.config.json``, checked against the configured
+``[backfill.buffered_storage] ledgers_per_file`` / ``files_per_partition``; for a lake without a
+manifest, those two keys) gives the object keys, then each
 partition directory covering the range is *listed* once (``list_keys(prefix=...)``, one
 list operation per partition, paged by the store) and the listing is compared with the
 object keys the range needs.  No object is downloaded and nothing is requested per ledger,
@@ -18,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError, LakeConfigError
+from ..config import PUBNET_PASSPHRASE, BufferedStorageConfig
+from ..errors import InputError
 from ..ledgermath import FIRST_LEDGER, UINT32_MAX
 from . import layout
 from .objstore import ObjectMissing
@@ -81,13 +85,15 @@ class GapReport:
         return "\n".join(lines)
 
 
-def _read_schema(store) -> layout.LakeSchema:
+def _read_schema(store, config: BufferedStorageConfig | None, network_passphrase: str) -> layout.LakeSchema:
+    from .datalake import lake_layout
+
     url = getattr(store, "url", "lake")
     try:
         raw = store.get(layout.MANIFEST_NAME)
     except ObjectMissing:
-        raise LakeConfigError(f"{url}: lake manifest {layout.MANIFEST_NAME} not found") from None
-    return layout.parse_manifest(raw, where=f"{url}/{layout.MANIFEST_NAME}")
+        raw = None
+    return lake_layout(raw, config or BufferedStorageConfig(), network_passphrase, layout.FILE_EXT, url)[0]
 
 
 def _prefixes(start: int, end: int, schema: layout.LakeSchema) -> list[str]:
@@ -98,14 +104,23 @@ def _prefixes(start: int, end: int, schema: layout.LakeSchema) -> list[str]:
     return [layout.partition_prefix(s, schema) for s in range(start // p * p, end + 1, p)]
 
 
-def detect_gaps(store, start: int, end: int) -> GapReport:
-    """List the lake's partitions over ``[start, end]`` and report every missing object."""
+def detect_gaps(
+    store,
+    start: int,
+    end: int,
+    config: BufferedStorageConfig | None = None,
+    network_passphrase: str = PUBNET_PASSPHRASE,
+) -> GapReport:
+    """List the lake's partitions over ``[start, end]`` and report every missing object.
+
+    ``config`` is the configured ``[backfill.buffered_storage]``: its layout keys are used for a
+    lake without a manifest and must agree with a manifest (``LakeConfigError`` otherwise)."""
     if start < FIRST_LEDGER or end < start or end > UINT32_MAX:
         raise InputError(
             f"--start-ledger/--end-ledger must satisfy 2 <= start <= end <= {UINT32_MAX}, got {start}-{end}"
         )
     t0 = time.monotonic()
-    schema = _read_schema(store)
+    schema = _read_schema(store, config, network_passphrase)
     report = GapReport(
         getattr(store, "url", "lake"),
         start,

@@ -1,6 +1,7 @@
 """``MeteredSource``: a ``LedgerSource`` wrapper that measures the source it wraps.
 
-It times every ``get_ledger`` call into fixed histogram buckets and reads the wrapped
+It times every ``get_ledger`` call (and every ``get_batch`` call: one clock pair per batch, its
+ledgers counted at the batch's time per ledger) into fixed histogram buckets and reads the wrapped
 source's own counters (``stats``: bytes downloaded, retries by reason) when it has them.
 ``snapshot()`` returns the totals so far as one ``SourceStats`` -- the typed value a range task
 puts into its ``ProgressSnapshot`` and the coordinator turns into Prometheus metrics.  The
@@ -14,7 +15,7 @@ import bisect
 import time
 from dataclasses import dataclass, field
 
-from .base import Ledger, LedgerSource
+from .base import DEFAULT_BATCH, Ledger, LedgerSource
 
 # Upper bounds (seconds) of the get_ledger latency buckets; a final +Inf bucket follows.
 # Most calls return a ledger already buffered (microseconds); a call that waits on a download
@@ -45,6 +46,9 @@ class MeteredSource:
         self._seconds = 0.0
         self._buckets = [0] * (len(FETCH_BUCKETS) + 1)
         self._lcm_bytes = 0
+        # bytes_read: the source's own download counter when it keeps one, else the LCM bytes
+        self._count_bytes = not isinstance(getattr(source, "stats", None), dict)
+        self._get_batch = getattr(source, "get_batch", None)
 
     def prepare_range(self, first: int, last: int) -> None:
         self.source.prepare_range(first, last)
@@ -56,8 +60,24 @@ class MeteredSource:
         self._fetches += 1
         self._seconds += dt
         self._buckets[bisect.bisect_left(FETCH_BUCKETS, dt)] += 1
-        self._lcm_bytes += len(ledger.lcm)
+        if self._count_bytes:
+            self._lcm_bytes += len(ledger.lcm)
         return ledger
+
+    def get_batch(self, seq: int, max_count: int = DEFAULT_BATCH) -> list[Ledger]:
+        """The wrapped source's ``get_batch`` (one ``get_ledger`` if it has none), measured once."""
+        t0 = time.perf_counter()
+        gb = self._get_batch
+        batch = gb(seq, max_count) if gb is not None else [self.source.get_ledger(seq)]
+        dt = time.perf_counter() - t0
+        n = len(batch)
+        if n:
+            self._fetches += n
+            self._seconds += dt
+            self._buckets[bisect.bisect_left(FETCH_BUCKETS, dt / n)] += n
+            if self._count_bytes:
+                self._lcm_bytes += sum([len(x.lcm) for x in batch])
+        return batch
 
     def close(self) -> None:
         self.source.close()

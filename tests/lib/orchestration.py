@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,23 +43,106 @@ def make_lake(root: Path, first: int, last: int, *, seed: int = 7, tx_per_ledger
     return root
 
 
-def write_backfill_config(root: Path, lake: Path) -> Path:
-    """A backfill config file in ``root`` (data directory ``root/data``, 10,000-ledger ranges,
-    two in parallel) reading the local lake ``lake``."""
-    cfg = root / "backfill.toml"
-    cfg.write_text(
-        "[service]\n"
-        'data_dir = "data"\n'
-        "http_port = 0\n"
-        "[backfill]\n"
-        "range_size = 10000\n"
-        "checkpoint_interval = 1000\n"
-        "parallel_ranges = 2\n"
-        "[backfill.buffered_storage]\n"
-        f"bucket_path = {json.dumps(str(lake))}\n"
-        "num_workers = 2\n"
+_CONFIG_DEFAULTS: dict[str, dict[str, object]] = {
+    "service": {"data_dir": "data", "http_port": 0},
+    "backfill": {"range_size": RS, "checkpoint_interval": 1000, "parallel_ranges": 2},
+    "backfill.buffered_storage": {"num_workers": 2},
+}
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))  # a JSON string is a TOML basic string
+
+
+def write_backfill_config(
+    root: Path,
+    lake: Path,
+    *,
+    name: str = "backfill.toml",
+    service: dict[str, object] | None = None,
+    backfill: dict[str, object] | None = None,
+    storage: dict[str, object] | None = None,
+) -> Path:
+    """A backfill config file ``root/name`` reading the local lake ``lake``; its path.
+
+    Defaults: data directory ``data``, HTTP endpoint off (``http_port = 0``), 10,000-ledger
+    ranges, two in parallel, checkpoints every 1,000 ledgers, two download workers.  ``service``,
+    ``backfill`` and ``storage`` (``[backfill.buffered_storage]``) add or replace keys; a value
+    of None removes one.  Naming ``http_endpoint`` drops the default ``http_port`` (which would
+    override its port)."""
+    sections = {k: dict(v) for k, v in _CONFIG_DEFAULTS.items()}
+    sections["backfill.buffered_storage"]["bucket_path"] = str(lake)
+    if service and "http_endpoint" in service:
+        sections["service"].pop("http_port")
+    for sect, over in (("service", service), ("backfill", backfill), ("backfill.buffered_storage", storage)):
+        sections[sect].update(over or {})
+    text = "".join(
+        f"[{sect}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in keys.items() if v is not None)
+        for sect, keys in sections.items()
     )
+    cfg = root / name
+    cfg.write_text(text)
     return cfg
+
+
+def backfill_command(cfg: Path, first: int, last: int, *extra: str, before: tuple[str, ...] = ()) -> list[str]:
+    """``python -m rpcbackfill [before...] --backfill --start-ledger FIRST --end-ledger LAST
+    --config-path CFG [extra...]`` with this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        *before,
+        "--backfill",
+        "--start-ledger",
+        str(first),
+        "--end-ledger",
+        str(last),
+        "--config-path",
+        str(cfg),
+        *extra,
+    ]
+
+
+def cli_env(extra: dict[str, str] | None = None, *, inherit: bool = False) -> dict[str, str]:
+    """The environment of a ``stellar-rpc`` subprocess: this checkout first on ``PYTHONPATH``;
+    the caller's ``STELLAR_RPC_*`` config overrides and ``RPCBACKFILL_TEST_*`` fault hooks are
+    dropped unless ``inherit`` (benchmarks pass the operator's environment on); ``extra`` last."""
+    drop = () if inherit else ("STELLAR_RPC_", "RPCBACKFILL_TEST_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+def start_backfill(
+    cfg: Path,
+    first: int,
+    last: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    before: tuple[str, ...] = (),
+    **popen,
+) -> subprocess.Popen:
+    """``stellar-rpc --backfill`` over FIRST..LAST in a new session (its own process group, so
+    ``kill_tree`` reaches every range process), stdout discarded unless ``popen`` says else."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("start_new_session", True)
+    return subprocess.Popen(backfill_command(cfg, first, last, *extra, before=before), env=cli_env(env), **popen)
+
+
+def collect_lines(stream) -> tuple[list[str], threading.Thread]:
+    """A list that a daemon thread fills with the lines of the text ``stream`` as they arrive
+    (a test polls it; the pipe never fills up and blocks the process), and that thread (joined
+    once the process has exited, the list holds every line)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    reader.start()
+    return lines, reader
 
 
 def make_config(data_dir: Path, lake: Path, start: int, end: int, **backfill):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -109,25 +108,38 @@ class InThreadServer:
             raise self.error
 
 
+def serve_command(data_dir, endpoint: str, *extra: str) -> list[str]:
+    """``python -m rpcbackfill serve --data-dir DATA_DIR --set service.endpoint=ENDPOINT [extra...]``."""
+    return [
+        sys.executable,
+        "-m",
+        "rpcbackfill",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--set",
+        f"service.endpoint={endpoint}",
+        *extra,
+    ]
+
+
+def run_serve_until_exit(data_dir, endpoint: str, *extra: str) -> subprocess.CompletedProcess:
+    """``stellar-rpc serve`` that is expected to stop by itself (bad input, a port in use)."""
+    return subprocess.run(serve_command(data_dir, endpoint, *extra), capture_output=True, text=True, timeout=60)
+
+
 class ServerProcess:
     """``stellar-rpc serve`` as a real process; ``url`` from its "listening" log line."""
 
     def __init__(self, cfg, extra_args=()):
-        env = dict(os.environ)
-        args = [
-            sys.executable,
-            "-m",
-            "rpcbackfill",
-            "serve",
-            "--data-dir",
-            str(cfg.service.data_dir),
-            "--set",
-            f"service.endpoint={cfg.service.endpoint}",
+        args = serve_command(
+            cfg.service.data_dir,
+            cfg.service.endpoint,
             "--set",
             f"service.network_passphrase={cfg.service.network_passphrase}",
             *extra_args,
-        ]
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        )
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         for line in self.proc.stderr:  # the server logs the bound address once it listens
             self.log.append(line)

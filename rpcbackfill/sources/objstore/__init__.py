@@ -19,7 +19,9 @@ Every store exposes the same calls with the same error contract (``ObjectStore``
 A location is ``scheme://...`` for a scheme in ``SCHEMES`` or a plain local path.  The
 configuration validates locations with ``check_location``, the source opens them with
 ``open_store``; no other module knows a scheme.  Each store lives in its own module
-(``local``, ``gcs``, ``s3``), imported only when used.
+(``local``, ``gcs``, ``s3``), imported only when used; the bucket stores (GCS, S3) share
+``BucketStore`` (location, error locations, listing errors, the generic end of the error
+classification, closing the SDK client).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
-from ...errors import LakeConfigError, SourceError
+from ...errors import LakeConfigError, SourceError, TransientSourceError
 
 log = logging.getLogger(__name__)
 
@@ -246,3 +248,43 @@ def close_client(client: Any, what: str, logger: logging.Logger) -> None:
         client.close()
     except Exception as e:  # pragma: no cover - best effort
         logger.debug("closing the %s client failed: %s", what, e)
+
+
+class BucketStore:
+    """What the stores of ``scheme://bucket/prefix`` locations share.  A subclass sets
+    ``client_name`` (for messages) and, once its SDK client exists, ``_client``, ``endpoint``
+    and ``_own_client`` (close() closes only a client the store made), and maps SDK
+    exceptions in ``_classify`` (falling back on ``_classify_other``)."""
+
+    tuning = StoreTuning()
+    client_name = "storage"
+    endpoint = ""
+    _client: Any = None
+    _own_client = True
+
+    def __init__(self, url: str):
+        self.bucket_name, self.prefix = split_bucket(url)
+        self.url = url
+
+    def _where(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def _classify(self, e: Exception, where: str) -> Exception:
+        return self._classify_other(e, where)
+
+    def _listing_failed(self, e: Exception, prefix: str) -> Exception:
+        """The error for a failed listing under ``prefix`` (a bare 404 means no such bucket)."""
+        err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
+        return listing_error(err, self.url, self.bucket_name)
+
+    @staticmethod
+    def _classify_other(e: Exception, where: str) -> Exception:
+        """The end of every classification: an OS-level transport failure is worth retrying,
+        anything else the SDK raised is reported as unexpected."""
+        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            return TransientSourceError(f"{where}: {type(e).__name__}: {short(e)}")
+        return SourceError(f"{where}: unexpected {type(e).__name__}: {short(e)}")
+
+    def close(self) -> None:
+        if self._own_client and self._client is not None:
+            close_client(self._client, self.client_name, log)

@@ -12,27 +12,17 @@ import logging
 import os
 
 from ...errors import SourceError, TransientSourceError
-from . import (
-    ObjectMissing,
-    StoreOptions,
-    StoreTuning,
-    close_client,
-    listing_error,
-    network_cause,
-    short,
-    split_bucket,
-)
+from . import BucketStore, ObjectMissing, StoreOptions, network_cause, short
 
 log = logging.getLogger(__name__)
 
 
-class GcsStore:
-    tuning = StoreTuning()
+class GcsStore(BucketStore):
+    client_name = "GCS"
 
     def __init__(self, url: str, *, options: StoreOptions | None = None, client=None):
         options = options or StoreOptions()
-        self.bucket_name, self.prefix = split_bucket(url)
-        self.url = url
+        super().__init__(url)
         self.timeout = (options.connect_timeout, options.read_timeout)
         self._own_client = client is None
         self._client = client if client is not None else make_client(anonymous=options.anonymous)
@@ -44,9 +34,6 @@ class GcsStore:
             # (it outlives close() and, for a public bucket read anonymously, is refused).
             self._client._bucket_metadata_cache = None
         self._bucket = self._client.bucket(self.bucket_name)
-
-    def _where(self, key: str) -> str:
-        return f"{self.url}/{key}"
 
     def get(self, key: str) -> bytes:
         blob = self._bucket.blob(self.prefix + key)
@@ -71,13 +58,7 @@ class GcsStore:
             )
             return [b.name[len(self.prefix) :] for b in it]
         except Exception as e:
-            err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
-            raise listing_error(err, self.url, self.bucket_name) from None
-
-    def close(self) -> None:
-        if not self._own_client:
-            return
-        close_client(self._client, "GCS", log)
+            raise self._listing_failed(e, prefix) from None
 
     def _classify(self, e: Exception, where: str) -> Exception:
         """Map a google-cloud-storage / transport exception to our error types."""
@@ -110,9 +91,7 @@ class GcsStore:
                 return TransientSourceError(f"{where}: {type(e).__name__}: {short(e)}")
         except ImportError:  # pragma: no cover
             pass
-        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
-            return TransientSourceError(f"{where}: {type(e).__name__}: {short(e)}")
-        return SourceError(f"{where}: unexpected {type(e).__name__}: {short(e)}")
+        return self._classify_other(e, where)
 
 
 def _size_connection_pool(client, n: int) -> None:

@@ -32,10 +32,23 @@ class LocalStore:
         self.url = str(self.root)
 
     def get(self, key: str) -> bytes:
-        path = self.root / key
+        # open + fstat + one read of the whole size + close: 4 system calls per object (a
+        # buffered open() and read() make 7-8), and no Path object per call -- with one ledger
+        # per file this runs once per ledger.
+        path = os.path.join(self.url, key)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size
+                data = os.read(fd, size + 1) if size else b""
+                if len(data) != size:  # a short read (or a file that grew): finish with a plain loop
+                    parts = [data]
+                    while chunk := os.read(fd, 1 << 20):
+                        parts.append(chunk)
+                    data = b"".join(parts)
+            finally:
+                os.close(fd)
+            return data
         except FileNotFoundError:
             raise ObjectMissing(key) from None
         except (PermissionError, IsADirectoryError) as e:

@@ -21,16 +21,7 @@ import logging
 import re
 
 from ...errors import SourceError, TransientSourceError
-from . import (
-    ObjectMissing,
-    StoreOptions,
-    StoreTuning,
-    close_client,
-    listing_error,
-    network_cause,
-    short,
-    split_bucket,
-)
+from . import BucketStore, ObjectMissing, StoreOptions, network_cause, short
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +57,14 @@ _DENIED_CODES = frozenset(
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-class S3Store:
-    tuning = StoreTuning()
+class S3Store(BucketStore):
+    client_name = "S3"
 
     def __init__(self, url: str, *, options: StoreOptions | None = None, client=None):
         self.options = options = options or StoreOptions()
-        self.bucket_name, self.prefix = split_bucket(url)
-        self.url = url
+        super().__init__(url)
         self._client = client if client is not None else make_client(options)
         self.endpoint = str(self._client.meta.endpoint_url)
-
-    def _where(self, key: str) -> str:
-        return f"{self.url}/{key}"
 
     def get(self, key: str) -> bytes:
         where = self._where(key)
@@ -116,15 +103,11 @@ class S3Store:
             try:
                 r = self._client.list_objects_v2(**kw)
             except Exception as e:
-                err = self._classify(e, f"{self.url}/{prefix}" if prefix else self.url)
-                raise listing_error(err, self.url, self.bucket_name) from None
+                raise self._listing_failed(e, prefix) from None
             out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", ()))
             token = r.get("NextContinuationToken")
             if not r.get("IsTruncated") or not token or (max_results is not None and len(out) >= max_results):
                 return out
-
-    def close(self) -> None:
-        close_client(self._client, "S3", log)
 
     def _classify(self, e: Exception, where: str) -> Exception:
         """Map a botocore / transport exception to our error types."""
@@ -170,9 +153,7 @@ class S3Store:
                 return TransientSourceError(f"{where}: {type(e).__name__}: {short(e)}")
         except ImportError:  # pragma: no cover
             pass
-        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
-            return TransientSourceError(f"{where}: {type(e).__name__}: {short(e)}")
-        return SourceError(f"{where}: unexpected {type(e).__name__}: {short(e)}")
+        return self._classify_other(e, where)
 
 
 def make_client(options: StoreOptions):

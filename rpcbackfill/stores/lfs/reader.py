@@ -13,6 +13,7 @@ from pathlib import Path
 import zstandard
 
 from ...errors import Cancelled, CorruptStoreError, NotFoundError, StoreError, XdrError
+from ...lcm import header_sequence as _header_sequence
 from ...lcm import ledger_sequence as _scan_ledger_sequence
 from ...ledgermath import CHUNK_SIZE, FIRST_LEDGER, chunk_first_ledger, chunk_of_ledger
 from ...paths import chunk_paths
@@ -94,7 +95,14 @@ class ChunkReader:
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         """``(seq, lcm)`` for every ledger in order."""
-        offl, fd, dctx = self._offl, self._fd, self._dctx
+        dctx = self._dctx
+        for seq, frame in self.frames():
+            yield seq, decompress_ledger(dctx, frame, f"{self.data_path} ledger {seq}")
+
+    def frames(self) -> Iterator[tuple[int, memoryview]]:
+        """``(seq, stored zstd frame)`` for every ledger in order (read ahead in large blocks; a
+        frame is a view valid until the next one is requested)."""
+        offl, fd = self._offl, self._fd
         if fd < 0:
             raise StoreError(f"chunk {self.chunk_id} reader is closed")
         block, bstart = b"", 0
@@ -113,9 +121,7 @@ class ChunkReader:
                 bstart = s
                 if len(block) < e - s:
                     raise CorruptStoreError(f"{self.data_path}: ledger {self.first_ledger + i} frame truncated")
-            seq = self.first_ledger + i
-            frame = memoryview(block)[s - bstart : e - bstart]
-            yield seq, decompress_ledger(dctx, frame, f"{self.data_path} ledger {seq}")
+            yield self.first_ledger + i, memoryview(block)[s - bstart : e - bstart]
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -135,6 +141,11 @@ class ChunkReader:
             pass
 
 
+def _has_content_checksum(frame: memoryview) -> bool:
+    """The zstd frame header sets Content_Checksum_flag (bit 2 of the descriptor after the magic)."""
+    return len(frame) > 4 and bool(frame[4] & 0x04)
+
+
 def verify_chunk(
     ledgers_base: str | os.PathLike,
     chunk_id: int,
@@ -146,11 +157,18 @@ def verify_chunk(
     """Check a finished chunk end to end; raise CorruptStoreError on any inconsistency.
 
     Index header and offsets (monotonic, last = data size, canonical width), every frame
-    decompresses as exactly one zstd frame, and every ledger carries its expected sequence
-    (read with ``ledger_sequence``, default the native scanner).  ``expect_ledgers`` (default:
-    a full chunk; None = any count) checks the ledger count.
+    decompresses as exactly one zstd frame, and every ledger carries its expected sequence.
+    ``expect_ledgers`` (default: a full chunk; None = any count) checks the ledger count.
+
+    What proves a frame holds the ledger that was ingested: our writer sets zstd's content
+    checksum (XXH64 of the ledger, computed from the bytes the source had fully scanned), which
+    libzstd checks while decompressing -- so a frame that decodes reproduces exactly those bytes,
+    and only its position needs checking: the sequence is read by a bounded parse of the header
+    (``lcm.header_sequence``), no second scan of the whole ledger.  A frame without the checksum
+    (written by another tool) is decoded and fully scanned (``lcm.ledger_sequence``), as is every
+    frame when the caller passes its own ``ledger_sequence``.
     """
-    seq_of = ledger_sequence or _scan_ledger_sequence
+    seq_full = ledger_sequence or _scan_ledger_sequence
     with ChunkReader(ledgers_base, chunk_id) as r:
         where = str(r.index_path)
         if r.index_width != index_width(r.data_bytes):
@@ -160,10 +178,13 @@ def verify_chunk(
             )
         if expect_ledgers is not None and len(r) != expect_ledgers:
             raise CorruptStoreError(f"{where}: holds {len(r)} ledgers, expected {expect_ledgers}")
+        dctx = zstandard.ZstdDecompressor()  # checks content checksums (libzstd's default)
         raw = 0
-        for seq, lcm in r:
+        for seq, frame in r.frames():
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"verification of chunk {chunk_id} cancelled at ledger {seq}")
+            lcm = decompress_ledger(dctx, frame, f"{r.data_path} ledger {seq}")
+            seq_of = _header_sequence if ledger_sequence is None and _has_content_checksum(frame) else seq_full
             try:
                 got = seq_of(lcm)
             except (XdrError, ValueError, IndexError, struct.error) as e:

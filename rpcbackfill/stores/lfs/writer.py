@@ -16,8 +16,9 @@ import logging
 import os
 import shutil
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import zstandard
@@ -295,6 +296,52 @@ class ChunkWriter:
             if self._n + 1 >= len(self._final_offsets):
                 raise LedgerSequenceError(f"chunk {self.chunk_id}: ledger {seq} is past the end of the finished chunk")
             self._n += 1
+            self._size = self._final_offsets[self._n]
+        else:
+            self._check_open()
+
+    def append_many(self, seq: int, lcms: Sequence[bytes | memoryview]) -> None:
+        """Append ledgers ``seq, seq + 1, ...`` (``seq`` must be ``next_ledger``; all of them must
+        belong to this chunk): the same bytes and records as one ``append`` per ledger, with one
+        compression call for the whole batch (``ZstdCompressor.multi_compress_to_buffer``, byte-
+        identical frames) and no per-ledger Python call."""
+        n = len(lcms)
+        if n == 0:
+            return
+        if seq != self.first_ledger + self._n:
+            self._check_open()
+            raise LedgerSequenceError(
+                f"chunk {self.chunk_id}: got ledger {seq}, expected {self.first_ledger + self._n}"
+            )
+        if self._n + n > CHUNK_SIZE:
+            raise LedgerSequenceError(
+                f"chunk {self.chunk_id}: ledgers {seq}-{seq + n - 1} go past its last ledger {self.last_ledger}"
+            )
+        st = self._state
+        if st is _State.OPEN:
+            frames = self._cctx.multi_compress_to_buffer(lcms)  # type: ignore[arg-type]  # any buffers
+            write, pack, crc32, recs = self._data.write, self._pack, zlib.crc32, self._recs  # type: ignore[union-attr]
+            size, raw = self._size, self._raw
+            try:
+                for i in range(n):
+                    frame: Any = frames[i]  # a BufferSegment: a buffer (its stub does not say so)
+                    write(frame)
+                    size += len(frame)
+                    m = len(lcms[i])
+                    raw += m
+                    recs += pack(size, m, crc32(frame))
+            except OSError as e:
+                self._state = _State.FAILED
+                with _io(self.data_partial, "writing"):
+                    raise e
+            self._size, self._raw = size, raw
+            self._n += n
+        elif st is _State.COMPLETE:
+            if self._n + n >= len(self._final_offsets):
+                raise LedgerSequenceError(
+                    f"chunk {self.chunk_id}: ledger {seq + n - 1} is past the end of the finished chunk"
+                )
+            self._n += n
             self._size = self._final_offsets[self._n]
         else:
             self._check_open()
