@@ -1,7 +1,8 @@
 """Chunk-parallel ingestion: one chunk (10,000 ledgers) of a range as a self-contained work item.
 
 ``ingest_chunk(task)`` runs anywhere -- in a pool process (``ChunkPool``) or inline -- and
-needs nothing but the configuration: it opens the source for the chunk's ledgers, writes the
+needs nothing but the configuration: it opens the source for the chunk's ledgers (read in
+batches through the batch APIs of the source, HashChain, ChunkWriter and TxHashSpill), writes the
 LFS chunk with ``ChunkWriter`` (atomic publish; an already published chunk is compared with
 the source instead of rewritten), verifies what it wrote while the data is still in the page
 cache, and leaves a durable tx-hash spill of its own (``chunk-{C:06d}/``, published by a
