@@ -21,6 +21,7 @@ repaired, see ``repair.py``).  The full check (every ledger decoded, every key l
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +99,8 @@ class RangeStatus:
             completed_at=info.completed_at,
             ledgers_per_s=None if live is None else round(live.ledgers_per_s, 1),
             tx_per_s=None if live is None else round(live.tx_per_s, 1),
-            eta_s=None if live is None or live.eta_s is None else round(live.eta_s, 1),
+            # rounded up: work left never reads as 0 s (fmt_eta rounds up too)
+            eta_s=None if live is None or live.eta_s is None else math.ceil(live.eta_s * 10) / 10,
             progress=None if live is None else live.snapshot,
             damage=[p.to_json() for p in damage or ()],
             **_steps(info, live),
