@@ -228,6 +228,67 @@ def test_a_chunk_worker_killed_alone_is_a_retried_failure(tmp_path, lake, refere
     _check_same_as_reference(cfg, lake, reference)
 
 
+def test_progress_counts_ledgers_of_chunks_in_flight(tmp_path, lake, monkeypatch):
+    """One ProgressSnapshot per range: ledgers and hashes read by chunk workers count before their
+    chunks are recorded; the source measurements of every chunk add up."""
+    import threading
+
+    from rpcbackfill.orchestration.orchestrator import OrchestratorOptions, RangeOrchestrator
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    # read by the spawned chunk workers when they import faults; this process's hooks stay off
+    for k, v in faults.hold_env(hold, "chunk_spilled:1").items():
+        monkeypatch.setenv(k, v)
+    cfg = _config(tmp_path, lake, 2)
+    snaps: list = []
+    errors: list = []
+    with MetaStore(cfg.meta_store.path) as m:
+        m.init_backfill(2, LAST, RS3)
+        orch = RangeOrchestrator(
+            cfg,
+            m.range_info(0),
+            m,
+            threading.Event(),
+            progress=snaps.append,
+            options=OrchestratorOptions(progress_every_s=0.0, workers=2),
+        )
+
+        def run():
+            try:
+                orch.run()
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            deadline = time.monotonic() + 240
+            while len(faults.held(hold, "chunk_spilled")) < 2:  # both chunks read, neither reported
+                assert t.is_alive() and time.monotonic() < deadline, errors
+                time.sleep(0.02)
+            n = len(snaps)
+            while len(snaps) == n:  # the next report is taken while both are held
+                assert t.is_alive() and time.monotonic() < deadline, errors
+                time.sleep(0.02)
+            inflight = snaps[-1]
+            assert m.range_info(0).chunks_done == {}
+        finally:
+            faults.release(hold, "chunk_spilled")
+            t.join(300)
+        assert not errors, errors
+        info = m.range_info(0)
+    assert inflight.ledgers_done >= 2 * (10_000 - 64) and inflight.tx_count > 0
+    done = [s for s in snaps if s.ledgers_done == RS3 and s.steps_done == 0]
+    assert done, "no snapshot at the end of ingestion"
+    # the last of them: ingestion's closing report, after every chunk result was taken in
+    assert done[-1].tx_count == sum(info.cf_counts)
+    assert done[-1].source is not None and done[-1].source.fetches == RS3
+    ingest = [s.ledgers_done for s in snaps if s.steps_done == 0]
+    assert ingest == sorted(ingest)
+    assert info.state == "COMPLETE"
+
+
 def _lake_file(lake: Path, seq: int) -> Path:
     return lake / object_key(seq, read_manifest(lake))
 

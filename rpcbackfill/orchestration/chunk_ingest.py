@@ -1,7 +1,8 @@
 """Chunk-parallel ingestion: one chunk (10,000 ledgers) of a range as a self-contained work item.
 
 ``ingest_chunk(task)`` runs anywhere -- in a pool process (``ChunkPool``) or inline -- and
-needs nothing but the configuration: it opens the source for the chunk's ledgers, writes the
+needs nothing but the configuration: it opens the source for the chunk's ledgers (read in
+batches through the batch APIs of the source, HashChain, ChunkWriter and TxHashSpill), writes the
 LFS chunk with ``ChunkWriter`` (atomic publish; an already published chunk is compared with
 the source instead of rewritten), verifies what it wrote while the data is still in the page
 cache, and leaves a durable tx-hash spill of its own (``chunk-{C:06d}/``, published by a
@@ -45,6 +46,7 @@ from ..paths import DataDirLayout
 from ..procutil import set_parent_death_signal
 from ..records import HASH_SIZE, NSHARDS
 from ..sources import open_source
+from ..sources.base import iter_batches
 from ..sources.metered import MeteredSource, SourceStats
 from ..stores.lfs import ChunkReader, ChunkWriter, chunk_exists
 from . import faults
@@ -120,43 +122,50 @@ def ingest_chunk(task: ChunkTask, cancel: threading.Event | None = None) -> Chun
         reader = ChunkReader(base, c)
         log.info("chunk %d already published: comparing it with the source", c)
     else:
-        writer = ChunkWriter(base, c, ldir)
+        writer = ChunkWriter(base, c, ldir, level=config.immutable_stores.compression_level)
     tmp = chunk_spill_temp(tdir, c)
     shutil.rmtree(tmp, ignore_errors=True)
     spill = TxHashSpill(tmp)
     lengths: list[int] = []
-    pending_l = pending_t = 0
+    pending_l = pending_t = pending_total = 0
     stats = None
     try:
         with MeteredSource(open_source(config, cancel), config.backfill.ledger_backend) as source:
             source.prepare_range(task.first, task.last)
-            for seq in range(task.first, task.last + 1):
+            # batches of consecutive ledgers (one Python-level call per batch for each store)
+            for batch in iter_batches(source, task.first, task.last):
                 if cancel.is_set():
-                    raise Cancelled(f"chunk {c}: cancelled at ledger {seq}")
-                ledger = source.get_ledger(seq)
-                if ledger.seq != seq:
-                    raise LedgerSequenceError(f"chunk {c}: source returned ledger {ledger.seq} for {seq}")
+                    raise Cancelled(f"chunk {c}: cancelled at ledger {batch[0].seq}")
+                seq, n = batch[0].seq, len(batch)
+                if seq != task.first + pending_total or batch[-1].seq != seq + n - 1:
+                    raise LedgerSequenceError(
+                        f"chunk {c}: source returned ledgers {batch[0].seq}-{batch[-1].seq} for {task.first + pending_total}"
+                    )
                 if chain is not None:
-                    h, prev = ledger.hash, ledger.prev_hash
-                    if h is None or prev is None:  # the source did not authenticate it: do it here
-                        _, h, prev, _ = verify_ledger(ledger.lcm)
-                    chain.link(seq, h, prev)  # every ledger inside the chunk is linked to the previous
-                    if seq == task.first:
+                    if seq == task.first:  # the link to the previous chunk, checked by the orchestrator
+                        prev = batch[0].prev_hash
+                        if prev is None:
+                            prev = verify_ledger(batch[0].lcm)[2]
                         first_prev = bytes(prev)
+                    chain.add_many(batch)  # every ledger inside the chunk linked to the previous one
+                lcms = [x.lcm for x in batch]
                 if writer is not None:
-                    writer.append(seq, ledger.lcm)
-                    lengths.append(len(ledger.lcm))
+                    writer.append_many(seq, lcms)
+                    lengths.extend(len(x) for x in lcms)
                 else:
                     assert reader is not None
-                    if reader.get(seq) != ledger.lcm:
-                        raise CorruptStoreError(f"chunk {c}: stored ledger {seq} differs from the source")
-                spill.add(seq, ledger.tx_hashes)
-                pending_l += 1
-                pending_t += len(ledger.tx_hashes) // HASH_SIZE
+                    for i, lcm in enumerate(lcms):
+                        if reader.get(seq + i) != lcm:
+                            raise CorruptStoreError(f"chunk {c}: stored ledger {seq + i} differs from the source")
+                hashes = [x.tx_hashes for x in batch]
+                spill.add_many(seq, hashes)
+                pending_total += n
+                pending_l += n
+                pending_t += sum(len(h) for h in hashes) // HASH_SIZE
                 if pending_l >= COUNTER_EVERY:
                     _bump(pending_l, pending_t)
                     pending_l = pending_t = 0
-                faults.hit("ingest")
+                faults.hit("ingest")  # once per batch
             stats = source.snapshot()
         if writer is not None:
             writer.finish()

@@ -7,8 +7,8 @@ checkpoint not yet written), ``checkpoint_acked``, ``verify_chunk``, ``compact``
 ``compact``, sorted file after ``verify_shard`` -- not yet deleted), ``before_delete``,
 ``before_complete``.  Chunk-parallel ingestion adds, in the chunk worker processes,
 ``chunk_spill_synced`` (chunk published and its spill fsynced under the temp name) and
-``chunk_spilled`` (spill renamed into place, result not yet reported) beside ``ingest`` and
-``chunk_finished``, and in the orchestrator ``chunk_recorded`` (MarkChunkDone acknowledged).
+``chunk_spilled`` (spill renamed into place, result not yet reported) beside ``ingest`` (there
+once per batch of ledgers) and ``chunk_finished``, and in the orchestrator ``chunk_recorded`` (MarkChunkDone acknowledged).
 Counts are per process.
 
 Kill: ``RPCBACKFILL_TEST_CRASH_AT=point:N[,point:N...]``

@@ -99,7 +99,7 @@ class RangeStatus:
             completed_at=info.completed_at,
             ledgers_per_s=None if live is None else round(live.ledgers_per_s, 1),
             tx_per_s=None if live is None else round(live.tx_per_s, 1),
-            # rounded up: work left never reads as 0 s (fmt_eta shows it as 0m00s)
+            # rounded up: work left never reads as 0 s (fmt_eta rounds up too)
             eta_s=None if live is None or live.eta_s is None else math.ceil(live.eta_s * 10) / 10,
             progress=None if live is None else live.snapshot,
             damage=[p.to_json() for p in damage or ()],
