@@ -14,51 +14,7 @@ from libc.string cimport memcpy
 from rpcbackfill.errors import XdrError
 
 
-cdef extern from "_lcm_grammar.h" nogil:
-    ctypedef struct xs_ctx:
-        const uint8_t *start
-        const uint8_t *end
-        int err
-        int err_type
-        size_t err_off
-        const uint8_t *slot[3]
-        uint32_t slot_hits[3]
-        uint8_t *hashes
-        size_t n_hashes
-        size_t cap_hashes
-        int hashes_on_heap
-        int at_mode
-        const uint8_t **at
-        size_t n_at
-
-    enum:
-        XS_MAX_DEPTH
-        XS_NUM_TYPES
-        XS_OK
-        XS_E_TRUNC
-        XS_E_TRAIL
-        XS_E_CAPTURE
-        XS_E_COUNT
-        XS_E_NOMEM
-        XS_SLOT_SEQ
-        XS_SLOT_HEADER_HASH
-        XS_SLOT_PREV_HASH
-        XS_NSLOTS
-        XS_MIN_SIZE_LedgerCloseMeta
-
-    const char *XS_SDK_VERSION
-    const char *xs_type_names[]
-
-    void xs_init(xs_ctx *c, const uint8_t *start, const uint8_t *end, uint8_t *hashbuf, size_t hashcap)
-    void xs_reset_captures(xs_ctx *c)
-    void xs_free(xs_ctx *c)
-    const uint8_t *xs_fail(xs_ctx *c, int code, const uint8_t *at, int type_id)
-    uint32_t xs_u32(const uint8_t *p)
-    const uint8_t *xs_scan_LedgerCloseMeta(const uint8_t *p, xs_ctx *c, int depth)
-    const uint8_t *xs_skip_LedgerCloseMeta(const uint8_t *p, xs_ctx *c, int depth)
-    ctypedef const uint8_t *(*xs_skip_fn)(const uint8_t *, xs_ctx *, int) noexcept nogil
-    const xs_skip_fn xs_skip_table[]
-    const int xs_const_size[]
+include "_xs_grammar.pxi"
 
 
 SDK_VERSION = XS_SDK_VERSION.decode()
@@ -166,50 +122,25 @@ def lcm_length(buf, Py_ssize_t offset=0):
     return <Py_ssize_t>(q - (v.ptr + offset))
 
 
+# The narrow scans are projections of ledger_info: every one validates the whole value, so
+# they all run the same full pass; only what they hand back differs.
+
 def ledger_sequence(buf):
     """Ledger sequence of one LedgerCloseMeta (the whole value is validated)."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return xs_u32(c.slot[XS_SLOT_SEQ])
-    finally:
-        xs_free(&c)
+    return ledger_info(buf)[0]
 
 
 def header_hashes(buf):
     """(LedgerHeaderHistoryEntry.hash, header.previousLedgerHash) of one LedgerCloseMeta."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return (
-            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_HEADER_HASH], 32),
-            PyBytes_FromStringAndSize(<const char *>c.slot[XS_SLOT_PREV_HASH], 32),
-        )
-    finally:
-        xs_free(&c)
+    info = ledger_info(buf)
+    return info[1], info[2]
 
 
 def tx_hashes(buf):
     """(ledger seq, concatenated 32-byte transaction hashes in apply order, fee-bump inner hash
     right after its outer hash) of one LedgerCloseMeta (the whole value is validated)."""
-    cdef _View v = _View(buf)
-    cdef xs_ctx c
-    cdef uint8_t stackbuf[STACK_HASHES * 32]
-    xs_init(&c, v.ptr, v.ptr + v.size, stackbuf, STACK_HASHES)
-    try:
-        _scan_whole_or_raise(v, &c)
-        return (
-            xs_u32(c.slot[XS_SLOT_SEQ]),
-            PyBytes_FromStringAndSize(<const char *>c.hashes, <Py_ssize_t>(c.n_hashes * 32)),
-        )
-    finally:
-        xs_free(&c)
+    info = ledger_info(buf)
+    return info[0], info[3]
 
 
 def ledger_info(buf):

@@ -19,28 +19,7 @@ from libc.string cimport memcmp
 from rpcbackfill.errors import XdrError
 
 
-cdef extern from "_lcm_grammar.h" nogil:
-    ctypedef struct xs_ctx:
-        const uint8_t *start
-        const uint8_t *end
-        int err
-        int err_type
-        size_t err_off
-
-    enum:
-        XS_MAX_DEPTH
-        XS_NUM_TYPES
-        XS_E_TRUNC
-        XS_E_TRAIL
-
-    const char *xs_type_names[]
-    void xs_init(xs_ctx *c, const uint8_t *start, const uint8_t *end, uint8_t *hashbuf, size_t hashcap)
-    void xs_free(xs_ctx *c)
-    const uint8_t *xs_fail(xs_ctx *c, int code, const uint8_t *at, int type_id)
-    uint32_t xs_u32(const uint8_t *p)
-    ctypedef const uint8_t *(*xs_skip_fn)(const uint8_t *, xs_ctx *, int) noexcept nogil
-    const xs_skip_fn xs_skip_table[]
-    const int xs_const_size[]
+include "_xs_grammar.pxi"
 
 
 cdef dict _IDS = {xs_type_names[i].decode(): i for i in range(XS_NUM_TYPES)}

@@ -44,7 +44,17 @@ def _split(rnd: random.Random, n: int, most: int) -> list[int]:
 # --- ChunkWriter.append_many ----------------------------------------------------------------------
 
 
-def test_append_many_writes_the_same_chunk_as_append(tmp_path, chain):
+@pytest.fixture(params=["one call", "per ledger"])
+def multi_max(request, monkeypatch):
+    """Both compression paths of append_many: one multi_compress_to_buffer call, or per ledger."""
+    from rpcbackfill.stores.lfs import writer
+
+    if request.param == "per ledger":
+        monkeypatch.setattr(writer, "_MULTI_MAX_BYTES", 0)
+    return request.param
+
+
+def test_append_many_writes_the_same_chunk_as_append(tmp_path, chain, multi_max):
     ledgers = [lcm for _, lcm in chain[:200]]
     first = chunk_first_ledger(0)
     with lfs.ChunkWriter(tmp_path / "one", 0, tmp_path / "w1") as w:

@@ -309,32 +309,24 @@ def test_generate_lake_through_datalake_source(tmp_path, templates):
             assert src.get_ledger(seq).lcm == expected[seq]
 
 
+def _generate_lake(out, first: int, last: int, *options: str):
+    """``dev generate-lake --output OUT --first FIRST --last LAST [options] --no-fsync`` in-process."""
+    from click.testing import CliRunner
+
+    from rpcbackfill.devtools.cli import dev
+
+    args = ["generate-lake", "--output", str(out), "--first", str(first), "--last", str(last), *options]
+    return CliRunner().invoke(dev, [*args, "--no-fsync"])
+
+
 def test_cli_generate_lake(tmp_path, templates):
     from click.testing import CliRunner
 
     from rpcbackfill.devtools.cli import dev
 
     out = tmp_path / "lake"
-    r = CliRunner().invoke(
-        dev,
-        [
-            "generate-lake",
-            "--output",
-            str(out),
-            "--first",
-            "2",
-            "--last",
-            "9",
-            "--seed",
-            "4",
-            "--tx-per-ledger",
-            "2",
-            "--ledgers-per-batch",
-            "4",
-            "--batches-per-partition",
-            "1",
-            "--no-fsync",
-        ],
+    r = _generate_lake(
+        out, 2, 9, "--seed", "4", "--tx-per-ledger", "2", "--ledgers-per-batch", "4", "--batches-per-partition", "1"
     )
     assert r.exit_code == 0, r.output
     assert "wrote 8 ledgers" in r.output
@@ -365,33 +357,23 @@ def test_cli_generate_lake(tmp_path, templates):
 def test_cli_v0_lake_and_progress(tmp_path, templates):
     import io as _io
 
-    from click.testing import CliRunner
-
-    from rpcbackfill.devtools.cli import _Progress, dev
+    from rpcbackfill.devtools.cli import _Progress
     from rpcbackfill.sources.layout import read_manifest
 
     out = tmp_path / "lake0"
-    r = CliRunner().invoke(
-        dev,
-        [
-            "generate-lake",
-            "--output",
-            str(out),
-            "--first",
-            "100",
-            "--last",
-            "103",
-            "--tx-per-ledger",
-            "4",
-            "--lcm-version",
-            "0",
-            "--network-passphrase",
-            TESTNET,
-            "--file-ext",
-            ".xdr.zstd",
-            "--no-fsync",
-            "--quiet",
-        ],
+    r = _generate_lake(
+        out,
+        100,
+        103,
+        "--tx-per-ledger",
+        "4",
+        "--lcm-version",
+        "0",
+        "--network-passphrase",
+        TESTNET,
+        "--file-ext",
+        ".xdr.zstd",
+        "--quiet",
     )
     assert r.exit_code == 0, r.output
     schema = read_manifest(out)

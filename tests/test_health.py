@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from stellar_sdk.exceptions import SorobanRpcErrorResponse
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
 from tests.lib.net import free_port
-from tests.lib.orchestration import kill_tree, make_lake, start_backfill, wait_held, write_backfill_config
+from tests.lib.orchestration import kill_tree, make_lake, poll_until, start_backfill, wait_held, write_backfill_config
 
 FIRST, LAST = 2, 10001
 
@@ -50,20 +49,17 @@ def get_status(port: int) -> dict:
 def poll_health(server: SorobanServer, p: subprocess.Popen, want_error: bool, timeout: float = 180.0):
     """Ask getHealth until it answers an error (want_error) or healthy; the deadline only
     guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert p.poll() is None, f"the run exited ({p.returncode})"
+
+    def ask():
         try:
             h = server.get_health()
-            if not want_error:
-                return h
+            return None if want_error else h
         except SorobanRpcErrorResponse as e:
-            if want_error:
-                return e
+            return e if want_error else None
         except SdkConnectionError:
-            pass  # the endpoint is not up yet
-        assert time.monotonic() < deadline, "getHealth never changed"
-        time.sleep(0.05)
+            return None  # the endpoint is not up yet
+
+    return poll_until(ask, p, "change of getHealth", timeout, interval=0.05)
 
 
 def test_get_health_flips_on_source_failure_and_back(tmp_path):
@@ -106,19 +102,22 @@ def test_get_health_flips_on_source_failure_and_back(tmp_path):
 
 def feed_fifo(fifo: Path, data: bytes, timeout: float = 60.0) -> None:
     """Write ``data`` to the reader blocked on ``fifo`` (ENXIO until a reader has it open)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def open_for_writing() -> int | None:
         try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            assert time.monotonic() < deadline, "nobody reads the FIFO"
-            time.sleep(0.02)
+            return None
+
+    fd = poll_until(open_for_writing, None, "reader of the FIFO", timeout)
     os.set_blocking(fd, True)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+LAST_CHECKPOINT_BEFORE_FIFO = 4001  # checkpoints every 1,000 ledgers: 1001, 2001, ...
 
 
 def test_get_health_reports_a_stall_then_recovers(tmp_path):
@@ -134,11 +133,25 @@ def test_get_health_reports_a_stall_then_recovers(tmp_path):
     cfg = write_config(tmp_path, lake, f"127.0.0.1:{port}", health_stall_threshold="2s")
     p = start_backfill(cfg, FIRST, LAST, env=faults.hold_env(hold, "verify_shard:1"), stderr=log)
     server = SorobanServer(f"http://127.0.0.1:{port}")
+
+    def committed() -> int | None:
+        try:
+            ranges = get_status(port)["ranges"]
+        except OSError:  # the endpoint is not up yet
+            return None
+        last = ranges[0]["last_committed_ledger"] if ranges else None
+        return last if last is not None and last >= LAST_CHECKPOINT_BEFORE_FIFO else None
+
     try:
+        # Ingestion runs up to the FIFO's object and checkpoints at 4001, the last checkpoint it
+        # can reach; from then on nothing advances, so the stall reported next is the FIFO's (a
+        # slow start-up alone could otherwise be reported as a stall before any ledger).
+        assert poll_until(committed, p, "the checkpoint before the FIFO", 180) == LAST_CHECKPOINT_BEFORE_FIFO
         err = poll_health(server, p, want_error=True)
         assert err.message.startswith("stalled since ") and "no ledger ingested" in err.message, err.message
         data = json.loads(err.data)
-        assert data["secondsSinceProgress"] >= 2 and data["latestLedger"] < 5000 and data["oldestLedger"] == FIRST
+        assert data["secondsSinceProgress"] >= 2 and data["oldestLedger"] == FIRST
+        assert data["latestLedger"] == LAST_CHECKPOINT_BEFORE_FIFO
 
         feed_fifo(obj, good)  # the source delivers again
         h = poll_health(server, p, want_error=False)

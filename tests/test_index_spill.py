@@ -102,3 +102,21 @@ def test_fresh_store_discards_old_files_and_validates_input(tmp_path):
         TxHashSpill(tmp_path, counts=[0] * 15)
     with pytest.raises(ValueError, match="closed"):
         sp.add(5, b"\x00" * 32)
+
+
+def test_remove_shard_spill_deletes_one_shard_idempotently(tmp_path):
+    from rpcbackfill.index.spill import remove_shard_spill
+
+    rng = np.random.default_rng(9)
+    with TxHashSpill(tmp_path) as s:
+        for seq, hashes in _ledgers(rng, 50):
+            s.add(seq, hashes)
+        s.sync()
+    before = {i: shard_file(tmp_path, i).read_bytes() for i in range(16)}
+    remove_shard_spill(tmp_path, 3)
+    assert not shard_file(tmp_path, 3).exists()
+    assert {i: shard_file(tmp_path, i).read_bytes() for i in range(16) if i != 3} == {
+        i: b for i, b in before.items() if i != 3
+    }
+    remove_shard_spill(tmp_path, 3)  # a resume repeats it after a crash: no error
+    remove_shard_spill(tmp_path / "gone", 0)  # nor when the whole store is already deleted

@@ -45,14 +45,23 @@ class RecordingMeta:
         return getattr(self._meta, name)
 
 
-def _run(cfg, workers: int, meta_wrap=None) -> RecordingMeta:
+class SequentialIngest(RangeOrchestrator):
+    """Ingests with one worker (so the transition verifies every chunk: chunk-parallel
+    ingestion verifies its chunks itself), then runs the transition with two."""
+
+    def _ingest(self) -> None:
+        super()._ingest()
+        self.options = dataclasses.replace(self.options, workers=2)
+
+
+def _run(cfg, workers: int, cls: type[RangeOrchestrator] = RangeOrchestrator) -> RecordingMeta:
     meta = MetaStore(cfg.meta_store.path)
     rec = RecordingMeta(meta)
     try:
         meta.init_backfill(2, LAST, RS3)
         info = meta.range_info(0)
         opts = OrchestratorOptions(progress_every_s=0.0, workers=workers)
-        RangeOrchestrator(cfg, info, rec, threading.Event(), options=opts).run()
+        cls(cfg, info, rec, threading.Event(), options=opts).run()
         assert meta.range_info(0).state == "COMPLETE"
     finally:
         meta.close()
@@ -162,8 +171,8 @@ def test_shards_run_in_parallel_within_the_budget(tmp_path, lake3c, monkeypatch)
 
 
 def test_chunks_verified_out_of_order_are_recorded_as_a_prefix(tmp_path, lake3c, monkeypatch):
-    """workers = 2: chunk 0 finishes after chunk 1; chunks_verified (a prefix count, what a
-    resume trusts) never says 1 chunk and never runs ahead of the chunks actually verified."""
+    """Transition with workers = 2: chunk 0 finishes after chunk 1; chunks_verified (a prefix
+    count, what a resume trusts) never says 1 chunk and never runs ahead of the chunks verified."""
     cfg = make_config(tmp_path / "data", lake3c, 2, LAST, range_size=RS3)
     chunk1_done = threading.Event()
     real_verify_chunk = orch_mod.verify_chunk
@@ -178,10 +187,7 @@ def test_chunks_verified_out_of_order_are_recorded_as_a_prefix(tmp_path, lake3c,
             chunk1_done.set()
 
     monkeypatch.setattr(orch_mod, "verify_chunk", verify_chunk)
-    # chunks ingested sequentially: chunks that chunk-parallel workers ingested were verified by
-    # them and the transition only checks that they exist (tests/test_chunk_parallel.py)
-    monkeypatch.setattr(orch_mod.RangeOrchestrator, "_chunk_parallel", lambda self: False)
-    rec = _run(cfg, workers=2)
+    rec = _run(cfg, workers=1, cls=SequentialIngest)
     assert verified.index(1) < verified.index(0) and sorted(verified) == [0, 1, 2]
     assert rec.chunk_marks and rec.chunk_marks[0] >= 2 and rec.chunk_marks[-1] == 3
     assert rec.chunk_marks == sorted(set(rec.chunk_marks))
@@ -217,3 +223,24 @@ def test_compression_level_reaches_the_chunk_writer(tmp_path):
         with ChunkReader(cfg.immutable_stores.ledgers_base, 0) as r:
             assert [r.get(seq) for seq, _ in ledgers] == [raw for _, raw in ledgers]
     assert sizes[19] < sizes[1]
+
+
+def test_compression_level_reaches_the_chunk_workers(tmp_path, lake3c):
+    """The chunk-parallel ingestion's work item writes its chunk at the configured level too."""
+    from rpcbackfill.orchestration.chunk_ingest import ChunkTask, ingest_chunk
+    from rpcbackfill.stores.lfs import ChunkReader
+    from tests.lib.lake import lake_ledgers
+
+    sizes = {}
+    for level in (1, 9):
+        cfg = make_config(tmp_path / f"data{level}", lake3c, 2, LAST, range_size=RS3)
+        cfg = dataclasses.replace(
+            cfg, immutable_stores=dataclasses.replace(cfg.immutable_stores, compression_level=level)
+        )
+        ingest_chunk(ChunkTask(cfg, 0, 1, 10_002, 20_001))
+        lay = DataDirLayout(cfg)
+        sizes[level] = lay.chunk_paths(1)[0].stat().st_size
+        with ChunkReader(cfg.immutable_stores.ledgers_base, 1) as r:
+            for seq, raw in lake_ledgers(lake3c, 10_002, 10_101):
+                assert r.get(seq) == raw
+    assert sizes[9] < sizes[1]

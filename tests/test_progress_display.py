@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import time
 
 import pytest
 from rich.console import Console
@@ -21,14 +19,7 @@ from rpcbackfill.orchestration import faults
 from rpcbackfill.orchestration.progress import TRANSITION_SHARE, LiveDisplay, Progress, ProgressSnapshot, fmt_eta
 from rpcbackfill.orchestration.status import RangeStatus, StatusReport
 from rpcbackfill.records import SHARD_DIGITS
-from tests.lib.orchestration import (
-    collect_lines,
-    kill_tree,
-    make_lake,
-    start_backfill,
-    wait_held,
-    write_backfill_config,
-)
+from tests.lib.orchestration import LoggedBackfill, make_lake, wait_held, write_backfill_config
 
 STEPS = 1 + 3 * len(SHARD_DIGITS)  # one chunk per 10,000-ledger range + 16 shards x 3 steps
 TOTAL = 10_000
@@ -207,21 +198,13 @@ def test_cli_without_tty_reports_early_and_through_the_transition(tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
     env = faults.hold_env(hold, "ingest:1", "compact:1", "verify_shard:1")
-    p = start_backfill(cfg, FIRST, LAST, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    lines, reader = collect_lines(p.stderr)
+    with LoggedBackfill(cfg, FIRST, LAST, env=env, cwd=tmp_path) as run:
+        p, lines = run.proc, run.lines
 
-    def next_progress(after: int) -> int:
-        """Index of the first progress line at or after ``after`` (the run keeps logging them)."""
-        deadline = time.monotonic() + 120
-        while True:
-            for i in range(after, len(lines)):
-                if "progress: range 0" in lines[i]:
-                    return i
-            assert p.poll() is None, f"the run exited ({p.returncode})"
-            assert time.monotonic() < deadline, "no progress line"
-            time.sleep(0.02)
+        def next_progress(after: int) -> int:
+            """Index of the first progress line at or after ``after`` (the run keeps logging them)."""
+            return run.wait_line(lambda line: "progress: range 0" in line, after, timeout=120)
 
-    try:
         wait_held(hold, "ingest", p)  # the first ledger is ingested; the range waits
         first = next_progress(0)
         assert first < 8, lines[: first + 1]  # among the first few lines of the run
@@ -236,11 +219,7 @@ def test_cli_without_tty_reports_early_and_through_the_transition(tmp_path):
         mark = len(lines)
         during_verify = lines[next_progress(mark)]
         faults.release(hold, "verify_shard")
-        assert p.wait(timeout=240) == 0
-        reader.join(timeout=30)
-    finally:
-        if p.poll() is None:
-            kill_tree(p)
+        assert run.wait() == 0
     for line in (during_compact, during_verify):
         assert "TRANSITIONING" in line or "ledger:" in line, line
         assert f"/{STEPS} steps" in line and "100.0%" not in line and "ETA 0m00s" not in line, line

@@ -21,7 +21,7 @@ from rpcbackfill.sources.base import Ledger, LedgerSource
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
 from rpcbackfill.sources.objstore.local import LocalStore
-from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.gcs_fault_proxy import TRANSIENT_FAULTS, FaultProxy
 from tests.lib.ledgers import chain as make_chain
 from tests.lib.oracle import sdk_reference
 from tests.lib.sources import Emulator, upload_lake
@@ -348,17 +348,7 @@ def test_gcs_range(gcs_env, chain):
     assert any("alt=media" in p for _, p, _ in gcs_env.log)
 
 
-@pytest.mark.parametrize(
-    "fault,kw",
-    [
-        ("status", {"code": 500}),
-        ("status", {"code": 503}),
-        ("truncate", {}),
-        ("short", {}),
-        ("corrupt", {}),
-        ("status", {"code": 429}),
-    ],
-)
+@pytest.mark.parametrize("fault,kw", TRANSIENT_FAULTS)
 def test_gcs_transient_faults(gcs_env, chain, fault, kw):
     s = LakeSchema(NET, 8, 4)
     key = layout.object_key(60, s)

@@ -11,7 +11,7 @@ from rpcbackfill.sources import layout, objstore
 from rpcbackfill.sources.checks import check_lake
 from rpcbackfill.sources.datalake import DataLakeSource
 from rpcbackfill.sources.layout import LakeSchema, write_lake
-from tests.lib.gcs_fault_proxy import FaultProxy
+from tests.lib.gcs_fault_proxy import TRANSIENT_FAULTS, FaultProxy
 from tests.lib.ledgers import chain as make_chain
 from tests.lib.net import free_port
 from tests.lib.s3 import MotoS3, apply_env, aws_env, upload_lake
@@ -109,17 +109,7 @@ def test_s3_credentials_from_env_sign_requests(proxy, monkeypatch, chain):
         assert src.stats["retries"] == 0
 
 
-@pytest.mark.parametrize(
-    "fault,kw",
-    [
-        ("status", {"code": 500}),
-        ("status", {"code": 503}),
-        ("truncate", {}),
-        ("short", {}),
-        ("corrupt", {}),
-        ("status", {"code": 429}),
-    ],
-)
+@pytest.mark.parametrize("fault,kw", TRANSIENT_FAULTS)
 def test_s3_transient_faults(proxy, chain, fault, kw):
     key = _key(60)
     proxy.add(key, fault, times=2, **kw)

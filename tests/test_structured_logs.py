@@ -10,33 +10,17 @@ progress line (``[service] progress_interval = "1s"``) has been logged.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
 from rpcbackfill.orchestration import faults
 from rpcbackfill.sources import layout
-from tests.lib.orchestration import (
-    collect_lines,
-    kill_tree,
-    make_lake,
-    start_backfill,
-    wait_held,
-    write_backfill_config,
-)
+from tests.lib.orchestration import LoggedBackfill, make_lake, wait_held, write_backfill_config
 
 FIRST, LAST = 2, 10001
 
 
-def wait_for(lines: list[str], pred, p: subprocess.Popen, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in list(lines):
-            rec = json.loads(line)
-            if pred(rec):
-                return rec
-        assert p.poll() is None, f"the run exited ({p.returncode})"
-        assert time.monotonic() < deadline, "no such log record"
-        time.sleep(0.02)
+def wait_for(run: LoggedBackfill, pred) -> dict:
+    """The first JSON record the run logged that ``pred`` accepts."""
+    return json.loads(run.lines[run.wait_line(lambda line: pred(json.loads(line)))])
 
 
 def test_json_logs_carry_fields_from_every_process(tmp_path):
@@ -54,23 +38,20 @@ def test_json_logs_carry_fields_from_every_process(tmp_path):
     hold = tmp_path / "hold"
     hold.mkdir()
     env = faults.hold_env(hold, "verify_shard:1")
-    p = start_backfill(cfg, FIRST, LAST, env=env, before=("--log-format", "json"), stderr=subprocess.PIPE, text=True)
-    lines, reader = collect_lines(p.stderr)
-    try:
-        retry = wait_for(lines, lambda r: "retrying in" in r["msg"] and r["logger"].endswith("coordinator"), p)
-        obj.write_bytes(good)
-        wait_held(hold, "verify_shard", p)
-        # the line logged while held (one logged earlier in the transition has another txhash phase)
-        progress = wait_for(
-            lines, lambda r: r["msg"].startswith("progress:") and "txhash:VERIFYING_RECSPLIT" in r["phase"], p
-        )
-        faults.release(hold, "verify_shard")
-        assert p.wait(timeout=240) == 0
-        reader.join(timeout=30)
-    finally:
-        obj.write_bytes(good)
-        if p.poll() is None:
-            kill_tree(p)
+    with LoggedBackfill(cfg, FIRST, LAST, env=env, before=("--log-format", "json")) as run:
+        try:
+            retry = wait_for(run, lambda r: "retrying in" in r["msg"] and r["logger"].endswith("coordinator"))
+            obj.write_bytes(good)
+            wait_held(hold, "verify_shard", run.proc)
+            # the line logged while held (one logged earlier in the transition has another txhash phase)
+            progress = wait_for(
+                run, lambda r: r["msg"].startswith("progress:") and "txhash:VERIFYING_RECSPLIT" in r["phase"]
+            )
+            faults.release(hold, "verify_shard")
+            assert run.wait() == 0
+        finally:
+            obj.write_bytes(good)
+    p, lines = run.proc, run.lines
     recs = [json.loads(line) for line in lines]  # every line is one JSON object
     assert recs and all({"ts", "level", "logger", "msg", "pid"} <= set(r) for r in recs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import socket
 import threading
 
@@ -138,3 +139,53 @@ def test_free_port_can_be_bound_on_localhost():
         s.listen()
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+
+
+def test_backfill_config_helper_writes_what_load_config_reads(tmp_path):
+    from rpcbackfill.config import load_config
+    from tests.lib.orchestration import backfill_command, write_backfill_config
+
+    lake = tmp_path / 'lake "quoted"'
+    lake.mkdir()
+    plain = load_config(write_backfill_config(tmp_path, lake, name="a.toml"), env={})
+    assert plain.service.http_port == 0  # endpoint off by default
+    assert (plain.backfill.range_size, plain.backfill.parallel_ranges) == (10_000, 2)
+    assert plain.backfill.buffered_storage.bucket_path == str(lake)
+    cfg = write_backfill_config(
+        tmp_path,
+        lake,
+        name="b.toml",
+        service={"http_endpoint": "127.0.0.1:0", "progress_interval": "1s"},
+        backfill={"parallel_ranges": 1, "checkpoint_interval": None},
+        storage={"retry_wait": 0.01, "num_workers": 3},
+    )
+    text = cfg.read_text()
+    assert "http_port" not in text and "checkpoint_interval" not in text  # replaced / removed
+    got = load_config(cfg, env={})
+    assert got.service.http_port is None and got.service.http_endpoint == "127.0.0.1:0"
+    assert got.backfill.parallel_ranges == 1 and got.backfill.buffered_storage.num_workers == 3
+    assert got.backfill.buffered_storage.retry_wait == 0.01
+
+    cmd = backfill_command(cfg, 2, 10_001, "--set", "x=y", before=("--log-format", "json"))
+    assert cmd[1:] == ["-m", "rpcbackfill", "--log-format", "json", "--backfill", "--start-ledger", "2"] + [
+        "--end-ledger",
+        "10001",
+        "--config-path",
+        str(cfg),
+        "--set",
+        "x=y",
+    ]
+
+
+def test_cli_env_drops_config_and_fault_variables_unless_inherited(monkeypatch):
+    from tests.lib import REPO
+    from tests.lib.orchestration import cli_env
+
+    monkeypatch.setenv("STELLAR_RPC_SERVICE__LOG_LEVEL", "debug")
+    monkeypatch.setenv("RPCBACKFILL_TEST_CRASH_AT", "ingest")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = cli_env({"EXTRA": "1"})
+    assert "STELLAR_RPC_SERVICE__LOG_LEVEL" not in env and "RPCBACKFILL_TEST_CRASH_AT" not in env
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/elsewhere"] and env["EXTRA"] == "1"
+    kept = cli_env(inherit=True)
+    assert kept["STELLAR_RPC_SERVICE__LOG_LEVEL"] == "debug" and kept["RPCBACKFILL_TEST_CRASH_AT"] == "ingest"

@@ -177,17 +177,30 @@ def remove_shard_spill(tdir: Path | str, shard: int) -> None:
     """Delete every input of spill shard ``shard`` (once its compacted file is recorded), durably;
     a chunk spill directory left empty goes too."""
     tdir = Path(tdir)
+    inputs = shard_spill_inputs(tdir, shard)
+    if not inputs:
+        return  # already deleted (a resumed run repeats the deletion), or no store at all
     dirs = set()
-    for p in shard_spill_inputs(tdir, shard):
+    for p in inputs:
         with io_errors(p, "removing spill shard"):
             p.unlink(missing_ok=True)
         dirs.add(p.parent)
     for d in sorted(dirs):
-        if d != tdir and not any(d.iterdir()):
-            with io_errors(d, "removing chunk spill directory"):
-                d.rmdir()
-        else:
-            fsync_dir(d)
+        if d == tdir:
+            continue
+        # shards are deleted by parallel threads: another one may empty and remove ``d`` meanwhile
+        with io_errors(d, "removing chunk spill directory"):
+            try:
+                if any(d.iterdir()):
+                    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                else:
+                    d.rmdir()
+            except FileNotFoundError:
+                pass
     fsync_dir(tdir)
 
 

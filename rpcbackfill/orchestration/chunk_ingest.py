@@ -122,7 +122,7 @@ def ingest_chunk(task: ChunkTask, cancel: threading.Event | None = None) -> Chun
         reader = ChunkReader(base, c)
         log.info("chunk %d already published: comparing it with the source", c)
     else:
-        writer = ChunkWriter(base, c, ldir)
+        writer = ChunkWriter(base, c, ldir, level=config.immutable_stores.compression_level)
     tmp = chunk_spill_temp(tdir, c)
     shutil.rmtree(tmp, ignore_errors=True)
     spill = TxHashSpill(tmp)

@@ -197,12 +197,14 @@ class Coordinator:
         ``[backfill] verify_complete``).  Runs here, in the coordinator, before any range task
         starts; it writes no meta-store key.  False when a stop was requested meanwhile;
         ``RepairError`` (exit 1) when a repair is impossible."""
-        from .repair import check_complete_range, repair_ranges
-
         with self._status_lock:
             done = [self._infos[rid] for rid in self._range_ids if self._infos[rid].state == RangeState.COMPLETE]
         if not done:
             return True
+        # imported only when there is something to check: it loads the store and index stack
+        # (numpy, the native modules), which a coordinator otherwise never needs
+        from .repair import check_complete_range, repair_ranges
+
         full = self.config.backfill.verify_complete
         log.info(
             "checking %d COMPLETE range(s) before the backfill continues (%s)",

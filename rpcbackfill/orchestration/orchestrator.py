@@ -22,6 +22,9 @@ Transition (range state TRANSITIONING), two sub-flows run side by side:
     ledger:  WRITING_LFS (verify every chunk; progress in ledger:chunks_verified) -> IMMUTABLE
     txhash:  COMPACTING (per shard) -> BUILDING_RECSPLIT (per shard) -> VERIFYING_RECSPLIT
              (per shard) -> COMPLETE
+    Inside a phase the chunks / shards run in parallel, at most ``options.workers`` heavy
+    steps at once for the whole range; a shard's spill is deleted once it is marked sorted,
+    its sorted file once it is marked verified.
     then the active stores are deleted, then range state COMPLETE (written last).
 
 Chunk-parallel ingestion (``options.workers`` > 1, data-lake source, two or more chunks to do;
@@ -534,6 +537,7 @@ class RangeOrchestrator:
     # --- transition ----------------------------------------------------------------------------
 
     def _transition(self) -> None:
+        self._budget = threading.BoundedSemaphore(self._workers)  # options may be set after __init__
         self._report(force=True)
         log.info(
             "range %d: transition (ledger %s, txhash %s)",

@@ -12,8 +12,9 @@ before any range is scheduled (``Coordinator._repair_complete_ranges`` calls ``r
   ``stellar-rpc verify`` runs instead: every ledger decoded, every shard's CRC, every key looked
   up -- hours for 60M ledgers, so it is opt-in.
 * **a damaged or missing chunk** is re-ingested from the configured source into a scratch
-  directory (``{ledgers_base}/.repair``) with ``ChunkWriter``, authenticated (the ledger hash
-  chain, when ``check_ledger_hashes``), verified (``verify_chunk``), and only then put in place:
+  directory (``{ledgers_base}/.repair``) by the ingestion's own work item
+  (``chunk_ingest.ingest_chunk``: ledgers authenticated when ``check_ledger_hashes``, written
+  with ``ChunkWriter``, every frame read back), and only then put in place:
   the bad files are deleted (index first) and the new ``.data`` then ``.index`` renamed in.
   The source is opened and read *before* anything is deleted, so an unreadable source leaves
   the damage as it was and the run exits 1 saying what to do.
@@ -32,6 +33,7 @@ repaired range keeps its COMPLETE record, which was true of the data it describe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -43,16 +45,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import lcm
-from ..config import Config
+from ..config import ActiveStoresConfig, Config
 from ..errors import Cancelled, CorruptStoreError, RepairError, RpcBackfillError, XdrError
 from ..fsutil import fsync_dir
 from ..index import TxHashSpill, build_shard, compact_shard, verify_shard
-from ..ledgerauth import ledger_chain
 from ..ledgermath import chunk_first_ledger, chunk_last_ledger, chunk_of_ledger
 from ..meta.store import RangeInfo, RangeState
 from ..paths import DataDirLayout, chunk_paths
 from ..records import HASH_SIZE, NSHARDS, SHARD_DIGITS
-from ..stores.lfs import ChunkReader, ChunkWriter
+from ..stores.lfs import ChunkReader
 from ..stores.lfs.writer import remove_chunk
 from . import faults
 from .verify import Problem, structural_damage, verify_range
@@ -147,29 +148,17 @@ class Repairer:
         log.info("range %d: chunk %d repaired", rid, c, extra={"range_id": rid, "phase": "REPAIR", "chunk": c})
 
     def _write_chunk(self, rid: int, c: int, base: Path) -> None:
-        from ..sources import open_source
+        """Chunk ``c`` from the source into the scratch ledgers base ``base`` through the
+        ingestion's own work item (``chunk_ingest.ingest_chunk``: ledgers authenticated, chunk
+        written, published and read back there); its tx-hash spill stays in the scratch too."""
+        from .chunk_ingest import ChunkTask, ingest_chunk
 
-        first, last = chunk_first_ledger(c), chunk_last_ledger(c)
-        chain = ledger_chain(self.config, f"repair of chunk {c}")
-        work = base / "work"
-        source = open_source(self.config, self.cancel)
-        try:
-            source.prepare_range(first, last)
-            writer = ChunkWriter(base, c, work)
-            try:
-                for seq in range(first, last + 1):
-                    self._check_cancel()
-                    ledger = source.get_ledger(seq)
-                    if ledger.seq != seq:
-                        raise CorruptStoreError(f"the source returned ledger {ledger.seq} for {seq}")
-                    if chain is not None:
-                        chain.add(ledger)
-                    writer.append(seq, ledger.lcm)
-                writer.finish(verify=True)
-            finally:
-                writer.close()
-        finally:
-            source.close()
+        cfg = dataclasses.replace(
+            self.config,
+            immutable_stores=dataclasses.replace(self.config.immutable_stores, ledgers_base=base),
+            active_stores=ActiveStoresConfig(ledger_path=base / "active-ledgers", txhash_path=base / "active-txhash"),
+        )
+        ingest_chunk(ChunkTask(cfg, rid, c, chunk_first_ledger(c), chunk_last_ledger(c)), self.cancel)
         faults.hit("repair_chunk_written")
 
     # --- shards ----------------------------------------------------------------------------

@@ -30,6 +30,10 @@ from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import LedgerSequenceError, SourceError
 
+# How often a source's blocking waits (queues, sockets, child processes, backoff sleeps) re-check
+# the cancel event and their deadlines (seconds): the bound on how late Cancelled is raised.
+POLL_S = 0.05
+
 
 class Ledger(NamedTuple):
     """One ledger as a source delivers it."""

@@ -53,11 +53,10 @@ from ..errors import (
 )
 from ..ledgerauth import verify_ledger
 from ..ledgermath import DEFAULT_RANGE_SIZE, range_of_ledger
-from .base import Ledger, _BoundedSource
+from .base import POLL_S, Ledger, _BoundedSource
 from .core_config import CONFIG_NAME, CoreToml
 from .core_runner import (
     META_FD,
-    POLL_S,
     THREAD_JOIN_S,
     CoreProcess,
     CoreRunner,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..errors import Cancelled, CoreProcessError
 from ..procutil import set_parent_death_signal
+from .base import POLL_S
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ META_FD = 3
 TAIL_LINES = 40
 # How long to wait for the helper threads of an exited child (they end with its pipes).
 THREAD_JOIN_S = 5.0
-# How often blocking waits re-check cancellation and deadlines (seconds).
-POLL_S = 0.05
 
 
 class CoreProcess:

@@ -48,7 +48,7 @@ from ..errors import (
 from ..ledgerauth import verify_batch
 from ..zstdframe import decompress_frame
 from . import layout
-from .base import DEFAULT_BATCH, Ledger, _BoundedSource
+from .base import DEFAULT_BATCH, POLL_S, Ledger, _BoundedSource
 from .layout import LakeSchema
 from .objstore import ObjectMissing, ObjectStore, StoreOptions, StoreTuning, open_store
 
@@ -60,8 +60,6 @@ MAX_BACKOFF = 30.0
 # pubnet ledgers decompress to ~1-2 MB, so the file cap alone (default 10,000) could reach
 # tens of GB.  512 MiB keeps hundreds of ledgers ready, far more than the consumer needs.
 DEFAULT_MAX_BUFFER_BYTES = 512 << 20
-# How often blocked threads re-check the cancel event (seconds).
-_POLL = 0.05
 # How long close() waits for workers (an in-flight HTTP request finishes on its own timeout).
 _JOIN_TIMEOUT = 5.0
 
@@ -259,7 +257,7 @@ class DataLakeSource(_BoundedSource):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self.cancel.wait(min(left, _POLL)):
+            if self.cancel.wait(min(left, POLL_S)):
                 raise Cancelled("data lake source cancelled")
             if self._stop:
                 raise Cancelled("data lake source stopped")
@@ -312,7 +310,7 @@ class DataLakeSource(_BoundedSource):
                     under_bytes = self._ready_bytes < self.max_buffer_bytes or self._next_claim == self._next_take
                     if in_window and under_bytes:
                         break
-                    self._room.wait(_POLL)
+                    self._room.wait(POLL_S)
                 i = self._next_claim
                 self._next_claim += 1
             try:
@@ -407,7 +405,7 @@ class DataLakeSource(_BoundedSource):
                     self._ready_bytes -= b.nbytes
                     # One slot (and some bytes) freed: wake one waiting worker, not all of them
                     # (a herd of wake-ups per ledger was most of the source's CPU).  Workers
-                    # also re-check every _POLL seconds, so no wake-up can be lost for good.
+                    # also re-check every POLL_S seconds, so no wake-up can be lost for good.
                     self._room.notify()
                     return b
                 if self._fatal is not None and self._fatal_at is not None and i >= self._fatal_at:
@@ -416,7 +414,7 @@ class DataLakeSource(_BoundedSource):
                     raise Cancelled("data lake source cancelled")
                 if self._stop:
                     raise SourceError("data lake source stopped")
-                self._cv.wait(_POLL)
+                self._cv.wait(POLL_S)
 
     def close(self) -> None:
         if self._closed:

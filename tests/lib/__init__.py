@@ -10,8 +10,13 @@
 * ``lfs``            LFS chunk helpers and the session fixtures of the LFS tests
 * ``sources``        the GCS emulator and lake upload
 * ``gcs_fault_proxy`` an HTTP proxy that injects faults between a storage client (GCS or S3) and its server
+                     (``TRANSIENT_FAULTS``: the faults a source must retry through)
 * ``s3``             moto's S3 server on 127.0.0.1, lake upload, an AWS environment without credentials
-* ``orchestration``  coordinator runs in their own process group, result checks
+* ``orchestration``  coordinator runs in their own process group, result checks; the
+                     ``stellar-rpc --backfill`` subprocess (config file, command line,
+                     environment, ``LoggedBackfill``) and ``poll_until``
+* ``serve``          a backfilled data directory, ``stellar-rpc serve`` in a process or a thread,
+                     its command line
 * ``core``           captive core: history archives, operator stellar-core files, the stand-in's path
 * ``lcm_support``    grammar-driven random XDR for the scanner tests
 """

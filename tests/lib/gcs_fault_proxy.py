@@ -23,6 +23,17 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
+# (fault, Rule keywords) a storage client must survive by retrying: the transient faults both
+# bucket sources (GCS, S3) are tested against.
+TRANSIENT_FAULTS = [
+    ("status", {"code": 500}),
+    ("status", {"code": 503}),
+    ("truncate", {}),
+    ("short", {}),
+    ("corrupt", {}),
+    ("status", {"code": 429}),
+]
+
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization"}
 
 

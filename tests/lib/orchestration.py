@@ -135,14 +135,42 @@ def start_backfill(
     return subprocess.Popen(backfill_command(cfg, first, last, *extra, before=before), env=cli_env(env), **popen)
 
 
-def collect_lines(stream) -> tuple[list[str], threading.Thread]:
-    """A list that a daemon thread fills with the lines of the text ``stream`` as they arrive
-    (a test polls it; the pipe never fills up and blocks the process), and that thread (joined
-    once the process has exited, the list holds every line)."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
-    reader.start()
-    return lines, reader
+class LoggedBackfill:
+    """``start_backfill`` with its stderr read line by line in a thread (the pipe never fills
+    up), for tests that act on what the run logs.  Leaving the ``with`` block kills the whole
+    tree of a run still going."""
+
+    def __init__(self, cfg: Path, first: int, last: int, *extra: str, **kw):
+        self.proc = start_backfill(cfg, first, last, *extra, stderr=subprocess.PIPE, text=True, **kw)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_line(self, match, after: int = 0, timeout: float = 180.0) -> int:
+        """Index of the first line at or after ``after`` for which ``match(line)`` holds."""
+
+        def find() -> int | None:
+            return next((i for i in range(after, len(self.lines)) if match(self.lines[i])), None)
+
+        return poll_until(find, self.proc, "the log line", timeout)
+
+    def wait(self, timeout: float = 240.0) -> int:
+        """The exit code, once the run has ended and every line of it is read."""
+        rc = self.proc.wait(timeout)
+        self._reader.join(30)
+        return rc
+
+    def __enter__(self) -> LoggedBackfill:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            kill_tree(self.proc)
 
 
 def make_config(data_dir: Path, lake: Path, start: int, end: int, **backfill):
@@ -201,17 +229,28 @@ def start_coordinator(
 _RUN_MODULE = "import runpy, sys; sys.path.remove(''); runpy.run_module('tests.lib.orchestration', run_name='__main__')"
 
 
+def poll_until(check, proc: subprocess.Popen | None, what: str, timeout: float = 120.0, interval: float = 0.02):
+    """``check()`` until it returns something other than None, and that value.  The run
+    ``proc`` must stay alive meanwhile; the deadline only guards against a hang (the test acts on
+    the state it waited for, never on the time it took)."""
+    deadline = time.monotonic() + timeout
+    while (value := check()) is None:
+        assert proc is None or proc.poll() is None, f"the run exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(interval)
+    return value
+
+
 def wait_held(hold_dir: Path, point: str, proc: subprocess.Popen, n: int = 1, timeout: float = 120.0) -> list[int]:
     """Until ``n`` range processes hold at fault point ``point`` (see faults.py); the deadline
     only guards against a hang, the test acts on the hold itself."""
     from rpcbackfill.orchestration import faults
 
-    deadline = time.monotonic() + timeout
-    while len(pids := faults.held(hold_dir, point)) < n:
-        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {n} range(s) held at {point}"
-        assert time.monotonic() < deadline, f"no range held at {point} within {timeout}s"
-        time.sleep(0.02)
-    return pids
+    def held() -> list[int] | None:
+        pids = faults.held(hold_dir, point)
+        return pids if len(pids) >= n else None
+
+    return poll_until(held, proc, f"{n} range(s) held at {point}", timeout)
 
 
 def wait_group_gone(pgid: int, timeout: float = 20.0) -> None:

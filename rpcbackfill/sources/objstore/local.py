@@ -40,7 +40,8 @@ class LocalStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 size = os.fstat(fd).st_size
-                data = os.read(fd, size + 1) if size else b""
+                # always read: st_size is 0 for a pipe too, whose data only the read brings
+                data = os.read(fd, size + 1)
                 if len(data) != size:  # a short read (or a file that grew): finish with a plain loop
                     parts = [data]
                     while chunk := os.read(fd, 1 << 20):

@@ -59,6 +59,10 @@ from .reader import ChunkReader, verify_chunk
 log = logging.getLogger(__name__)
 
 _DATA_BUFFER = 1 << 20  # userspace write buffer of the data partial (frames are ~10-500 KiB)
+# append_many compresses a batch in one multi_compress_to_buffer call up to this many input bytes
+# (sparse ledgers: the per-call overhead matters); bigger batches compress ledger by ledger, so
+# no batch-sized output buffer is allocated (and faulted in) for dense ledgers.
+_MULTI_MAX_BYTES = 4 << 20
 
 
 class _State(enum.Enum):
@@ -319,15 +323,20 @@ class ChunkWriter:
             )
         st = self._state
         if st is _State.OPEN:
-            frames = self._cctx.multi_compress_to_buffer(lcms)  # type: ignore[arg-type]  # any buffers
+            lens = [len(x) for x in lcms]
+            frames: Any
+            if sum(lens) <= _MULTI_MAX_BYTES:  # small ledgers: one call for all (a BufferSegment each)
+                frames = self._cctx.multi_compress_to_buffer(lcms)  # type: ignore[arg-type]  # any buffers
+            else:  # large ones: per-call overhead is noise, and no batch-sized output buffer
+                frames = [self._compress(x) for x in lcms]
             write, pack, crc32, recs = self._data.write, self._pack, zlib.crc32, self._recs  # type: ignore[union-attr]
             size, raw = self._size, self._raw
             try:
                 for i in range(n):
-                    frame: Any = frames[i]  # a BufferSegment: a buffer (its stub does not say so)
+                    frame = frames[i]
                     write(frame)
                     size += len(frame)
-                    m = len(lcms[i])
+                    m = lens[i]
                     raw += m
                     recs += pack(size, m, crc32(frame))
             except OSError as e:
