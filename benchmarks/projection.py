@@ -13,8 +13,8 @@ Each JSON is a ``benchmarks/harness.py --json`` result.  The model:
   costs ``L * a + T * b``.
 * **Wall.**  Chunks of every range are independent work items, so the ingest part spreads over
   all cores; the model divides the CPU by ``cores * efficiency``.  ``efficiency`` is the
-  measured speed-up of ``workers = 2`` over ``workers = 1`` divided by 2 (``--scaling``, from the
-  harness's ``scaling`` stage), else ``--efficiency``.  A range's transition runs at most
+  measured utilisation of the cores by ``workers = 2`` on the 2-core harness machine (CPU seconds
+  over wall seconds x 2, ``--scaling``: the harness's ``scaling`` stage), else ``--efficiency``.  A range's transition runs at most
   ``16`` shard tasks at once (one per index shard), so the last range's transition is added as
   a tail that cannot use more than 16 cores: its CPU is ``T / ranges * index_cost`` (the
   harness's ``index`` stage, ns per key from spill to verify) over ``min(16, cores)``.
@@ -90,14 +90,23 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
+def _workers_result(doc: dict, n: int) -> dict | None:
+    for r in doc.get("results", []):
+        stage = str(r.get("stage", ""))
+        if stage.endswith(f"workers={n}") and ("scaling" in stage or "backfill" in stage):
+            return r
+    return None
+
+
 def scaling_efficiency(path: Path) -> float:
-    """Speed-up of workers=2 over workers=1, per worker, from a harness ``scaling`` result."""
+    """How busy ``workers = 2`` kept the 2 cores of the harness's ``scaling`` stage: CPU seconds
+    over (wall seconds x 2).  Chunk work items have no ordering between them, so the same
+    utilisation is assumed on N cores with N workers (see the module docstring)."""
     doc = json.loads(path.read_text())
-    one = _result(doc, "backfill workers=1") or _result(doc, "scaling workers=1")
-    two = _result(doc, "backfill workers=2") or _result(doc, "scaling workers=2")
-    if one is None or two is None:
+    two = _workers_result(doc, 2)
+    if two is None or _workers_result(doc, 1) is None:
         raise SystemExit(f"error: {path} has no workers=1/workers=2 pair (the harness's scaling stage)")
-    return (one["wall_s"] / two["wall_s"]) / 2.0
+    return two["cpu_s"] / (two["wall_s"] * 2.0)
 
 
 def hours(x: float) -> str:

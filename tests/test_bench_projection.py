@@ -70,14 +70,16 @@ def test_scaling_efficiency_and_missing_results(tmp_path):
     m = _module()
     doc = {
         "results": [
-            {"stage": "backfill workers=1", "wall_s": 10.0},
-            {"stage": "backfill workers=2", "wall_s": 5.5},
+            {"stage": "scaling 1 range x4 chunks, workers=1", "wall_s": 10.0, "cpu_s": 13.0},
+            {"stage": "scaling 1 range x4 chunks, workers=2", "wall_s": 7.0, "cpu_s": 12.6},
         ]
     }
     p = tmp_path / "scaling.json"
     p.write_text(json.dumps(doc))
-    assert m.scaling_efficiency(p) == pytest.approx(10.0 / 5.5 / 2)
+    assert m.scaling_efficiency(p) == pytest.approx(12.6 / (7.0 * 2))
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"results": []}))
     with pytest.raises(SystemExit, match="no workers=1 backfill result"):
         m.load_point(empty)
+    with pytest.raises(SystemExit, match="no workers=1/workers=2 pair"):
+        m.scaling_efficiency(empty)
