@@ -47,7 +47,7 @@ def test_disk_full_is_one_clear_error(tmp_path, small_disk):
     lake = make_lake(tmp_path / "lake", 2, LAST)  # ~20 MB of ledgers: more than the 6 MB disk holds
     cfg = tmp_path / "backfill.toml"
     cfg.write_text(
-        f'[service]\ndata_dir = "{small_disk / "data"}"\n'
+        f'[service]\ndata_dir = "{small_disk / "data"}"\nhttp_port = 0\n'  # no endpoint: no port shared with other runs
         "[backfill]\nrange_size = 10000\ncheckpoint_interval = 1000\nparallel_ranges = 1\n"
         f'[backfill.buffered_storage]\nbucket_path = "{lake}"\n'
     )
