@@ -277,6 +277,21 @@ class RangeOrchestrator:
         lc = info.ledger_last_committed if info.ledger_last_committed is not None else info.start_ledger - 1
         return lc < info.end_ledger and chunk_of_ledger(info.end_ledger) > chunk_of_ledger(lc + 1)
 
+    def _stores_ready(self, lc: int, last: int, ldir: Path, tdir: Path) -> bool:
+        """False (and say so) when ingestion already committed ``last``; otherwise create the
+        active store directories and return True."""
+        if lc >= last:
+            log.info(
+                "range %d: ingestion already complete at ledger %d",
+                self.rid,
+                lc,
+                extra=self._fields(ledger=lc, phase="INGESTING"),
+            )
+            return False
+        ldir.mkdir(parents=True, exist_ok=True)
+        tdir.mkdir(parents=True, exist_ok=True)
+        return True
+
     def _ingest_sequential(self, upto: int) -> None:
         """Ingest ledgers in order up to ``upto`` (the range's end, or the end of a partial chunk
         that chunk-parallel ingestion finishes first), checkpointing every ``checkpoint_interval``."""
@@ -295,16 +310,8 @@ class RangeOrchestrator:
         else:
             lc = info.ledger_last_committed
             counts = list(info.cf_counts)
-        if lc >= last:
-            log.info(
-                "range %d: ingestion already complete at ledger %d",
-                self.rid,
-                lc,
-                extra=self._fields(ledger=lc, phase="INGESTING"),
-            )
+        if not self._stores_ready(lc, last, ldir, tdir):
             return
-        ldir.mkdir(parents=True, exist_ok=True)
-        tdir.mkdir(parents=True, exist_ok=True)
         interval = self.config.backfill.checkpoint_interval
         log.info(
             "range %d: ingesting ledgers %d-%d%s",
@@ -374,16 +381,8 @@ class RangeOrchestrator:
             self._ingest_sequential(chunk_last_ledger(chunk_of_ledger(lc + 1)))
             lc = self._committed()
         lc = self._grow_prefix(None)  # chunks recorded beyond a just-finished sequential part
-        if lc >= last:
-            log.info(
-                "range %d: ingestion already complete at ledger %d",
-                self.rid,
-                lc,
-                extra=self._fields(ledger=lc, phase="INGESTING"),
-            )
+        if not self._stores_ready(lc, last, ldir, tdir):
             return
-        ldir.mkdir(parents=True, exist_ok=True)
-        tdir.mkdir(parents=True, exist_ok=True)
         done = info.chunks_done
         # The sequential spill holds the committed records not in a chunk spill; anything past
         # them was never committed.
