@@ -32,6 +32,8 @@ BACKFILL_MODE_MESSAGE = "Service in backfill mode"
 UNAVAILABLE = -32003
 UNHEALTHY = INTERNAL_ERROR  # stellar-rpc's getHealth answers internal error when unhealthy
 MAX_BODY = 64 * 1024  # requests are tiny; anything larger answers HTTP 413
+DRAIN_MAX = 1 << 20  # after a 413, the unread body read and dropped (at most this much) ...
+DRAIN_S = 1.0  # ... for at most this long, so the close does not reset the connection
 MAX_DEPTH = 64  # deeper JSON nesting is a parse error (the stdlib parser would recurse)
 BACKLOG = 1024  # listen backlog: bursts of concurrent clients queue instead of being reset
 CLIENT_TIMEOUT = 10.0  # seconds a connection may stay idle before its thread gives up on it
@@ -104,6 +106,19 @@ class StatusServer(_Endpoint):
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _drain(self, n: int) -> None:
+                """Read and drop up to ``DRAIN_MAX`` bytes of an unread body (for at most
+                ``DRAIN_S``): closing a socket with unread data makes the kernel reset the
+                connection, and the client may then lose the answer already sent."""
+                self.wfile.flush()
+                left = min(n, DRAIN_MAX)
+                try:
+                    self.connection.settimeout(DRAIN_S)
+                    while left > 0 and (chunk := self.rfile.read1(min(left, 65536))):
+                        left -= len(chunk)
+                except OSError:
+                    pass
+
             def do_GET(self):
                 if self.path.rstrip("/") == "/health":
                     h = server._health()
@@ -126,6 +141,7 @@ class StatusServer(_Endpoint):
                 if n > MAX_BODY:
                     self.close_connection = True  # the body is not read: the connection cannot be reused
                     self._send(413, error_reply(None, INVALID_REQUEST, f"request larger than {MAX_BODY} bytes"))
+                    self._drain(n)
                     return
                 data = self.rfile.read(n)
                 if len(data) < n:  # the client went away mid-body
