@@ -28,6 +28,7 @@ from rpcbackfill.sources.layout import LakeSchema, write_lake
 from tests.lib.core import CORE_ENV, FAKE_CORE, make_archive
 from tests.lib.ledgers import chain as make_chain
 from tests.lib.oracle import sdk_reference
+from tests.lib.procs import gone, wait_gone
 
 HERE = Path(__file__).resolve().parent
 FAKE = FAKE_CORE
@@ -67,23 +68,6 @@ def core_cfg(tmp_path: Path, lake: Path, **fake) -> CaptiveCoreConfig:
 def source(cfg, cancel=None, **kw) -> CaptiveCoreSource:
     kw.setdefault("stop_timeout", 5.0)
     return CaptiveCoreSource(cfg, cancel, network_passphrase=NET, env=ENV, **kw)
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "State:\tZ" in state  # a zombie is dead, just not reaped by its new parent
-
-
-def wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return gone(pid)
 
 
 @pytest.mark.parametrize("first,last", [(100, 150), (64, 70), (2, 40), (299, 301)])

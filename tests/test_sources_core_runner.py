@@ -11,6 +11,7 @@ import pytest
 
 from rpcbackfill.errors import Cancelled, CoreProcessError
 from rpcbackfill.sources.core_runner import CoreRunner, core_version
+from tests.lib.procs import wait_gone
 
 
 def script(tmp_path: Path, body: str, name: str = "core.sh") -> Path:
@@ -47,7 +48,7 @@ def test_run_timeout_kills_the_process_group(tmp_path):
     with pytest.raises(CoreProcessError, match="did not finish within 0 s"):
         r.run("new-db", timeout=0.2, cancel=threading.Event())
     child = int((tmp_path / "work" / "child.pid").read_text())
-    assert _gone_within(child, 10)
+    assert wait_gone(child, 10)
 
 
 def test_run_cancelled(tmp_path):
@@ -95,21 +96,3 @@ def test_core_version(tmp_path):
         core_version(failing)
     with pytest.raises(CoreProcessError, match="cannot run"):
         core_version(tmp_path / "absent")
-
-
-def _gone_within(pid: int, seconds: float) -> bool:
-    """SIGKILL is delivered asynchronously: poll until the process is gone (or a zombie)."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in state
