@@ -37,6 +37,7 @@ from tests.lib.orchestration import (
     wait_group_gone,
     wait_held,
 )
+from tests.lib.procs import gone
 
 RS3 = 30_000  # three chunks per range
 LAST = RS3 + 1  # range 0: ledgers 2..30001
@@ -186,33 +187,35 @@ def test_kill9_at_random_moments_then_identical(tmp_path, lake, reference):
     _resume_and_check(tmp_path, cfg, lake, reference)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def test_chunk_workers_die_with_their_orchestrator(tmp_path, lake, reference):
-    import signal
-
+def _two_workers_held_at_ingest(tmp_path, lake, stderr):
+    """A 2-worker run whose two chunk workers are held at their first ledger: (cfg, hold dir,
+    coordinator, worker pids)."""
     hold = tmp_path / "hold"
     hold.mkdir()
     cfg = _config(tmp_path, lake, 2)
-    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "ingest:1"), stderr=subprocess.DEVNULL)
+    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "ingest:1"), stderr=stderr)
     try:
-        workers = wait_held(hold, "ingest", p, n=2)  # two chunk workers, each at its first ledger
+        return cfg, hold, p, wait_held(hold, "ingest", p, n=2)
+    except BaseException:
+        kill_tree(p)
+        raise
+
+
+def test_chunk_workers_die_with_their_orchestrator(tmp_path, lake, reference):
+    import signal
+
+    cfg, _, p, workers = _two_workers_held_at_ingest(tmp_path, lake, subprocess.DEVNULL)
+    try:
         (orch,) = {_parent(w) for w in workers}  # children of one range process ...
         assert orch not in (p.pid, *workers) and _parent(orch) == p.pid  # ... itself a child of the coordinator
         os.kill(orch, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while any(_alive(w) for w in workers):
+        while not all(gone(w) for w in workers):
             assert time.monotonic() < deadline, "chunk workers outlived their orchestrator"
             time.sleep(0.02)
     finally:
@@ -223,12 +226,8 @@ def test_chunk_workers_die_with_their_orchestrator(tmp_path, lake, reference):
 def test_a_chunk_worker_killed_alone_is_a_retried_failure(tmp_path, lake, reference):
     import signal
 
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    cfg = _config(tmp_path, lake, 2)
-    p = start_coordinator(tmp_path, cfg, env=faults.hold_env(hold, "ingest:1"), stderr=subprocess.PIPE)
+    cfg, hold, p, workers = _two_workers_held_at_ingest(tmp_path, lake, subprocess.PIPE)
     try:
-        workers = wait_held(hold, "ingest", p, n=2)
         os.kill(workers[0], signal.SIGKILL)  # like the OOM killer picking one worker
         faults.release(hold, "ingest")  # the other worker goes on (and the retry's workers pass)
         _, err = p.communicate(timeout=300)
