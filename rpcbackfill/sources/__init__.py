@@ -35,10 +35,12 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     run(config, ranges)
 
 
-def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
+def open_source(config: Config, cancel: threading.Event, *, prefetch: bool = True) -> LedgerSource:
     """Build (but do not start) the source the configuration names.
 
     Nothing touches the network or spawns a process here; ``prepare_range`` does.
+    ``prefetch=False``: the caller is one of several parallel workers, so a source that can read
+    cheaply in the caller's thread (a data lake in a local directory) starts no read-ahead threads.
     """
     backend = config.backfill.ledger_backend
     passphrase = config.service.network_passphrase
@@ -46,7 +48,11 @@ def open_source(config: Config, cancel: threading.Event) -> LedgerSource:
         from .datalake import DataLakeSource
 
         return DataLakeSource(
-            config.backfill.buffered_storage, passphrase, cancel, authenticate=config.backfill.check_ledger_hashes
+            config.backfill.buffered_storage,
+            passphrase,
+            cancel,
+            authenticate=config.backfill.check_ledger_hashes,
+            prefetch=prefetch,
         )
     if backend == "captive_core":
         from .captive_core import CaptiveCoreSource

@@ -87,6 +87,7 @@ class DataLakeSource(_BoundedSource):
         request_timeout: float | tuple[float, float] | None = None,
         store=None,
         authenticate: bool = False,
+        prefetch: bool = True,
     ):
         problems = []
         if config.buffer_size < 1:
@@ -106,6 +107,11 @@ class DataLakeSource(_BoundedSource):
         self.max_buffer_bytes = max(1, int(max_buffer_bytes))
         self._request_timeout = request_timeout
         self.authenticate = authenticate  # check_ledger_hashes: verify each ledger in the worker
+        # prefetch=False: the caller runs beside other workers (a chunk worker of a pool), so a
+        # store whose reads are cheap (``StoreTuning.inline_reads``: a local directory) is read in
+        # the caller's thread, on demand, with no download thread and no hand-off per file.
+        self.prefetch = prefetch
+        self._inline = False
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
@@ -189,12 +195,15 @@ class DataLakeSource(_BoundedSource):
             n = min(n, tuning.max_workers)
         if tuning.max_buffer_bytes is not None:
             self.max_buffer_bytes = min(self.max_buffer_bytes, tuning.max_buffer_bytes)
+        if not self.prefetch and tuning.inline_reads:
+            n = 0
+            self._inline = True
         for i in range(n):
             t = threading.Thread(target=self._worker, name=f"datalake-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         log.info(
-            "data lake %s: ledgers %d-%d in %d files (%d per file, ext %s), %d workers, buffer %d files",
+            "data lake %s: ledgers %d-%d in %d files (%d per file, ext %s), %d workers%s, buffer %d files",
             self._store.url,
             first,
             last,
@@ -202,6 +211,7 @@ class DataLakeSource(_BoundedSource):
             s.ledgers_per_batch,
             s.file_ext,
             n,
+            " (read inline)" if self._inline else "",
             self.config.buffer_size,
         )
 
@@ -375,6 +385,22 @@ class DataLakeSource(_BoundedSource):
         """Consecutive ready files holding up to ``max_ledgers`` ledgers (at least one file when
         ``block``, waiting for it; possibly none otherwise), in one critical section."""
         out: list[_Batch] = []
+        if self._inline:  # read files until the batch is full (nothing is ever "ready" ahead)
+            n = 0
+            while n < max_ledgers:
+                try:
+                    b = self._fetch_inline()
+                except RpcBackfillError as e:
+                    if not out or isinstance(e, Cancelled):
+                        raise
+                    # the ledgers read so far are delivered; the next call reaches the failed file
+                    self._fatal, self._fatal_at = e, self._next_take
+                    break
+                if b is None:
+                    break
+                out.append(b)
+                n += len(b.ledgers)
+            return out
         if block:
             out.append(self._take_next())
             n = len(out[0].ledgers)
@@ -395,7 +421,34 @@ class DataLakeSource(_BoundedSource):
                 self._room.notify(freed)
         return out
 
+    def _fetch_inline(self) -> _Batch | None:
+        """Inline mode: file ``_next_take``, read now in the caller's thread (None past the end).
+        A failure is raised here, at the file it belongs to, like a worker's."""
+        i = self._next_take
+        if i >= len(self._starts):
+            return None
+        if self._fatal is not None and self._fatal_at == i:
+            raise self._fatal
+        self._check_cancel()
+        b = self._ready.pop(i, None)  # file 0 was fetched by prepare_range
+        if b is None:
+            try:
+                b = self._fetch_for(i)
+            except (RpcBackfillError, Cancelled):
+                raise
+            except Exception as e:  # as a worker reports it
+                raise SourceError(f"data lake read failed on file {i}: {type(e).__name__}: {e}") from None
+        else:
+            self._ready_bytes -= b.nbytes
+        self._next_take = self._next_claim = i + 1
+        return b
+
     def _take_next(self) -> _Batch:
+        if self._inline:
+            b = self._fetch_inline()
+            if b is None:
+                raise SourceError("data lake source: no file left in the range")
+            return b
         with self._cv:
             while True:
                 i = self._next_take

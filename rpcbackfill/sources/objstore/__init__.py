@@ -53,6 +53,9 @@ class StoreTuning:
 
     max_workers: int | None = None
     max_buffer_bytes: int | None = None
+    # Reads are cheap enough to make in the consumer's own thread (a local directory: a page-cache
+    # copy), so a caller that runs beside other workers may ask for no download threads at all.
+    inline_reads: bool = False
 
 
 @dataclass(frozen=True)

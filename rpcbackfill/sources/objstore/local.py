@@ -25,7 +25,7 @@ LOCAL_MAX_BUFFER_BYTES = 32 << 20
 class LocalStore:
     """``ObjectStore`` over a directory; keys are relative paths."""
 
-    tuning = StoreTuning(max_workers=LOCAL_MAX_WORKERS, max_buffer_bytes=LOCAL_MAX_BUFFER_BYTES)
+    tuning = StoreTuning(max_workers=LOCAL_MAX_WORKERS, max_buffer_bytes=LOCAL_MAX_BUFFER_BYTES, inline_reads=True)
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import mmap
 import os
 import shutil
 import zlib
@@ -48,7 +49,6 @@ from .format import (
     PARTIAL_RECORD,
     PARTIAL_RECORD_DTYPE,
     PARTIAL_VERSION,
-    READ_AHEAD,
     ZSTD_CHECKSUM,
     ChunkStats,
     chunk_exists,
@@ -63,6 +63,24 @@ _DATA_BUFFER = 1 << 20  # userspace write buffer of the data partial (frames are
 # (sparse ledgers: the per-call overhead matters); bigger batches compress ledger by ledger, so
 # no batch-sized output buffer is allocated (and faulted in) for dense ledgers.
 _MULTI_MAX_BYTES = 4 << 20
+
+
+def check_frame_crcs(path: Path, ends: Sequence[int], crcs: Sequence[int], first_ledger: int, where: str) -> None:
+    """Frame ``i`` of the data file ``path`` (bytes ``ends[i-1]..ends[i]``, from 0) has CRC-32
+    ``crcs[i]``.  The file is mapped, not copied: one slice per frame.  Raises ``CorruptStoreError``."""
+    if not ends:
+        return
+    crc32 = zlib.crc32
+    with _io(path, "reading"), open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < ends[-1]:
+            raise CorruptStoreError(f"{where}: {path} has {size} bytes, {ends[-1]} were written")
+        with mmap.mmap(f.fileno(), ends[-1], access=mmap.ACCESS_READ) as m, memoryview(m) as mv:
+            s = 0
+            for i, end in enumerate(ends):
+                if crc32(mv[s:end]) != crcs[i]:
+                    raise CorruptStoreError(f"{where}: ledger {first_ledger + i} frame fails its CRC in {path}")
+                s = end
 
 
 class _State(enum.Enum):
@@ -111,6 +129,7 @@ class ChunkWriter:
         work_dir: str | os.PathLike,
         resume: ChunkProgress | None = None,
         level: int = ZSTD_LEVEL,
+        check_frames: bool = False,
     ):
         if chunk_id < 0:
             raise ValueError(f"chunk id must be >= 0, got {chunk_id}")
@@ -123,6 +142,13 @@ class ChunkWriter:
         self.data_partial, self.offsets_partial = chunk_partial_paths(work_dir, chunk_id)
         self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=ZSTD_CHECKSUM)
         self._compress = self._cctx.compress
+        # check_frames: every frame is decoded right after it is compressed, while it is hot in
+        # the CPU cache (zstd checks its content checksum, computed over the ingested bytes, and
+        # the decoded length must be the ingested length); finish() then proves the published
+        # .data holds exactly those frames (CRC-32 of each, from the records) and the .index
+        # their offsets.  Together: every stored frame decodes to the bytes ingested.
+        self._check_frames = check_frames
+        self._decompress = zstandard.ZstdDecompressor().decompress
         self._pack = PARTIAL_RECORD.pack
         self._data: BinaryIO | None = None  # buffered file object of the data partial (open state)
         self._offs_fd = -1
@@ -217,26 +243,7 @@ class ChunkWriter:
         if ends[0] <= 0 or (np.diff(ends) <= 0).any() or int(ends[-1]) != p.data_bytes:
             raise CorruptStoreError(f"{where}: recorded offsets disagree with progress ({p.data_bytes} bytes)")
         # Re-check every frame's CRC: proves the data partial holds exactly what we wrote.
-        crcs = recs["crc"].tolist()
-        endl = ends.tolist()
-        with _io(self.data_partial, "reading"), open(self.data_partial, "rb", buffering=0) as f:
-            buf, base, s = bytearray(), 0, 0  # buf holds file bytes [base, base + len(buf))
-            for i, end in enumerate(endl):
-                while base + len(buf) < end:
-                    more = f.read(max(READ_AHEAD, end - base - len(buf)))
-                    if not more:
-                        raise CorruptStoreError(f"{where}: {self.data_partial} shrank while resuming")
-                    buf += more
-                with memoryview(buf) as mv:
-                    ok = zlib.crc32(mv[s - base : end - base]) == crcs[i]
-                if not ok:
-                    raise CorruptStoreError(
-                        f"{where}: ledger {self.first_ledger + i} frame fails its CRC in {self.data_partial}"
-                    )
-                s = end
-                if s - base >= READ_AHEAD:  # drop consumed bytes
-                    del buf[: s - base]
-                    base = s
+        check_frame_crcs(self.data_partial, ends.tolist(), recs["crc"].tolist(), self.first_ledger, where)
         # Truncate to exactly the recorded progress and continue appending from there.
         with _io(self.data_partial, "truncating"):
             os.truncate(self.data_partial, p.data_bytes)
@@ -286,6 +293,8 @@ class ChunkWriter:
         st = self._state
         if st is _State.OPEN:
             frame = self._compress(lcm)
+            if self._check_frames:
+                self._check_decoded(seq, (frame,), (len(lcm),))
             try:
                 self._data.write(frame)  # type: ignore[union-attr]  # open state: the file is open
             except OSError as e:
@@ -329,6 +338,8 @@ class ChunkWriter:
                 frames = self._cctx.multi_compress_to_buffer(lcms)  # type: ignore[arg-type]  # any buffers
             else:  # large ones: per-call overhead is noise, and no batch-sized output buffer
                 frames = [self._compress(x) for x in lcms]
+            if self._check_frames:
+                self._check_decoded(seq, frames, lens)
             write, pack, crc32, recs = self._data.write, self._pack, zlib.crc32, self._recs  # type: ignore[union-attr]
             size, raw = self._size, self._raw
             try:
@@ -354,6 +365,35 @@ class ChunkWriter:
             self._size = self._final_offsets[self._n]
         else:
             self._check_open()
+
+    def _check_decoded(self, seq: int, frames: Any, lens: Sequence[int]) -> None:
+        """Each of ``frames`` (just compressed, ledgers ``seq..``) decodes, checksum verified, to
+        as many bytes as were ingested for its ledger."""
+        decompress = self._decompress
+        for i, m in enumerate(lens):
+            try:
+                n = len(decompress(frames[i]))
+            except zstandard.ZstdError as e:
+                self._state = _State.FAILED
+                raise CorruptStoreError(
+                    f"chunk {self.chunk_id}: ledger {seq + i}: its new frame does not decode ({e})"
+                ) from None
+            if n != m:
+                self._state = _State.FAILED
+                raise CorruptStoreError(
+                    f"chunk {self.chunk_id}: ledger {seq + i}: its new frame decodes to {n} bytes, ingested {m}"
+                )
+
+    def _check_published(self) -> None:
+        """The published .index holds the offsets written and the .data the very frames that
+        ``_check_decoded`` decoded (CRC-32 of each against the writer's records)."""
+        recs = np.frombuffer(self._recs, dtype=PARTIAL_RECORD_DTYPE)
+        ends = recs["end"].tolist()
+        where = f"chunk {self.chunk_id}"
+        with ChunkReader(self.ledgers_base, self.chunk_id) as r:  # structural check of the index
+            if r.first_ledger != self.first_ledger or r.frame_offsets[1:] != ends:
+                raise CorruptStoreError(f"{where}: the published {self.index_path} differs from the offsets written")
+        check_frame_crcs(self.data_path, ends, recs["crc"].tolist(), self.first_ledger, where)
 
     def _check_open(self) -> None:
         if self._state not in _USABLE:
@@ -412,6 +452,8 @@ class ChunkWriter:
             raise
         self._state = _State.FINISHED
         stats = ChunkStats(self._n, self._size, self._raw)
+        if self._check_frames:
+            self._check_published()
         if verify:
             got = verify_chunk(self.ledgers_base, self.chunk_id, expect_ledgers=self._n)
             if got != stats:
