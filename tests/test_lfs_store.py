@@ -402,3 +402,52 @@ def test_reader_closed_during_iteration(full_chunk):
     with pytest.raises(StoreError, match="closed"):
         for _ in it:  # the read-ahead block runs out, then the closed fd is noticed
             pass
+
+
+def test_writer_check_frames_same_files_and_crc_check(tmp_path):
+    """check_frames=True (chunk workers) publishes byte-identical files; the CRC read-back it ends
+    with (check_frame_crcs) passes on them and names the ledger of a flipped byte or a short file."""
+    from rpcbackfill.stores.lfs.format import PARTIAL_RECORD_DTYPE
+    from rpcbackfill.stores.lfs.writer import check_frame_crcs
+
+    first = chunk_first_ledger(1)
+    ls = make_ledgers(first, 40)
+    for check in (False, True):
+        base = tmp_path / f"b{check}"
+        with lfs.ChunkWriter(base, 1, tmp_path / f"w{check}", check_frames=check) as w:
+            w.append_many(first, ls[:25])
+            for i in range(25, 40):
+                w.append(first + i, ls[i])
+            recs = np.frombuffer(bytes(w._recs), dtype=PARTIAL_RECORD_DTYPE)
+            w.finish(allow_partial=True)
+        with lfs.ChunkReader(base, 1) as r:
+            assert [x for _, x in r] == ls
+    dpath = tmp_path / "bTrue"
+    data = next(dpath.rglob("*.data"))
+    assert data.read_bytes() == next((tmp_path / "bFalse").rglob("*.data")).read_bytes()
+    ends, crcs = recs["end"].tolist(), recs["crc"].tolist()
+    check_frame_crcs(data, ends, crcs, first, "chunk 1")  # intact
+    raw = bytearray(data.read_bytes())
+    raw[ends[6] + 3] ^= 0x10  # inside ledger first + 7's frame
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CorruptStoreError, match=f"ledger {first + 7} frame fails its CRC"):
+        check_frame_crcs(data, ends, crcs, first, "chunk 1")
+    data.write_bytes(bytes(raw[: ends[-1] - 1]))
+    with pytest.raises(CorruptStoreError, match="has .* bytes"):
+        check_frame_crcs(data, ends, crcs, first, "chunk 1")
+
+
+def test_writer_check_frames_rejects_a_frame_that_decodes_short(tmp_path):
+    """The decode check compares each frame's decoded length with the ingested length: a frame
+    of other bytes (what a compressor fault would produce) fails the append and the writer."""
+    first = chunk_first_ledger(1)
+    ls = make_ledgers(first, 3)
+    w = lfs.ChunkWriter(tmp_path, 1, tmp_path / "w", check_frames=True)
+    w.append(first, ls[0])
+    real = w._compress
+    w._compress = lambda lcm: real(bytes(lcm)[:-1])  # a compressor that drops the last byte
+    with pytest.raises(CorruptStoreError, match=f"ledger {first + 1}: its new frame decodes to"):
+        w.append(first + 1, ls[1])
+    with pytest.raises(StoreError, match="failed"):
+        w.append(first + 1, ls[1])
+    w.close()

@@ -189,7 +189,8 @@ def test_missing_object_inside_range_is_fatal_never_retried(tmp_path, chain):
     assert src.stats["retries"] == 0
 
 
-def test_transient_errors_are_retried(tmp_path, chain):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_transient_errors_are_retried(tmp_path, chain, prefetch):
     from rpcbackfill.errors import TransientSourceError
 
     s = LakeSchema(NET, 2, 3)
@@ -210,11 +211,63 @@ def test_transient_errors_are_retried(tmp_path, chain):
         return orig_get(key)
 
     store.get = get
-    with DataLakeSource(cfg(tmp_path, retry_limit=2), NET, store=store) as src:
+    with DataLakeSource(cfg(tmp_path, retry_limit=2), NET, store=store, prefetch=prefetch) as src:
         got = read_all(src, 30, 200)
     assert got == [chain[q] for q in range(30, 201)]
     assert store.gets.count(k1) == 3 and store.gets.count(k2) == 2 and calls["n"] == 2
     assert src.stats["retries"] == 4
+
+
+# --- inline reads (prefetch=False: a chunk worker reading a local lake) -------------------------
+
+
+def read_batches(src, first, last, size):
+    out, seq = [], first
+    while seq <= last:
+        b = src.get_batch(seq, size)
+        assert b and b[0].seq == seq
+        out.append(b)
+        seq += len(b)
+    return out
+
+
+def test_inline_reads_no_thread_full_batches(lake, chain):
+    """prefetch=False on a local lake: no download thread; every batch but the last is full
+    (files are read on demand until it is) and the ledgers are the lake's."""
+    with DataLakeSource(cfg(lake), NET, prefetch=False) as src:
+        src.prepare_range(17, 250)
+        assert src._threads == []
+        batches = read_batches(src, 17, 250, 37)
+    assert [len(b) for b in batches[:-1]] == [37] * (len(batches) - 1)
+    got = [x for b in batches for x in b]
+    assert [x.seq for x in got] == list(range(17, 251))
+    assert [bytes(x.lcm) for x in got] == [chain[q] for q in range(17, 251)]
+    with DataLakeSource(cfg(lake), NET, prefetch=True) as src:  # the default keeps its workers
+        src.prepare_range(17, 250)
+        assert len(src._threads) > 0
+
+
+def test_inline_reads_deliver_ledgers_before_a_missing_file(tmp_path, chain):
+    """A file that fails for good in the middle of a batch: the ledgers before it are returned,
+    the next call raises (MissingLedgerError, never retried), nothing after it is read."""
+    s = LakeSchema(NET, 4, 2)
+    write_lake(tmp_path, sorted(chain.items()), s)
+    key = layout.object_key(100, s)
+    os.unlink(tmp_path / key)
+    store = FlakyStore(tmp_path, {})
+    with DataLakeSource(cfg(tmp_path, retry_limit=5), NET, store=store, prefetch=False) as src:
+        src.prepare_range(2, 300)
+        got = []
+        seq = 2
+        with pytest.raises(MissingLedgerError, match="ledger 100"):
+            while True:
+                b = src.get_batch(seq, 50)
+                got += [bytes(x.lcm) for x in b]
+                seq += len(b)
+        assert seq == 100 and got == [chain[q] for q in range(2, 100)]
+    assert store.gets.count(key) == 1
+    read = [layout.parse_file_name(k.split("/")[-1])[0] for k in store.gets if k != ".config.json"]
+    assert max(x for x in read if x != layout.parse_file_name(layout.object_key(300, s).split("/")[-1])[0]) == 100
 
 
 def test_retries_exhausted(tmp_path, chain):
