@@ -44,13 +44,16 @@ def _split(rnd: random.Random, n: int, most: int) -> list[int]:
 # --- ChunkWriter.append_many ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["one call", "per ledger"])
+@pytest.fixture(params=["one call", "runs", "per ledger"])
 def multi_max(request, monkeypatch):
-    """Both compression paths of append_many: one multi_compress_to_buffer call, or per ledger."""
+    """The compression paths of append_many: one multi_compress_to_buffer call per batch, runs of
+    a few ledgers (and lone ledgers larger than the cap), or one call per ledger."""
     from rpcbackfill.stores.lfs import writer
 
     if request.param == "per ledger":
         monkeypatch.setattr(writer, "_MULTI_MAX_BYTES", 0)
+    elif request.param == "runs":
+        monkeypatch.setattr(writer, "_MULTI_MAX_BYTES", 20_000)
     return request.param
 
 
@@ -203,9 +206,12 @@ def test_get_batch_is_the_get_ledger_stream(lake, chain):
 def test_get_batch_out_of_order_raises(lake):
     with DataLakeSource(_cfg(lake), NET) as src:
         src.prepare_range(2, 50)
-        src.get_batch(2, 5)
-        with pytest.raises(LedgerSequenceError, match="out of order"):
-            src.get_batch(3, 5)
+        b = src.get_batch(2, 5)  # 1 to 5 ledgers: as many as the workers had ready
+        nxt = b[-1].seq + 1
+        for wrong in (nxt - 1, nxt + 1):  # behind and ahead of the stream
+            with pytest.raises(LedgerSequenceError, match="out of order"):
+                src.get_batch(wrong, 5)
+        assert src.get_batch(nxt, 5)[0].seq == nxt  # the right call still works
 
 
 def test_metered_batches_count_every_ledger(lake, chain):
