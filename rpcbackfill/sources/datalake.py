@@ -228,21 +228,18 @@ class DataLakeSource(_BoundedSource):
         if self.cancel.is_set():
             raise Cancelled("data lake source cancelled")
 
-    def _with_retries(self, fn, where: str):
-        """Run ``fn`` with the retry policy; ObjectMissing and non-transient errors pass through."""
+    def _with_retries(self, fn, where: str, failed: TransientSourceError | None = None):
+        """Run ``fn`` with the retry policy; ObjectMissing and non-transient errors pass through.
+        ``failed``: the first attempt was already made (by the caller) and failed so."""
         attempt = 0
+        err = failed
         while True:
-            self._check_cancel()
-            if self._stop:
-                raise Cancelled("data lake source stopped")
-            try:
-                return fn()
-            except TransientSourceError as e:
+            if err is not None:
                 attempt += 1
                 if attempt > self.config.retry_limit:
-                    raise SourceError(f"{where}: giving up after {attempt} attempts: {e}") from None
+                    raise SourceError(f"{where}: giving up after {attempt} attempts: {err}") from None
                 self._count("retries")
-                reason = "corrupt" if isinstance(e, CorruptDownloadError) else "transport"
+                reason = "corrupt" if isinstance(err, CorruptDownloadError) else "transport"
                 with self._stats_lock:
                     self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
                 wait = min(MAX_BACKOFF, self.config.retry_wait * (2 ** (attempt - 1)))
@@ -250,11 +247,19 @@ class DataLakeSource(_BoundedSource):
                     "%s: attempt %d failed (%s); retrying in %.2fs",
                     where,
                     attempt,
-                    e,
+                    err,
                     wait,
-                    extra={"error_class": type(e).__name__, "retry": attempt, "reason": reason, "object": where},
+                    extra={"error_class": type(err).__name__, "retry": attempt, "reason": reason, "object": where},
                 )
                 self._sleep(wait)
+                err = None
+            self._check_cancel()
+            if self._stop:
+                raise Cancelled("data lake source stopped")
+            try:
+                return fn()
+            except TransientSourceError as e:
+                err = e
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -274,36 +279,42 @@ class DataLakeSource(_BoundedSource):
 
     def _fetch_for(self, i: int) -> _Batch:
         """Download, check and split file ``i`` of the range (with retries)."""
+        return self._with_retries(lambda: self._fetch_once(i), self._where(i))
+
+    def _where(self, i: int) -> str:
+        assert self.schema is not None  # prepare_range opened the lake before any fetch
+        return f"{self._store.url}/{layout.object_key(self._starts[i], self.schema)}"
+
+    def _fetch_once(self, i: int) -> _Batch:
+        """One attempt at file ``i``: download, decompress, scan once (authenticated: hashes
+        checked in this thread) and keep the range's ledgers.  A corrupt or truncated download
+        is a ``TransientSourceError`` (retried by the caller), a missing object is not."""
         s = self.schema
         assert s is not None  # prepare_range opened the lake before any fetch
         bstart = self._starts[i]
         lo = max(self._first, bstart)
         hi = min(self._last, bstart + s.ledgers_per_batch - 1)
         key = layout.object_key(bstart, s)
-        where = f"{self._store.url}/{key}"
-
-        def attempt() -> _Batch:
-            try:
-                data = self._store.get(key)
-            except ObjectMissing:
-                raise MissingLedgerError(f"ledger {lo}: object {where} does not exist") from None
-            self._count("bytes_downloaded", len(data))
-            raw = decompress_frame(data, where, CorruptDownloadError)  # corrupt download: retried
-            try:  # the one parse of these ledgers (authenticated: hashes checked in this thread)
-                start, end, found = verify_batch(raw) if self.authenticate else lcm.scan_batch(raw)
-            except XdrError as e:
-                raise CorruptDownloadError(f"{where}: malformed LedgerCloseMetaBatch ({e})") from None
-            if start > lo or end < hi:
-                raise MissingLedgerError(
-                    f"ledger {lo if start > lo else hi}: object {where} holds ledgers {start}-{end}, needed {lo}-{hi}"
-                )
-            if lo != start or hi != end:  # drop ledgers outside the range early
-                found = found[lo - start : hi - start + 1]
-            self._count("files")
-            ledgers = [Ledger(*x) for x in found]
-            return _Batch(lo, ledgers, len(raw))  # the ledgers are views: the whole batch stays in memory
-
-        return self._with_retries(attempt, where)
+        try:
+            data = self._store.get(key)
+        except ObjectMissing:
+            raise MissingLedgerError(f"ledger {lo}: object {self._where(i)} does not exist") from None
+        raw = decompress_frame(data, key, CorruptDownloadError)  # corrupt download: retried
+        try:  # the one parse of these ledgers
+            start, end, found = verify_batch(raw) if self.authenticate else lcm.scan_batch(raw)
+        except XdrError as e:
+            raise CorruptDownloadError(f"{self._where(i)}: malformed LedgerCloseMetaBatch ({e})") from None
+        if start > lo or end < hi:
+            raise MissingLedgerError(
+                f"ledger {lo if start > lo else hi}: object {self._where(i)} holds ledgers {start}-{end}, "
+                f"needed {lo}-{hi}"
+            )
+        if lo != start or hi != end:  # drop ledgers outside the range early
+            found = found[lo - start : hi - start + 1]
+        with self._stats_lock:
+            self.stats["bytes_downloaded"] += len(data)
+            self.stats["files"] += 1
+        return _Batch(lo, [Ledger(*x) for x in found], len(raw))  # views: the whole batch stays in memory
 
     def _worker(self) -> None:
         while True:
@@ -433,7 +444,10 @@ class DataLakeSource(_BoundedSource):
         b = self._ready.pop(i, None)  # file 0 was fetched by prepare_range
         if b is None:
             try:
-                b = self._fetch_for(i)
+                try:
+                    b = self._fetch_once(i)  # the retry machinery only once an attempt failed
+                except TransientSourceError as e:
+                    b = self._with_retries(lambda: self._fetch_once(i), self._where(i), failed=e)
             except (RpcBackfillError, Cancelled):
                 raise
             except Exception as e:  # as a worker reports it
