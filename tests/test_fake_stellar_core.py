@@ -111,7 +111,8 @@ def test_high_quality_validators_need_history_and_redundancy(tmp_path, archive):
 
 def test_catchup_needs_new_db_archive_and_the_bucket_lock(tmp_path, archive):
     base = (
-        f'NETWORK_PASSPHRASE = "{NET}"\nUNSAFE_QUORUM = true\nFAILURE_SAFETY = 0\nLOG_FILE_PATH = ""\n'
+        # HTTP_PORT = 0: the default 11626 is shared by every suite running on this machine
+        f'NETWORK_PASSPHRASE = "{NET}"\nHTTP_PORT = 0\nUNSAFE_QUORUM = true\nFAILURE_SAFETY = 0\nLOG_FILE_PATH = ""\n'
         f'DATABASE = "sqlite3://db.sqlite"\n[QUORUM_SET]\nTHRESHOLD_PERCENT = 100\n'
         f'VALIDATORS = ["GBU6VL6FNFBXQ3TIH7WU7YUSPVTHW54L4DOYBWENOCQCV2JSUYE7JAZB"]\n'
     )
