@@ -247,6 +247,23 @@ def test_inline_reads_no_thread_full_batches(lake, chain):
         assert len(src._threads) > 0
 
 
+def test_inline_reads_bounded_by_max_buffer_bytes(lake, chain):
+    """Inline reads keep the read-ahead mode's memory bound: a batch stops at the file that
+    brings it to max_buffer_bytes (always at least one file), however many ledgers were asked."""
+    one_file = sum(len(chain[q]) for q in range(8, 16))  # files hold 8 ledgers, aligned: 8..15
+    with DataLakeSource(cfg(lake), NET, prefetch=False, max_buffer_bytes=1) as src:
+        src.prepare_range(8, 207)
+        batches = read_batches(src, 8, 207, 100)
+    assert [len(b) for b in batches] == [8] * 25
+    assert [x.seq for b in batches for x in b] == list(range(8, 208))
+    with DataLakeSource(cfg(lake), NET, prefetch=False, max_buffer_bytes=2 * one_file + 1) as src:
+        src.prepare_range(8, 207)
+        batches = read_batches(src, 8, 207, 100)
+    # two files stay under the bound, the third reaches it: 24 ledgers per call, never the 100 asked
+    assert max(len(b) for b in batches) == 24 and len(batches[0]) == 24
+    assert [bytes(x.lcm) for b in batches for x in b] == [chain[q] for q in range(8, 208)]
+
+
 def test_inline_reads_deliver_ledgers_before_a_missing_file(tmp_path, chain):
     """A file that fails for good in the middle of a batch: the ledgers before it are returned,
     the next call raises (MissingLedgerError, never retried), nothing after it is read."""

@@ -397,8 +397,10 @@ class DataLakeSource(_BoundedSource):
         ``block``, waiting for it; possibly none otherwise), in one critical section."""
         out: list[_Batch] = []
         if self._inline:  # read files until the batch is full (nothing is ever "ready" ahead)
-            n = 0
-            while n < max_ledgers:
+            # ... or holds max_buffer_bytes of ledgers: the memory bound of the read-ahead mode
+            # (256 dense ledgers would be ~240 MB per batch)
+            n = nbytes = 0
+            while n < max_ledgers and nbytes < self.max_buffer_bytes:
                 try:
                     b = self._fetch_inline()
                 except RpcBackfillError as e:
@@ -411,6 +413,7 @@ class DataLakeSource(_BoundedSource):
                     break
                 out.append(b)
                 n += len(b.ledgers)
+                nbytes += b.nbytes
             return out
         if block:
             out.append(self._take_next())
