@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import random
 import threading
 
@@ -435,6 +436,31 @@ def test_writer_check_frames_same_files_and_crc_check(tmp_path):
     data.write_bytes(bytes(raw[: ends[-1] - 1]))
     with pytest.raises(CorruptStoreError, match="has .* bytes"):
         check_frame_crcs(data, ends, crcs, first, "chunk 1")
+
+
+def test_crc_check_releasing_checked_pages(tmp_path, monkeypatch):
+    """check_frame_crcs drops the pages it has checked from the mapping every _CRC_WINDOW bytes
+    (a dense chunk is ~1.5 GB); with a window of one byte (a release after every frame) the
+    frames are still all checked: intact passes, a flipped byte far past a release is named."""
+    from rpcbackfill.stores.lfs import writer as lfs_writer
+    from rpcbackfill.stores.lfs.format import PARTIAL_RECORD_DTYPE
+
+    monkeypatch.setattr(lfs_writer, "_CRC_WINDOW", 1)
+    first = chunk_first_ledger(2)
+    ls = make_ledgers(first, 40)
+    with lfs.ChunkWriter(tmp_path / "b", 2, tmp_path / "w", check_frames=True) as w:
+        w.append_many(first, ls)
+        recs = np.frombuffer(bytes(w._recs), dtype=PARTIAL_RECORD_DTYPE)
+        w.finish(allow_partial=True)
+    data = next((tmp_path / "b").rglob("*.data"))
+    ends, crcs = recs["end"].tolist(), recs["crc"].tolist()
+    assert ends[-1] > 4 * mmap.PAGESIZE  # releases happen before the last frames
+    lfs_writer.check_frame_crcs(data, ends, crcs, first, "chunk 2")
+    raw = bytearray(data.read_bytes())
+    raw[ends[-2] + 1] ^= 0x01  # inside the last ledger's frame
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CorruptStoreError, match=f"ledger {first + 39} frame fails its CRC"):
+        lfs_writer.check_frame_crcs(data, ends, crcs, first, "chunk 2")
 
 
 def test_writer_check_frames_rejects_a_frame_that_decodes_short(tmp_path):

@@ -63,6 +63,8 @@ _DATA_BUFFER = 1 << 20  # userspace write buffer of the data partial (frames are
 # (sparse ledgers: the per-call overhead matters); bigger batches compress ledger by ledger, so
 # no batch-sized output buffer is allocated (and faulted in) for dense ledgers.
 _MULTI_MAX_BYTES = 4 << 20
+# check_frame_crcs releases the mapped pages it has checked every this many bytes
+_CRC_WINDOW = 32 << 20
 
 
 def check_frame_crcs(path: Path, ends: Sequence[int], crcs: Sequence[int], first_ledger: int, where: str) -> None:
@@ -76,11 +78,17 @@ def check_frame_crcs(path: Path, ends: Sequence[int], crcs: Sequence[int], first
         if size < ends[-1]:
             raise CorruptStoreError(f"{where}: {path} has {size} bytes, {ends[-1]} were written")
         with mmap.mmap(f.fileno(), ends[-1], access=mmap.ACCESS_READ) as m, memoryview(m) as mv:
-            s = 0
+            s = dropped = 0
             for i, end in enumerate(ends):
                 if crc32(mv[s:end]) != crcs[i]:
                     raise CorruptStoreError(f"{where}: ledger {first_ledger + i} frame fails its CRC in {path}")
                 s = end
+                if end - dropped >= _CRC_WINDOW:
+                    # the pages already checked leave this process (they stay in the page cache):
+                    # mapped whole, a dense chunk's ~1.5 GB would count in the worker's RSS
+                    upto = end - end % mmap.PAGESIZE
+                    m.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+                    dropped = upto
 
 
 def _compress_batch(cctx: zstandard.ZstdCompressor, lcms: Sequence[bytes | memoryview], lens: list[int]) -> list:
