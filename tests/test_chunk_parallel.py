@@ -345,15 +345,28 @@ def test_chunk_workers_import_the_coordinators_package_whatever_the_cwd(tmp_path
     _check_same_as_reference(cfg, lake, reference)
 
 
-def test_ingest_chunk_on_its_own_matches_the_reference(tmp_path, lake, reference):
-    """The work item needs only the configuration: chunk 1 ingested by a direct call."""
+def test_ingest_chunk_on_its_own_matches_the_reference(tmp_path, lake, reference, monkeypatch):
+    """The work item needs only the configuration: chunk 1 ingested by a direct call.  The
+    process lists the lake once: a later chunk reuses the layout the first one resolved."""
     from rpcbackfill.index.spill import shard_spill_inputs
+    from rpcbackfill.orchestration import chunk_ingest
     from rpcbackfill.orchestration.chunk_ingest import chunk_tasks, ingest_chunk
+    from rpcbackfill.sources.objstore.local import LocalStore
 
+    listings = []
+    real_list = LocalStore.list_keys
+
+    def counted(self, *a, **kw):
+        listings.append(self.url)
+        return real_list(self, *a, **kw)
+
+    monkeypatch.setattr(LocalStore, "list_keys", counted)
+    monkeypatch.setattr(chunk_ingest, "_lake_schemas", {})
     ref_cfg, ref_digest, _ = reference
     cfg = _config(tmp_path, lake, 2)
     (task,) = chunk_tasks(cfg, 0, 2, LAST, [1])
     res = ingest_chunk(task)
+    assert listings == [str(lake)]
     assert (res.chunk_id, res.ledgers, res.rewritten) == (1, 10_000, True)
     got = {k: v for k, v in _chunks(store_digest(cfg)).items() if "000001." in k}
     assert got == {k: v for k, v in _chunks(ref_digest).items() if "000001." in k} and len(got) == 2
@@ -363,6 +376,7 @@ def test_ingest_chunk_on_its_own_matches_the_reference(tmp_path, lake, reference
         assert f.stat().st_size == 36 * res.cf_counts[x]
     # again: the published chunk is compared with the source, not rewritten; same spill
     again = ingest_chunk(task)
+    assert listings == [str(lake)]  # not listed again
     assert not again.rewritten and again.cf_counts == res.cf_counts
     assert again.last_hash == res.last_hash and again.first_prev_hash == res.first_prev_hash
 

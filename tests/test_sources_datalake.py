@@ -75,6 +75,7 @@ class FlakyStore(LocalStore):
         super().__init__(root)
         self.faults = faults
         self.gets: list[str] = []
+        self.listings = 0
         self.lock = threading.Lock()
 
     def get(self, key):
@@ -85,6 +86,10 @@ class FlakyStore(LocalStore):
         if err is not None:
             raise err
         return super().get(key)
+
+    def list_keys(self, *a, **kw):
+        self.listings += 1
+        return super().list_keys(*a, **kw)
 
 
 # --- local lakes --------------------------------------------------------------------------------
@@ -262,6 +267,27 @@ def test_inline_reads_bounded_by_max_buffer_bytes(lake, chain):
     # two files stay under the bound, the third reaches it: 24 ledgers per call, never the 100 asked
     assert max(len(b) for b in batches) == 24 and len(batches[0]) == 24
     assert [bytes(x.lcm) for b in batches for x in b] == [chain[q] for q in range(8, 208)]
+
+
+def test_known_schema_reads_no_manifest_and_no_listing(tmp_path, chain):
+    """A source given the layout an earlier source resolved (``known_schema``: what a chunk
+    worker's later chunks get) neither reads the manifest nor lists the lake, and reads the
+    same ledgers -- even with the manifest gone; without it the manifest is required."""
+    write_lake(tmp_path, sorted(chain.items()), LakeSchema(NET, 4, 2))
+    first = FlakyStore(tmp_path, {})
+    with DataLakeSource(cfg(tmp_path), NET, store=first) as src:
+        assert read_all(src, 10, 60) == [chain[q] for q in range(10, 61)]
+        resolved = src.schema
+    assert layout.MANIFEST_NAME in first.gets and first.listings == 1
+    os.unlink(tmp_path / layout.MANIFEST_NAME)
+    again = FlakyStore(tmp_path, {})
+    with DataLakeSource(cfg(tmp_path), NET, store=again, known_schema=resolved, prefetch=False) as src:
+        assert read_all(src, 30, 90) == [chain[q] for q in range(30, 91)]
+        assert src.schema == resolved
+    assert layout.MANIFEST_NAME not in again.gets and again.listings == 0
+    with pytest.raises(LakeConfigError, match="manifest"):
+        with DataLakeSource(cfg(tmp_path), NET, store=FlakyStore(tmp_path, {})) as src:
+            src.prepare_range(30, 90)
 
 
 def test_inline_reads_deliver_ledgers_before_a_missing_file(tmp_path, chain):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from .checks import RangeLike
+    from .layout import LakeSchema
 
 __all__ = ["Ledger", "LedgerSource", "open_source", "preflight"]
 
@@ -35,12 +36,16 @@ def preflight(config: Config, ranges: Iterable[RangeLike]) -> None:
     run(config, ranges)
 
 
-def open_source(config: Config, cancel: threading.Event, *, prefetch: bool = True) -> LedgerSource:
+def open_source(
+    config: Config, cancel: threading.Event, *, prefetch: bool = True, lake_schema: LakeSchema | None = None
+) -> LedgerSource:
     """Build (but do not start) the source the configuration names.
 
     Nothing touches the network or spawns a process here; ``prepare_range`` does.
     ``prefetch=False``: the caller is one of several parallel workers, so a source that can read
     cheaply in the caller's thread (a data lake in a local directory) starts no read-ahead threads.
+    ``lake_schema``: a data lake's layout already resolved by an earlier source of this run
+    (``DataLakeSource.schema``); the new source does not resolve it again.
     """
     backend = config.backfill.ledger_backend
     passphrase = config.service.network_passphrase
@@ -53,6 +58,7 @@ def open_source(config: Config, cancel: threading.Event, *, prefetch: bool = Tru
             cancel,
             authenticate=config.backfill.check_ledger_hashes,
             prefetch=prefetch,
+            known_schema=lake_schema,
         )
     if backend == "captive_core":
         from .captive_core import CaptiveCoreSource
