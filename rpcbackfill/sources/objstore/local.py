@@ -30,12 +30,13 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.url = str(self.root)
+        self._prefix = os.path.join(self.url, "")  # keys are relative: a path is prefix + key
 
     def get(self, key: str) -> bytes:
         # open + fstat + one read of the whole size + close: 4 system calls per object (a
         # buffered open() and read() make 7-8), and no Path object per call -- with one ledger
         # per file this runs once per ledger.
-        path = os.path.join(self.url, key)
+        path = self._prefix + key
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
