@@ -115,8 +115,8 @@ class DataLakeSource(_BoundedSource):
         self._inline = False
         # known_schema: the layout an earlier source of this run resolved (and checked) on the
         # same lake -- its ``schema`` after prepare_range, extension included; this one then
-        # reads neither the manifest nor a listing (a local partition of 64,000 files takes
-        # ~50 ms to list: 5 us per ledger of a sparse chunk)
+        # reads neither the manifest nor a listing (measured on a local partition of 40,000
+        # files: 27.6 ms of CPU to open and prepare, 0.22 ms with the layout known)
         self._known_schema = known_schema
         self._store = store
         self._own_store = store is None
@@ -287,8 +287,16 @@ class DataLakeSource(_BoundedSource):
                 raise Cancelled("data lake source stopped")
 
     def _fetch_for(self, i: int) -> _Batch:
-        """Download, check and split file ``i`` of the range (with retries)."""
-        return self._with_retries(lambda: self._fetch_once(i), self._where(i))
+        """Download, check and split file ``i`` of the range (with retries).  The first attempt
+        runs without the retry machinery; a failed one hands the file to ``_with_retries`` (same
+        attempt count, same cancel and stop checks before every attempt)."""
+        self._check_cancel()
+        if self._stop:
+            raise Cancelled("data lake source stopped")
+        try:
+            return self._fetch_once(i)
+        except TransientSourceError as e:
+            return self._with_retries(lambda: self._fetch_once(i), self._where(i), failed=e)
 
     def _where(self, i: int) -> str:
         assert self.schema is not None  # prepare_range opened the lake before any fetch
@@ -456,10 +464,7 @@ class DataLakeSource(_BoundedSource):
         b = self._ready.pop(i, None)  # file 0 was fetched by prepare_range
         if b is None:
             try:
-                try:
-                    b = self._fetch_once(i)  # the retry machinery only once an attempt failed
-                except TransientSourceError as e:
-                    b = self._with_retries(lambda: self._fetch_once(i), self._where(i), failed=e)
+                b = self._fetch_for(i)
             except (RpcBackfillError, Cancelled):
                 raise
             except Exception as e:  # as a worker reports it
