@@ -81,6 +81,28 @@ def test_key_properties(seq, lpb, bpp, legacy):
     assert layout.first_key_contradicting([key], other) == (None if object_key(start, other) == key else key)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    lpb=st.integers(1, 64),
+    bpp=st.integers(1, 50),
+    legacy=st.booleans(),
+    walks=st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.integers(1, 300)), min_size=1, max_size=4),
+)
+def test_object_keys_cache_agrees_with_object_key(lpb, bpp, legacy, walks):
+    """The per-partition cache of ObjectKeys gives object_key's answer for in-order walks across
+    partition edges, jumps back and forth, and the top of the uint32 range."""
+    s = LakeSchema("net", lpb, bpp, file_ext=layout.LEGACY_FILE_EXT if legacy else layout.FILE_EXT)
+    keys = layout.ObjectKeys(s)
+    for seq, n in walks:
+        for start in layout.batch_starts(seq, min(seq + n, 0xFFFFFFFF), s):
+            assert keys(start) == object_key(start, s)
+    with pytest.raises(ValueError):
+        keys(-1)
+    if lpb > 1:
+        with pytest.raises(ValueError, match="not a file boundary"):
+            keys(lpb * 1000 + 1)
+
+
 def test_parse_names_reject_inconsistent():
     assert layout.parse_file_name("FD050F7F--50000000.xdr.zst") == (50000000, 50000000, ".xdr.zst")
     assert layout.parse_file_name("FD050F7E--50000000.xdr.zst") is None  # hex disagrees

@@ -121,6 +121,7 @@ class DataLakeSource(_BoundedSource):
         self._store = store
         self._own_store = store is None
         self.schema: LakeSchema | None = None
+        self._keys: layout.ObjectKeys | None = None  # object keys of ``schema``, cached per partition
         self._ext_detected = False
         # One lock guards the pipeline state below; the consumer waits on _cv (a file became
         # ready), workers wait on _room (the consumer freed a slot).
@@ -300,7 +301,14 @@ class DataLakeSource(_BoundedSource):
 
     def _where(self, i: int) -> str:
         assert self.schema is not None  # prepare_range opened the lake before any fetch
-        return f"{self._store.url}/{layout.object_key(self._starts[i], self.schema)}"
+        return f"{self._store.url}/{self._key(self._starts[i])}"
+
+    def _key(self, start: int) -> str:
+        keys = self._keys
+        if keys is None or keys.schema is not self.schema:  # prepare_range may change the extension
+            assert self.schema is not None
+            keys = self._keys = layout.ObjectKeys(self.schema)
+        return keys(start)
 
     def _fetch_once(self, i: int) -> _Batch:
         """One attempt at file ``i``: download, decompress, scan once (authenticated: hashes
@@ -311,7 +319,7 @@ class DataLakeSource(_BoundedSource):
         bstart = self._starts[i]
         lo = max(self._first, bstart)
         hi = min(self._last, bstart + s.ledgers_per_batch - 1)
-        key = layout.object_key(bstart, s)
+        key = self._key(bstart)
         try:
             data = self._store.get(key)
         except ObjectMissing:

@@ -127,6 +127,37 @@ def object_key(seq: int, schema: LakeSchema) -> str:
     return partition_prefix(seq, schema) + file_name(seq, schema)
 
 
+class ObjectKeys:
+    """``object_key`` for a reader walking one lake in order: the partition prefix is formatted
+    once per partition and a key costs one f-string (with one ledger per file a reader asks for a
+    key per ledger; ``object_key`` checks and formats the partition every time).  Safe to share
+    between threads: the cached partition is one tuple, replaced whole."""
+
+    __slots__ = ("schema", "_part", "_tail")
+
+    def __init__(self, schema: LakeSchema):
+        self.schema = schema
+        self._part: tuple[int, int, str] = (-1, -1, "")  # ledgers lo..hi-1 have this prefix
+        # "-<end>" follows the start in a name only for multi-ledger files: end = start + _tail
+        self._tail = schema.ledgers_per_batch - 1 if schema.ledgers_per_batch > 1 else None
+
+    def __call__(self, start: int) -> str:
+        """Key of the file whose boundary is ``start`` (an element of ``batch_starts``)."""
+        lo, hi, prefix = self._part
+        if not lo <= start < hi:
+            _check_seq(start)
+            s = self.schema
+            prefix = partition_prefix(start, s)
+            p = s.ledgers_per_partition if s.batches_per_partition > 1 else UINT32_MAX + 1
+            lo = start // p * p
+            self._part = (lo, lo + p, prefix)
+        if self._tail is None:
+            return f"{prefix}{UINT32_MAX - start:08X}--{start}{self.schema.file_ext}"
+        if start % (self._tail + 1):
+            raise ValueError(f"{start} is not a file boundary ({self._tail + 1} ledgers per file)")
+        return f"{prefix}{UINT32_MAX - start:08X}--{start}-{start + self._tail}{self.schema.file_ext}"
+
+
 def batch_starts(first: int, last: int, schema: LakeSchema) -> range:
     """Boundary starts of every file needed for ledgers ``first..last`` (inclusive), in order."""
     if last < first:
