@@ -77,7 +77,11 @@ cdef extern from "recsplit_core.h" nogil:
     int rs_simd
 
 
-rs_init_tables()
+# The parameter tables (rs_init_tables: Rice parameters of every bucket size up to RS_MAX_M,
+# ~3 million exp() calls) take ~65 ms of CPU to compute.  They are computed on first use -- a
+# Builder, an Index or golomb_params, always with the GIL held, so only once -- not at import:
+# chunk workers, the coordinator and the serve path import this module without building or
+# reading an index and must not pay for them.
 rs_detect_simd()
 
 
@@ -127,6 +131,7 @@ def golomb_params(uint32_t m):
     """(rice parameter, subtree fixed bits, subtree nodes) of a node of m keys (tests/docs)."""
     if m > <uint32_t>RS_MAX_M:
         raise ValueError(f"m={m} exceeds {RS_MAX_M}")
+    rs_init_tables()
     return rs_golomb_k[m], rs_fixed_bits[m], rs_nodes[m]
 
 
@@ -280,6 +285,7 @@ cdef class Index:
         self.view = buf
         if self.view.shape[0] == 0:
             raise corrupt(f"index {name} is empty")
+        rs_init_tables()  # the lookups walk the trees with them (GIL held: computed once)
         rc = rs_index_open(&self.ix, &self.view[0], self.view.shape[0], err, sizeof(err))
         if rc != RS_OPEN_OK:
             self.view = None

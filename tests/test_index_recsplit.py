@@ -309,6 +309,25 @@ def test_golomb_parameters_are_sane():
     assert _recsplit.golomb_params(1) == (0, 0, 0)
 
 
+# SHA-256 of (Rice parameter, fixed bits, nodes) of every bucket size 0..MAX_BUCKET, packed
+# "<BII": the tables are computed at run time (exp, lgamma, log1p), are not stored in index files,
+# and decide how a reader walks them, so a change of any entry -- a code change, or another libm
+# rounding a near-tie the other way -- would make existing indexes unreadable.  Recorded with the
+# full 48-step scan of rs_best_k, before it learned to stop at the minimum.
+GOLOMB_TABLES_SHA256 = "010a237211129a3d779ad6d9a6d376f388abbb4dd04d93f259ce4a8c41896453"
+
+
+def test_golomb_tables_are_pinned():
+    import hashlib
+    import struct
+
+    h = hashlib.sha256()
+    for m in range(_recsplit.MAX_BUCKET + 1):
+        h.update(struct.pack("<BII", *_recsplit.golomb_params(m)))
+    assert _recsplit.MAX_BUCKET == 65536
+    assert h.hexdigest() == GOLOMB_TABLES_SHA256
+
+
 def test_cancellation_leaves_no_partial_files(tmp_path):
     import threading
 
