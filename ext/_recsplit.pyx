@@ -77,8 +77,9 @@ cdef extern from "recsplit_core.h" nogil:
     int rs_simd
 
 
-# The parameter tables (rs_init_tables: Rice parameters of every bucket size up to RS_MAX_M,
-# ~3 million exp() calls) take ~65 ms of CPU to compute.  They are computed on first use -- a
+# The parameter tables (rs_init_tables: Rice parameters of every bucket size up to RS_MAX_M)
+# cost ~23 ms of CPU to compute (~65 ms before rs_best_k stopped at its minimum: up to ~3 million
+# exp() calls).  They are computed on first use -- a
 # Builder, an Index or golomb_params, always with the GIL held, so only once -- not at import:
 # chunk workers, the coordinator and the serve path import this module without building or
 # reading an index and must not pay for them.

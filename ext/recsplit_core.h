@@ -182,7 +182,8 @@ static inline uint32_t rs_parts(uint32_t m, uint32_t *unit_out, uint32_t *split_
  * on a finite minimum -- no later k can be smaller -- and the first minimum is kept as before.
  * (While q^K still rounds to 1, len is +inf and nothing is compared: tiny p scan further.)
  * The stop changes no table entry (tests/test_index_recsplit.py pins a digest of all of them)
- * and makes rs_init_tables ~5x cheaper (~60 -> ~12 ms of CPU). */
+ * and makes rs_init_tables several times cheaper: ~55-65 ms of CPU before, ~10-14 ms after in a
+ * standalone C build, ~23 ms measured through golomb_params on the 2-core benchmark machine. */
 static uint8_t rs_best_k(double log_p) {
     double p = exp(log_p);
     double lq = log1p(-p);
