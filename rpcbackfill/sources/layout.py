@@ -109,13 +109,16 @@ def partition_prefix(seq: int, schema: LakeSchema) -> str:
     return f"{UINT32_MAX - start:08X}--{start}-{start + p - 1}/"
 
 
+def _boundary_name(start: int, ledgers_per_batch: int, ext: str) -> str:
+    """Base name of the file whose boundary is ``start`` (the one home of the name format)."""
+    if ledgers_per_batch > 1:
+        return f"{UINT32_MAX - start:08X}--{start}-{start + ledgers_per_batch - 1}{ext}"
+    return f"{UINT32_MAX - start:08X}--{start}{ext}"
+
+
 def file_name(seq: int, schema: LakeSchema) -> str:
     """Base name of the file holding ``seq``, extension included."""
-    start = batch_start(seq, schema)
-    name = f"{UINT32_MAX - start:08X}--{start}"
-    if schema.ledgers_per_batch > 1:
-        name += f"-{start + schema.ledgers_per_batch - 1}"
-    return name + schema.file_ext
+    return _boundary_name(batch_start(seq, schema), schema.ledgers_per_batch, schema.file_ext)
 
 
 def object_key(seq: int, schema: LakeSchema) -> str:
@@ -129,33 +132,29 @@ def object_key(seq: int, schema: LakeSchema) -> str:
 
 class ObjectKeys:
     """``object_key`` for a reader walking one lake in order: the partition prefix is formatted
-    once per partition and a key costs one f-string (with one ledger per file a reader asks for a
-    key per ledger; ``object_key`` checks and formats the partition every time).  Safe to share
-    between threads: the cached partition is one tuple, replaced whole."""
+    once per partition and only the file name per key (with one ledger per file a reader asks
+    for a key per ledger; ``object_key`` checks and formats the partition every time).  Safe to
+    share between threads: the cached partition is one tuple, replaced whole."""
 
-    __slots__ = ("schema", "_part", "_tail")
+    __slots__ = ("schema", "_part")
 
     def __init__(self, schema: LakeSchema):
         self.schema = schema
         self._part: tuple[int, int, str] = (-1, -1, "")  # ledgers lo..hi-1 have this prefix
-        # "-<end>" follows the start in a name only for multi-ledger files: end = start + _tail
-        self._tail = schema.ledgers_per_batch - 1 if schema.ledgers_per_batch > 1 else None
 
     def __call__(self, start: int) -> str:
         """Key of the file whose boundary is ``start`` (an element of ``batch_starts``)."""
+        s = self.schema
         lo, hi, prefix = self._part
         if not lo <= start < hi:
             _check_seq(start)
-            s = self.schema
             prefix = partition_prefix(start, s)
             p = s.ledgers_per_partition if s.batches_per_partition > 1 else UINT32_MAX + 1
             lo = start // p * p
             self._part = (lo, lo + p, prefix)
-        if self._tail is None:
-            return f"{prefix}{UINT32_MAX - start:08X}--{start}{self.schema.file_ext}"
-        if start % (self._tail + 1):
-            raise ValueError(f"{start} is not a file boundary ({self._tail + 1} ledgers per file)")
-        return f"{prefix}{UINT32_MAX - start:08X}--{start}-{start + self._tail}{self.schema.file_ext}"
+        if start % s.ledgers_per_batch:
+            raise ValueError(f"{start} is not a file boundary ({s.ledgers_per_batch} ledgers per file)")
+        return prefix + _boundary_name(start, s.ledgers_per_batch, s.file_ext)
 
 
 def batch_starts(first: int, last: int, schema: LakeSchema) -> range:
